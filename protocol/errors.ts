@@ -1,0 +1,89 @@
+/**
+ * Every error relaygate reports has a stable code. Codes that end a
+ * connection carry a WebSocket close code (4000-4999, the range for
+ * applications); codes answered over HTTP carry a status.
+ * docs/errors.md documents each one (a test checks that).
+ */
+export const ErrorCode = {
+  RG_ERR_PROTOCOL: { close: 4000, status: 400, message: 'malformed or unexpected frame' },
+  RG_ERR_FRAME_TOO_LARGE: { close: 4001, status: 413, message: 'frame larger than the limit' },
+  RG_ERR_VERSION: { close: 4002, status: 400, message: 'incompatible protocol version' },
+  RG_ERR_AUTH: { close: 4003, status: 401, message: 'authentication failed' },
+  RG_ERR_EDGE_ID_MISMATCH: { close: 4004, status: 403, message: 'edge id differs from the one associated with the endpoint' },
+  RG_ERR_ENDPOINT_UNKNOWN: { close: 4005, status: 404, message: 'unknown or deleted endpoint' },
+  RG_ERR_RATE_LIMIT: { close: 4006, status: 429, message: 'too many requests' },
+  RG_ERR_TOO_MANY_STREAMS: { close: 4007, status: 429, message: 'too many streams' },
+  RG_ERR_LIVENESS: { close: 4008, status: 504, message: 'peer stopped answering' },
+  RG_ERR_GOING_AWAY: { close: 4009, status: 503, message: 'peer is shutting down' },
+  RG_ERR_FLOW_CONTROL: { close: 4010, status: 400, message: 'peer sent more than its window' },
+  RG_ERR_DRAIN_TIMEOUT: { close: 4011, status: 503, message: 'peer stopped reading' },
+  RG_ERR_REPLACED: { close: 4012, status: 409, message: 'connection replaced by a newer one' },
+  RG_ERR_ENDPOINT_DELETED: { close: 4013, status: 410, message: 'endpoint deleted' },
+  RG_ERR_UPSTREAM_UNAVAILABLE: { close: 4014, status: 503, message: 'relay has no link to the server' },
+  RG_ERR_RELAY_REVOKED: { close: 4015, status: 401, message: 'relay token unknown or revoked' },
+  RG_ERR_QUEUE_FULL: { close: 4016, status: 503, message: 'queue limit reached' },
+  RG_ERR_STREAM_RESET: { close: 4017, status: 502, message: 'stream reset by peer' },
+  RG_ERR_PIN_MISMATCH: { close: 4018, status: 495, message: 'TLS certificate does not match the pinned fingerprint' },
+  RG_ERR_INTERNAL: { close: 4019, status: 500, message: 'internal error' },
+  RG_ERR_BAD_REQUEST: { close: 0, status: 400, message: 'bad request' },
+  RG_ERR_BAD_JSON: { close: 0, status: 400, message: 'request body is not valid JSON' },
+  RG_ERR_UNAUTHORIZED: { close: 0, status: 401, message: 'missing or wrong admin token' },
+  RG_ERR_NOT_FOUND: { close: 0, status: 404, message: 'not found' },
+  RG_ERR_METHOD_NOT_ALLOWED: { close: 0, status: 405, message: 'method not allowed' },
+  RG_ERR_BODY_TOO_LARGE: { close: 0, status: 413, message: 'request body too large' },
+  RG_ERR_CONFIG: { close: 0, status: 400, message: 'invalid configuration' },
+  RG_ERR_BAD_JOIN_TOKEN: { close: 0, status: 400, message: 'join token cannot be decoded' },
+  RG_ERR_CLOSED: { close: 0, status: 503, message: 'already closed' },
+  RG_ERR_NO_RELAY: { close: 0, status: 503, message: 'no relay could be reached' }
+} as const
+
+export type ErrorCodeName = keyof typeof ErrorCode
+
+export class RelaygateError extends Error {
+  readonly code: ErrorCodeName
+  readonly closeCode: number
+  readonly status: number
+
+  constructor (code: ErrorCodeName, message?: string, options?: { cause?: unknown }) {
+    super(message ?? ErrorCode[code].message, options)
+    this.name = 'RelaygateError'
+    this.code = code
+    this.closeCode = ErrorCode[code].close
+    this.status = ErrorCode[code].status
+  }
+}
+
+const byCloseCode = new Map<number, ErrorCodeName>()
+for (const [name, info] of Object.entries(ErrorCode)) {
+  if (info.close !== 0) byCloseCode.set(info.close, name as ErrorCodeName)
+}
+
+/** The error code a close code stands for, or undefined for non-relaygate codes. */
+export function codeForClose (closeCode: number): ErrorCodeName | undefined {
+  return byCloseCode.get(closeCode)
+}
+
+export function isErrorCode (value: unknown): value is ErrorCodeName {
+  return typeof value === 'string' && Object.hasOwn(ErrorCode, value)
+}
+
+/** Wraps anything thrown into a RelaygateError, keeping coded errors as they are. */
+export function toRelaygateError (err: unknown, fallback: ErrorCodeName = 'RG_ERR_INTERNAL'): RelaygateError {
+  if (err instanceof RelaygateError) return err
+  const message = err instanceof Error ? err.message : String(err)
+  return new RelaygateError(fallback, message, { cause: err })
+}
+
+/**
+ * Close codes that mean "do not come back with the same credentials":
+ * a reconnect loop stops on them instead of retrying.
+ */
+export const FATAL_CLOSE_CODES: ReadonlySet<number> = new Set([
+  ErrorCode.RG_ERR_VERSION.close,
+  ErrorCode.RG_ERR_AUTH.close,
+  ErrorCode.RG_ERR_EDGE_ID_MISMATCH.close,
+  ErrorCode.RG_ERR_ENDPOINT_UNKNOWN.close,
+  ErrorCode.RG_ERR_ENDPOINT_DELETED.close,
+  ErrorCode.RG_ERR_RELAY_REVOKED.close,
+  ErrorCode.RG_ERR_PIN_MISMATCH.close
+])

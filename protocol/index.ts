@@ -1,0 +1,8 @@
+export * from './frame.js'
+export * from './errors.js'
+export * from './encode.js'
+export * from './decode.js'
+export * from './stream.js'
+export * from './mux.js'
+export * from './memory.js'
+export type * from './transport.js'

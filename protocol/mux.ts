@@ -1,0 +1,380 @@
+import type { Logger } from 'pino'
+import { FrameType, FrameFlag, AGENT_MAX_PAYLOAD, type Frame } from './frame.js'
+import { encodeFrame, encodeCodeReason, encodeWindow } from './encode.js'
+import { FrameDecoder, decodeCodeReason, decodeWindow } from './decode.js'
+import { RelaygateError, codeForClose, toRelaygateError } from './errors.js'
+import { MuxStream, type StreamHost } from './stream.js'
+import type { Transport } from './transport.js'
+
+export interface MuxOptions {
+  /** The dialing side opens odd stream ids, the accepting side even ones. */
+  role: 'dialer' | 'listener'
+  /** Largest payload accepted from the peer. */
+  maxPayload?: number
+  /** Largest DATA payload we send. */
+  chunkSize?: number
+  /** Initial credit of every stream, each way. */
+  initialWindow?: number
+  /** Streams open at once (both directions together). */
+  maxStreams?: number
+  /** Stop handing data to the transport above this many buffered bytes. */
+  highWaterMark?: number
+  /** Above this many buffered bytes the peer is not reading: destroy at once. */
+  maxBufferedBytes?: number
+  /** A peer that stays above the high-water mark this long is disconnected. */
+  drainTimeoutMs?: number
+  /** Send a PING after this long without traffic from the peer; 0 turns pings off. */
+  keepAliveMs?: number
+  /** Destroy the link after this long without any frame from the peer. */
+  livenessTimeoutMs?: number
+  /** How long a graceful close waits for open streams. */
+  closeTimeoutMs?: number
+  logger?: Logger
+  /** Session-level frames other than PING, GOAWAY and stream frames. */
+  onFrame?: (frame: Frame) => void
+  /** The peer opened a stream. */
+  onStream?: (stream: MuxStream) => void
+  /** The peer announced a go-away. */
+  onGoAway?: (code: number, reason: string) => void
+  /** The link is gone; `error` is set unless it was a clean close. */
+  onClose?: (info: { code: number, reason: string, error?: RelaygateError }) => void
+}
+
+const defaults = {
+  chunkSize: 16 * 1024,
+  initialWindow: 256 * 1024,
+  maxStreams: 256,
+  highWaterMark: 64 * 1024,
+  maxBufferedBytes: 8 * 1024 * 1024,
+  drainTimeoutMs: 30_000,
+  keepAliveMs: 0,
+  livenessTimeoutMs: 0,
+  closeTimeoutMs: 5_000
+}
+
+/**
+ * Frames over one transport: session-level messages go straight out
+ * (never behind bulk data); stream data goes out in chunks, round-robin over
+ * the streams that have both data and credit, while the transport's buffer is
+ * below the high-water mark.
+ */
+export class Mux implements StreamHost {
+  readonly transport: Transport
+  private readonly opts: typeof defaults & MuxOptions
+  private readonly decoder: FrameDecoder
+  private readonly streams = new Map<number, MuxStream>()
+  private ready: MuxStream[] = []
+  private readonly readySet = new Set<MuxStream>()
+  private nextId: number
+  private localGoAway = false
+  private remoteGoAway = false
+  private closedInfo: { code: number, reason: string, error?: RelaygateError } | null = null
+  private closePromise: Promise<void> | null = null
+  private resolveClosed!: () => void
+  private readonly closedPromise: Promise<void>
+  private lastReceived = Date.now()
+  private aboveHighSince = 0
+  private keepAliveTimer: NodeJS.Timeout | null = null
+  private pinging = false
+  bytesIn = 0
+  bytesOut = 0
+
+  constructor (transport: Transport, options: MuxOptions) {
+    this.transport = transport
+    this.opts = { ...defaults, ...options }
+    this.decoder = new FrameDecoder(options.maxPayload ?? AGENT_MAX_PAYLOAD)
+    this.nextId = options.role === 'dialer' ? 1 : 2
+    this.closedPromise = new Promise(resolve => { this.resolveClosed = resolve })
+    transport.attach({
+      message: data => this.onMessage(data),
+      drain: () => this.pump(),
+      close: (code, reason) => this.onTransportClose(code, reason)
+    })
+    const { keepAliveMs, livenessTimeoutMs } = this.opts
+    if (keepAliveMs > 0 || livenessTimeoutMs > 0) {
+      const tick = Math.max(50, Math.min(keepAliveMs || livenessTimeoutMs, livenessTimeoutMs || keepAliveMs) / 2)
+      this.keepAliveTimer = setInterval(() => this.checkLiveness(), tick)
+      this.keepAliveTimer.unref()
+    }
+  }
+
+  get closed (): boolean {
+    return this.closedInfo !== null
+  }
+
+  get streamCount (): number {
+    return this.streams.size
+  }
+
+  /** Resolves once the transport is gone. */
+  whenClosed (): Promise<void> {
+    return this.closedPromise
+  }
+
+  /** Sends a whole session-level frame now, ahead of any queued stream data. */
+  send (frame: Buffer): void {
+    if (this.closedInfo !== null) return
+    this.bytesOut += frame.length
+    this.transport.send(frame)
+    this.checkBuffered()
+  }
+
+  sendFrame (type: Frame['type'], flags: number, payload?: Buffer): void {
+    this.send(encodeFrame(type, flags, 0, payload))
+  }
+
+  /** Opens a stream to the peer; `meta` tells the peer what it is for. */
+  openStream (meta: Buffer): MuxStream {
+    if (this.closedInfo !== null) throw new RelaygateError('RG_ERR_CLOSED', 'link is closed')
+    if (this.remoteGoAway || this.localGoAway) throw new RelaygateError('RG_ERR_GOING_AWAY', 'link is going away')
+    if (this.streams.size >= this.opts.maxStreams) throw new RelaygateError('RG_ERR_TOO_MANY_STREAMS', `at most ${this.opts.maxStreams} streams`)
+    const id = this.nextId
+    if (id > 0xffffffff) throw new RelaygateError('RG_ERR_TOO_MANY_STREAMS', 'stream ids exhausted')
+    this.nextId += 2
+    const stream = new MuxStream(this, id, meta, this.opts.initialWindow)
+    this.streams.set(id, stream)
+    this.send(encodeFrame(FrameType.OPEN, 0, id, meta))
+    return stream
+  }
+
+  /** Tells the peer we take no new streams. */
+  goAway (code = 1000, reason = 'going away'): void {
+    if (this.localGoAway || this.closedInfo !== null) return
+    this.localGoAway = true
+    this.send(encodeFrame(FrameType.GOAWAY, 0, 0, encodeCodeReason(code, reason)))
+  }
+
+  /** Graceful: go-away, let open streams finish (bounded), then close. */
+  close (code = 1000, reason = 'closing'): Promise<void> {
+    if (this.closePromise !== null) return this.closePromise
+    this.closePromise = (async () => {
+      if (this.closedInfo !== null) return
+      this.goAway(code === 1000 ? 1000 : code, reason)
+      if (this.streams.size > 0) {
+        let timer: NodeJS.Timeout | undefined
+        const allDone = new Promise<void>(resolve => {
+          const check = (): void => { if (this.streams.size === 0 || this.closedInfo !== null) resolve() }
+          for (const s of this.streams.values()) s.once('close', check)
+          timer = setTimeout(resolve, this.opts.closeTimeoutMs)
+        })
+        try { await allDone } finally { clearTimeout(timer) }
+      }
+      if (this.closedInfo === null) this.transport.close(code, reason.slice(0, 120))
+      await Promise.race([this.closedPromise, new Promise(resolve => setTimeout(resolve, this.opts.closeTimeoutMs).unref())])
+      if (this.closedInfo === null) {
+        this.transport.terminate()
+        this.onTransportClose(1006, 'close timed out')
+      }
+    })()
+    return this.closePromise
+  }
+
+  /** Immediate: drops every stream and the transport. Closes with the error's close code. */
+  destroy (err?: unknown): Promise<void> {
+    if (this.closedInfo === null) {
+      const coded = err === undefined ? undefined : toRelaygateError(err)
+      const code = coded !== undefined && coded.closeCode !== 0 ? coded.closeCode : (coded === undefined ? 1000 : 4019)
+      const reason = coded?.message ?? 'closed'
+      try {
+        this.transport.close(code, reason.slice(0, 120))
+      } catch {
+        this.transport.terminate()
+      }
+      this.finish(code, reason, coded)
+    }
+    return this.closedPromise
+  }
+
+  // ---- StreamHost ----
+
+  streamReady (stream: MuxStream): void {
+    if (!this.readySet.has(stream)) {
+      this.readySet.add(stream)
+      this.ready.push(stream)
+    }
+    this.pump()
+  }
+
+  streamFin (stream: MuxStream): void {
+    this.send(encodeFrame(FrameType.DATA, FrameFlag.FIN, stream.id))
+  }
+
+  streamReset (stream: MuxStream, err: RelaygateError): void {
+    this.send(encodeFrame(FrameType.RESET, 0, stream.id, encodeCodeReason(err.closeCode || 4017, err.message)))
+  }
+
+  streamCredit (stream: MuxStream, delta: number): void {
+    this.send(encodeFrame(FrameType.WINDOW, 0, stream.id, encodeWindow(delta)))
+  }
+
+  streamClosed (stream: MuxStream): void {
+    this.streams.delete(stream.id)
+    if (this.readySet.delete(stream)) this.ready = this.ready.filter(s => s !== stream)
+  }
+
+  // ---- internals ----
+
+  private pump (): void {
+    if (this.closedInfo !== null) return
+    const { highWaterMark, chunkSize } = this.opts
+    while (this.ready.length > 0 && this.transport.bufferedAmount < highWaterMark) {
+      const stream = this.ready.shift()!
+      this.readySet.delete(stream)
+      if (stream.destroyed) continue
+      const chunk = stream.takeChunk(chunkSize)
+      if (chunk === null) continue
+      const frame = encodeFrame(FrameType.DATA, 0, stream.id, chunk)
+      this.bytesOut += frame.length
+      this.transport.send(frame)
+      if (stream.pendingBytes > 0 && stream.sendWindow > 0) {
+        this.readySet.add(stream)
+        this.ready.push(stream)
+      }
+    }
+    this.checkBuffered()
+  }
+
+  private checkBuffered (): void {
+    const buffered = this.transport.bufferedAmount
+    if (buffered > this.opts.maxBufferedBytes) {
+      void this.destroy(new RelaygateError('RG_ERR_DRAIN_TIMEOUT', `peer not reading: ${buffered} bytes buffered`))
+      return
+    }
+    if (buffered >= this.opts.highWaterMark) {
+      if (this.aboveHighSince === 0) this.aboveHighSince = Date.now()
+    } else {
+      this.aboveHighSince = 0
+    }
+  }
+
+  private checkLiveness (): void {
+    if (this.closedInfo !== null) return
+    const now = Date.now()
+    const { keepAliveMs, livenessTimeoutMs, drainTimeoutMs } = this.opts
+    if (this.aboveHighSince !== 0 && now - this.aboveHighSince > drainTimeoutMs) {
+      void this.destroy(new RelaygateError('RG_ERR_DRAIN_TIMEOUT', `peer did not read for ${drainTimeoutMs} ms`))
+      return
+    }
+    this.checkBuffered()
+    const idle = now - this.lastReceived
+    if (livenessTimeoutMs > 0 && idle > livenessTimeoutMs) {
+      void this.destroy(new RelaygateError('RG_ERR_LIVENESS', `no frame from peer for ${idle} ms`))
+      return
+    }
+    if (keepAliveMs > 0 && idle >= keepAliveMs && !this.pinging) {
+      this.pinging = true
+      const payload = Buffer.alloc(8)
+      payload.writeDoubleBE(now, 0)
+      this.sendFrame(FrameType.PING, 0, payload)
+    }
+  }
+
+  private onMessage (data: Buffer): void {
+    if (this.closedInfo !== null) return
+    this.bytesIn += data.length
+    this.lastReceived = Date.now()
+    this.pinging = false
+    try {
+      for (const frame of this.decoder.push(data)) {
+        this.dispatch(frame)
+        if (this.closedInfo !== null) return
+      }
+    } catch (err) {
+      const coded = toRelaygateError(err, 'RG_ERR_PROTOCOL')
+      this.opts.logger?.warn({ err: { code: coded.code, message: coded.message }, remote: this.transport.remote }, 'closing link on bad input')
+      void this.destroy(coded)
+    }
+  }
+
+  private dispatch (frame: Frame): void {
+    switch (frame.type) {
+      case FrameType.PING:
+        if (frame.payload.length !== 8) throw new RelaygateError('RG_ERR_PROTOCOL', 'ping payload must be 8 bytes')
+        if ((frame.flags & FrameFlag.ACK) === 0) this.sendFrame(FrameType.PING, FrameFlag.ACK, frame.payload)
+        return
+      case FrameType.GOAWAY: {
+        const { code, reason } = decodeCodeReason(frame.payload)
+        this.remoteGoAway = true
+        this.opts.onGoAway?.(code, reason)
+        return
+      }
+      case FrameType.OPEN:
+        this.onOpen(frame)
+        return
+      case FrameType.DATA: {
+        const stream = this.streams.get(frame.streamId)
+        if (stream === undefined) {
+          if (!this.isKnownId(frame.streamId)) throw new RelaygateError('RG_ERR_PROTOCOL', `data for stream ${frame.streamId} never opened`)
+          return // late data for a stream we reset: drop it
+        }
+        stream.receive(frame.payload, (frame.flags & FrameFlag.FIN) !== 0)
+        return
+      }
+      case FrameType.WINDOW: {
+        const delta = decodeWindow(frame.payload)
+        this.streams.get(frame.streamId)?.addCredit(delta)
+        return
+      }
+      case FrameType.RESET: {
+        const { code, reason } = decodeCodeReason(frame.payload)
+        const stream = this.streams.get(frame.streamId)
+        if (stream !== undefined) stream.remoteReset(new RelaygateError(codeForClose(code) ?? 'RG_ERR_STREAM_RESET', reason || undefined))
+        return
+      }
+      default:
+        if (frame.streamId !== 0) throw new RelaygateError('RG_ERR_PROTOCOL', `session frame 0x${frame.type.toString(16)} on stream ${frame.streamId}`)
+        this.opts.onFrame?.(frame)
+    }
+  }
+
+  /** Whether an id is one that was (or could have been) in use: below the next id of its parity. */
+  private isKnownId (id: number): boolean {
+    const ours = (id % 2 === 1) === (this.opts.role === 'dialer')
+    return ours ? id < this.nextId : id <= this.highestRemoteId
+  }
+
+  private highestRemoteId = 0
+
+  private onOpen (frame: Frame): void {
+    const id = frame.streamId
+    const remoteParity = this.opts.role === 'dialer' ? 0 : 1
+    if (id === 0 || id % 2 !== remoteParity) throw new RelaygateError('RG_ERR_PROTOCOL', `peer opened stream ${id} with the wrong parity`)
+    if (id <= this.highestRemoteId) throw new RelaygateError('RG_ERR_PROTOCOL', `peer reused stream id ${id}`)
+    this.highestRemoteId = id
+    const refuse = (code: RelaygateError): void => {
+      this.send(encodeFrame(FrameType.RESET, 0, id, encodeCodeReason(code.closeCode, code.message)))
+    }
+    if (this.localGoAway) return refuse(new RelaygateError('RG_ERR_GOING_AWAY'))
+    if (this.streams.size >= this.opts.maxStreams || this.opts.onStream === undefined) {
+      return refuse(new RelaygateError('RG_ERR_TOO_MANY_STREAMS', `at most ${this.opts.maxStreams} streams`))
+    }
+    const stream = new MuxStream(this, id, Buffer.from(frame.payload), this.opts.initialWindow)
+    this.streams.set(id, stream)
+    this.opts.onStream(stream)
+  }
+
+  private onTransportClose (code: number, reason: string): void {
+    if (this.closedInfo !== null) return
+    const name = codeForClose(code)
+    const error = name !== undefined
+      ? new RelaygateError(name, reason || undefined)
+      : (code === 1000 || code === 1001 ? undefined : new RelaygateError('RG_ERR_LIVENESS', `link lost (${code}${reason ? ': ' + reason : ''})`))
+    this.finish(code, reason, error)
+  }
+
+  private finish (code: number, reason: string, error?: RelaygateError): void {
+    this.closedInfo = { code, reason, error }
+    if (this.keepAliveTimer !== null) clearInterval(this.keepAliveTimer)
+    this.keepAliveTimer = null
+    const streamErr = error ?? new RelaygateError('RG_ERR_STREAM_RESET', 'link closed')
+    for (const stream of [...this.streams.values()]) stream.remoteReset(streamErr)
+    this.streams.clear()
+    this.ready = []
+    this.readySet.clear()
+    try {
+      this.opts.onClose?.(this.closedInfo)
+    } finally {
+      this.resolveClosed()
+    }
+  }
+}

@@ -1,0 +1,141 @@
+import { Duplex } from 'node:stream'
+import { RelaygateError } from './errors.js'
+
+/** What a stream needs from its mux; the mux implements it. */
+export interface StreamHost {
+  streamReady: (stream: MuxStream) => void
+  streamFin: (stream: MuxStream) => void
+  streamReset: (stream: MuxStream, err: RelaygateError) => void
+  streamCredit: (stream: MuxStream, delta: number) => void
+  streamClosed: (stream: MuxStream) => void
+}
+
+/**
+ * One flow-controlled stream of a mux, as a Node Duplex.
+ *
+ * Sending: writes wait for credit (the peer's window); the mux pulls chunks
+ * from ready streams in turn, so a stalled stream never blocks another.
+ * Receiving: the peer may send at most `window` bytes we have not consumed;
+ * credit goes back (WINDOW frames) as the reader consumes.
+ */
+export class MuxStream extends Duplex {
+  readonly id: number
+  /** Metadata given by the opener. */
+  readonly meta: Buffer
+  /** Bytes we may still send. */
+  sendWindow: number
+  private readonly host: StreamHost
+  private readonly window: number
+  /** Bytes the peer may still send before we grant more. */
+  private recvAvail: number
+  private out: Buffer | null = null
+  private outCb: ((err?: Error | null) => void) | null = null
+  private remoteFin = false
+  private localFin = false
+  private reset = false
+
+  constructor (host: StreamHost, id: number, meta: Buffer, window: number) {
+    super({ allowHalfOpen: true, readableHighWaterMark: 64 * 1024, writableHighWaterMark: 64 * 1024 })
+    this.host = host
+    this.id = id
+    this.meta = meta
+    this.window = window
+    this.sendWindow = window
+    this.recvAvail = window
+    this.once('close', () => host.streamClosed(this))
+  }
+
+  /** Bytes waiting to be sent (at most one write's worth). */
+  get pendingBytes (): number {
+    return this.out === null ? 0 : this.out.length
+  }
+
+  /** Called by the mux: takes up to `max` bytes of pending output within the window. */
+  takeChunk (max: number): Buffer | null {
+    if (this.out === null || this.sendWindow <= 0) return null
+    const n = Math.min(max, this.sendWindow, this.out.length)
+    const chunk = this.out.subarray(0, n)
+    this.sendWindow -= n
+    if (n === this.out.length) {
+      const cb = this.outCb
+      this.out = null
+      this.outCb = null
+      if (cb !== null) process.nextTick(cb)
+    } else {
+      this.out = this.out.subarray(n)
+    }
+    return chunk
+  }
+
+  /** Called by the mux when the peer grants credit. */
+  addCredit (delta: number): void {
+    this.sendWindow += delta
+    if (this.sendWindow > 0xffffffff) {
+      throw new RelaygateError('RG_ERR_FLOW_CONTROL', `stream ${this.id} window overflow`)
+    }
+    if (this.out !== null) this.host.streamReady(this)
+  }
+
+  /** Called by the mux with bytes from the peer. */
+  receive (data: Buffer, fin: boolean): void {
+    if (this.remoteFin) throw new RelaygateError('RG_ERR_PROTOCOL', `data after FIN on stream ${this.id}`)
+    if (data.length > this.recvAvail) {
+      throw new RelaygateError('RG_ERR_FLOW_CONTROL', `stream ${this.id}: ${data.length} bytes with ${this.recvAvail} of credit`)
+    }
+    this.recvAvail -= data.length
+    if (data.length > 0 && !this.destroyed) this.push(data)
+    if (fin) {
+      this.remoteFin = true
+      if (!this.destroyed) this.push(null)
+    }
+    this.maybeGrant(false)
+  }
+
+  /** Called by the mux when the peer reset the stream. */
+  remoteReset (err: RelaygateError): void {
+    this.reset = true
+    this.destroy(err)
+  }
+
+  private maybeGrant (eager: boolean): void {
+    if (this.remoteFin || this.destroyed) return
+    const consumed = this.window - this.recvAvail - this.readableLength
+    if (consumed <= 0) return
+    if (eager || consumed >= this.window / 2) {
+      this.recvAvail += consumed
+      this.host.streamCredit(this, consumed)
+    }
+  }
+
+  override _read (): void {
+    this.maybeGrant(true)
+  }
+
+  override _write (chunk: Buffer, _encoding: BufferEncoding, cb: (err?: Error | null) => void): void {
+    if (chunk.length === 0) {
+      cb()
+      return
+    }
+    this.out = chunk
+    this.outCb = cb
+    this.host.streamReady(this)
+  }
+
+  override _final (cb: (err?: Error | null) => void): void {
+    this.localFin = true
+    this.host.streamFin(this)
+    cb()
+  }
+
+  override _destroy (err: Error | null, cb: (err?: Error | null) => void): void {
+    const cleanlyDone = this.localFin && this.remoteFin
+    if (!this.reset && !cleanlyDone) {
+      this.reset = true
+      const coded = err instanceof RelaygateError ? err : new RelaygateError('RG_ERR_STREAM_RESET', err?.message ?? 'stream destroyed')
+      this.host.streamReset(this, coded)
+    }
+    this.out = null
+    this.outCb = null
+    cb(err)
+  }
+}
