@@ -1,5 +1,5 @@
 import type { Logger } from 'pino'
-import { FrameType, FrameFlag, AGENT_MAX_PAYLOAD, type Frame } from './frame.js'
+import { FrameType, FrameFlag, AGENT_MAX_PAYLOAD, MAX_U32, type Frame } from './frame.js'
 import { encodeFrame, encodeCodeReason, encodeWindow } from './encode.js'
 import { FrameDecoder, decodeCodeReason, decodeWindow } from './decode.js'
 import { RelaygateError, codeForClose, toRelaygateError } from './errors.js'
@@ -25,7 +25,11 @@ export interface MuxOptions {
   drainTimeoutMs?: number
   /** Send a PING after this long without traffic from the peer; 0 turns pings off. */
   keepAliveMs?: number
-  /** Destroy the link after this long without any frame from the peer. */
+  /**
+   * Destroy the link after this long without any frame from the peer; 0 turns
+   * it off. Defaults to twice `keepAliveMs` (so an unanswered ping ends the
+   * link), or 0 when pings are off.
+   */
   livenessTimeoutMs?: number
   /** How long a graceful close waits for open streams. */
   closeTimeoutMs?: number
@@ -41,6 +45,7 @@ export interface MuxOptions {
 }
 
 const defaults = {
+  maxPayload: AGENT_MAX_PAYLOAD,
   chunkSize: 16 * 1024,
   initialWindow: 256 * 1024,
   maxStreams: 256,
@@ -52,6 +57,39 @@ const defaults = {
   closeTimeoutMs: 5_000
 }
 
+type ResolvedOptions = typeof defaults & MuxOptions
+
+/**
+ * Defaults, then the given options (an option given as `undefined` keeps its
+ * default), then checks: a bad value throws RG_ERR_CONFIG naming the field.
+ */
+export function verifyMuxOptions (options: MuxOptions): ResolvedOptions {
+  const opts: Record<string, unknown> = { ...defaults }
+  for (const [key, value] of Object.entries(options)) if (value !== undefined) opts[key] = value
+  const resolved = opts as unknown as ResolvedOptions
+  if (options.livenessTimeoutMs === undefined) resolved.livenessTimeoutMs = 2 * resolved.keepAliveMs
+  if (resolved.role !== 'dialer' && resolved.role !== 'listener') {
+    throw new RelaygateError('RG_ERR_CONFIG', `mux option role must be 'dialer' or 'listener', got ${String(resolved.role)}`)
+  }
+  const check = (field: keyof typeof defaults, min: number, max = Number.MAX_SAFE_INTEGER): void => {
+    const value = resolved[field]
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+      throw new RelaygateError('RG_ERR_CONFIG', `mux option ${field} must be an integer in ${min}..${max}, got ${String(value)}`)
+    }
+  }
+  check('maxPayload', 1, MAX_U32)
+  check('chunkSize', 1, MAX_U32)
+  check('initialWindow', 1, MAX_U32)
+  check('maxStreams', 1)
+  check('highWaterMark', 1)
+  check('maxBufferedBytes', resolved.highWaterMark)
+  check('drainTimeoutMs', 1)
+  check('keepAliveMs', 0)
+  check('livenessTimeoutMs', 0)
+  check('closeTimeoutMs', 1)
+  return resolved
+}
+
 /**
  * Frames over one transport: session-level messages go straight out
  * (never behind bulk data); stream data goes out in chunks, round-robin over
@@ -60,7 +98,7 @@ const defaults = {
  */
 export class Mux implements StreamHost {
   readonly transport: Transport
-  private readonly opts: typeof defaults & MuxOptions
+  private readonly opts: ResolvedOptions
   private readonly decoder: FrameDecoder
   private readonly streams = new Map<number, MuxStream>()
   private ready: MuxStream[] = []
@@ -73,7 +111,8 @@ export class Mux implements StreamHost {
   private resolveClosed!: () => void
   private readonly closedPromise: Promise<void>
   private lastReceived = Date.now()
-  private aboveHighSince = 0
+  /** Runs while the transport's buffer is above the high-water mark. */
+  private drainTimer: NodeJS.Timeout | null = null
   private keepAliveTimer: NodeJS.Timeout | null = null
   private pinging = false
   bytesIn = 0
@@ -81,13 +120,17 @@ export class Mux implements StreamHost {
 
   constructor (transport: Transport, options: MuxOptions) {
     this.transport = transport
-    this.opts = { ...defaults, ...options }
-    this.decoder = new FrameDecoder(options.maxPayload ?? AGENT_MAX_PAYLOAD)
-    this.nextId = options.role === 'dialer' ? 1 : 2
+    this.opts = verifyMuxOptions(options)
+    this.decoder = new FrameDecoder(this.opts.maxPayload)
+    this.nextId = this.opts.role === 'dialer' ? 1 : 2
     this.closedPromise = new Promise(resolve => { this.resolveClosed = resolve })
     transport.attach({
       message: data => this.onMessage(data),
-      drain: () => this.pump(),
+      drain: () => {
+        // The peer read something: whatever the buffer holds now, it is not stuck.
+        this.clearDrainTimer()
+        this.pump()
+      },
       close: (code, reason) => this.onTransportClose(code, reason)
     })
     const { keepAliveMs, livenessTimeoutMs } = this.opts
@@ -160,7 +203,12 @@ export class Mux implements StreamHost {
         try { await allDone } finally { clearTimeout(timer) }
       }
       if (this.closedInfo === null) this.transport.close(code, reason.slice(0, 120))
-      await Promise.race([this.closedPromise, new Promise(resolve => setTimeout(resolve, this.opts.closeTimeoutMs).unref())])
+      let timer: NodeJS.Timeout | undefined
+      try {
+        await Promise.race([this.closedPromise, new Promise(resolve => { timer = setTimeout(resolve, this.opts.closeTimeoutMs) })])
+      } finally {
+        clearTimeout(timer)
+      }
       if (this.closedInfo === null) {
         this.transport.terminate()
         this.onTransportClose(1006, 'close timed out')
@@ -180,7 +228,8 @@ export class Mux implements StreamHost {
       } catch {
         this.transport.terminate()
       }
-      this.finish(code, reason, coded)
+      // The transport may have reported the close synchronously already.
+      if (this.closedInfo === null) this.finish(code, reason, coded)
     }
     return this.closedPromise
   }
@@ -216,6 +265,9 @@ export class Mux implements StreamHost {
 
   private pump (): void {
     if (this.closedInfo !== null) return
+    // Note a buffer that went down since the last look (this stops the drain timer).
+    this.checkBuffered()
+    if (this.closedInfo !== null) return
     const { highWaterMark, chunkSize } = this.opts
     while (this.ready.length > 0 && this.transport.bufferedAmount < highWaterMark) {
       const stream = this.ready.shift()!
@@ -234,28 +286,46 @@ export class Mux implements StreamHost {
     this.checkBuffered()
   }
 
+  /**
+   * Above maxBufferedBytes: destroy now. Above the high-water mark: start the
+   * drain timer (if not running); below it: stop the timer.
+   */
   private checkBuffered (): void {
+    if (this.closedInfo !== null) return
     const buffered = this.transport.bufferedAmount
     if (buffered > this.opts.maxBufferedBytes) {
       void this.destroy(new RelaygateError('RG_ERR_DRAIN_TIMEOUT', `peer not reading: ${buffered} bytes buffered`))
       return
     }
-    if (buffered >= this.opts.highWaterMark) {
-      if (this.aboveHighSince === 0) this.aboveHighSince = Date.now()
-    } else {
-      this.aboveHighSince = 0
+    if (buffered < this.opts.highWaterMark) {
+      this.clearDrainTimer()
+    } else if (this.drainTimer === null) {
+      this.drainTimer = setTimeout(() => this.onDrainTimer(), this.opts.drainTimeoutMs)
+      this.drainTimer.unref()
     }
+  }
+
+  private clearDrainTimer (): void {
+    if (this.drainTimer !== null) clearTimeout(this.drainTimer)
+    this.drainTimer = null
+  }
+
+  private onDrainTimer (): void {
+    this.drainTimer = null
+    if (this.closedInfo !== null) return
+    const buffered = this.transport.bufferedAmount
+    if (buffered >= this.opts.highWaterMark) {
+      void this.destroy(new RelaygateError('RG_ERR_DRAIN_TIMEOUT', `peer did not read for ${this.opts.drainTimeoutMs} ms (${buffered} bytes buffered)`))
+      return
+    }
+    // The buffer went down without a drain event: carry on sending.
+    this.pump()
   }
 
   private checkLiveness (): void {
     if (this.closedInfo !== null) return
     const now = Date.now()
-    const { keepAliveMs, livenessTimeoutMs, drainTimeoutMs } = this.opts
-    if (this.aboveHighSince !== 0 && now - this.aboveHighSince > drainTimeoutMs) {
-      void this.destroy(new RelaygateError('RG_ERR_DRAIN_TIMEOUT', `peer did not read for ${drainTimeoutMs} ms`))
-      return
-    }
-    this.checkBuffered()
+    const { keepAliveMs, livenessTimeoutMs } = this.opts
     const idle = now - this.lastReceived
     if (livenessTimeoutMs > 0 && idle > livenessTimeoutMs) {
       void this.destroy(new RelaygateError('RG_ERR_LIVENESS', `no frame from peer for ${idle} ms`))
@@ -366,6 +436,7 @@ export class Mux implements StreamHost {
     this.closedInfo = { code, reason, error }
     if (this.keepAliveTimer !== null) clearInterval(this.keepAliveTimer)
     this.keepAliveTimer = null
+    this.clearDrainTimer()
     const streamErr = error ?? new RelaygateError('RG_ERR_STREAM_RESET', 'link closed')
     for (const stream of [...this.streams.values()]) stream.remoteReset(streamErr)
     this.streams.clear()

@@ -1,0 +1,317 @@
+import { EventEmitter } from 'node:events'
+import { randomUUID } from 'node:crypto'
+import { existsSync, mkdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import type { Logger } from 'pino'
+import {
+  Mux, FrameType, PROTOCOL_VERSION, AGENT_MAX_PAYLOAD, HEADER_SIZE, RelaygateError, FATAL_CLOSE_CODES,
+  decodeHello, decodeJson, decodeCheckinAnswer, decodeCodeReason, encodeFrame, encodeHello, encodeJson, frames,
+  toRelaygateError, codeForClose, type CheckinAnswer, type Frame
+} from '../protocol/index.js'
+import { WsTransport } from '../protocol/ws-transport.js'
+import { dialWebSocket } from '../protocol/dial.js'
+import { Backoff } from '../protocol/backoff.js'
+import { computeProof, deriveAuthKey } from '../protocol/auth.js'
+import { writeFileAtomic, writeReadyFile } from '../protocol/files.js'
+import { VERSION } from '../protocol/version.js'
+import type { RelayAddress } from '../protocol/token.js'
+import { verifyAgentConfig, type AgentConfig, type VerifiedAgentConfig } from './config.js'
+
+export type AgentState = 'connecting' | 'authenticating' | 'online' | 'waiting' | 'stopped'
+
+/** Reads the edge id kept in the data dir, or creates one (or keeps the given one). */
+export function loadEdgeId (dataDir: string, given: string | undefined, logger: Logger): string {
+  mkdirSync(dataDir, { recursive: true })
+  const file = join(dataDir, 'edge-id')
+  const stored = existsSync(file) ? readFileSync(file, 'utf8').trim() : undefined
+  if (given !== undefined) {
+    if (stored !== undefined && stored !== given) logger.warn({ stored, given }, 'replacing the stored edge id with --edge-id')
+    if (stored !== given) writeFileAtomic(file, given + '\n')
+    return given
+  }
+  if (stored !== undefined && stored !== '') return stored
+  const edgeId = randomUUID()
+  writeFileAtomic(file, edgeId + '\n')
+  logger.info({ edgeId }, 'generated an edge id')
+  return edgeId
+}
+
+/**
+ * An agent: dials one relay at a time (failing over through the list),
+ * proves it holds the endpoint secret, and checks in at the interval the
+ * server sets. Events: 'online' {relay}, 'answer' CheckinAnswer,
+ * 'offline' {code}, 'fatal' RelaygateError.
+ */
+export class RelaygateAgent extends EventEmitter {
+  readonly config: VerifiedAgentConfig
+  readonly edgeId: string
+  readonly endpointId: string
+  state: AgentState = 'connecting'
+  intervalSeconds = 5
+  relayUrl: string | null = null
+  relayId: string | null = null
+  /** Check-ins sent and answers received in this process's life. */
+  checkins = 0
+  answers = 0
+  lastFlags = 0
+  private readonly log: Logger
+  private readonly authKey: Buffer
+  private readonly backoff: Backoff
+  private mux: Mux | null = null
+  private relayIndex = 0
+  private stopped = false
+  private waitTimer: NodeJS.Timeout | null = null
+  private waitResolve: (() => void) | null = null
+  private checkinTimer: NodeJS.Timeout | null = null
+  private deadlineTimer: NodeJS.Timeout | null = null
+  private seq = 0
+  private readyWritten = false
+  private running: Promise<void> | null = null
+
+  constructor (input: Partial<AgentConfig>, logger: Logger) {
+    super()
+    this.config = verifyAgentConfig(input)
+    this.endpointId = this.config.token.endpointId
+    this.edgeId = loadEdgeId(this.config.dataDir, this.config.edgeId, logger)
+    this.log = logger.child({ endpointId: this.endpointId, edgeId: this.edgeId })
+    this.authKey = deriveAuthKey(this.config.token.secret)
+    this.backoff = new Backoff({ baseMs: 250, maxMs: 30_000, giveUpAfterMs: this.config.giveUpAfterMs })
+  }
+
+  start (): this {
+    if (this.running === null) this.running = this.run()
+    return this
+  }
+
+  /** Resolves when the agent is online (accepted by a relay and the server). */
+  whenOnline (timeoutMs = 30_000): Promise<void> {
+    if (this.state === 'online') return Promise.resolve()
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => { cleanup(); reject(new RelaygateError('RG_ERR_LIVENESS', 'agent not online in time')) }, timeoutMs)
+      const onOnline = (): void => { cleanup(); resolve() }
+      const onFatal = (err: Error): void => { cleanup(); reject(err) }
+      const cleanup = (): void => { clearTimeout(timer); this.off('online', onOnline); this.off('fatal', onFatal) }
+      this.on('online', onOnline)
+      this.on('fatal', onFatal)
+    })
+  }
+
+  async close (): Promise<void> {
+    this.stopped = true
+    this.wake()
+    const mux = this.mux
+    if (mux !== null) await mux.close(1000, 'agent stopping')
+    await this.running
+    this.state = 'stopped'
+  }
+
+  async destroy (): Promise<void> {
+    this.stopped = true
+    this.wake()
+    const mux = this.mux
+    if (mux !== null) await mux.destroy()
+    await this.running
+    this.state = 'stopped'
+  }
+
+  /** For tests: drops the current link at once, as a network failure would. */
+  dropLink (): void {
+    this.mux?.transport.terminate()
+  }
+
+  private async run (): Promise<void> {
+    const relays = this.config.relayList
+    while (!this.stopped) {
+      const relay = relays[this.relayIndex % relays.length]
+      const result = await this.session(relay)
+      if (this.stopped) break
+      if (result.fatal !== undefined) {
+        this.state = 'stopped'
+        this.log.error({ code: result.fatal.code, message: result.fatal.message }, 'agent refused for good: stopping')
+        this.emit('fatal', result.fatal)
+        return
+      }
+      if (result.accepted) this.backoff.reset()
+      else this.relayIndex++ // fail over to the next relay
+      const delay = this.backoff.next()
+      if (delay === undefined) {
+        const err = new RelaygateError('RG_ERR_NO_RELAY', `no relay accepted this agent for ${this.config.giveUpAfterMs} ms`)
+        this.state = 'stopped'
+        this.log.error({ code: err.code }, err.message)
+        this.emit('fatal', err)
+        return
+      }
+      this.state = 'waiting'
+      this.log.debug({ delay }, 'reconnecting after a pause')
+      await this.sleep(delay)
+    }
+    this.state = 'stopped'
+  }
+
+  private sleep (ms: number): Promise<void> {
+    return new Promise(resolve => {
+      this.waitResolve = resolve
+      this.waitTimer = setTimeout(() => this.wake(), ms)
+    })
+  }
+
+  private wake (): void {
+    if (this.waitTimer !== null) clearTimeout(this.waitTimer)
+    this.waitTimer = null
+    const resolve = this.waitResolve
+    this.waitResolve = null
+    resolve?.()
+  }
+
+  /** One connection to one relay, until it ends. */
+  private async session (relay: RelayAddress): Promise<{ accepted: boolean, fatal?: RelaygateError }> {
+    this.state = 'connecting'
+    const url = `${relay.url}/agent`
+    let ws
+    try {
+      ws = await dialWebSocket(url, { fingerprints: relay.fingerprints, maxPayload: 4 * (AGENT_MAX_PAYLOAD + HEADER_SIZE) })
+    } catch (err) {
+      const coded = toRelaygateError(err, 'RG_ERR_NO_RELAY')
+      this.log.warn({ relay: relay.url, code: coded.code, message: coded.message }, 'cannot reach relay')
+      return { accepted: false }
+    }
+    if (this.stopped) {
+      ws.terminate()
+      return { accepted: false }
+    }
+    this.state = 'authenticating'
+    let accepted = false
+    return await new Promise(resolve => {
+      const acceptTimer = setTimeout(() => {
+        void mux.destroy(new RelaygateError('RG_ERR_LIVENESS', 'relay did not accept the agent in time'))
+      }, this.config.acceptTimeoutMs)
+      const mux: Mux = new Mux(new WsTransport(ws, relay.url), {
+        role: 'dialer',
+        maxPayload: AGENT_MAX_PAYLOAD,
+        logger: this.log,
+        onFrame: frame => {
+          try {
+            if (this.onFrame(mux, relay, frame) && !accepted) {
+              accepted = true
+              clearTimeout(acceptTimer)
+            }
+          } catch (err) {
+            void mux.destroy(toRelaygateError(err, 'RG_ERR_PROTOCOL'))
+          }
+        },
+        onClose: ({ code, reason, error }) => {
+          clearTimeout(acceptTimer)
+          this.stopCheckins()
+          this.mux = null
+          const wasOnline = this.state === 'online'
+          if (wasOnline) this.emit('offline', { code, reason })
+          this.log.info({ relay: relay.url, code, reason }, 'relay link closed')
+          if (FATAL_CLOSE_CODES.has(code) && code !== 4018) {
+            resolve({ accepted, fatal: error ?? new RelaygateError(codeForClose(code) ?? 'RG_ERR_AUTH', reason) })
+          } else {
+            resolve({ accepted })
+          }
+        }
+      })
+      this.mux = mux
+      mux.send(encodeFrame(FrameType.HELLO, 0, 0, encodeHello(PROTOCOL_VERSION, {
+        role: 'agent', endpointId: this.endpointId, edgeId: this.edgeId, agentVersion: VERSION
+      })))
+    })
+  }
+
+  /** Handles a frame; returns true when it made the agent online. */
+  private onFrame (mux: Mux, relay: RelayAddress, frame: Frame): boolean {
+    switch (frame.type) {
+      case FrameType.HELLO: {
+        const { version } = decodeHello(frame.payload)
+        if (version !== PROTOCOL_VERSION) throw new RelaygateError('RG_ERR_VERSION', `agent speaks protocol ${PROTOCOL_VERSION}, relay ${version}`)
+        return false
+      }
+      case FrameType.CONTROL: {
+        const msg = decodeJson(frame.payload)
+        if (msg.t === 'challenge') {
+          if (typeof msg.nonce !== 'string' || typeof msg.relayId !== 'string') throw new RelaygateError('RG_ERR_PROTOCOL', 'bad challenge')
+          const proof = computeProof(this.authKey, { nonce: msg.nonce, endpointId: this.endpointId, edgeId: this.edgeId, relayId: msg.relayId })
+          mux.send(encodeFrame(FrameType.CONTROL, 0, 0, encodeJson({ t: 'proof', proof })))
+          return false
+        }
+        if (msg.t === 'welcome') {
+          if (typeof msg.intervalSeconds === 'number' && msg.intervalSeconds > 0) this.intervalSeconds = msg.intervalSeconds
+          this.relayId = typeof msg.relayId === 'string' ? msg.relayId : null
+          if (this.state === 'online') return false // re-authenticated after the relay re-linked
+          this.state = 'online'
+          this.relayUrl = relay.url
+          this.log.info({ relay: relay.url, relayId: this.relayId, intervalSeconds: this.intervalSeconds }, 'agent online')
+          if (!this.readyWritten) {
+            this.readyWritten = true
+            writeReadyFile(this.config.readyFile, { edgeId: this.edgeId, endpointId: this.endpointId, relay: relay.url, pid: process.pid })
+          }
+          this.scheduleCheckin(mux)
+          this.emit('online', { relay: relay.url })
+          return true
+        }
+        this.log.debug({ t: msg.t }, 'ignoring unknown control message')
+        return false
+      }
+      case FrameType.CHECKIN_ANSWER: {
+        const answer = decodeCheckinAnswer(frame.payload)
+        this.onAnswer(mux, answer)
+        return false
+      }
+      case FrameType.ERROR: {
+        const { code, reason } = decodeCodeReason(frame.payload)
+        this.log.warn({ code: codeForClose(code) ?? code, reason }, 'relay reported an error')
+        return false
+      }
+      default:
+        throw new RelaygateError('RG_ERR_PROTOCOL', `unexpected frame 0x${frame.type.toString(16)} from the relay`)
+    }
+  }
+
+  private onAnswer (mux: Mux, answer: CheckinAnswer): void {
+    this.answers++
+    if (this.deadlineTimer !== null) clearTimeout(this.deadlineTimer)
+    this.deadlineTimer = null
+    const changed = answer.intervalSeconds > 0 && answer.intervalSeconds !== this.intervalSeconds
+    if (changed) {
+      this.log.info({ from: this.intervalSeconds, to: answer.intervalSeconds }, 'check-in interval changed')
+      this.intervalSeconds = answer.intervalSeconds
+      this.scheduleCheckin(mux)
+    }
+    this.lastFlags = answer.flags
+    this.emit('answer', answer)
+  }
+
+  private scheduleCheckin (mux: Mux): void {
+    if (this.checkinTimer !== null) clearTimeout(this.checkinTimer)
+    this.checkinTimer = setTimeout(() => {
+      this.checkinTimer = null
+      if (mux.closed || this.stopped) return
+      this.seq = (this.seq + 1) & 0xffff
+      this.checkins++
+      mux.send(frames.checkin(this.seq))
+      // A link that answers nothing for two intervals is dead, whatever TCP thinks.
+      if (this.deadlineTimer === null) {
+        const limit = 2 * this.intervalSeconds * 1000
+        this.deadlineTimer = setTimeout(() => {
+          this.deadlineTimer = null
+          this.log.warn({ limitMs: limit }, 'no check-in answer within two intervals: reconnecting')
+          void mux.destroy(new RelaygateError('RG_ERR_LIVENESS', 'no check-in answer within two intervals'))
+        }, limit)
+      }
+      this.scheduleCheckin(mux)
+    }, this.intervalSeconds * 1000)
+  }
+
+  private stopCheckins (): void {
+    if (this.checkinTimer !== null) clearTimeout(this.checkinTimer)
+    if (this.deadlineTimer !== null) clearTimeout(this.deadlineTimer)
+    this.checkinTimer = null
+    this.deadlineTimer = null
+  }
+}
+
+export function buildAgent (config: Partial<AgentConfig>, logger: Logger): RelaygateAgent {
+  return new RelaygateAgent(config, logger).start()
+}

@@ -1,0 +1,65 @@
+import { resolve } from 'node:path'
+import { RelaygateError } from '../protocol/errors.js'
+import { decodeJoinToken, normalizeFingerprint, type JoinToken, type RelayAddress } from '../protocol/token.js'
+
+export interface AgentConfig {
+  joinToken: string
+  dataDir: string
+  /** Fixed edge id; otherwise one is generated once and kept in the data dir. */
+  edgeId?: string
+  /** Relay URLs overriding the join token's list (ws:// or wss://). */
+  relays: string[]
+  /** Extra accepted relay certificate fingerprints (rotation). */
+  pins: string[]
+  tunnelTarget?: string
+  allowExec: boolean
+  readyFile?: string
+  /** Stop after this long without reaching any relay (ms); 0 = never. */
+  giveUpAfterMs: number
+  /** Not accepted by the relay within this (ms): try again. */
+  acceptTimeoutMs: number
+}
+
+export const agentDefaults: Omit<AgentConfig, 'joinToken'> = {
+  dataDir: './agent-data',
+  relays: [],
+  pins: [],
+  allowExec: false,
+  giveUpAfterMs: 24 * 3600 * 1000,
+  acceptTimeoutMs: 30_000
+}
+
+const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
+export interface VerifiedAgentConfig extends AgentConfig {
+  token: JoinToken
+  relayList: RelayAddress[]
+}
+
+export function verifyAgentConfig (input: Partial<AgentConfig>): VerifiedAgentConfig {
+  const clean = Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined)) as Partial<AgentConfig>
+  const config = { ...agentDefaults, ...clean } as AgentConfig
+  if (typeof config.joinToken !== 'string' || config.joinToken === '') throw new RelaygateError('RG_ERR_CONFIG', '--join-token is required (from POST /api/endpoints)')
+  const token = decodeJoinToken(config.joinToken)
+  if (config.edgeId !== undefined && !uuidPattern.test(config.edgeId)) throw new RelaygateError('RG_ERR_CONFIG', `--edge-id must be a UUID, got ${config.edgeId}`)
+  const pins = config.pins.map(normalizeFingerprint)
+  for (const p of pins) if (!/^[0-9a-f]{64}$/.test(p)) throw new RelaygateError('RG_ERR_CONFIG', `--pin must be a sha256 fingerprint (64 hex digits), got ${p}`)
+  let relayList: RelayAddress[]
+  if (config.relays.length > 0) {
+    relayList = config.relays.map(url => {
+      let u: URL
+      try { u = new URL(url) } catch { throw new RelaygateError('RG_ERR_CONFIG', `--relay is not a URL: ${url}`) }
+      if (u.protocol !== 'ws:' && u.protocol !== 'wss:') throw new RelaygateError('RG_ERR_CONFIG', `--relay must be ws:// or wss://, got ${url}`)
+      const clean = url.replace(/\/+$/, '')
+      const known = token.relays.find(r => r.url === clean)
+      return { url: clean, fingerprints: [...(known?.fingerprints ?? []), ...pins] }
+    })
+  } else {
+    relayList = token.relays.map(r => ({ url: r.url, fingerprints: [...r.fingerprints, ...pins] }))
+  }
+  if (relayList.length === 0) throw new RelaygateError('RG_ERR_CONFIG', 'the join token names no relay: pass --relay ws://relay:20080')
+  if (config.tunnelTarget !== undefined && !/^(https?:\/\/|tcp:\/\/|unix:\/)/.test(config.tunnelTarget)) {
+    throw new RelaygateError('RG_ERR_CONFIG', `--tunnel-target must be http://host:port, https://host:port, tcp://host:port or unix:/path, got ${config.tunnelTarget}`)
+  }
+  return { ...config, dataDir: resolve(config.dataDir), pins, token, relayList }
+}

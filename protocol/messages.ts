@@ -1,0 +1,83 @@
+/**
+ * Control messages (CONTROL frames, JSON). They are rare: sent on changes,
+ * never per check-in. Each has a `t` field naming it.
+ *
+ * agent <-> relay
+ *   agent HELLO {role:'agent', endpointId, edgeId, agentVersion}
+ *   relay -> agent {t:'challenge', nonce, relayId}   (may come again later: re-authentication)
+ *   agent -> relay {t:'proof', proof}
+ *   relay -> agent {t:'welcome', endpointId, relayId, intervalSeconds}
+ *
+ * relay <-> server (one link, all agents of the relay)
+ *   relay HELLO {role:'relay', token, name, version, wsUrl, wssUrl, fingerprint}
+ *   server HELLO {role:'server', relayId, settings}
+ *   relay -> server {t:'auth-begin', sid, endpointId, edgeId}
+ *   server -> relay {t:'auth-challenge', sid, nonce}
+ *   relay -> server {t:'auth-proof', sid, proof}
+ *   server -> relay {t:'auth-result', sid, ok, flags?, code?, message?}
+ *   relay -> server {t:'offline', sids:[...]}           (batched)
+ *   server -> relay {t:'flags', set:[[endpointId, flags], ...]}   (deltas)
+ *   server -> relay {t:'settings', settings}
+ *   server -> relay {t:'kick', endpointId, code, message}
+ */
+import { RelaygateError } from './errors.js'
+
+export interface Settings {
+  checkinIntervalSeconds: number
+  tunnelIdleTimeoutSeconds: number
+  keepAliveSeconds: number
+  snapshotIntervalSeconds: number
+}
+
+export const DEFAULT_SETTINGS: Settings = {
+  checkinIntervalSeconds: 5,
+  tunnelIdleTimeoutSeconds: 300,
+  keepAliveSeconds: 60,
+  snapshotIntervalSeconds: 600
+}
+
+export type AgentHello = { role: 'agent', endpointId: string, edgeId: string, agentVersion: string }
+export type RelayHello = { role: 'relay', token: string, name?: string, version: string, wsUrl?: string, wssUrl?: string, fingerprint?: string }
+export type ServerHello = { role: 'server', relayId: string, settings: Settings }
+
+export type AgentControl =
+  | { t: 'challenge', nonce: string, relayId: string }
+  | { t: 'proof', proof: string }
+  | { t: 'welcome', endpointId: string, relayId: string, intervalSeconds: number }
+
+export type RelayToServer =
+  | { t: 'auth-begin', sid: number, endpointId: string, edgeId: string }
+  | { t: 'auth-proof', sid: number, proof: string }
+  | { t: 'offline', sids: number[] }
+
+export type ServerToRelay =
+  | { t: 'auth-challenge', sid: number, nonce: string }
+  | { t: 'auth-result', sid: number, ok: true, flags: number }
+  | { t: 'auth-result', sid: number, ok: false, code: string, message: string }
+  | { t: 'flags', set: Array<[string, number]> }
+  | { t: 'settings', settings: Settings }
+  | { t: 'kick', endpointId: string, code: string, message: string }
+
+/** Field checks for decoded JSON: throw RG_ERR_PROTOCOL naming the field. */
+export function str (body: Record<string, unknown>, field: string, max = 256): string {
+  const v = body[field]
+  if (typeof v !== 'string' || v.length === 0 || v.length > max) {
+    throw new RelaygateError('RG_ERR_PROTOCOL', `field ${field} must be a non-empty string of at most ${max} characters`)
+  }
+  return v
+}
+
+export function optStr (body: Record<string, unknown>, field: string, max = 2048): string | undefined {
+  const v = body[field]
+  if (v === undefined || v === null) return undefined
+  if (typeof v !== 'string' || v.length > max) throw new RelaygateError('RG_ERR_PROTOCOL', `field ${field} must be a string`)
+  return v
+}
+
+export function uint (body: Record<string, unknown>, field: string): number {
+  const v = body[field]
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff) {
+    throw new RelaygateError('RG_ERR_PROTOCOL', `field ${field} must be an unsigned integer`)
+  }
+  return v
+}

@@ -1,0 +1,83 @@
+import { resolve } from 'node:path'
+import { RelaygateError } from '../protocol/errors.js'
+import { normalizeFingerprint } from '../protocol/token.js'
+
+export interface RelayConfig {
+  /** Server base URL: http(s):// or ws(s)://. */
+  server: string
+  token: string
+  dataDir: string
+  host: string
+  port: number
+  /** -1 turns the TLS listener off. */
+  tlsPort: number
+  tlsCert?: string
+  tlsKey?: string
+  /** URLs agents should dial, overriding what the relay derives from its listeners. */
+  publicUrls: string[]
+  /** Pin for the server's certificate (https/wss server URLs with a self-signed certificate). */
+  serverFingerprint?: string
+  name?: string
+  cacheMaxBytes: number
+  readyFile?: string
+  /** Stop trying to reach the server after this long without success (ms); 0 = never. */
+  giveUpAfterMs: number
+  /** Agents refused while the server link is down and this many are already waiting. */
+  maxPendingAuth: number
+  /** Most agents at once. */
+  maxAgents: number
+  /** Check-ins an agent may burst, and the steady rate per second. */
+  checkinBurst: number
+  checkinRatePerSecond: number
+  /** Link keep-alive toward the server (ms). */
+  serverKeepAliveMs: number
+  serverLivenessTimeoutMs: number
+  /** An agent must finish its hello and authentication within this (ms). */
+  authTimeoutMs: number
+}
+
+export const relayDefaults: Omit<RelayConfig, 'server' | 'token' | 'dataDir'> = {
+  host: '0.0.0.0',
+  port: 20080,
+  tlsPort: 20081,
+  publicUrls: [],
+  cacheMaxBytes: 10 * 1024 * 1024 * 1024,
+  giveUpAfterMs: 24 * 3600 * 1000,
+  maxPendingAuth: 20_000,
+  maxAgents: 50_000,
+  checkinBurst: 5,
+  checkinRatePerSecond: 1,
+  serverKeepAliveMs: 15_000,
+  serverLivenessTimeoutMs: 45_000,
+  authTimeoutMs: 20_000
+}
+
+export function verifyRelayConfig (input: Partial<RelayConfig>): RelayConfig {
+  const clean = Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined)) as Partial<RelayConfig>
+  const config = { ...relayDefaults, dataDir: './relay-data', ...clean } as RelayConfig
+  if (typeof config.server !== 'string' || config.server === '') throw new RelaygateError('RG_ERR_CONFIG', '--server is required (the server URL, e.g. http://server:8080)')
+  let url: URL
+  try {
+    url = new URL(config.server)
+  } catch {
+    throw new RelaygateError('RG_ERR_CONFIG', `--server is not a URL: ${config.server}`)
+  }
+  if (!['http:', 'https:', 'ws:', 'wss:'].includes(url.protocol)) throw new RelaygateError('RG_ERR_CONFIG', `--server must be http(s):// or ws(s)://, got ${url.protocol}`)
+  if (typeof config.token !== 'string' || config.token.length < 8) throw new RelaygateError('RG_ERR_CONFIG', '--token is required (a relay token from POST /api/relays)')
+  for (const [field, value, allowOff] of [['--port', config.port, false], ['--tls-port', config.tlsPort, true]] as const) {
+    if (!Number.isInteger(value) || value < (allowOff ? -1 : 0) || value > 65535) throw new RelaygateError('RG_ERR_CONFIG', `${field} must be a port number 0-65535, got ${String(value)}`)
+  }
+  if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) throw new RelaygateError('RG_ERR_CONFIG', '--tls-cert and --tls-key must be given together')
+  for (const u of config.publicUrls) {
+    let pu: URL
+    try { pu = new URL(u) } catch { throw new RelaygateError('RG_ERR_CONFIG', `--public-url is not a URL: ${u}`) }
+    if (pu.protocol !== 'ws:' && pu.protocol !== 'wss:') throw new RelaygateError('RG_ERR_CONFIG', `--public-url must be ws:// or wss://, got ${u}`)
+  }
+  if (!Number.isFinite(config.cacheMaxBytes) || config.cacheMaxBytes < 0) throw new RelaygateError('RG_ERR_CONFIG', '--cache-max-bytes must be a non-negative number of bytes')
+  if (config.serverFingerprint !== undefined) {
+    config.serverFingerprint = normalizeFingerprint(config.serverFingerprint)
+    if (!/^[0-9a-f]{64}$/.test(config.serverFingerprint)) throw new RelaygateError('RG_ERR_CONFIG', '--server-fingerprint must be a sha256 fingerprint (64 hex digits)')
+  }
+  config.dataDir = resolve(config.dataDir)
+  return config
+}

@@ -1,0 +1,151 @@
+import type { Logger } from 'pino'
+import {
+  Mux, FrameType, PROTOCOL_VERSION, DEFAULT_MAX_PAYLOAD, HEADER_SIZE, RelaygateError, FATAL_CLOSE_CODES,
+  decodeHello, decodeJson, encodeFrame, encodeHello, encodeJson, toRelaygateError, type Frame
+} from '../protocol/index.js'
+import { WsTransport } from '../protocol/ws-transport.js'
+import { dialWebSocket, toWsUrl } from '../protocol/dial.js'
+import { Backoff } from '../protocol/backoff.js'
+import { DEFAULT_SETTINGS, type RelayHello, type RelayToServer, type Settings } from '../protocol/messages.js'
+
+export interface ServerLinkOptions {
+  serverUrl: string
+  serverFingerprint?: string
+  hello: () => RelayHello
+  logger: Logger
+  keepAliveMs: number
+  livenessTimeoutMs: number
+  giveUpAfterMs: number
+  onReady: (relayId: string, settings: Settings) => void
+  onMessage: (msg: Record<string, unknown>) => void
+  onDown: (err: RelaygateError | undefined) => void
+  /** The server refused us for good (revoked token, wrong version) or we gave up. */
+  onFatal: (err: RelaygateError) => void
+}
+
+/**
+ * The relay's one link to the server, re-established with jittered
+ * exponential backoff until the relay closes or gives up.
+ */
+export class ServerLink {
+  private readonly opts: ServerLinkOptions
+  private readonly backoff: Backoff
+  private mux: Mux | null = null
+  private ready = false
+  private stopped = false
+  private retryTimer: NodeJS.Timeout | null = null
+  relayId: string | null = null
+  settings: Settings = DEFAULT_SETTINGS
+  connects = 0
+
+  constructor (options: ServerLinkOptions) {
+    this.opts = options
+    this.backoff = new Backoff({ baseMs: 200, maxMs: 15_000, giveUpAfterMs: options.giveUpAfterMs })
+  }
+
+  get isReady (): boolean {
+    return this.ready
+  }
+
+  get bytes (): { in: number, out: number } {
+    return { in: this.mux?.bytesIn ?? 0, out: this.mux?.bytesOut ?? 0 }
+  }
+
+  start (): void {
+    void this.connect()
+  }
+
+  /** Sends a control message; false when the link is down. */
+  send (msg: RelayToServer): boolean {
+    if (!this.ready || this.mux === null) return false
+    this.mux.send(encodeFrame(FrameType.CONTROL, 0, 0, encodeJson(msg)))
+    return true
+  }
+
+  async close (): Promise<void> {
+    this.stopped = true
+    if (this.retryTimer !== null) clearTimeout(this.retryTimer)
+    this.retryTimer = null
+    if (this.mux !== null) await this.mux.close(4009, 'relay shutting down')
+  }
+
+  private async connect (): Promise<void> {
+    if (this.stopped) return
+    const url = `${toWsUrl(this.opts.serverUrl)}/relay`
+    const log = this.opts.logger
+    let ws
+    try {
+      ws = await dialWebSocket(url, {
+        fingerprints: this.opts.serverFingerprint === undefined ? [] : [this.opts.serverFingerprint],
+        maxPayload: DEFAULT_MAX_PAYLOAD + HEADER_SIZE
+      })
+    } catch (err) {
+      const coded = toRelaygateError(err, 'RG_ERR_UPSTREAM_UNAVAILABLE')
+      log.warn({ url, code: coded.code, message: coded.message }, 'cannot reach the server')
+      if (coded.code === 'RG_ERR_PIN_MISMATCH') return this.opts.onFatal(coded)
+      return this.retry()
+    }
+    if (this.stopped) {
+      ws.terminate()
+      return
+    }
+    const mux: Mux = new Mux(new WsTransport(ws, url), {
+      role: 'dialer',
+      maxPayload: DEFAULT_MAX_PAYLOAD,
+      keepAliveMs: this.opts.keepAliveMs,
+      livenessTimeoutMs: this.opts.livenessTimeoutMs,
+      logger: log,
+      onFrame: frame => this.onFrame(mux, frame),
+      onClose: ({ code, reason, error }) => {
+        const wasReady = this.ready
+        this.ready = false
+        this.mux = null
+        log.warn({ code, reason }, 'server link closed')
+        if (wasReady) this.opts.onDown(error)
+        if (this.stopped) return
+        if (FATAL_CLOSE_CODES.has(code)) return this.opts.onFatal(error ?? new RelaygateError('RG_ERR_RELAY_REVOKED', reason))
+        this.retry()
+      }
+    })
+    this.mux = mux
+    mux.send(encodeFrame(FrameType.HELLO, 0, 0, encodeHello(PROTOCOL_VERSION, this.opts.hello())))
+  }
+
+  private retry (): void {
+    if (this.stopped) return
+    const delay = this.backoff.next()
+    if (delay === undefined) {
+      this.opts.onFatal(new RelaygateError('RG_ERR_UPSTREAM_UNAVAILABLE', `gave up reaching the server after ${this.opts.giveUpAfterMs} ms`))
+      return
+    }
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null
+      void this.connect()
+    }, delay)
+  }
+
+  private onFrame (mux: Mux, frame: Frame): void {
+    try {
+      if (!this.ready) {
+        if (frame.type !== FrameType.HELLO) throw new RelaygateError('RG_ERR_PROTOCOL', 'server must answer with a hello')
+        const { version, body } = decodeHello(frame.payload)
+        if (version !== PROTOCOL_VERSION) throw new RelaygateError('RG_ERR_VERSION', `relay speaks protocol ${PROTOCOL_VERSION}, server ${version}`)
+        if (body.role !== 'server' || typeof body.relayId !== 'string') throw new RelaygateError('RG_ERR_PROTOCOL', 'bad server hello')
+        this.relayId = body.relayId
+        this.settings = { ...DEFAULT_SETTINGS, ...(body.settings as Partial<Settings>) }
+        this.ready = true
+        this.connects++
+        this.backoff.reset()
+        this.opts.logger.info({ relayId: this.relayId }, 'linked to the server')
+        this.opts.onReady(this.relayId, this.settings)
+        return
+      }
+      if (frame.type !== FrameType.CONTROL) throw new RelaygateError('RG_ERR_PROTOCOL', `unexpected frame 0x${frame.type.toString(16)} from server`)
+      const msg = decodeJson(frame.payload)
+      if (msg.t === 'settings') this.settings = { ...this.settings, ...(msg.settings as Partial<Settings>) }
+      this.opts.onMessage(msg)
+    } catch (err) {
+      void mux.destroy(toRelaygateError(err, 'RG_ERR_PROTOCOL'))
+    }
+  }
+}

@@ -1,0 +1,240 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import Router from 'find-my-way'
+import type { Logger } from 'pino'
+import { RelaygateError, toRelaygateError, CheckinFlag } from '../protocol/index.js'
+import { deriveAuthKey, hashToken, newSecret, tokenMatches } from '../protocol/auth.js'
+import { hkdfSync } from 'node:crypto'
+import { encodeJoinToken, type RelayAddress } from '../protocol/token.js'
+import type { Settings } from '../protocol/messages.js'
+import type { Store, EndpointRecord, RelayRecord } from './store.js'
+import type { RelayHub } from './hub.js'
+import { newId } from './ids.js'
+import { sendJson, sendError, fail, readJson, bodyString, rejectUnknownFields } from './http-util.js'
+
+export interface ApiOptions {
+  store: Store
+  hub: RelayHub
+  logger: Logger
+  version: string
+  adminTokenHash: string
+  maxBodyBytes: number
+  /** Server URL for join tokens. */
+  publicUrl: () => string
+}
+
+type Handler = (req: IncomingMessage, res: ServerResponse, params: Record<string, string | undefined>) => Promise<void> | void
+
+const settingRules: Record<keyof Settings, { min: number, max: number }> = {
+  checkinIntervalSeconds: { min: 1, max: 300 },
+  tunnelIdleTimeoutSeconds: { min: 10, max: 86_400 },
+  keepAliveSeconds: { min: 5, max: 3600 },
+  snapshotIntervalSeconds: { min: 10, max: 86_400 }
+}
+
+const iso = (ms: number | null): string | null => ms === null ? null : new Date(ms).toISOString()
+
+/** Accepted tunnel targets: http(s)://host:port, tcp://host:port, unix:/path. */
+export function verifyTunnelTarget (value: string): string {
+  if (value.startsWith('unix:')) {
+    if (value.length < 7 || !value.startsWith('unix:/')) fail('RG_ERR_BAD_REQUEST', 'field "tunnelTarget": unix targets look like unix:/path/to.sock')
+    return value
+  }
+  let url: URL
+  try {
+    url = new URL(value)
+  } catch {
+    fail('RG_ERR_BAD_REQUEST', 'field "tunnelTarget" must be http://host:port, https://host:port, tcp://host:port or unix:/path')
+  }
+  if (!['http:', 'https:', 'tcp:'].includes(url.protocol) || url.hostname === '') {
+    fail('RG_ERR_BAD_REQUEST', 'field "tunnelTarget" must be http://host:port, https://host:port, tcp://host:port or unix:/path')
+  }
+  return value
+}
+
+/** The admin REST API. Returns a request handler for node:http and node:https. */
+export function createApi (options: ApiOptions): (req: IncomingMessage, res: ServerResponse) => void {
+  const { store, hub, logger } = options
+  const router = Router({ ignoreTrailingSlash: true, maxParamLength: 200 })
+
+  const relayView = (r: RelayRecord): Record<string, unknown> => {
+    const status = hub.relayStatus(r.id)
+    return {
+      id: r.id,
+      name: r.name,
+      connected: status.connected,
+      agents: status.agents,
+      fingerprint: r.fingerprint,
+      wsUrl: r.wsUrl,
+      wssUrl: r.wssUrl,
+      version: r.version,
+      revoked: r.revokedAt !== null,
+      createdAt: iso(r.createdAt),
+      lastSeen: status.connected ? iso(Date.now()) : iso(r.lastSeen)
+    }
+  }
+
+  const endpointView = (e: EndpointRecord, detail = false): Record<string, unknown> => {
+    const online = hub.isOnline(e.id)
+    const relays = hub.relaysOf(e.id)
+    const flags = hub.getFlags(e.id)
+    const view: Record<string, unknown> = {
+      id: e.id,
+      name: e.name,
+      edgeId: e.edgeId,
+      status: online ? 'online' : 'offline',
+      relayId: online ? relays[0] : e.relayId,
+      lastSeen: online ? iso(Date.now()) : iso(e.lastSeen),
+      tunnel: { state: (flags & CheckinFlag.TUNNEL) !== 0 ? 'requested' : 'closed' },
+      tunnelTarget: e.tunnelTarget,
+      createdAt: iso(e.createdAt)
+    }
+    const refusals = store.listRefusals(e.id)
+    view.refusedEdgeIds = refusals.map(r => ({ edgeId: r.edgeId, code: r.code, count: r.count, firstAt: iso(r.firstAt), lastAt: iso(r.lastAt) }))
+    if (detail) view.snapshot = null
+    return view
+  }
+
+  const joinRelays = (): RelayAddress[] => {
+    const out: RelayAddress[] = []
+    for (const r of store.listRelays()) {
+      if (r.revokedAt !== null) continue
+      if (r.wssUrl !== null) out.push({ url: r.wssUrl, fingerprints: r.fingerprint === null ? [] : [r.fingerprint] })
+      if (r.wsUrl !== null) out.push({ url: r.wsUrl, fingerprints: [] })
+    }
+    return out
+  }
+
+  const route = (method: Router.HTTPMethod, path: string, auth: boolean, handler: Handler): void => {
+    router.on(method, path, (req, res, params) => {
+      void (async () => {
+        try {
+          if (auth) authorize(req)
+          await handler(req, res, params)
+        } catch (err) {
+          const coded = toRelaygateError(err)
+          if (coded.status >= 500) logger.error({ err: coded, url: req.url }, 'request failed')
+          sendError(res, coded)
+        }
+      })()
+    })
+  }
+
+  const authorize = (req: IncomingMessage): void => {
+    const header = req.headers.authorization ?? ''
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(header)
+    if (match === null || !tokenMatches(match[1], options.adminTokenHash)) {
+      fail('RG_ERR_UNAUTHORIZED', match === null ? 'send Authorization: Bearer <admin token>' : 'wrong admin token')
+    }
+  }
+
+  route('GET', '/healthz', false, (_req, res) => sendJson(res, 200, { ok: true, version: options.version }))
+
+  route('POST', '/api/relays', true, async (req, res) => {
+    const body = await readJson(req, options.maxBodyBytes)
+    rejectUnknownFields(body, ['name'])
+    const name = bodyString(body, 'name', { required: true, max: 128 })!
+    const token = `rgr_${newSecret(32)}`
+    const record: RelayRecord = {
+      id: newId('r'), name, tokenHash: hashToken(token), createdAt: Date.now(), revokedAt: null,
+      fingerprint: null, wsUrl: null, wssUrl: null, version: null, lastSeen: null
+    }
+    store.createRelay(record)
+    logger.info({ relayId: record.id, name }, 'relay created')
+    sendJson(res, 201, { id: record.id, name, token })
+  })
+
+  route('GET', '/api/relays', true, (_req, res) => sendJson(res, 200, store.listRelays().map(relayView)))
+
+  route('GET', '/api/relays/:id', true, (_req, res, params) => {
+    const r = store.getRelay(params.id ?? '')
+    if (r === undefined) fail('RG_ERR_NOT_FOUND', `no relay ${params.id}`)
+    sendJson(res, 200, relayView(r))
+  })
+
+  route('DELETE', '/api/relays/:id', true, (_req, res, params) => {
+    const id = params.id ?? ''
+    const r = store.getRelay(id)
+    if (r === undefined) fail('RG_ERR_NOT_FOUND', `no relay ${id}`)
+    store.revokeRelay(id, Date.now())
+    hub.disconnectRelay(id, new RelaygateError('RG_ERR_RELAY_REVOKED', 'relay token revoked'))
+    logger.info({ relayId: id }, 'relay revoked')
+    res.writeHead(204).end()
+  })
+
+  route('POST', '/api/endpoints', true, async (req, res) => {
+    const body = await readJson(req, options.maxBodyBytes)
+    rejectUnknownFields(body, ['name', 'tunnelTarget'])
+    const name = bodyString(body, 'name', { required: true, max: 128 })!
+    const target = bodyString(body, 'tunnelTarget', { max: 1024 })
+    const tunnelTarget = target === undefined ? null : verifyTunnelTarget(target)
+    const secret = newSecret(32)
+    const record: EndpointRecord = {
+      id: newId('e'),
+      name,
+      tunnelTarget,
+      authKey: deriveAuthKey(secret),
+      tunnelKey: Buffer.from(hkdfSync('sha256', Buffer.from(secret, 'base64url'), Buffer.alloc(0), 'relaygate tunnel key v1', 32)),
+      edgeId: null,
+      createdAt: Date.now(),
+      lastSeen: null,
+      relayId: null
+    }
+    store.createEndpoint(record)
+    const relays = joinRelays()
+    const joinToken = encodeJoinToken({ serverUrl: options.publicUrl(), relays, endpointId: record.id, secret })
+    const command = `relaygate agent --join-token ${joinToken}${tunnelTarget === null ? '' : ` --tunnel-target ${tunnelTarget}`}`
+    logger.info({ endpointId: record.id, name }, 'endpoint created')
+    const out: Record<string, unknown> = { ...endpointView(record), joinToken, command }
+    if (relays.length === 0) out.warning = 'no relay has linked to the server yet: the join token names no relay; start a relay first or pass --relay to the agent'
+    sendJson(res, 201, out)
+  })
+
+  route('GET', '/api/endpoints', true, (_req, res) => sendJson(res, 200, store.listEndpoints().map(e => endpointView(e))))
+
+  route('GET', '/api/endpoints/:id', true, (_req, res, params) => {
+    const e = store.getEndpoint(params.id ?? '')
+    if (e === undefined) fail('RG_ERR_NOT_FOUND', `no endpoint ${params.id}`)
+    sendJson(res, 200, endpointView(e, true))
+  })
+
+  route('DELETE', '/api/endpoints/:id', true, (_req, res, params) => {
+    const id = params.id ?? ''
+    if (!store.deleteEndpoint(id)) fail('RG_ERR_NOT_FOUND', `no endpoint ${id}`)
+    hub.kickEndpoint(id, 'RG_ERR_ENDPOINT_DELETED', 'endpoint deleted by the admin')
+    logger.info({ endpointId: id }, 'endpoint deleted')
+    res.writeHead(204).end()
+  })
+
+  route('GET', '/api/settings', true, (_req, res) => sendJson(res, 200, store.getSettings()))
+
+  route('PATCH', '/api/settings', true, async (req, res) => {
+    const body = await readJson(req, options.maxBodyBytes)
+    const patch: Partial<Settings> = {}
+    for (const [key, value] of Object.entries(body)) {
+      const rule = settingRules[key as keyof Settings]
+      if (rule === undefined) fail('RG_ERR_BAD_REQUEST', `unknown setting "${key}" (known: ${Object.keys(settingRules).join(', ')})`)
+      if (typeof value !== 'number' || !Number.isInteger(value) || value < rule.min || value > rule.max) {
+        fail('RG_ERR_BAD_REQUEST', `setting "${key}" must be an integer from ${rule.min} to ${rule.max}`)
+      }
+      patch[key as keyof Settings] = value
+    }
+    const settings = store.updateSettings(patch)
+    hub.settingsChanged(settings)
+    logger.info({ settings }, 'settings changed')
+    sendJson(res, 200, settings)
+  })
+
+  const methods: Router.HTTPMethod[] = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE']
+  return (req, res) => {
+    const found = router.find(req.method as Router.HTTPMethod, (req.url ?? '/').split('?')[0])
+    if (found !== null) {
+      router.lookup(req, res)
+      return
+    }
+    const path = (req.url ?? '/').split('?')[0]
+    const other = methods.some(m => router.find(m, path) !== null)
+    sendError(res, other
+      ? new RelaygateError('RG_ERR_METHOD_NOT_ALLOWED', `${req.method ?? '?'} is not allowed on ${path}`)
+      : new RelaygateError('RG_ERR_NOT_FOUND', `no route ${req.method ?? '?'} ${path}`))
+  }
+}

@@ -1,0 +1,74 @@
+import { resolve } from 'node:path'
+import { RelaygateError } from '../protocol/errors.js'
+
+export interface ServerConfig {
+  dataDir: string
+  host: string
+  httpPort: number
+  /** -1 turns HTTPS off. */
+  httpsPort: number
+  tlsCert?: string
+  tlsKey?: string
+  /** URL agents and relays use to reach this server (goes into join tokens). */
+  publicUrl?: string
+  readyFile?: string
+  /** Overrides the admin token kept in <dataDir>/admin-token. */
+  adminToken?: string
+  /** Largest JSON request body. */
+  maxBodyBytes: number
+  /** Relay link keep-alive and liveness (ms). */
+  relayKeepAliveMs: number
+  relayLivenessTimeoutMs: number
+}
+
+export const serverDefaults: Omit<ServerConfig, 'dataDir'> = {
+  host: '0.0.0.0',
+  httpPort: 8080,
+  httpsPort: 8443,
+  maxBodyBytes: 1024 * 1024,
+  relayKeepAliveMs: 15_000,
+  relayLivenessTimeoutMs: 45_000
+}
+
+export function verifyPort (value: unknown, field: string, allowOff = false): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < (allowOff ? -1 : 0) || value > 65535) {
+    throw new RelaygateError('RG_ERR_CONFIG', `${field} must be a port number 0-65535${allowOff ? ' (or -1 for off)' : ''}, got ${String(value)}`)
+  }
+  return value
+}
+
+export function verifyUrl (value: string | undefined, field: string, schemes: string[]): string | undefined {
+  if (value === undefined) return undefined
+  let url: URL
+  try {
+    url = new URL(value)
+  } catch {
+    throw new RelaygateError('RG_ERR_CONFIG', `${field} is not a URL: ${value}`)
+  }
+  if (!schemes.includes(url.protocol)) {
+    throw new RelaygateError('RG_ERR_CONFIG', `${field} must use ${schemes.join(' or ')}, got ${url.protocol}`)
+  }
+  return value.replace(/\/+$/, '')
+}
+
+/** Fills defaults and throws RG_ERR_CONFIG naming the first bad field. */
+export function verifyServerConfig (input: Partial<ServerConfig> & { dataDir?: string }): ServerConfig {
+  const config: ServerConfig = { ...serverDefaults, dataDir: './data', ...stripUndefined(input) }
+  if (typeof config.dataDir !== 'string' || config.dataDir === '') throw new RelaygateError('RG_ERR_CONFIG', '--data-dir must be a path')
+  config.dataDir = resolve(config.dataDir)
+  verifyPort(config.httpPort, '--http-port')
+  verifyPort(config.httpsPort, '--https-port', true)
+  if (typeof config.host !== 'string' || config.host === '') throw new RelaygateError('RG_ERR_CONFIG', '--host must be an address')
+  config.publicUrl = verifyUrl(config.publicUrl, '--public-url', ['http:', 'https:'])
+  if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) {
+    throw new RelaygateError('RG_ERR_CONFIG', '--tls-cert and --tls-key must be given together')
+  }
+  if (config.adminToken !== undefined && config.adminToken.length < 16) {
+    throw new RelaygateError('RG_ERR_CONFIG', 'RELAYGATE_ADMIN_TOKEN must be at least 16 characters')
+  }
+  return config
+}
+
+export function stripUndefined<T extends object> (value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>
+}

@@ -1,0 +1,313 @@
+import type { IncomingMessage } from 'node:http'
+import type { Duplex } from 'node:stream'
+import { WebSocketServer, type WebSocket } from 'ws'
+import type { Logger } from 'pino'
+import {
+  Mux, FrameType, PROTOCOL_VERSION, DEFAULT_MAX_PAYLOAD, HEADER_SIZE, RelaygateError,
+  decodeHello, decodeJson, encodeHello, encodeJson, encodeFrame, type Frame
+} from '../protocol/index.js'
+import { WsTransport } from '../protocol/ws-transport.js'
+import { hashToken, newNonce, verifyProof } from '../protocol/auth.js'
+import { str, optStr, uint, type Settings, type ServerToRelay } from '../protocol/messages.js'
+import type { Store } from './store.js'
+
+export interface HubOptions {
+  store: Store
+  logger: Logger
+  version: string
+  /** Ping the relay after this much silence (ms). */
+  keepAliveMs?: number
+  /** Drop a relay link silent for this long (ms). */
+  livenessTimeoutMs?: number
+  /** A relay must say hello within this time (ms). */
+  helloTimeoutMs?: number
+  /** Agent sessions one relay may hold. */
+  maxSessionsPerRelay?: number
+}
+
+interface Session {
+  sid: number
+  endpointId: string
+  edgeId: string
+  nonce: string | null
+  online: boolean
+}
+
+/** The server's side of one relay's link. */
+class RelayLink {
+  readonly relayId: string
+  readonly mux: Mux
+  readonly sessions = new Map<number, Session>()
+  readonly log: Logger
+  connectedAt = Date.now()
+
+  constructor (relayId: string, mux: Mux, log: Logger) {
+    this.relayId = relayId
+    this.mux = mux
+    this.log = log
+  }
+
+  send (message: ServerToRelay): void {
+    this.mux.send(encodeFrame(FrameType.CONTROL, 0, 0, encodeJson(message)))
+  }
+}
+
+/**
+ * Accepts relay links on `/relay` and keeps, in memory, which agents are
+ * online through which relay. Work here is proportional to changes: an agent
+ * that checks in every few seconds costs nothing once it is authenticated.
+ */
+export class RelayHub {
+  private readonly opts: Required<HubOptions>
+  private readonly wss: WebSocketServer
+  private readonly links = new Map<string, RelayLink>()
+  /** endpointId -> sessions online for it, over any relay. */
+  private readonly presence = new Map<string, Set<Session & { link: RelayLink }>>()
+  private readonly flags = new Map<string, number>()
+  private readonly pending = new Set<Mux>()
+  private closed = false
+
+  constructor (options: HubOptions) {
+    this.opts = {
+      keepAliveMs: 15_000,
+      livenessTimeoutMs: 45_000,
+      helloTimeoutMs: 10_000,
+      maxSessionsPerRelay: 50_000,
+      ...options
+    }
+    this.wss = new WebSocketServer({ noServer: true, maxPayload: DEFAULT_MAX_PAYLOAD + HEADER_SIZE, perMessageDeflate: false })
+  }
+
+  handleUpgrade (req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    if (this.closed) {
+      socket.destroy()
+      return
+    }
+    this.wss.handleUpgrade(req, socket, head, ws => this.accept(ws, `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? '?'}`))
+  }
+
+  isOnline (endpointId: string): boolean {
+    return (this.presence.get(endpointId)?.size ?? 0) > 0
+  }
+
+  /** Relay ids currently serving an endpoint. */
+  relaysOf (endpointId: string): string[] {
+    return [...new Set([...(this.presence.get(endpointId) ?? [])].map(s => s.link.relayId))]
+  }
+
+  relayStatus (relayId: string): { connected: boolean, agents: number, connectedAt: number | null } {
+    const link = this.links.get(relayId)
+    if (link === undefined) return { connected: false, agents: 0, connectedAt: null }
+    let agents = 0
+    for (const s of link.sessions.values()) if (s.online) agents++
+    return { connected: true, agents, connectedAt: link.connectedAt }
+  }
+
+  getFlags (endpointId: string): number {
+    return this.flags.get(endpointId) ?? 0
+  }
+
+  /** Sets an endpoint's check-in flags; relays serving it get the delta at once. */
+  setFlags (endpointId: string, value: number): void {
+    if (value === 0) this.flags.delete(endpointId)
+    else this.flags.set(endpointId, value)
+    for (const relayId of this.relaysOf(endpointId)) {
+      this.links.get(relayId)?.send({ t: 'flags', set: [[endpointId, value]] })
+    }
+  }
+
+  settingsChanged (settings: Settings): void {
+    for (const link of this.links.values()) link.send({ t: 'settings', settings })
+  }
+
+  /** Disconnects and refuses an endpoint's agents (after deletion). */
+  kickEndpoint (endpointId: string, code: 'RG_ERR_ENDPOINT_DELETED' | 'RG_ERR_ENDPOINT_UNKNOWN', message: string): void {
+    this.flags.delete(endpointId)
+    for (const link of this.links.values()) {
+      link.send({ t: 'kick', endpointId, code, message })
+      for (const s of [...link.sessions.values()]) {
+        if (s.endpointId === endpointId) this.dropSession(link, s)
+      }
+    }
+  }
+
+  /** Drops a relay's link (its token was revoked). */
+  disconnectRelay (relayId: string, err: RelaygateError): void {
+    const link = this.links.get(relayId)
+    if (link !== undefined) void link.mux.destroy(err)
+  }
+
+  async close (): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    const all = [...this.links.values()].map(l => l.mux.close(4009, 'server shutting down'))
+    for (const mux of this.pending) all.push(mux.destroy(new RelaygateError('RG_ERR_GOING_AWAY', 'server shutting down')))
+    await Promise.allSettled(all)
+    for (const client of this.wss.clients) client.terminate()
+    await new Promise<void>(resolve => this.wss.close(() => resolve()))
+  }
+
+  private accept (ws: WebSocket, remote: string): void {
+    const log = this.opts.logger.child({ relayRemote: remote })
+    let link: RelayLink | null = null
+    const mux: Mux = new Mux(new WsTransport(ws, remote), {
+      role: 'listener',
+      maxPayload: DEFAULT_MAX_PAYLOAD,
+      keepAliveMs: this.opts.keepAliveMs,
+      livenessTimeoutMs: this.opts.livenessTimeoutMs,
+      logger: log,
+      onFrame: frame => {
+        try {
+          if (link === null) link = this.onHello(mux, frame, log)
+          else this.onControl(link, frame)
+        } catch (err) {
+          const coded = err instanceof RelaygateError ? err : new RelaygateError('RG_ERR_PROTOCOL', (err as Error).message)
+          log.warn({ code: coded.code, message: coded.message }, 'closing relay link')
+          void mux.destroy(coded)
+        }
+      },
+      onClose: ({ code, reason }) => {
+        clearTimeout(helloTimer)
+        this.pending.delete(mux)
+        if (link !== null) this.onLinkClosed(link, code, reason)
+      }
+    })
+    this.pending.add(mux)
+    const helloTimer = setTimeout(() => {
+      if (link === null) void mux.destroy(new RelaygateError('RG_ERR_PROTOCOL', 'no hello in time'))
+    }, this.opts.helloTimeoutMs)
+    helloTimer.unref()
+  }
+
+  private onHello (mux: Mux, frame: Frame, log: Logger): RelayLink {
+    if (frame.type !== FrameType.HELLO) throw new RelaygateError('RG_ERR_PROTOCOL', 'first frame must be a hello')
+    const { version, body } = decodeHello(frame.payload)
+    if (version !== PROTOCOL_VERSION) {
+      throw new RelaygateError('RG_ERR_VERSION', `server speaks protocol ${PROTOCOL_VERSION}, relay ${version}`)
+    }
+    if (body.role !== 'relay') throw new RelaygateError('RG_ERR_PROTOCOL', 'only relays may link to /relay')
+    const token = str(body, 'token', 512)
+    const record = this.opts.store.findRelayByTokenHash(hashToken(token))
+    if (record === undefined || record.revokedAt !== null) {
+      throw new RelaygateError('RG_ERR_RELAY_REVOKED', 'relay token unknown or revoked')
+    }
+    const previous = this.links.get(record.id)
+    if (previous !== undefined) {
+      previous.log.info('relay linked again; dropping the older link')
+      void previous.mux.destroy(new RelaygateError('RG_ERR_REPLACED'))
+      this.onLinkClosed(previous, 4012, 'replaced')
+    }
+    const link = new RelayLink(record.id, mux, log.child({ relayId: record.id }))
+    this.pending.delete(mux)
+    this.links.set(record.id, link)
+    const now = Date.now()
+    this.opts.store.updateRelay(record.id, {
+      lastSeen: now,
+      version: optStr(body, 'version', 64) ?? null,
+      wsUrl: optStr(body, 'wsUrl') ?? null,
+      wssUrl: optStr(body, 'wssUrl') ?? null,
+      fingerprint: optStr(body, 'fingerprint', 128) ?? null
+    })
+    mux.send(encodeFrame(FrameType.HELLO, 0, 0, encodeHello(PROTOCOL_VERSION, {
+      role: 'server', relayId: record.id, settings: this.opts.store.getSettings(), version: this.opts.version
+    })))
+    link.log.info({ wsUrl: body.wsUrl, wssUrl: body.wssUrl }, 'relay linked')
+    return link
+  }
+
+  private onControl (link: RelayLink, frame: Frame): void {
+    if (frame.type !== FrameType.CONTROL) throw new RelaygateError('RG_ERR_PROTOCOL', `unexpected frame 0x${frame.type.toString(16)} on relay link`)
+    const msg = decodeJson(frame.payload)
+    switch (msg.t) {
+      case 'auth-begin': return this.onAuthBegin(link, uint(msg, 'sid'), str(msg, 'endpointId', 64), str(msg, 'edgeId', 128))
+      case 'auth-proof': return this.onAuthProof(link, uint(msg, 'sid'), str(msg, 'proof', 128))
+      case 'offline': {
+        if (!Array.isArray(msg.sids) || msg.sids.length > 100_000) throw new RelaygateError('RG_ERR_PROTOCOL', 'offline needs a list of sids')
+        for (const sid of msg.sids) {
+          if (typeof sid !== 'number') throw new RelaygateError('RG_ERR_PROTOCOL', 'sids must be numbers')
+          const s = link.sessions.get(sid)
+          if (s !== undefined) this.dropSession(link, s)
+        }
+        return
+      }
+      default:
+        throw new RelaygateError('RG_ERR_PROTOCOL', `unknown control message ${JSON.stringify(msg.t)}`)
+    }
+  }
+
+  private onAuthBegin (link: RelayLink, sid: number, endpointId: string, edgeId: string): void {
+    const existing = link.sessions.get(sid)
+    if (existing !== undefined) this.dropSession(link, existing)
+    if (link.sessions.size >= this.opts.maxSessionsPerRelay) {
+      link.send({ t: 'auth-result', sid, ok: false, code: 'RG_ERR_QUEUE_FULL', message: 'relay holds too many agents' })
+      return
+    }
+    const endpoint = this.opts.store.getEndpoint(endpointId)
+    if (endpoint === undefined) {
+      link.send({ t: 'auth-result', sid, ok: false, code: 'RG_ERR_ENDPOINT_UNKNOWN', message: `no endpoint ${endpointId}` })
+      return
+    }
+    const nonce = newNonce()
+    link.sessions.set(sid, { sid, endpointId, edgeId, nonce, online: false })
+    link.send({ t: 'auth-challenge', sid, nonce })
+  }
+
+  private onAuthProof (link: RelayLink, sid: number, proof: string): void {
+    const session = link.sessions.get(sid)
+    if (session === undefined || session.nonce === null) {
+      link.send({ t: 'auth-result', sid, ok: false, code: 'RG_ERR_AUTH', message: 'no challenge outstanding' })
+      return
+    }
+    const nonce = session.nonce
+    session.nonce = null // one proof per nonce
+    const refuse = (code: 'RG_ERR_AUTH' | 'RG_ERR_EDGE_ID_MISMATCH' | 'RG_ERR_ENDPOINT_UNKNOWN', message: string): void => {
+      link.sessions.delete(sid)
+      if (code !== 'RG_ERR_ENDPOINT_UNKNOWN') this.opts.store.recordRefusal(session.endpointId, session.edgeId, code, Date.now())
+      link.log.warn({ endpointId: session.endpointId, edgeId: session.edgeId, code }, 'agent refused')
+      link.send({ t: 'auth-result', sid, ok: false, code, message })
+    }
+    const endpoint = this.opts.store.getEndpoint(session.endpointId)
+    if (endpoint === undefined) return refuse('RG_ERR_ENDPOINT_UNKNOWN', `no endpoint ${session.endpointId}`)
+    const input = { nonce, endpointId: session.endpointId, edgeId: session.edgeId, relayId: link.relayId }
+    if (!verifyProof(endpoint.authKey, input, proof)) return refuse('RG_ERR_AUTH', 'wrong endpoint secret')
+    const associated = this.opts.store.associateEdgeId(session.endpointId, session.edgeId)
+    if (associated !== session.edgeId) {
+      return refuse('RG_ERR_EDGE_ID_MISMATCH', 'this endpoint is associated with another edge id')
+    }
+    session.online = true
+    let set = this.presence.get(session.endpointId)
+    if (set === undefined) {
+      set = new Set()
+      this.presence.set(session.endpointId, set)
+    }
+    set.add(Object.assign(session, { link }))
+    this.opts.store.touchEndpoint(session.endpointId, Date.now(), link.relayId)
+    link.log.info({ endpointId: session.endpointId, edgeId: session.edgeId }, 'agent online')
+    link.send({ t: 'auth-result', sid, ok: true, flags: this.getFlags(session.endpointId) })
+  }
+
+  private dropSession (link: RelayLink, session: Session): void {
+    link.sessions.delete(session.sid)
+    if (!session.online) return
+    session.online = false
+    const set = this.presence.get(session.endpointId)
+    if (set !== undefined) {
+      for (const s of set) if (s.sid === session.sid && s.link === link) set.delete(s)
+      if (set.size === 0) this.presence.delete(session.endpointId)
+    }
+    this.opts.store.touchEndpoint(session.endpointId, Date.now(), null)
+    link.log.info({ endpointId: session.endpointId }, 'agent offline')
+  }
+
+  private onLinkClosed (link: RelayLink, code: number, reason: string): void {
+    if (this.links.get(link.relayId) === link) this.links.delete(link.relayId)
+    for (const s of [...link.sessions.values()]) this.dropSession(link, s)
+    if (!this.closed) {
+      try {
+        this.opts.store.updateRelay(link.relayId, { lastSeen: Date.now() })
+      } catch {}
+    }
+    link.log.info({ code, reason }, 'relay link closed')
+  }
+}
+

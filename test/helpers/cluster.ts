@@ -1,0 +1,92 @@
+import { mkdtempSync, rmSync, readFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { pino, type Logger } from 'pino'
+import { buildServer, type RelaygateServer } from '../../server/server.js'
+import { buildRelay, type RelaygateRelay } from '../../relay/relay.js'
+import { RelaygateAgent } from '../../agent/agent.js'
+import type { ServerConfig } from '../../server/config.js'
+import type { RelayConfig } from '../../relay/config.js'
+import type { AgentConfig } from '../../agent/config.js'
+
+export interface TapLike {
+  teardown: (fn: () => unknown) => void
+}
+
+export function testLogger (): Logger {
+  return pino({ level: process.env.RELAYGATE_TEST_LOG ?? 'silent' })
+}
+
+export function tempDir (t: TapLike, prefix = 'relaygate-test-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+/** A thin client for the admin API. */
+export class Api {
+  constructor (readonly baseUrl: string, readonly token: string) {}
+
+  async request (method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number, body: any }> {
+    const res = await fetch(this.baseUrl + path, {
+      method,
+      headers: { authorization: `Bearer ${this.token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+      body: body === undefined ? undefined : (typeof body === 'string' ? body : JSON.stringify(body))
+    })
+    const text = await res.text()
+    let parsed: unknown = text
+    try { parsed = text === '' ? null : JSON.parse(text) } catch {}
+    return { status: res.status, body: parsed }
+  }
+
+  async ok (method: string, path: string, body?: unknown): Promise<any> {
+    const res = await this.request(method, path, body)
+    if (res.status >= 300) throw new Error(`${method} ${path} -> ${res.status} ${JSON.stringify(res.body)}`)
+    return res.body
+  }
+}
+
+export async function startServer (t: TapLike, dataDir?: string, extra: Partial<ServerConfig> = {}): Promise<{ server: RelaygateServer, api: Api, dataDir: string }> {
+  const dir = dataDir ?? join(tempDir(t), 'server')
+  const server = await buildServer({ dataDir: dir, host: '127.0.0.1', httpPort: 0, httpsPort: 0, ...extra }, testLogger())
+  t.teardown(() => server.destroy())
+  const token = readFileSync(server.adminTokenFile, 'utf8').trim()
+  return { server, api: new Api(server.httpUrl, token), dataDir: dir }
+}
+
+export async function startRelay (t: TapLike, serverUrl: string, token: string, extra: Partial<RelayConfig> = {}): Promise<RelaygateRelay> {
+  const relay = await buildRelay({ server: serverUrl, token, dataDir: join(tempDir(t), 'relay'), host: '127.0.0.1', port: 0, tlsPort: 0, ...extra }, testLogger())
+  t.teardown(() => relay.destroy())
+  await relay.whenLinked()
+  return relay
+}
+
+export function startAgent (t: TapLike, joinToken: string, extra: Partial<AgentConfig> = {}): RelaygateAgent {
+  const agent = new RelaygateAgent({ joinToken, dataDir: join(tempDir(t), 'agent'), ...extra }, testLogger())
+  t.teardown(() => agent.destroy())
+  return agent.start()
+}
+
+/** Polls `check` until it returns a truthy value (or throws after `timeoutMs`). */
+export async function eventually<T> (check: () => Promise<T> | T, timeoutMs = 10_000, stepMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  let last: unknown
+  for (;;) {
+    try {
+      const value = await check()
+      if (value) return value
+    } catch (err) {
+      last = err
+    }
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms${last === undefined ? '' : `: ${String(last)}`}`)
+    await new Promise(resolve => setTimeout(resolve, stepMs))
+  }
+}
+
+/** Server + one relay linked to it. */
+export async function startSite (t: TapLike, extra: { server?: Partial<ServerConfig>, relay?: Partial<RelayConfig> } = {}): Promise<{ server: RelaygateServer, api: Api, relay: RelaygateRelay, relayToken: string, relayId: string }> {
+  const { server, api } = await startServer(t, undefined, extra.server)
+  const created = await api.ok('POST', '/api/relays', { name: 'site-a' })
+  const relay = await startRelay(t, server.httpUrl, created.token, extra.relay)
+  return { server, api, relay, relayToken: created.token, relayId: created.id }
+}
