@@ -1,1 +1,176 @@
-export {}
+#!/usr/bin/env node
+import { Command, CommanderError } from 'commander'
+import type { Logger } from 'pino'
+import { VERSION } from '../protocol/version.js'
+import { RelaygateError, toRelaygateError } from '../protocol/errors.js'
+import { buildServer } from '../server/server.js'
+import { buildRelay } from '../relay/relay.js'
+import { RelaygateAgent } from '../agent/agent.js'
+import { startDemo } from './demo.js'
+import { createLogger } from './log.js'
+import { opt, parsePort, parsePortOrOff, parseCount, parseBytes, parseSeconds, collect } from './options.js'
+
+/** Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration, 3 refused by the peer for good. */
+const EXIT_USAGE = 2
+const EXIT_REFUSED = 3
+
+function fail (err: unknown): never {
+  const coded = toRelaygateError(err)
+  process.stderr.write(`relaygate: error: ${coded.message} (${coded.code})\n`)
+  process.exit(coded.code === 'RG_ERR_CONFIG' || coded.code === 'RG_ERR_BAD_JOIN_TOKEN' ? EXIT_USAGE : 1)
+}
+
+/** Runs until SIGINT/SIGTERM, then closes gracefully; a second signal exits at once. */
+function runUntilSignal (logger: Logger, close: () => Promise<void>): void {
+  let stopping = false
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (stopping) process.exit(1)
+    stopping = true
+    logger.info({ signal }, 'shutting down')
+    const force = setTimeout(() => process.exit(1), 15_000)
+    force.unref()
+    close().then(() => process.exit(0), err => {
+      logger.error({ err }, 'shutdown failed')
+      process.exit(1)
+    })
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+}
+
+const program = new Command('relaygate')
+  .description('Relay-centric gateway for agent fleets behind firewalls.\nEvery flag can also be set as an environment variable RELAYGATE_<FLAG> (e.g. RELAYGATE_DATA_DIR).')
+  .version(VERSION, '-v, --version')
+  .addOption(opt('--log-level <level>', 'trace, debug, info, warn, error or silent').default('info'))
+  .showSuggestionAfterError(true)
+  .exitOverride()
+  .configureOutput({
+    outputError: (text, write) => write(text.trim().split('\n')[0] + '\n')
+  })
+
+program.command('server')
+  .description('Run the server: admin API, relay links (/relay). Never dials out.')
+  .addOption(opt('--data-dir <dir>', 'data directory (SQLite store, admin token, TLS certificate)').default('./data'))
+  .addOption(opt('--host <addr>', 'address to listen on').default('0.0.0.0'))
+  .addOption(opt('--http-port <port>', 'HTTP port (0 = any free port)').default(8080).argParser(parsePort))
+  .addOption(opt('--https-port <port>', 'HTTPS port (0 = any free port, off = no HTTPS)').default(8443).argParser(parsePortOrOff))
+  .addOption(opt('--tls-cert <file>', 'PEM certificate for HTTPS (default: self-signed, kept in the data dir)'))
+  .addOption(opt('--tls-key <file>', 'PEM private key for --tls-cert'))
+  .addOption(opt('--public-url <url>', 'URL agents and relays use to reach this server (goes into join tokens)'))
+  .addOption(opt('--ready-file <file>', 'write {httpUrl, httpsUrl, adminTokenFile} here once ready'))
+  .action(async (o: Record<string, any>) => {
+    const logger = createLogger(program.opts().logLevel)
+    try {
+      const server = await buildServer({
+        dataDir: o.dataDir, host: o.host, httpPort: o.httpPort, httpsPort: o.httpsPort, tlsCert: o.tlsCert, tlsKey: o.tlsKey,
+        publicUrl: o.publicUrl, readyFile: o.readyFile, adminToken: process.env.RELAYGATE_ADMIN_TOKEN
+      }, logger)
+      runUntilSignal(logger, () => server.close())
+    } catch (err) { fail(err) }
+  })
+
+program.command('relay')
+  .description('Run a relay: agents dial it (ws on --port, wss on --tls-port); it links once to the server.')
+  .addOption(opt('--server <url>', 'server URL, e.g. http://server:8080').makeOptionMandatory())
+  .addOption(opt('--token <token>', 'relay token from POST /api/relays').makeOptionMandatory())
+  .addOption(opt('--data-dir <dir>', 'data directory (TLS certificate, cache)').default('./relay-data'))
+  .addOption(opt('--host <addr>', 'address to listen on').default('0.0.0.0'))
+  .addOption(opt('--port <port>', 'plain WebSocket port for agents').default(20080).argParser(parsePort))
+  .addOption(opt('--tls-port <port>', 'TLS WebSocket port for agents (off = none)').default(20081).argParser(parsePortOrOff))
+  .addOption(opt('--tls-cert <file>', 'PEM certificate (default: self-signed, kept in the data dir)'))
+  .addOption(opt('--tls-key <file>', 'PEM private key for --tls-cert'))
+  .addOption(opt('--public-url <url>', 'ws:// or wss:// URL agents should dial (repeatable)').argParser(collect))
+  .addOption(opt('--server-fingerprint <sha256>', 'pin the server\'s certificate (https server with a self-signed certificate)'))
+  .addOption(opt('--name <name>', 'name reported to the server'))
+  .addOption(opt('--cache-max-bytes <n>', 'artifact cache budget, e.g. 10GiB').default(10 * 1024 ** 3).argParser(parseBytes))
+  .addOption(opt('--give-up-after <seconds>', 'stop after this long without reaching the server (0 = never)').default(86_400).argParser(parseSeconds))
+  .addOption(opt('--ready-file <file>', 'write {wsUrl, wssUrl, fingerprint} here once linked to the server'))
+  .action(async (o: Record<string, any>) => {
+    const logger = createLogger(program.opts().logLevel)
+    try {
+      const relay = await buildRelay({
+        server: o.server, token: o.token, dataDir: o.dataDir, host: o.host, port: o.port, tlsPort: o.tlsPort, tlsCert: o.tlsCert, tlsKey: o.tlsKey,
+        publicUrls: o.publicUrl ?? [], serverFingerprint: o.serverFingerprint, name: o.name, cacheMaxBytes: o.cacheMaxBytes,
+        giveUpAfterMs: o.giveUpAfter * 1000, readyFile: o.readyFile
+      }, logger, {
+        onFatal: err => {
+          process.stderr.write(`relaygate: error: ${err.message} (${err.code})\n`)
+          process.exit(EXIT_REFUSED)
+        }
+      })
+      runUntilSignal(logger, () => relay.close())
+    } catch (err) { fail(err) }
+  })
+
+program.command('agent')
+  .description('Run an agent: dials a relay from its join token, checks in, serves tunnels and jobs.')
+  .addOption(opt('--join-token <token>', 'join token from POST /api/endpoints').makeOptionMandatory())
+  .addOption(opt('--data-dir <dir>', 'data directory (edge id, files)').default('./agent-data'))
+  .addOption(opt('--edge-id <uuid>', 'edge id to use (default: generated once and kept in the data dir)'))
+  .addOption(opt('--relay <url>', 'relay to dial instead of the join token\'s list (repeatable; failover in order)').argParser(collect))
+  .addOption(opt('--pin <sha256>', 'extra accepted relay certificate fingerprint (repeatable)').argParser(collect))
+  .addOption(opt('--tunnel-target <url>', 'where tunnel streams go: http://host:port, tcp://host:port or unix:/path'))
+  .addOption(opt('--allow-exec', 'allow jobs to run commands'))
+  .addOption(opt('--give-up-after <seconds>', 'stop after this long without reaching any relay (0 = never)').default(86_400).argParser(parseSeconds))
+  .addOption(opt('--ready-file <file>', 'write {edgeId, endpointId, relay} here once accepted'))
+  .action(async (o: Record<string, any>) => {
+    const logger = createLogger(program.opts().logLevel)
+    try {
+      const agent = new RelaygateAgent({
+        joinToken: o.joinToken, dataDir: o.dataDir, edgeId: o.edgeId, relays: o.relay ?? [], pins: o.pin ?? [],
+        tunnelTarget: o.tunnelTarget, allowExec: o.allowExec === true, giveUpAfterMs: o.giveUpAfter * 1000, readyFile: o.readyFile
+      }, logger)
+      agent.on('fatal', (err: RelaygateError) => {
+        process.stderr.write(`relaygate: error: ${err.message} (${err.code})\n`)
+        process.exit(EXIT_REFUSED)
+      })
+      agent.start()
+      runUntilSignal(logger, () => agent.close())
+    } catch (err) { fail(err) }
+  })
+
+program.command('demo')
+  .description('Start a server, a relay and a few agents on this machine, with the embedded store.')
+  .addOption(opt('--agents <n>', 'how many agents').default(3).argParser(parseCount))
+  .addOption(opt('--data-dir <dir>', 'data directory (default: a new temporary directory)'))
+  .addOption(opt('--http-port <port>', 'server HTTP port (falls back to a free port when taken)').default(8080).argParser(parsePort))
+  .addOption(opt('--https-port <port>', 'server HTTPS port (off = none)').default(8443).argParser(parsePortOrOff))
+  .addOption(opt('--relay-port <port>', 'relay ws port').default(20080).argParser(parsePort))
+  .addOption(opt('--relay-tls-port <port>', 'relay wss port').default(20081).argParser(parsePort))
+  .addOption(opt('--ready-file <file>', 'write {httpUrl, adminTokenFile, endpoints, curl} here once all agents are online'))
+  .action(async (o: Record<string, any>) => {
+    const level = program.getOptionValueSource('logLevel') === 'default' ? 'warn' : program.opts().logLevel
+    const logger = createLogger(level, 2)
+    try {
+      const demo = await startDemo({
+        agents: o.agents, dataDir: o.dataDir, httpPort: o.httpPort, httpsPort: o.httpsPort, relayPort: o.relayPort, relayTlsPort: o.relayTlsPort, readyFile: o.readyFile
+      }, logger)
+      process.stdout.write([
+        '',
+        `relaygate demo: a server, a relay and ${demo.agents.length} agents are running.`,
+        '',
+        `  server        ${demo.server.httpUrl}  (HTTPS ${demo.server.httpsUrl ?? 'off'})`,
+        `  admin token   ${demo.server.adminTokenFile}`,
+        `  relay         ${demo.relay.wsUrl}  ${demo.relay.wssUrl ?? ''}`,
+        `  data dir      ${demo.dataDir}`,
+        '',
+        'List the endpoints (all online):',
+        '',
+        `  ${demo.curl}`,
+        '',
+        'Press Ctrl-C to stop.',
+        ''
+      ].join('\n'))
+      runUntilSignal(logger, () => demo.close())
+    } catch (err) { fail(err) }
+  })
+
+try {
+  await program.parseAsync(process.argv)
+} catch (err) {
+  if (err instanceof CommanderError) {
+    // Help and version exit 0; usage errors were printed as one line.
+    process.exit(err.exitCode === 0 ? 0 : EXIT_USAGE)
+  }
+  fail(err)
+}
