@@ -40,7 +40,8 @@ export function loadEdgeId (dataDir: string, given: string | undefined, logger: 
  * An agent: dials one relay at a time (failing over through the list),
  * proves it holds the endpoint secret, and checks in at the interval the
  * server sets. Events: 'online' {relay}, 'answer' CheckinAnswer,
- * 'offline' {code}, 'fatal' RelaygateError.
+ * 'offline' {code, reason}, 'relay-error' {relay, error} (a relay could not
+ * be reached; the agent moves on), 'fatal' RelaygateError (stopped for good).
  */
 export class RelaygateAgent extends EventEmitter {
   readonly config: VerifiedAgentConfig
@@ -173,6 +174,7 @@ export class RelaygateAgent extends EventEmitter {
     } catch (err) {
       const coded = toRelaygateError(err, 'RG_ERR_NO_RELAY')
       this.log.warn({ relay: relay.url, code: coded.code, message: coded.message }, 'cannot reach relay')
+      this.emit('relay-error', { relay: relay.url, error: coded })
       return { accepted: false }
     }
     if (this.stopped) {

@@ -226,12 +226,22 @@ export function createApi (options: ApiOptions): (req: IncomingMessage, res: Ser
 
   const methods: Router.HTTPMethod[] = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE']
   return (req, res) => {
-    const found = router.find(req.method as Router.HTTPMethod, (req.url ?? '/').split('?')[0])
+    const path = (req.url ?? '/').split('?')[0]
+    // Unauthenticated callers learn nothing about which /api routes exist:
+    // every /api request is checked before routing (404 and 405 need the token too).
+    if (path === '/api' || path.startsWith('/api/')) {
+      try {
+        authorize(req)
+      } catch (err) {
+        sendError(res, toRelaygateError(err))
+        return
+      }
+    }
+    const found = router.find(req.method as Router.HTTPMethod, path)
     if (found !== null) {
       router.lookup(req, res)
       return
     }
-    const path = (req.url ?? '/').split('?')[0]
     const other = methods.some(m => router.find(m, path) !== null)
     sendError(res, other
       ? new RelaygateError('RG_ERR_METHOD_NOT_ALLOWED', `${req.method ?? '?'} is not allowed on ${path}`)

@@ -137,11 +137,13 @@ export class RelayHub {
     if (link !== undefined) void link.mux.destroy(err)
   }
 
-  async close (): Promise<void> {
+  /** Graceful: relays get a go-away and their links close; `graceful: false` drops them at once. */
+  async close (graceful = true): Promise<void> {
     if (this.closed) return
     this.closed = true
-    const all = [...this.links.values()].map(l => l.mux.close(4009, 'server shutting down'))
-    for (const mux of this.pending) all.push(mux.destroy(new RelaygateError('RG_ERR_GOING_AWAY', 'server shutting down')))
+    const goingAway = new RelaygateError('RG_ERR_GOING_AWAY', 'server shutting down')
+    const all = [...this.links.values()].map(l => graceful ? l.mux.close(4009, 'server shutting down') : l.mux.destroy(goingAway))
+    for (const mux of this.pending) all.push(mux.destroy(goingAway))
     await Promise.allSettled(all)
     for (const client of this.wss.clients) client.terminate()
     await new Promise<void>(resolve => this.wss.close(() => resolve()))
@@ -157,6 +159,7 @@ export class RelayHub {
       livenessTimeoutMs: this.opts.livenessTimeoutMs,
       logger: log,
       onFrame: frame => {
+        if (this.closed) return
         try {
           if (link === null) link = this.onHello(mux, frame, log)
           else this.onControl(link, frame)
@@ -295,7 +298,7 @@ export class RelayHub {
       for (const s of set) if (s.sid === session.sid && s.link === link) set.delete(s)
       if (set.size === 0) this.presence.delete(session.endpointId)
     }
-    this.opts.store.touchEndpoint(session.endpointId, Date.now(), null)
+    if (!this.closed) this.opts.store.touchEndpoint(session.endpointId, Date.now(), null)
     link.log.info({ endpointId: session.endpointId }, 'agent offline')
   }
 

@@ -127,8 +127,7 @@ export async function buildServer (input: Partial<ServerConfig>, logger: Logger)
     if (closing !== null) return closing
     closing = (async () => {
       try {
-        if (graceful) await hub.close()
-        else void hub.close()
+        await hub.close(graceful)
         for (const s of servers) {
           s.close()
           s.closeAllConnections()

@@ -183,6 +183,9 @@ export class SqliteStore implements Store {
   recordRefusal (endpointId: string, edgeId: string, code: string, at: number): void {
     this.db.prepare(`INSERT INTO refusals (endpoint_id, edge_id, code, count, first_at, last_at) VALUES (?, ?, ?, 1, ?, ?)
       ON CONFLICT(endpoint_id, edge_id, code) DO UPDATE SET count = count + 1, last_at = excluded.last_at`).run(endpointId, edgeId, code, at, at)
+    // Bounded: refusals are written for unauthenticated attempts too.
+    this.db.prepare(`DELETE FROM refusals WHERE endpoint_id = ? AND rowid NOT IN
+      (SELECT rowid FROM refusals WHERE endpoint_id = ? ORDER BY last_at DESC LIMIT 50)`).run(endpointId, endpointId)
   }
 
   listRefusals (endpointId: string): RefusalRecord[] {

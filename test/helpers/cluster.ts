@@ -67,6 +67,19 @@ export function startAgent (t: TapLike, joinToken: string, extra: Partial<AgentC
   return agent.start()
 }
 
+/** A port that was free a moment ago (for restarts on a fixed port). */
+export async function freePort (): Promise<number> {
+  const { createServer } = await import('node:net')
+  return await new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.once('error', reject)
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port
+      srv.close(() => resolve(port))
+    })
+  })
+}
+
 /** Polls `check` until it returns a truthy value (or throws after `timeoutMs`). */
 export async function eventually<T> (check: () => Promise<T> | T, timeoutMs = 10_000, stepMs = 50): Promise<T> {
   const deadline = Date.now() + timeoutMs
