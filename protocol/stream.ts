@@ -33,6 +33,7 @@ export class MuxStream extends Duplex {
   private remoteFin = false
   private localFin = false
   private reset = false
+  private grantScheduled = false
 
   constructor (host: StreamHost, id: number, meta: Buffer, window: number) {
     super({ allowHalfOpen: true, readableHighWaterMark: 64 * 1024, writableHighWaterMark: 64 * 1024 })
@@ -107,8 +108,20 @@ export class MuxStream extends Duplex {
     }
   }
 
+  /**
+   * Readable.read() calls _read *before* it takes the bytes out of the
+   * buffer, and calls it again only after a push(). Counting the consumed
+   * bytes here would see none, grant nothing, and a reader that drained a
+   * full window would wait forever. So the grant is counted once the
+   * current read (or the flowing loop) is done.
+   */
   override _read (): void {
-    this.maybeGrant(true)
+    if (this.grantScheduled) return
+    this.grantScheduled = true
+    process.nextTick(() => {
+      this.grantScheduled = false
+      this.maybeGrant(true)
+    })
   }
 
   override _write (chunk: Buffer, _encoding: BufferEncoding, cb: (err?: Error | null) => void): void {

@@ -3,8 +3,19 @@
  * `ws`, a uWebSockets.js socket, or an in-memory pair in tests).
  */
 export interface TransportEvents {
+  /**
+   * One whole message. The mux keeps references into `data` (stream payloads
+   * are handed to readers without a copy), so the transport must not reuse
+   * or free it afterwards (copy first if the socket library does, as
+   * uWebSockets.js does with its ArrayBuffer).
+   */
   message: (data: Buffer) => void
-  /** The transport's buffer went below its high-water mark. */
+  /**
+   * The transport's buffer went below its high-water mark after send()
+   * returned false. The mux stops sending stream data while bufferedAmount is
+   * at or above its own high-water mark and resumes on this event (or, if the
+   * event never comes, when its drain timer finds the buffer low again).
+   */
   drain: () => void
   close: (code: number, reason: string) => void
 }
