@@ -25,6 +25,11 @@ export const ErrorCode = {
   RG_ERR_STREAM_RESET: { close: 4017, status: 502, message: 'stream reset by peer' },
   RG_ERR_PIN_MISMATCH: { close: 4018, status: 495, message: 'TLS certificate does not match the pinned fingerprint' },
   RG_ERR_INTERNAL: { close: 4019, status: 500, message: 'internal error' },
+  RG_ERR_STREAM_REFUSED: { close: 4020, status: 502, message: 'peer does not accept this kind of stream' },
+  RG_ERR_TUNNEL_CLOSED: { close: 4021, status: 502, message: 'the tunnel closed' },
+  RG_ERR_CREDENTIAL_USED: { close: 4022, status: 409, message: 'tunnel credentials already used or retired' },
+  RG_ERR_TCP_NOT_ALLOWED: { close: 4023, status: 403, message: 'the agent does not allow this TCP port' },
+  RG_ERR_TARGET_UNREACHABLE: { close: 4024, status: 502, message: 'the agent could not reach its tunnel target' },
   RG_ERR_BAD_REQUEST: { close: 0, status: 400, message: 'bad request' },
   RG_ERR_BAD_JSON: { close: 0, status: 400, message: 'request body is not valid JSON' },
   RG_ERR_UNAUTHORIZED: { close: 0, status: 401, message: 'missing or wrong admin token' },
@@ -34,7 +39,9 @@ export const ErrorCode = {
   RG_ERR_CONFIG: { close: 0, status: 400, message: 'invalid configuration' },
   RG_ERR_BAD_JOIN_TOKEN: { close: 0, status: 400, message: 'join token cannot be decoded' },
   RG_ERR_CLOSED: { close: 0, status: 503, message: 'already closed' },
-  RG_ERR_NO_RELAY: { close: 0, status: 503, message: 'no relay could be reached' }
+  RG_ERR_NO_RELAY: { close: 0, status: 503, message: 'no relay could be reached' },
+  RG_ERR_TUNNEL_TIMEOUT: { close: 0, status: 504, message: 'the tunnel did not open in time' },
+  RG_ERR_NO_TARGET: { close: 0, status: 409, message: 'no tunnel target configured for this endpoint' }
 } as const
 
 export type ErrorCodeName = keyof typeof ErrorCode

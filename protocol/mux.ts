@@ -415,7 +415,8 @@ export class Mux implements StreamHost {
       this.send(encodeFrame(FrameType.RESET, 0, id, encodeCodeReason(code.closeCode, code.message)))
     }
     if (this.localGoAway) return refuse(new RelaygateError('RG_ERR_GOING_AWAY'))
-    if (this.streams.size >= this.opts.maxStreams || this.opts.onStream === undefined) {
+    if (this.opts.onStream === undefined) return refuse(new RelaygateError('RG_ERR_STREAM_REFUSED', 'this peer accepts no streams'))
+    if (this.streams.size >= this.opts.maxStreams) {
       return refuse(new RelaygateError('RG_ERR_TOO_MANY_STREAMS', `at most ${this.opts.maxStreams} streams`))
     }
     const stream = new MuxStream(this, id, Buffer.from(frame.payload), this.opts.initialWindow)

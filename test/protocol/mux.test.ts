@@ -534,7 +534,7 @@ t.test('a peer without onStream refuses streams', async t => {
   const b = new Mux(tb, { role: 'listener' })
   t.teardown(async () => { await Promise.all([a.mux.destroy(), b.destroy()]) })
   const s = a.open()
-  t.equal((await errorOf(s)).code, 'RG_ERR_TOO_MANY_STREAMS')
+  t.equal((await errorOf(s)).code, 'RG_ERR_STREAM_REFUSED')
 })
 
 interface Violation {
