@@ -8,7 +8,7 @@ import { buildRelay } from '../relay/relay.js'
 import { RelaygateAgent } from '../agent/agent.js'
 import { startDemo } from './demo.js'
 import { createLogger } from './log.js'
-import { opt, parsePort, parsePortOrOff, parseCount, parseBytes, parseSeconds, collect } from './options.js'
+import { opt, parsePort, parsePortOrOff, parseCount, parseBytes, parseSeconds, collect, envBooleans } from './options.js'
 
 /** Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration, 3 refused by the peer for good. */
 const EXIT_USAGE = 2
@@ -47,6 +47,7 @@ const program = new Command('relaygate')
   .configureOutput({
     outputError: (text, write) => write(text.trim().split('\n')[0] + '\n')
   })
+  .hook('preAction', (_program, command) => envBooleans(command))
 
 program.command('server')
   .description('Run the server: admin API, relay links (/relay). Never dials out.')
@@ -126,7 +127,11 @@ program.command('agent')
       })
       agent.start()
       runUntilSignal(logger, () => agent.close())
-    } catch (err) { fail(err) }
+    } catch (err) {
+      // The decoder does not know where the token came from: name the flag.
+      const coded = toRelaygateError(err)
+      fail(coded.code === 'RG_ERR_BAD_JOIN_TOKEN' ? new RelaygateError(coded.code, `--join-token: ${coded.message}`) : coded)
+    }
   })
 
 program.command('demo')

@@ -1,4 +1,4 @@
-import { InvalidArgumentError, Option } from 'commander'
+import { InvalidArgumentError, Option, type Command } from 'commander'
 
 /** An option that also reads RELAYGATE_<FLAG> from the environment. */
 export function opt (flags: string, description: string): Option {
@@ -41,4 +41,24 @@ export function parseSeconds (value: string): number {
 export function collect (value: string, previous: string[] | undefined): string[] {
   const parts = value.split(',').map(s => s.trim()).filter(s => s !== '')
   return [...(previous ?? []), ...parts]
+}
+
+const truthy = ['1', 'true', 'yes', 'on']
+const falsy = ['0', 'false', 'no', 'off', '']
+
+/**
+ * Commander turns a boolean flag on whenever its environment variable is
+ * set, even to "false" or "0". Read the value instead (run as a preAction
+ * hook): true/1/yes/on, false/0/no/off, anything else is a usage error.
+ */
+export function envBooleans (command: Command): void {
+  for (const option of command.options) {
+    if (option.required || option.optional || option.envVar === undefined) continue
+    const name = option.attributeName()
+    if (command.getOptionValueSource(name) !== 'env') continue
+    const raw = (process.env[option.envVar] ?? '').trim().toLowerCase()
+    if (truthy.includes(raw)) command.setOptionValueWithSource(name, !option.negate, 'env')
+    else if (falsy.includes(raw)) command.setOptionValueWithSource(name, option.negate, 'env')
+    else command.error(`error: ${option.envVar} (${option.long ?? name}) must be true or false, got "${raw}"`, { exitCode: 2, code: 'relaygate.invalidEnv' })
+  }
 }

@@ -19,6 +19,18 @@
  *   server -> relay {t:'flags', set:[[endpointId, flags], ...]}   (deltas)
  *   server -> relay {t:'settings', settings}
  *   server -> relay {t:'kick', endpointId, code, message}
+ *
+ * tunnels (relay adds/strips the sid; the agent's messages carry none)
+ *   server -> agent {t:'tunnel-offer', tunnelId, blob, target, idleTimeoutSeconds}  blob: AES-GCM sealed credential
+ *   agent -> server {t:'tunnel-open', tunnelId, proof}     HMAC with the credential: first valid one wins
+ *   server -> agent {t:'tunnel-result', tunnelId, ok, code?, message?}
+ *   server -> agent {t:'tunnel-keepalive', tunnelId}       while an admin is active
+ *   server -> agent {t:'tunnel-close', tunnelId, reason}
+ *   agent -> server {t:'tunnel-closed', tunnelId, reason}  idle timeout (after a snapshot)
+ *   agent -> server {t:'tunnel-need'}                      saw the flag without an offer
+ *   agent -> server {t:'snapshot', reason, snapshot}
+ *   streams server -> relay: OPEN meta {t:'tunnel', sid, tunnelId, kind:'http'|'tcp', port?}
+ *           relay -> agent:  OPEN meta {t:'tunnel', tunnelId, kind, port?}
  */
 import { RelaygateError } from './errors.js'
 
@@ -49,6 +61,8 @@ export type RelayToServer =
   | { t: 'auth-begin', sid: number, endpointId: string, edgeId: string }
   | { t: 'auth-proof', sid: number, proof: string }
   | { t: 'offline', sids: number[] }
+  /** An agent's message passed up, with the sid of the agent added by the relay. */
+  | { t: string, sid: number, [key: string]: unknown }
 
 export type ServerToRelay =
   | { t: 'auth-challenge', sid: number, nonce: string }
@@ -57,6 +71,14 @@ export type ServerToRelay =
   | { t: 'flags', set: Array<[string, number]> }
   | { t: 'settings', settings: Settings }
   | { t: 'kick', endpointId: string, code: string, message: string }
+  | { t: 'tunnel-offer', sid: number, tunnelId: string, blob: string, target: string | null, idleTimeoutSeconds: number }
+  | { t: 'tunnel-result', sid: number, tunnelId: string, ok: boolean, code?: string, message?: string }
+  | { t: 'tunnel-keepalive', sid: number, tunnelId: string }
+  | { t: 'tunnel-close', sid: number, tunnelId: string, reason: string }
+
+/** Agent messages the relay passes up to the server (adding the sid), and server messages it passes down. */
+export const AGENT_UPWARD = new Set(['tunnel-open', 'tunnel-closed', 'tunnel-need', 'snapshot'])
+export const AGENT_DOWNWARD = new Set(['tunnel-offer', 'tunnel-result', 'tunnel-keepalive', 'tunnel-close'])
 
 /** Field checks for decoded JSON: throw RG_ERR_PROTOCOL naming the field. */
 export function str (body: Record<string, unknown>, field: string, max = 256): string {

@@ -3,17 +3,19 @@ import Router from 'find-my-way'
 import type { Logger } from 'pino'
 import { RelaygateError, toRelaygateError, CheckinFlag } from '../protocol/index.js'
 import { deriveAuthKey, hashToken, newSecret, tokenMatches } from '../protocol/auth.js'
-import { hkdfSync } from 'node:crypto'
 import { encodeJoinToken, type RelayAddress } from '../protocol/token.js'
 import type { Settings } from '../protocol/messages.js'
 import type { Store, EndpointRecord, RelayRecord } from './store.js'
 import type { RelayHub } from './hub.js'
+import type { TunnelManager } from './tunnels.js'
+import { deriveTunnelRoot } from '../protocol/tunnel-crypto.js'
 import { newId } from './ids.js'
 import { sendJson, sendError, fail, readJson, bodyString, rejectUnknownFields } from './http-util.js'
 
 export interface ApiOptions {
   store: Store
   hub: RelayHub
+  tunnels: TunnelManager
   logger: Logger
   version: string
   adminTokenHash: string
@@ -53,7 +55,7 @@ export function verifyTunnelTarget (value: string): string {
 
 /** The admin REST API. Returns a request handler for node:http and node:https. */
 export function createApi (options: ApiOptions): (req: IncomingMessage, res: ServerResponse) => void {
-  const { store, hub, logger } = options
+  const { store, hub, tunnels, logger } = options
   const router = Router({ ignoreTrailingSlash: true, maxParamLength: 200 })
 
   const relayView = (r: RelayRecord): Record<string, unknown> => {
@@ -74,23 +76,40 @@ export function createApi (options: ApiOptions): (req: IncomingMessage, res: Ser
   }
 
   const endpointView = (e: EndpointRecord, detail = false): Record<string, unknown> => {
-    const online = hub.isOnline(e.id)
-    const relays = hub.relaysOf(e.id)
-    const flags = hub.getFlags(e.id)
+    const online = hub.agentsOf(e.id)
     const view: Record<string, unknown> = {
       id: e.id,
       name: e.name,
       edgeId: e.edgeId,
-      status: online ? 'online' : 'offline',
-      relayId: online ? relays[0] : e.relayId,
-      lastSeen: online ? iso(Date.now()) : iso(e.lastSeen),
-      tunnel: { state: (flags & CheckinFlag.TUNNEL) !== 0 ? 'requested' : 'closed' },
+      status: online.length > 0 ? 'online' : 'offline',
+      relayId: online.length > 0 ? online[0].relayId : e.relayId,
+      lastSeen: online.length > 0 ? iso(Date.now()) : iso(e.lastSeen),
+      tunnel: tunnels.info(e.id),
       tunnelTarget: e.tunnelTarget,
+      maxAgents: e.maxAgents,
       createdAt: iso(e.createdAt)
     }
+    view.agents = store.listEndpointAgents(e.id).map(a => {
+      const live = online.find(o => o.edgeId === a.edgeId)
+      return { edgeId: a.edgeId, status: live === undefined ? 'offline' : 'online', relayId: live?.relayId ?? null, admittedAt: iso(a.admittedAt), lastSeen: live === undefined ? iso(a.lastSeen) : iso(Date.now()) }
+    })
     const refusals = store.listRefusals(e.id)
     view.refusedEdgeIds = refusals.map(r => ({ edgeId: r.edgeId, code: r.code, count: r.count, firstAt: iso(r.firstAt), lastAt: iso(r.lastAt) }))
-    if (detail) view.snapshot = null
+    if (detail) {
+      const snap = store.getSnapshot(e.id)
+      const body = snap?.snapshot as Record<string, any> | undefined
+      view.snapshot = snap === undefined
+        ? null
+        : {
+            receivedAt: iso(snap.receivedAt),
+            reason: snap.reason,
+            edgeId: snap.edgeId,
+            hostname: body?.hostname ?? null,
+            os: body?.os ?? null,
+            agentVersion: body?.agentVersion ?? null,
+            uptimeSeconds: body?.uptimeSeconds ?? null
+          }
+    }
     return view
   }
 
@@ -163,21 +182,26 @@ export function createApi (options: ApiOptions): (req: IncomingMessage, res: Ser
 
   route('POST', '/api/endpoints', true, async (req, res) => {
     const body = await readJson(req, options.maxBodyBytes)
-    rejectUnknownFields(body, ['name', 'tunnelTarget'])
+    rejectUnknownFields(body, ['name', 'tunnelTarget', 'maxAgents'])
     const name = bodyString(body, 'name', { required: true, max: 128 })!
     const target = bodyString(body, 'tunnelTarget', { max: 1024 })
     const tunnelTarget = target === undefined ? null : verifyTunnelTarget(target)
+    const maxAgents = body.maxAgents ?? 1
+    if (typeof maxAgents !== 'number' || !Number.isInteger(maxAgents) || maxAgents < 1 || maxAgents > 64) {
+      fail('RG_ERR_BAD_REQUEST', 'field "maxAgents" must be an integer from 1 to 64 (more than 1 makes a cluster endpoint)')
+    }
     const secret = newSecret(32)
     const record: EndpointRecord = {
       id: newId('e'),
       name,
       tunnelTarget,
       authKey: deriveAuthKey(secret),
-      tunnelKey: Buffer.from(hkdfSync('sha256', Buffer.from(secret, 'base64url'), Buffer.alloc(0), 'relaygate tunnel key v1', 32)),
+      tunnelKey: deriveTunnelRoot(secret),
       edgeId: null,
       createdAt: Date.now(),
       lastSeen: null,
-      relayId: null
+      relayId: null,
+      maxAgents
     }
     store.createEndpoint(record)
     const relays = joinRelays()
@@ -200,8 +224,49 @@ export function createApi (options: ApiOptions): (req: IncomingMessage, res: Ser
   route('DELETE', '/api/endpoints/:id', true, (_req, res, params) => {
     const id = params.id ?? ''
     if (!store.deleteEndpoint(id)) fail('RG_ERR_NOT_FOUND', `no endpoint ${id}`)
+    tunnels.close(id, 'endpoint deleted')
     hub.kickEndpoint(id, 'RG_ERR_ENDPOINT_DELETED', 'endpoint deleted by the admin')
     logger.info({ endpointId: id }, 'endpoint deleted')
+    res.writeHead(204).end()
+  })
+
+  const endpointOr404 = (id: string | undefined): EndpointRecord => {
+    const e = store.getEndpoint(id ?? '')
+    if (e === undefined) fail('RG_ERR_NOT_FOUND', `no endpoint ${id}`)
+    return e
+  }
+
+  route('POST', '/api/endpoints/:id/tunnel', true, async (req, res, params) => {
+    const e = endpointOr404(params.id)
+    const wait = new URL(req.url ?? '/', 'http://x').searchParams.get('wait')
+    tunnels.request(e.id)
+    if (wait === null) {
+      sendJson(res, 202, tunnels.info(e.id))
+      return
+    }
+    const seconds = Number(wait)
+    if (!Number.isFinite(seconds) || seconds < 0 || seconds > 300) fail('RG_ERR_BAD_REQUEST', 'wait must be a number of seconds from 0 to 300')
+    await tunnels.ensureOpen(e.id, seconds * 1000)
+    sendJson(res, 200, tunnels.info(e.id))
+  })
+
+  route('DELETE', '/api/endpoints/:id/tunnel', true, (_req, res, params) => {
+    const e = endpointOr404(params.id)
+    tunnels.close(e.id)
+    res.writeHead(204).end()
+  })
+
+  route('GET', '/api/endpoints/:id/snapshot', true, (_req, res, params) => {
+    const e = endpointOr404(params.id)
+    const snap = store.getSnapshot(e.id)
+    if (snap === undefined) fail('RG_ERR_NOT_FOUND', `no snapshot from ${e.id} yet`)
+    sendJson(res, 200, { endpointId: e.id, edgeId: snap.edgeId, receivedAt: iso(snap.receivedAt), reason: snap.reason, snapshot: snap.snapshot })
+  })
+
+  route('DELETE', '/api/endpoints/:id/agents/:edgeId', true, (_req, res, params) => {
+    const e = endpointOr404(params.id)
+    if (!store.removeEndpointAgent(e.id, params.edgeId ?? '')) fail('RG_ERR_NOT_FOUND', `edge id ${params.edgeId} is not admitted for ${e.id}`)
+    logger.info({ endpointId: e.id, edgeId: params.edgeId }, 'agent place freed')
     res.writeHead(204).end()
   })
 

@@ -19,6 +19,8 @@ export interface ServerConfig {
   /** Relay link keep-alive and liveness (ms). */
   relayKeepAliveMs: number
   relayLivenessTimeoutMs: number
+  /** How long a proxied request waits for a closed tunnel to open (ms). */
+  tunnelOpenTimeoutMs: number
 }
 
 export const serverDefaults: Omit<ServerConfig, 'dataDir'> = {
@@ -27,7 +29,8 @@ export const serverDefaults: Omit<ServerConfig, 'dataDir'> = {
   httpsPort: 8443,
   maxBodyBytes: 1024 * 1024,
   relayKeepAliveMs: 15_000,
-  relayLivenessTimeoutMs: 45_000
+  relayLivenessTimeoutMs: 45_000,
+  tunnelOpenTimeoutMs: 30_000
 }
 
 export function verifyPort (value: unknown, field: string, allowOff = false): number {

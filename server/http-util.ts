@@ -61,3 +61,14 @@ export function rejectUnknownFields (body: Record<string, unknown>, allowed: str
     if (!allowed.includes(key)) fail('RG_ERR_BAD_REQUEST', `unknown field "${key}" (allowed: ${allowed.join(', ')})`)
   }
 }
+
+/** Checks `Authorization: Bearer <admin token>` against the stored hash; throws RG_ERR_UNAUTHORIZED. */
+export function bearerAuthorizer (tokenHash: string, matches: (token: string, hash: string) => boolean): (req: IncomingMessage) => void {
+  return req => {
+    const header = req.headers.authorization ?? ''
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(header)
+    if (match === null || !matches(match[1], tokenHash)) {
+      fail('RG_ERR_UNAUTHORIZED', match === null ? 'send Authorization: Bearer <admin token>' : 'wrong admin token')
+    }
+  }
+}

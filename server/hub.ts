@@ -4,7 +4,7 @@ import { WebSocketServer, type WebSocket } from 'ws'
 import type { Logger } from 'pino'
 import {
   Mux, FrameType, PROTOCOL_VERSION, DEFAULT_MAX_PAYLOAD, HEADER_SIZE, RelaygateError,
-  decodeHello, decodeJson, encodeHello, encodeJson, encodeFrame, type Frame
+  decodeHello, decodeJson, encodeHello, encodeJson, encodeFrame, type Frame, type MuxStream
 } from '../protocol/index.js'
 import { WsTransport } from '../protocol/ws-transport.js'
 import { hashToken, newNonce, verifyProof } from '../protocol/auth.js'
@@ -32,6 +32,22 @@ interface Session {
   nonce: string | null
   online: boolean
 }
+
+/** An authenticated agent as other server modules see it. */
+export interface AgentRef {
+  readonly relayId: string
+  readonly sid: number
+  readonly endpointId: string
+  readonly edgeId: string
+  /** Sends a control message to this agent's relay. */
+  send: (message: ServerToRelay) => void
+  /** Opens a stream to the agent (through its relay); `meta` is JSON for the relay, which adds nothing secret. */
+  openStream: (meta: Record<string, unknown>) => MuxStream
+  readonly online: boolean
+}
+
+export type RelayMessageHandler = (agent: AgentRef, msg: Record<string, unknown>) => void
+export type PresenceListener = (agent: AgentRef, online: boolean) => void
 
 /** The server's side of one relay's link. */
 class RelayLink {
@@ -62,7 +78,9 @@ export class RelayHub {
   private readonly wss: WebSocketServer
   private readonly links = new Map<string, RelayLink>()
   /** endpointId -> sessions online for it, over any relay. */
-  private readonly presence = new Map<string, Set<Session & { link: RelayLink }>>()
+  private readonly presence = new Map<string, Set<Session & { link: RelayLink, ref: AgentRef }>>()
+  private readonly handlers = new Map<string, RelayMessageHandler>()
+  private readonly presenceListeners: PresenceListener[] = []
   private readonly flags = new Map<string, number>()
   private readonly pending = new Set<Mux>()
   private closed = false
@@ -93,6 +111,20 @@ export class RelayHub {
   /** Relay ids currently serving an endpoint. */
   relaysOf (endpointId: string): string[] {
     return [...new Set([...(this.presence.get(endpointId) ?? [])].map(s => s.link.relayId))]
+  }
+
+  /** The agents online for an endpoint (several for a cluster). */
+  agentsOf (endpointId: string): AgentRef[] {
+    return [...(this.presence.get(endpointId) ?? [])].map(s => s.ref)
+  }
+
+  /** Handles relay messages of type `t` that concern an authenticated agent (they carry its sid). */
+  onRelayMessage (t: string, handler: RelayMessageHandler): void {
+    this.handlers.set(t, handler)
+  }
+
+  onPresence (listener: PresenceListener): void {
+    this.presenceListeners.push(listener)
   }
 
   relayStatus (relayId: string): { connected: boolean, agents: number, connectedAt: number | null } {
@@ -233,8 +265,17 @@ export class RelayHub {
         }
         return
       }
-      default:
-        throw new RelaygateError('RG_ERR_PROTOCOL', `unknown control message ${JSON.stringify(msg.t)}`)
+      default: {
+        const handler = typeof msg.t === 'string' ? this.handlers.get(msg.t) : undefined
+        if (handler === undefined) throw new RelaygateError('RG_ERR_PROTOCOL', `unknown control message ${JSON.stringify(msg.t)}`)
+        // A relay speaks only for agents that authenticated through it.
+        const session = link.sessions.get(uint(msg, 'sid'))
+        if (session === undefined || !session.online) {
+          link.log.debug({ t: msg.t, sid: msg.sid }, 'message about an agent not online through this relay: ignored')
+          return
+        }
+        handler((session as Session & { ref: AgentRef }).ref, msg)
+      }
     }
   }
 
@@ -273,9 +314,10 @@ export class RelayHub {
     if (endpoint === undefined) return refuse('RG_ERR_ENDPOINT_UNKNOWN', `no endpoint ${session.endpointId}`)
     const input = { nonce, endpointId: session.endpointId, edgeId: session.edgeId, relayId: link.relayId }
     if (!verifyProof(endpoint.authKey, input, proof)) return refuse('RG_ERR_AUTH', 'wrong endpoint secret')
-    const associated = this.opts.store.associateEdgeId(session.endpointId, session.edgeId)
-    if (associated !== session.edgeId) {
-      return refuse('RG_ERR_EDGE_ID_MISMATCH', 'this endpoint is associated with another edge id')
+    if (!this.opts.store.admitEdgeId(session.endpointId, session.edgeId, Date.now())) {
+      return refuse('RG_ERR_EDGE_ID_MISMATCH', endpoint.maxAgents > 1
+        ? `this cluster endpoint already has its ${endpoint.maxAgents} agents`
+        : 'this endpoint is associated with another edge id')
     }
     session.online = true
     let set = this.presence.get(session.endpointId)
@@ -283,10 +325,20 @@ export class RelayHub {
       set = new Set()
       this.presence.set(session.endpointId, set)
     }
-    set.add(Object.assign(session, { link }))
+    const ref: AgentRef = {
+      relayId: link.relayId,
+      sid,
+      endpointId: session.endpointId,
+      edgeId: session.edgeId,
+      send: message => link.send(message),
+      openStream: meta => link.mux.openStream(encodeJson({ ...meta, sid })),
+      get online () { return session.online && !link.mux.closed }
+    }
+    set.add(Object.assign(session, { link, ref }))
     this.opts.store.touchEndpoint(session.endpointId, Date.now(), link.relayId)
     link.log.info({ endpointId: session.endpointId, edgeId: session.edgeId }, 'agent online')
     link.send({ t: 'auth-result', sid, ok: true, flags: this.getFlags(session.endpointId) })
+    for (const listener of this.presenceListeners) listener(ref, true)
   }
 
   private dropSession (link: RelayLink, session: Session): void {
@@ -294,10 +346,17 @@ export class RelayHub {
     if (!session.online) return
     session.online = false
     const set = this.presence.get(session.endpointId)
+    let ref: AgentRef | undefined
     if (set !== undefined) {
-      for (const s of set) if (s.sid === session.sid && s.link === link) set.delete(s)
+      for (const s of set) {
+        if (s.sid === session.sid && s.link === link) {
+          set.delete(s)
+          ref = s.ref
+        }
+      }
       if (set.size === 0) this.presence.delete(session.endpointId)
     }
+    if (ref !== undefined) for (const listener of this.presenceListeners) listener(ref, false)
     if (!this.closed) this.opts.store.touchEndpoint(session.endpointId, Date.now(), null)
     link.log.info({ endpointId: session.endpointId }, 'agent offline')
   }

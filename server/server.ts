@@ -14,11 +14,16 @@ import { SqliteStore } from './sqlite-store.js'
 import type { Store } from './store.js'
 import { RelayHub } from './hub.js'
 import { createApi } from './api.js'
+import { TunnelManager } from './tunnels.js'
+import { createTunnelProxy } from './proxy.js'
+import { bearerAuthorizer } from './http-util.js'
+import { tokenMatches } from '../protocol/auth.js'
 
 export interface RelaygateServer {
   readonly config: ServerConfig
   readonly store: Store
   readonly hub: RelayHub
+  readonly tunnels: TunnelManager
   readonly httpUrl: string
   readonly httpsUrl: string | null
   readonly adminTokenFile: string
@@ -80,10 +85,24 @@ export async function buildServer (input: Partial<ServerConfig>, logger: Logger)
     keepAliveMs: config.relayKeepAliveMs,
     livenessTimeoutMs: config.relayLivenessTimeoutMs
   })
+  const tunnels = new TunnelManager({ store, hub, logger: logger.child({ component: 'tunnels' }) })
+  hub.onRelayMessage('snapshot', (agent, msg) => {
+    if (msg.snapshot === null || typeof msg.snapshot !== 'object' || Array.isArray(msg.snapshot)) return
+    store.saveSnapshot({
+      endpointId: agent.endpointId,
+      edgeId: agent.edgeId,
+      receivedAt: Date.now(),
+      reason: typeof msg.reason === 'string' ? msg.reason.slice(0, 32) : 'unknown',
+      snapshot: msg.snapshot as Record<string, unknown>
+    })
+  })
+  const authorize = bearerAuthorizer(hashToken(admin.token), tokenMatches)
+  const tunnelProxy = createTunnelProxy({ tunnels, store, logger: logger.child({ component: 'proxy' }), openTimeoutMs: config.tunnelOpenTimeoutMs, authorize })
   let httpUrl = ''
   const api = createApi({
     store,
     hub,
+    tunnels,
     logger: logger.child({ component: 'api' }),
     version: VERSION,
     adminTokenHash: hashToken(admin.token),
@@ -93,11 +112,14 @@ export async function buildServer (input: Partial<ServerConfig>, logger: Logger)
   const onUpgrade = (req: http.IncomingMessage, socket: import('node:stream').Duplex, head: Buffer): void => {
     socket.on('error', () => {})
     if ((req.url ?? '').split('?')[0] === '/relay') hub.handleUpgrade(req, socket, head)
-    else socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n')
+    else if (!tunnelProxy.upgrade(req, socket, head)) socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n')
+  }
+  const onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    if (!tunnelProxy.web(req, res)) api(req, res)
   }
 
   const servers: Array<http.Server | https.Server> = []
-  const httpServer = http.createServer(api)
+  const httpServer = http.createServer(onRequest)
   httpServer.on('upgrade', onUpgrade)
   servers.push(httpServer)
   let httpsUrl: string | null = null
@@ -108,7 +130,7 @@ export async function buildServer (input: Partial<ServerConfig>, logger: Logger)
     if (config.httpsPort >= 0) {
       const cert = await loadOrCreateCert({ dir: config.dataDir, certFile: config.tlsCert, keyFile: config.tlsKey, commonName: 'relaygate server', logger })
       fingerprint = cert.fingerprint
-      const httpsServer = https.createServer({ key: cert.key, cert: cert.cert }, api)
+      const httpsServer = https.createServer({ key: cert.key, cert: cert.cert }, onRequest)
       httpsServer.on('upgrade', onUpgrade)
       servers.push(httpsServer)
       const httpsPort = await listen(httpsServer, config.httpsPort, config.host)
@@ -127,6 +149,8 @@ export async function buildServer (input: Partial<ServerConfig>, logger: Logger)
     if (closing !== null) return closing
     closing = (async () => {
       try {
+        await tunnels.shutdown()
+        tunnelProxy.close()
         await hub.close(graceful)
         for (const s of servers) {
           s.close()
@@ -143,6 +167,7 @@ export async function buildServer (input: Partial<ServerConfig>, logger: Logger)
     config,
     store,
     hub,
+    tunnels,
     httpUrl,
     httpsUrl,
     adminTokenFile: admin.file,

@@ -1,9 +1,9 @@
 import Database from 'better-sqlite3'
 import type { Database as DB } from 'better-sqlite3'
 import { DEFAULT_SETTINGS, type Settings } from '../protocol/messages.js'
-import type { Store, RelayRecord, EndpointRecord, RefusalRecord } from './store.js'
+import type { Store, RelayRecord, EndpointRecord, RefusalRecord, EndpointAgentRecord, SnapshotRecord } from './store.js'
 
-const SCHEMA_VERSION = 1
+const SCHEMA_VERSION = 2
 
 const schema = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -30,6 +30,20 @@ CREATE TABLE IF NOT EXISTS endpoints (
   last_seen INTEGER,
   relay_id TEXT
 );
+CREATE TABLE IF NOT EXISTS endpoint_agents (
+  endpoint_id TEXT NOT NULL REFERENCES endpoints(id) ON DELETE CASCADE,
+  edge_id TEXT NOT NULL,
+  admitted_at INTEGER NOT NULL,
+  last_seen INTEGER,
+  PRIMARY KEY (endpoint_id, edge_id)
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+  endpoint_id TEXT PRIMARY KEY REFERENCES endpoints(id) ON DELETE CASCADE,
+  edge_id TEXT NOT NULL,
+  received_at INTEGER NOT NULL,
+  reason TEXT NOT NULL,
+  body TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS refusals (
   endpoint_id TEXT NOT NULL REFERENCES endpoints(id) ON DELETE CASCADE,
   edge_id TEXT NOT NULL,
@@ -47,7 +61,7 @@ interface RelayRow {
 }
 interface EndpointRow {
   id: string, name: string, tunnel_target: string | null, auth_key: Buffer, tunnel_key: Buffer,
-  edge_id: string | null, created_at: number, last_seen: number | null, relay_id: string | null
+  edge_id: string | null, created_at: number, last_seen: number | null, relay_id: string | null, max_agents: number
 }
 
 const relayFromRow = (r: RelayRow): RelayRecord => ({
@@ -72,7 +86,8 @@ const endpointFromRow = (r: EndpointRow): EndpointRecord => ({
   edgeId: r.edge_id,
   createdAt: r.created_at,
   lastSeen: r.last_seen,
-  relayId: r.relay_id
+  relayId: r.relay_id,
+  maxAgents: r.max_agents
 })
 
 const relayColumns: Record<string, string> = {
@@ -91,8 +106,17 @@ export class SqliteStore implements Store {
     this.db.pragma('foreign_keys = ON')
     this.db.pragma('busy_timeout = 5000')
     this.db.exec(schema)
-    const version = this.getMeta('schemaVersion')
-    if (version === undefined) this.setMeta('schemaVersion', String(SCHEMA_VERSION))
+    this.migrate()
+  }
+
+  /** Brings a data dir from any earlier schema version to this one. */
+  private migrate (): void {
+    const columns = (this.db.prepare('PRAGMA table_info(endpoints)').all() as Array<{ name: string }>).map(c => c.name)
+    if (!columns.includes('max_agents')) this.db.exec('ALTER TABLE endpoints ADD COLUMN max_agents INTEGER NOT NULL DEFAULT 1')
+    // Version 1 kept only endpoints.edge_id: admit those edge ids.
+    this.db.exec(`INSERT OR IGNORE INTO endpoint_agents (endpoint_id, edge_id, admitted_at, last_seen)
+      SELECT id, edge_id, created_at, last_seen FROM endpoints WHERE edge_id IS NOT NULL`)
+    this.setMeta('schemaVersion', String(SCHEMA_VERSION))
   }
 
   getMeta (key: string): string | undefined {
@@ -153,8 +177,8 @@ export class SqliteStore implements Store {
   }
 
   createEndpoint (e: EndpointRecord): void {
-    this.db.prepare(`INSERT INTO endpoints (id, name, tunnel_target, auth_key, tunnel_key, edge_id, created_at, last_seen, relay_id)
-      VALUES (@id, @name, @tunnelTarget, @authKey, @tunnelKey, @edgeId, @createdAt, @lastSeen, @relayId)`).run(e)
+    this.db.prepare(`INSERT INTO endpoints (id, name, tunnel_target, auth_key, tunnel_key, edge_id, created_at, last_seen, relay_id, max_agents)
+      VALUES (@id, @name, @tunnelTarget, @authKey, @tunnelKey, @edgeId, @createdAt, @lastSeen, @relayId, @maxAgents)`).run(e)
   }
 
   getEndpoint (id: string): EndpointRecord | undefined {
@@ -166,10 +190,52 @@ export class SqliteStore implements Store {
     return (this.db.prepare('SELECT * FROM endpoints ORDER BY created_at, id').all() as EndpointRow[]).map(endpointFromRow)
   }
 
-  associateEdgeId (endpointId: string, edgeId: string): string {
-    this.db.prepare('UPDATE endpoints SET edge_id = ? WHERE id = ? AND edge_id IS NULL').run(edgeId, endpointId)
-    const row = this.db.prepare('SELECT edge_id FROM endpoints WHERE id = ?').get(endpointId) as { edge_id: string | null } | undefined
-    return row?.edge_id ?? edgeId
+  admitEdgeId (endpointId: string, edgeId: string, at: number): boolean {
+    return this.db.transaction(() => {
+      const known = this.db.prepare('SELECT 1 FROM endpoint_agents WHERE endpoint_id = ? AND edge_id = ?').get(endpointId, edgeId)
+      if (known !== undefined) {
+        this.db.prepare('UPDATE endpoint_agents SET last_seen = ? WHERE endpoint_id = ? AND edge_id = ?').run(at, endpointId, edgeId)
+        return true
+      }
+      const row = this.db.prepare(`SELECT max_agents AS max, (SELECT COUNT(*) FROM endpoint_agents WHERE endpoint_id = endpoints.id) AS admitted
+        FROM endpoints WHERE id = ?`).get(endpointId) as { max: number, admitted: number } | undefined
+      if (row === undefined || row.admitted >= row.max) return false
+      this.db.prepare('INSERT INTO endpoint_agents (endpoint_id, edge_id, admitted_at, last_seen) VALUES (?, ?, ?, ?)').run(endpointId, edgeId, at, at)
+      this.db.prepare('UPDATE endpoints SET edge_id = ? WHERE id = ? AND edge_id IS NULL').run(edgeId, endpointId)
+      return true
+    })()
+  }
+
+  listEndpointAgents (endpointId: string): EndpointAgentRecord[] {
+    const rows = this.db.prepare('SELECT * FROM endpoint_agents WHERE endpoint_id = ? ORDER BY admitted_at, edge_id').all(endpointId) as Array<{
+      endpoint_id: string, edge_id: string, admitted_at: number, last_seen: number | null
+    }>
+    return rows.map(r => ({ endpointId: r.endpoint_id, edgeId: r.edge_id, admittedAt: r.admitted_at, lastSeen: r.last_seen }))
+  }
+
+  removeEndpointAgent (endpointId: string, edgeId: string): boolean {
+    return this.db.transaction(() => {
+      const gone = this.db.prepare('DELETE FROM endpoint_agents WHERE endpoint_id = ? AND edge_id = ?').run(endpointId, edgeId).changes > 0
+      if (gone) {
+        const next = this.db.prepare('SELECT edge_id FROM endpoint_agents WHERE endpoint_id = ? ORDER BY admitted_at LIMIT 1').get(endpointId) as { edge_id: string } | undefined
+        this.db.prepare('UPDATE endpoints SET edge_id = ? WHERE id = ?').run(next?.edge_id ?? null, endpointId)
+      }
+      return gone
+    })()
+  }
+
+  saveSnapshot (snap: SnapshotRecord): void {
+    this.db.prepare(`INSERT INTO snapshots (endpoint_id, edge_id, received_at, reason, body) VALUES (?, ?, ?, ?, ?)
+      ON CONFLICT(endpoint_id) DO UPDATE SET edge_id = excluded.edge_id, received_at = excluded.received_at, reason = excluded.reason, body = excluded.body`)
+      .run(snap.endpointId, snap.edgeId, snap.receivedAt, snap.reason, JSON.stringify(snap.snapshot))
+  }
+
+  getSnapshot (endpointId: string): SnapshotRecord | undefined {
+    const row = this.db.prepare('SELECT * FROM snapshots WHERE endpoint_id = ?').get(endpointId) as {
+      endpoint_id: string, edge_id: string, received_at: number, reason: string, body: string
+    } | undefined
+    if (row === undefined) return undefined
+    return { endpointId: row.endpoint_id, edgeId: row.edge_id, receivedAt: row.received_at, reason: row.reason, snapshot: JSON.parse(row.body) as Record<string, unknown> }
   }
 
   touchEndpoint (id: string, lastSeen: number, relayId: string | null): void {

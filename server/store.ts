@@ -26,10 +26,29 @@ export interface EndpointRecord {
   authKey: Buffer
   /** HKDF of the endpoint secret for tunnel credentials (issue 3). */
   tunnelKey: Buffer
+  /** The first edge id admitted (the only one unless the endpoint is a cluster). */
   edgeId: string | null
   createdAt: number
   lastSeen: number | null
   relayId: string | null
+  /** How many distinct edge ids (agents) may serve this endpoint: 1, or more for a cluster. */
+  maxAgents: number
+}
+
+export interface EndpointAgentRecord {
+  endpointId: string
+  edgeId: string
+  admittedAt: number
+  lastSeen: number | null
+}
+
+export interface SnapshotRecord {
+  endpointId: string
+  edgeId: string
+  receivedAt: number
+  /** Why it was sent: connect, interval, tunnel-close. */
+  reason: string
+  snapshot: Record<string, unknown>
 }
 
 export interface RefusalRecord {
@@ -57,8 +76,16 @@ export interface Store {
   createEndpoint: (endpoint: EndpointRecord) => void
   getEndpoint: (id: string) => EndpointRecord | undefined
   listEndpoints: () => EndpointRecord[]
-  /** Associates an edge id if none is; returns the edge id now associated. */
-  associateEdgeId: (endpointId: string, edgeId: string) => string
+  /**
+   * Admits an edge id for an endpoint: already admitted, or a free place
+   * (fewer than maxAgents admitted) takes it. Returns false when refused.
+   */
+  admitEdgeId: (endpointId: string, edgeId: string, at: number) => boolean
+  listEndpointAgents: (endpointId: string) => EndpointAgentRecord[]
+  /** Frees an admitted edge id's place (a cluster node was replaced). */
+  removeEndpointAgent: (endpointId: string, edgeId: string) => boolean
+  saveSnapshot: (snapshot: SnapshotRecord) => void
+  getSnapshot: (endpointId: string) => SnapshotRecord | undefined
   touchEndpoint: (id: string, lastSeen: number, relayId: string | null) => void
   deleteEndpoint: (id: string) => boolean
 

@@ -18,6 +18,8 @@ import { appendFileSync } from 'node:fs'
 
 const logFile = process.env.NO_DIAL_LOG
 if (logFile === undefined || logFile === '') throw new Error('no-dial-preload: set NO_DIAL_LOG to a file path')
+// Proof that the preload ran in this process (kept apart from the dial log).
+appendFileSync(`${logFile}.loaded`, `${process.pid}\n`)
 
 function describe (value) {
   if (value === null || value === undefined) return value

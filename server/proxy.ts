@@ -1,0 +1,152 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
+import httpProxy from 'http-proxy'
+import type { Logger } from 'pino'
+import { RelaygateError, toRelaygateError } from '../protocol/index.js'
+import type { Store } from './store.js'
+import type { TunnelManager } from './tunnels.js'
+import { sendError } from './http-util.js'
+
+export interface ProxyOptions {
+  tunnels: TunnelManager
+  store: Store
+  logger: Logger
+  /** How long a proxied request waits for a closed tunnel to open. */
+  openTimeoutMs: number
+  /** Throws RG_ERR_UNAUTHORIZED unless the request carries the admin token. */
+  authorize: (req: IncomingMessage) => void
+}
+
+/** `/api/endpoints/:id/proxy/<path>` and `/api/endpoints/:id/tcp/<port>` */
+const proxyPath = /^\/api\/endpoints\/([^/?#]+)\/proxy(\/[^?#]*)?(\?.*)?$/
+const tcpPath = /^\/api\/endpoints\/([^/?#]+)\/tcp\/(\d{1,5})$/
+
+export function matchProxy (url: string): { endpointId: string, path: string } | null {
+  const m = proxyPath.exec(url)
+  if (m === null) return null
+  return { endpointId: decodeURIComponent(m[1]), path: (m[2] ?? '/') + (m[3] ?? '') }
+}
+
+function upgradeError (socket: Duplex, err: RelaygateError): void {
+  const body = JSON.stringify({ error: { code: err.code, message: err.message } })
+  socket.end(`HTTP/1.1 ${err.status} ${err.code}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
+}
+
+/**
+ * Proxies admin HTTP (and WebSocket upgrades) through an endpoint's tunnel
+ * with http-proxy, and bridges raw TCP (`relaygate connect`) onto tunnel
+ * streams. The admin's Authorization header never reaches the agent side.
+ */
+export function createTunnelProxy (options: ProxyOptions): {
+  web: (req: IncomingMessage, res: ServerResponse) => boolean
+  upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => boolean
+  close: () => void
+} {
+  const { tunnels, logger } = options
+  const proxy = httpProxy.createProxyServer({ xfwd: false, changeOrigin: true, ws: true })
+  proxy.on('error', (err, _req, res) => {
+    const coded = toRelaygateError(err, 'RG_ERR_TUNNEL_CLOSED')
+    const code = coded.code === 'RG_ERR_INTERNAL' ? new RelaygateError('RG_ERR_TUNNEL_CLOSED', coded.message) : coded
+    logger.debug({ code: code.code, message: code.message }, 'proxied request failed')
+    if ('writeHead' in res) {
+      const response = res as ServerResponse
+      if (!response.headersSent) sendError(response, new RelaygateError(code.code, code.message))
+      else response.destroy()
+    } else {
+      (res as Duplex).destroy()
+    }
+  })
+
+  const target = (endpointId: string): string => {
+    const t = options.store.getEndpoint(endpointId)?.tunnelTarget
+    if (t !== undefined && t !== null && /^https?:\/\//.test(t)) {
+      const u = new URL(t)
+      return `http://${u.host}`
+    }
+    return 'http://localhost'
+  }
+
+  const prepare = async (req: IncomingMessage, endpointId: string): Promise<void> => {
+    options.authorize(req)
+    if (options.store.getEndpoint(endpointId) === undefined) throw new RelaygateError('RG_ERR_NOT_FOUND', `no endpoint ${endpointId}`)
+    delete req.headers.authorization
+    tunnels.touch(endpointId)
+    await tunnels.ensureOpen(endpointId, options.openTimeoutMs)
+    tunnels.touch(endpointId)
+  }
+
+  const web = (req: IncomingMessage, res: ServerResponse): boolean => {
+    const match = matchProxy(req.url ?? '')
+    if (match === null) return false
+    void (async () => {
+      try {
+        await prepare(req, match.endpointId)
+        req.url = match.path
+        proxy.web(req, res, { target: target(match.endpointId), agent: tunnels.httpAgent(match.endpointId), proxyTimeout: 0 })
+      } catch (err) {
+        sendError(res, toRelaygateError(err))
+      }
+    })()
+    return true
+  }
+
+  const upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): boolean => {
+    const url = req.url ?? ''
+    const match = matchProxy(url)
+    if (match !== null) {
+      void (async () => {
+        try {
+          await prepare(req, match.endpointId)
+          req.url = match.path
+          const done = tunnels.session(match.endpointId)
+          socket.once('close', done)
+          proxy.ws(req, socket, head, { target: target(match.endpointId).replace(/^http/, 'ws'), agent: tunnels.httpAgent(match.endpointId) })
+        } catch (err) {
+          upgradeError(socket, toRelaygateError(err))
+        }
+      })()
+      return true
+    }
+    const tcp = tcpPath.exec(url)
+    if (tcp === null) return false
+    void (async () => {
+      try {
+        const endpointId = decodeURIComponent(tcp[1])
+        const port = Number(tcp[2])
+        if (port < 1 || port > 65535) throw new RelaygateError('RG_ERR_BAD_REQUEST', 'port must be 1-65535')
+        if ((req.headers.upgrade ?? '').toLowerCase() !== 'relaygate-tcp') throw new RelaygateError('RG_ERR_BAD_REQUEST', 'use Upgrade: relaygate-tcp')
+        await prepare(req, endpointId)
+        const stream = tunnels.openStream(endpointId, { kind: 'tcp', port })
+        // The agent answers one status byte once it reached the port (or resets the stream).
+        const status = await new Promise<number>((resolve, reject) => {
+          stream.once('readable', () => {
+            const first = stream.read(1) as Buffer | null
+            if (first === null) reject(new RelaygateError('RG_ERR_TARGET_UNREACHABLE', 'the agent closed the stream'))
+            else resolve(first[0])
+          })
+          stream.once('error', reject)
+          stream.once('end', () => reject(new RelaygateError('RG_ERR_TARGET_UNREACHABLE', 'the agent closed the stream')))
+        })
+        if (status !== 0) throw new RelaygateError('RG_ERR_TARGET_UNREACHABLE', `agent status ${status}`)
+        stream.removeAllListeners('error')
+        stream.removeAllListeners('end')
+        const done = tunnels.session(endpointId)
+        socket.write('HTTP/1.1 101 Switching Protocols\r\nupgrade: relaygate-tcp\r\nconnection: Upgrade\r\n\r\n')
+        if (head.length > 0) stream.write(head)
+        const finish = (): void => { done(); socket.destroy(); stream.destroy() }
+        stream.on('error', finish)
+        socket.on('error', finish)
+        stream.once('close', finish)
+        socket.once('close', finish)
+        stream.pipe(socket)
+        socket.pipe(stream)
+        logger.info({ endpointId, port }, 'tcp session through the tunnel')
+      } catch (err) {
+        upgradeError(socket, toRelaygateError(err))
+      }
+    })()
+    return true
+  }
+
+  return { web, upgrade, close: () => proxy.close() }
+}

@@ -1,0 +1,318 @@
+import http from 'node:http'
+import type { Duplex } from 'node:stream'
+import type { Logger } from 'pino'
+import { CheckinFlag, RelaygateError, type MuxStream } from '../protocol/index.js'
+import { deriveCredentialKey, newCredential, sealCredential, verifyTunnelProof } from '../protocol/tunnel-crypto.js'
+import { str } from '../protocol/messages.js'
+import type { Store } from './store.js'
+import type { RelayHub, AgentRef } from './hub.js'
+
+export type TunnelStateName = 'closed' | 'requested' | 'open'
+
+/** How long admin activity keeps a tunnel alive (the seed: requests within the last minute). */
+const ADMIN_ACTIVITY_WINDOW_MS = 60_000
+
+interface Waiter {
+  resolve: () => void
+  reject: (err: RelaygateError) => void
+  timer: NodeJS.Timeout
+}
+
+interface Tunnel {
+  endpointId: string
+  state: 'requested' | 'open'
+  tunnelId: string
+  credential: string
+  used: boolean
+  owner: AgentRef | null
+  requestedAt: number
+  openedAt: number | null
+  waiters: Set<Waiter>
+  lastAdminActivity: number
+  /** Proxied WebSockets and raw TCP sessions open now. */
+  sessions: number
+  streams: Set<MuxStream>
+  keepAliveTimer: NodeJS.Timeout | null
+  agent: TunnelHttpAgent | null
+  log: Logger
+}
+
+export interface TunnelInfo {
+  state: TunnelStateName
+  tunnelId?: string
+  relayId?: string
+  edgeId?: string
+  requestedAt?: string
+  openedAt?: string | null
+  streams?: number
+}
+
+/** Node's HTTP client needs a few socket methods a mux stream does not have. */
+function asSocket (stream: MuxStream): MuxStream {
+  const s = stream as MuxStream & Record<string, unknown>
+  s.setNoDelay = () => s
+  s.setKeepAlive = () => s
+  s.setTimeout = (_ms: number, cb?: () => void) => { if (cb !== undefined) s.once('timeout', cb); return s }
+  s.ref = () => s
+  s.unref = () => s
+  s.remoteAddress = 'tunnel'
+  s.remotePort = 0
+  return stream
+}
+
+/** An http.Agent whose connections are tunnel streams (keep-alive reuses them). */
+export class TunnelHttpAgent extends http.Agent {
+  constructor (private readonly open: () => MuxStream) {
+    super({ keepAlive: true, maxSockets: 64, maxFreeSockets: 8, timeout: 120_000 })
+  }
+
+  override createConnection (_options: unknown, cb?: (err: Error | null, socket: Duplex) => void): Duplex | undefined {
+    try {
+      return asSocket(this.open())
+    } catch (err) {
+      cb?.(err as Error, undefined as unknown as Duplex)
+      return undefined
+    }
+  }
+}
+
+/**
+ * Edge tunnels: raising the flag, one-time credentials sealed per agent, the
+ * election among a cluster's agents (first valid use wins), keep-alives while
+ * an admin is active, and re-offering when the tunnel drops while wanted.
+ */
+export class TunnelManager {
+  private readonly tunnels = new Map<string, Tunnel>()
+  private readonly hub: RelayHub
+  private readonly store: Store
+  private readonly logger: Logger
+  private closed = false
+  opens = 0
+
+  constructor (options: { hub: RelayHub, store: Store, logger: Logger }) {
+    this.hub = options.hub
+    this.store = options.store
+    this.logger = options.logger
+    this.hub.onRelayMessage('tunnel-open', (agent, msg) => this.onOpen(agent, msg))
+    this.hub.onRelayMessage('tunnel-closed', (agent, msg) => this.onClosedByAgent(agent, msg))
+    this.hub.onRelayMessage('tunnel-need', agent => this.onNeed(agent))
+    this.hub.onPresence((agent, online) => online ? this.onAgentOnline(agent) : this.onAgentOffline(agent))
+  }
+
+  info (endpointId: string): TunnelInfo {
+    const t = this.tunnels.get(endpointId)
+    if (t === undefined) return { state: 'closed' }
+    return {
+      state: t.state,
+      tunnelId: t.tunnelId,
+      relayId: t.owner?.relayId,
+      edgeId: t.owner?.edgeId,
+      requestedAt: new Date(t.requestedAt).toISOString(),
+      openedAt: t.openedAt === null ? null : new Date(t.openedAt).toISOString(),
+      streams: t.streams.size
+    }
+  }
+
+  /** Raises the flag (idempotent) and offers credentials to the endpoint's online agents. */
+  request (endpointId: string): TunnelStateName {
+    if (this.closed) throw new RelaygateError('RG_ERR_CLOSED', 'server is shutting down')
+    if (this.store.getEndpoint(endpointId) === undefined) throw new RelaygateError('RG_ERR_NOT_FOUND', `no endpoint ${endpointId}`)
+    let t = this.tunnels.get(endpointId)
+    if (t === undefined) {
+      const cred = newCredential()
+      t = {
+        endpointId,
+        state: 'requested',
+        tunnelId: cred.tunnelId,
+        credential: cred.credential,
+        used: false,
+        owner: null,
+        requestedAt: Date.now(),
+        openedAt: null,
+        waiters: new Set(),
+        lastAdminActivity: Date.now(),
+        sessions: 0,
+        streams: new Set(),
+        keepAliveTimer: null,
+        agent: null,
+        log: this.logger.child({ endpointId, tunnelId: cred.tunnelId })
+      }
+      this.tunnels.set(endpointId, t)
+      t.log.info('tunnel requested')
+      this.hub.setFlags(endpointId, this.hub.getFlags(endpointId) | CheckinFlag.TUNNEL)
+      for (const agent of this.hub.agentsOf(endpointId)) this.offer(t, agent)
+    }
+    return t.state
+  }
+
+  /** Raises the flag if needed and resolves once the tunnel is open. */
+  async ensureOpen (endpointId: string, timeoutMs: number): Promise<void> {
+    this.request(endpointId)
+    const t = this.tunnels.get(endpointId)!
+    if (t.state === 'open') return
+    await new Promise<void>((resolve, reject) => {
+      const waiter: Waiter = {
+        resolve: () => { clearTimeout(waiter.timer); t.waiters.delete(waiter); resolve() },
+        reject: err => { clearTimeout(waiter.timer); t.waiters.delete(waiter); reject(err) },
+        timer: setTimeout(() => waiter.reject(new RelaygateError('RG_ERR_TUNNEL_TIMEOUT', `tunnel to ${endpointId} not open after ${Math.round(timeoutMs / 1000)} s (is an agent online?)`)), timeoutMs)
+      }
+      t.waiters.add(waiter)
+    })
+  }
+
+  /** Closes the tunnel and lowers the flag. */
+  close (endpointId: string, reason = 'closed by the admin'): boolean {
+    const t = this.tunnels.get(endpointId)
+    if (t === undefined) return false
+    if (t.owner !== null && t.owner.online) t.owner.send({ t: 'tunnel-close', sid: t.owner.sid, tunnelId: t.tunnelId, reason })
+    this.finish(t, reason)
+    return true
+  }
+
+  /** Admin activity (a proxied request): keeps the tunnel from idling out. */
+  touch (endpointId: string): void {
+    const t = this.tunnels.get(endpointId)
+    if (t !== undefined) t.lastAdminActivity = Date.now()
+  }
+
+  /** A long-lived admin session (proxied WebSocket, TCP) started; call the returned function when it ends. */
+  session (endpointId: string): () => void {
+    const t = this.tunnels.get(endpointId)
+    if (t === undefined) return () => {}
+    t.sessions++
+    let done = false
+    return () => {
+      if (done) return
+      done = true
+      t.sessions--
+      t.lastAdminActivity = Date.now()
+    }
+  }
+
+  /** Opens a stream through the open tunnel to the agent's target (or an allowed TCP port). */
+  openStream (endpointId: string, meta: Record<string, unknown>): MuxStream {
+    const t = this.tunnels.get(endpointId)
+    if (t === undefined || t.state !== 'open' || t.owner === null) throw new RelaygateError('RG_ERR_TUNNEL_CLOSED', `no open tunnel to ${endpointId}`)
+    const stream = t.owner.openStream({ ...meta, t: 'tunnel', tunnelId: t.tunnelId })
+    t.streams.add(stream)
+    t.lastAdminActivity = Date.now()
+    stream.once('close', () => t.streams.delete(stream))
+    return stream
+  }
+
+  /** The http.Agent for proxying to this endpoint's open tunnel. */
+  httpAgent (endpointId: string): http.Agent {
+    const t = this.tunnels.get(endpointId)
+    if (t === undefined || t.state !== 'open') throw new RelaygateError('RG_ERR_TUNNEL_CLOSED', `no open tunnel to ${endpointId}`)
+    t.agent ??= new TunnelHttpAgent(() => this.openStream(endpointId, { kind: 'http' }))
+    return t.agent
+  }
+
+  async shutdown (): Promise<void> {
+    this.closed = true
+    for (const t of [...this.tunnels.values()]) this.finish(t, 'server shutting down')
+  }
+
+  private offer (t: Tunnel, agent: AgentRef): void {
+    const endpoint = this.store.getEndpoint(t.endpointId)
+    if (endpoint === undefined) return
+    const settings = this.store.getSettings()
+    const key = deriveCredentialKey(endpoint.tunnelKey, agent.edgeId)
+    const blob = sealCredential(key, t.endpointId, agent.edgeId, { tunnelId: t.tunnelId, credential: t.credential })
+    agent.send({
+      t: 'tunnel-offer',
+      sid: agent.sid,
+      tunnelId: t.tunnelId,
+      blob,
+      target: endpoint.tunnelTarget,
+      idleTimeoutSeconds: settings.tunnelIdleTimeoutSeconds
+    })
+  }
+
+  private onOpen (agent: AgentRef, msg: Record<string, unknown>): void {
+    const tunnelId = str(msg, 'tunnelId', 64)
+    const t = this.tunnels.get(agent.endpointId)
+    const refuse = (code: 'RG_ERR_CREDENTIAL_USED' | 'RG_ERR_AUTH', message: string): void => {
+      this.logger.info({ endpointId: agent.endpointId, edgeId: agent.edgeId, code }, 'tunnel open refused')
+      agent.send({ t: 'tunnel-result', sid: agent.sid, tunnelId, ok: false, code, message })
+    }
+    if (t === undefined || t.tunnelId !== tunnelId || t.used) return refuse('RG_ERR_CREDENTIAL_USED', 'these credentials were used or retired')
+    const input = { tunnelId, endpointId: agent.endpointId, edgeId: agent.edgeId, relayId: agent.relayId }
+    if (!verifyTunnelProof(t.credential, input, msg.proof)) return refuse('RG_ERR_AUTH', 'wrong tunnel proof')
+    // First valid use wins; the credential is spent.
+    t.used = true
+    t.owner = agent
+    t.state = 'open'
+    t.openedAt = Date.now()
+    this.opens++
+    t.log.info({ edgeId: agent.edgeId, relayId: agent.relayId, ms: t.openedAt - t.requestedAt }, 'tunnel open')
+    agent.send({ t: 'tunnel-result', sid: agent.sid, tunnelId, ok: true })
+    this.startKeepAlive(t)
+    for (const w of [...t.waiters]) w.resolve()
+  }
+
+  private onClosedByAgent (agent: AgentRef, msg: Record<string, unknown>): void {
+    const t = this.tunnels.get(agent.endpointId)
+    if (t === undefined || t.owner !== agent || t.tunnelId !== msg.tunnelId) return
+    const reason = typeof msg.reason === 'string' ? msg.reason.slice(0, 200) : 'closed by the agent'
+    this.finish(t, reason)
+  }
+
+  private onNeed (agent: AgentRef): void {
+    const t = this.tunnels.get(agent.endpointId)
+    if (t !== undefined && t.state === 'requested') this.offer(t, agent)
+  }
+
+  private onAgentOnline (agent: AgentRef): void {
+    const t = this.tunnels.get(agent.endpointId)
+    if (t !== undefined && t.state === 'requested') this.offer(t, agent)
+  }
+
+  private onAgentOffline (agent: AgentRef): void {
+    const t = this.tunnels.get(agent.endpointId)
+    if (t === undefined || t.owner !== agent) return
+    // The tunnel dropped while wanted: new credentials, offered to whoever is online.
+    t.log.warn({ edgeId: agent.edgeId }, 'tunnel lost with its agent; offering it again')
+    this.stopKeepAlive(t)
+    t.agent?.destroy()
+    t.agent = null
+    for (const s of [...t.streams]) s.destroy(new RelaygateError('RG_ERR_TUNNEL_CLOSED', 'the agent serving the tunnel went away'))
+    const cred = newCredential()
+    t.tunnelId = cred.tunnelId
+    t.credential = cred.credential
+    t.used = false
+    t.owner = null
+    t.state = 'requested'
+    t.openedAt = null
+    t.log = this.logger.child({ endpointId: t.endpointId, tunnelId: t.tunnelId })
+    for (const other of this.hub.agentsOf(t.endpointId)) this.offer(t, other)
+  }
+
+  private startKeepAlive (t: Tunnel): void {
+    this.stopKeepAlive(t)
+    const everyMs = this.store.getSettings().keepAliveSeconds * 1000
+    t.keepAliveTimer = setInterval(() => {
+      const active = t.sessions > 0 || t.streams.size > 0 || Date.now() - t.lastAdminActivity < ADMIN_ACTIVITY_WINDOW_MS
+      if (active && t.owner !== null && t.owner.online) t.owner.send({ t: 'tunnel-keepalive', sid: t.owner.sid, tunnelId: t.tunnelId })
+    }, everyMs)
+    t.keepAliveTimer.unref()
+  }
+
+  private stopKeepAlive (t: Tunnel): void {
+    if (t.keepAliveTimer !== null) clearInterval(t.keepAliveTimer)
+    t.keepAliveTimer = null
+  }
+
+  private finish (t: Tunnel, reason: string): void {
+    if (this.tunnels.get(t.endpointId) !== t) return
+    this.tunnels.delete(t.endpointId)
+    this.stopKeepAlive(t)
+    t.agent?.destroy()
+    t.agent = null
+    const err = new RelaygateError('RG_ERR_TUNNEL_CLOSED', `tunnel closed: ${reason}`)
+    for (const s of [...t.streams]) s.destroy(err)
+    for (const w of [...t.waiters]) w.reject(err)
+    if (!this.closed) this.hub.setFlags(t.endpointId, this.hub.getFlags(t.endpointId) & ~CheckinFlag.TUNNEL)
+    t.log.info({ reason }, 'tunnel closed')
+  }
+}
