@@ -16,6 +16,9 @@ import { writeFileAtomic, writeReadyFile } from '../protocol/files.js'
 import { VERSION } from '../protocol/version.js'
 import type { RelayAddress } from '../protocol/token.js'
 import { verifyAgentConfig, type AgentConfig, type VerifiedAgentConfig } from './config.js'
+import { TunnelEndpoint } from './tunnel.js'
+import { takeSnapshot } from './snapshot.js'
+import { CheckinFlag } from '../protocol/index.js'
 
 export type AgentState = 'connecting' | 'authenticating' | 'online' | 'waiting' | 'stopped'
 
@@ -68,6 +71,10 @@ export class RelaygateAgent extends EventEmitter {
   private seq = 0
   private readyWritten = false
   private running: Promise<void> | null = null
+  private snapshotTimer: NodeJS.Timeout | null = null
+  private readonly startedAt = Date.now()
+  readonly tunnel: TunnelEndpoint
+  snapshotsSent = 0
 
   constructor (input: Partial<AgentConfig>, logger: Logger) {
     super()
@@ -77,6 +84,31 @@ export class RelaygateAgent extends EventEmitter {
     this.log = logger.child({ endpointId: this.endpointId, edgeId: this.edgeId })
     this.authKey = deriveAuthKey(this.config.token.secret)
     this.backoff = new Backoff({ baseMs: 250, maxMs: 30_000, giveUpAfterMs: this.config.giveUpAfterMs })
+    const self = this
+    this.tunnel = new TunnelEndpoint({
+      endpointId: this.endpointId,
+      edgeId: this.edgeId,
+      get relayId () { return self.relayId },
+      logger: this.log,
+      send: msg => this.control(msg),
+      snapshot: reason => this.sendSnapshot(reason)
+    }, { secret: this.config.token.secret, tunnelTarget: this.config.tunnelTarget, allowTcp: this.config.allowTcp })
+  }
+
+  /** Sends a control message to the relay (dropped when offline). */
+  private control (msg: Record<string, unknown>): void {
+    const mux = this.mux
+    if (mux === null || mux.closed) return
+    mux.send(encodeFrame(FrameType.CONTROL, 0, 0, encodeJson(msg)))
+  }
+
+  /** Sends a snapshot of this machine up to the server. */
+  async sendSnapshot (reason: string): Promise<void> {
+    const snapshot = await takeSnapshot({ edgeId: this.edgeId, dataDir: this.config.dataDir, tunnelTarget: this.config.tunnelTarget, startedAt: this.startedAt })
+    if (this.state !== 'online') return
+    this.control({ t: 'snapshot', reason, snapshot })
+    this.snapshotsSent++
+    this.emit('snapshot', { reason })
   }
 
   start (): this {
@@ -99,6 +131,8 @@ export class RelaygateAgent extends EventEmitter {
 
   async close (): Promise<void> {
     this.stopped = true
+    this.tunnel.close()
+    if (this.snapshotTimer !== null) clearInterval(this.snapshotTimer)
     this.wake()
     const mux = this.mux
     if (mux !== null) await mux.close(1000, 'agent stopping')
@@ -108,6 +142,8 @@ export class RelaygateAgent extends EventEmitter {
 
   async destroy (): Promise<void> {
     this.stopped = true
+    this.tunnel.close()
+    if (this.snapshotTimer !== null) clearInterval(this.snapshotTimer)
     this.wake()
     const mux = this.mux
     if (mux !== null) await mux.destroy()
@@ -190,7 +226,9 @@ export class RelaygateAgent extends EventEmitter {
       const mux: Mux = new Mux(new WsTransport(ws, relay.url), {
         role: 'dialer',
         maxPayload: AGENT_MAX_PAYLOAD,
+        maxStreams: 256,
         logger: this.log,
+        onStream: stream => this.tunnel.onStream(stream),
         onFrame: frame => {
           try {
             if (this.onFrame(mux, relay, frame) && !accepted) {
@@ -204,6 +242,9 @@ export class RelaygateAgent extends EventEmitter {
         onClose: ({ code, reason, error }) => {
           clearTimeout(acceptTimer)
           this.stopCheckins()
+          this.tunnel.linkLost()
+          if (this.snapshotTimer !== null) clearInterval(this.snapshotTimer)
+          this.snapshotTimer = null
           this.mux = null
           const wasOnline = this.state === 'online'
           if (wasOnline) this.emit('offline', { code, reason })
@@ -232,6 +273,7 @@ export class RelaygateAgent extends EventEmitter {
       }
       case FrameType.CONTROL: {
         const msg = decodeJson(frame.payload)
+        if (this.state === 'online' && this.tunnel.onControl(msg)) return false
         if (msg.t === 'challenge') {
           if (typeof msg.nonce !== 'string' || typeof msg.relayId !== 'string') throw new RelaygateError('RG_ERR_PROTOCOL', 'bad challenge')
           const proof = computeProof(this.authKey, { nonce: msg.nonce, endpointId: this.endpointId, edgeId: this.edgeId, relayId: msg.relayId })
@@ -251,6 +293,11 @@ export class RelaygateAgent extends EventEmitter {
           }
           this.scheduleCheckin(mux)
           this.emit('online', { relay: relay.url })
+          const every = typeof msg.snapshotIntervalSeconds === 'number' && msg.snapshotIntervalSeconds > 0 ? msg.snapshotIntervalSeconds : 600
+          if (this.snapshotTimer !== null) clearInterval(this.snapshotTimer)
+          this.snapshotTimer = setInterval(() => { void this.sendSnapshot('interval').catch(() => {}) }, every * 1000)
+          this.snapshotTimer.unref()
+          void this.sendSnapshot('connect').catch(err => this.log.warn({ err: (err as Error).message }, 'snapshot failed'))
           return true
         }
         this.log.debug({ t: msg.t }, 'ignoring unknown control message')
@@ -282,6 +329,7 @@ export class RelaygateAgent extends EventEmitter {
       this.scheduleCheckin(mux)
     }
     this.lastFlags = answer.flags
+    if ((answer.flags & CheckinFlag.TUNNEL) !== 0) this.tunnel.onFlag()
     this.emit('answer', answer)
   }
 

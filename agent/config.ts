@@ -12,6 +12,8 @@ export interface AgentConfig {
   /** Extra accepted relay certificate fingerprints (rotation). */
   pins: string[]
   tunnelTarget?: string
+  /** Agent-side TCP ports (on 127.0.0.1) that `relaygate connect` may reach. */
+  allowTcp: number[]
   allowExec: boolean
   readyFile?: string
   /** Stop after this long without reaching any relay (ms); 0 = never. */
@@ -24,6 +26,7 @@ export const agentDefaults: Omit<AgentConfig, 'joinToken'> = {
   dataDir: './agent-data',
   relays: [],
   pins: [],
+  allowTcp: [],
   allowExec: false,
   giveUpAfterMs: 24 * 3600 * 1000,
   acceptTimeoutMs: 30_000
@@ -60,6 +63,9 @@ export function verifyAgentConfig (input: Partial<AgentConfig>): VerifiedAgentCo
   if (relayList.length === 0) throw new RelaygateError('RG_ERR_CONFIG', 'the join token names no relay: pass --relay ws://relay:20080')
   if (config.tunnelTarget !== undefined && !/^(https?:\/\/|tcp:\/\/|unix:\/)/.test(config.tunnelTarget)) {
     throw new RelaygateError('RG_ERR_CONFIG', `--tunnel-target must be http://host:port, https://host:port, tcp://host:port or unix:/path, got ${config.tunnelTarget}`)
+  }
+  for (const p of config.allowTcp) {
+    if (!Number.isInteger(p) || p < 1 || p > 65535) throw new RelaygateError('RG_ERR_CONFIG', `--allow-tcp must list ports 1-65535, got ${String(p)}`)
   }
   return { ...config, dataDir: resolve(config.dataDir), pins, token, relayList }
 }

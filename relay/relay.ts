@@ -4,9 +4,10 @@ import { mkdirSync } from 'node:fs'
 import type { Logger } from 'pino'
 import {
   Mux, FrameType, PROTOCOL_VERSION, AGENT_MAX_PAYLOAD, HEADER_SIZE, RelaygateError, isErrorCode,
-  decodeHello, decodeJson, decodeCheckin, encodeFrame, encodeHello, encodeJson, frames, toRelaygateError, type Frame
+  decodeHello, decodeJson, decodeCheckin, encodeFrame, encodeHello, encodeJson, frames, toRelaygateError, type Frame, type MuxStream
 } from '../protocol/index.js'
-import { str } from '../protocol/messages.js'
+import { str, AGENT_UPWARD, AGENT_DOWNWARD } from '../protocol/messages.js'
+import { splice } from '../protocol/splice.js'
 import { loadOrCreateCert } from '../protocol/tls.js'
 import { writeReadyFile } from '../protocol/files.js'
 import { VERSION } from '../protocol/version.js'
@@ -47,6 +48,8 @@ class AgentSession {
 
 export interface RelayStats {
   agents: number
+  /** Tunnel streams joined (server side to agent side) since start. */
+  streams: number
   checkins: number
   pushes: number
   authFailures: number
@@ -98,7 +101,7 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
   const flagTable = new Map<string, number>()
   const pendingAuth = new Set<AgentSession>()
   const sockets = new Set<UwsTransport>()
-  const stats: RelayStats = { agents: 0, checkins: 0, pushes: 0, authFailures: 0 }
+  const stats: RelayStats = { agents: 0, streams: 0, checkins: 0, pushes: 0, authFailures: 0 }
   let offlineBatch: number[] = []
   let offlineTimer: NodeJS.Timeout | null = null
   let nextSid = 1
@@ -151,6 +154,7 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
       offlineBatch = []
     },
     onMessage: msg => onServerMessage(msg),
+    onStream: stream => onServerStream(stream),
     onFatal: err => {
       logger.error({ code: err.code, message: err.message }, 'relay stopped: the server link cannot be established')
       void shutdown(false).then(() => hooks.onFatal?.(err))
@@ -208,7 +212,7 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
           }
           set.add(s)
           if (first) s.log.info({ endpointId: s.endpointId }, 'agent authenticated')
-          s.control({ t: 'welcome', endpointId: s.endpointId, relayId: link.relayId, intervalSeconds: interval })
+          s.control({ t: 'welcome', endpointId: s.endpointId, relayId: link.relayId, intervalSeconds: interval, snapshotIntervalSeconds: link.settings.snapshotIntervalSeconds })
           if (flags !== 0) pushAnswer(s, flags)
           return
         }
@@ -243,9 +247,44 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
         }
         return
       }
-      default:
+      default: {
+        if (typeof msg.t === 'string' && AGENT_DOWNWARD.has(msg.t)) {
+          // For one agent: pass it down without the sid.
+          const s = sessions.get(msg.sid as number)
+          if (s === undefined || !s.authenticated) return
+          const { sid: _sid, ...rest } = msg
+          s.control(rest)
+          return
+        }
         logger.debug({ t: msg.t }, 'ignoring unknown message from the server')
+      }
     }
+  }
+
+  /** A tunnel stream from the server for one of our agents: open one to the agent and join them. */
+  function onServerStream (up: MuxStream): void {
+    let meta: Record<string, unknown>
+    try {
+      meta = decodeJson(up.meta)
+    } catch {
+      up.destroy(new RelaygateError('RG_ERR_PROTOCOL', 'stream metadata is not JSON'))
+      return
+    }
+    const s = sessions.get(meta.sid as number)
+    if (s === undefined || !s.authenticated) {
+      up.destroy(new RelaygateError('RG_ERR_TUNNEL_CLOSED', 'that agent is not connected to this relay'))
+      return
+    }
+    const { sid: _sid, ...forAgent } = meta
+    let down: MuxStream
+    try {
+      down = s.mux.openStream(encodeJson(forAgent))
+    } catch (err) {
+      up.destroy(toRelaygateError(err, 'RG_ERR_TUNNEL_CLOSED'))
+      return
+    }
+    stats.streams++
+    splice(up, down)
   }
 
   function queueOffline (sid: number): void {
@@ -285,6 +324,12 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
           if (!link.send({ t: 'auth-proof', sid: s.sid, proof: str(msg, 'proof', 128) })) beginAuth(s)
           return
         }
+        if (typeof msg.t === 'string' && AGENT_UPWARD.has(msg.t)) {
+          if (!s.authenticated) throw new RelaygateError('RG_ERR_PROTOCOL', `${msg.t} before authentication`)
+          // Up to the server, naming the agent by the session it authenticated on.
+          link.send({ ...msg, t: msg.t, sid: s.sid })
+          return
+        }
         throw new RelaygateError('RG_ERR_PROTOCOL', `unknown control message ${JSON.stringify(msg.t)}`)
       }
       case FrameType.CHECKIN: {
@@ -322,7 +367,7 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
     const mux = new Mux(transport, {
       role: 'listener',
       maxPayload: AGENT_MAX_PAYLOAD,
-      maxStreams: 32,
+      maxStreams: 256,
       maxBufferedBytes: 1024 * 1024,
       logger: log,
       onFrame: frame => {

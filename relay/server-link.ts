@@ -1,7 +1,7 @@
 import type { Logger } from 'pino'
 import {
   Mux, FrameType, PROTOCOL_VERSION, DEFAULT_MAX_PAYLOAD, HEADER_SIZE, RelaygateError, FATAL_CLOSE_CODES,
-  decodeHello, decodeJson, encodeFrame, encodeHello, encodeJson, toRelaygateError, type Frame
+  decodeHello, decodeJson, encodeFrame, encodeHello, encodeJson, toRelaygateError, type Frame, type MuxStream
 } from '../protocol/index.js'
 import { WsTransport } from '../protocol/ws-transport.js'
 import { dialWebSocket, toWsUrl } from '../protocol/dial.js'
@@ -18,6 +18,8 @@ export interface ServerLinkOptions {
   giveUpAfterMs: number
   onReady: (relayId: string, settings: Settings) => void
   onMessage: (msg: Record<string, unknown>) => void
+  /** The server opened a stream (a tunnel stream for one of our agents). */
+  onStream: (stream: MuxStream) => void
   onDown: (err: RelaygateError | undefined) => void
   /** The server refused us for good (revoked token, wrong version) or we gave up. */
   onFatal: (err: RelaygateError) => void
@@ -95,6 +97,11 @@ export class ServerLink {
       keepAliveMs: this.opts.keepAliveMs,
       livenessTimeoutMs: this.opts.livenessTimeoutMs,
       logger: log,
+      maxStreams: 8192,
+      onStream: stream => {
+        if (this.ready) this.opts.onStream(stream)
+        else stream.destroy(new RelaygateError('RG_ERR_STREAM_REFUSED', 'hello first'))
+      },
       onFrame: frame => this.onFrame(mux, frame),
       onClose: ({ code, reason, error }) => {
         const wasReady = this.ready

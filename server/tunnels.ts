@@ -139,8 +139,9 @@ export class TunnelManager {
       }
       this.tunnels.set(endpointId, t)
       t.log.info('tunnel requested')
-      this.hub.setFlags(endpointId, this.hub.getFlags(endpointId) | CheckinFlag.TUNNEL)
+      // Offers first, then the flag: an agent told by the flag already holds its offer.
       for (const agent of this.hub.agentsOf(endpointId)) this.offer(t, agent)
+      this.hub.setFlags(endpointId, this.hub.getFlags(endpointId) | CheckinFlag.TUNNEL)
     }
     return t.state
   }
