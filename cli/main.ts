@@ -7,8 +7,9 @@ import { buildServer } from '../server/server.js'
 import { buildRelay } from '../relay/relay.js'
 import { RelaygateAgent } from '../agent/agent.js'
 import { startDemo } from './demo.js'
+import { connectTcp, readAdminToken } from './connect.js'
 import { createLogger } from './log.js'
-import { opt, parsePort, parsePortOrOff, parseCount, parseBytes, parseSeconds, collect, envBooleans } from './options.js'
+import { opt, parsePort, parsePortOrOff, parseCount, parseBytes, parseSeconds, collect, collectPorts, envBooleans } from './options.js'
 
 /** Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration, 3 refused by the peer for good. */
 const EXIT_USAGE = 2
@@ -111,6 +112,7 @@ program.command('agent')
   .addOption(opt('--relay <url>', 'relay to dial instead of the join token\'s list (repeatable; failover in order)').argParser(collect))
   .addOption(opt('--pin <sha256>', 'extra accepted relay certificate fingerprint (repeatable)').argParser(collect))
   .addOption(opt('--tunnel-target <url>', 'where tunnel streams go: http://host:port, tcp://host:port or unix:/path'))
+  .addOption(opt('--allow-tcp <ports>', 'agent-side TCP ports (on 127.0.0.1) that `relaygate connect` may reach, e.g. 22,5432').argParser(collectPorts))
   .addOption(opt('--allow-exec', 'allow jobs to run commands'))
   .addOption(opt('--give-up-after <seconds>', 'stop after this long without reaching any relay (0 = never)').default(86_400).argParser(parseSeconds))
   .addOption(opt('--ready-file <file>', 'write {edgeId, endpointId, relay} here once accepted'))
@@ -119,7 +121,7 @@ program.command('agent')
     try {
       const agent = new RelaygateAgent({
         joinToken: o.joinToken, dataDir: o.dataDir, edgeId: o.edgeId, relays: o.relay ?? [], pins: o.pin ?? [],
-        tunnelTarget: o.tunnelTarget, allowExec: o.allowExec === true, giveUpAfterMs: o.giveUpAfter * 1000, readyFile: o.readyFile
+        tunnelTarget: o.tunnelTarget, allowTcp: o.allowTcp ?? [], allowExec: o.allowExec === true, giveUpAfterMs: o.giveUpAfter * 1000, readyFile: o.readyFile
       }, logger)
       agent.on('fatal', (err: RelaygateError) => {
         process.stderr.write(`relaygate: error: ${err.message} (${err.code})\n`)
@@ -132,6 +134,21 @@ program.command('agent')
       const coded = toRelaygateError(err)
       fail(coded.code === 'RG_ERR_BAD_JOIN_TOKEN' ? new RelaygateError(coded.code, `--join-token: ${coded.message}`) : coded)
     }
+  })
+
+program.command('connect')
+  .description('Raw TCP to an agent-side port through the endpoint\'s tunnel, on stdin/stdout.\nUsable as an ssh ProxyCommand: ssh -o ProxyCommand="relaygate connect e… 22 --server http://hub:8080" user@host')
+  .argument('<endpointId>', 'the endpoint (its agent must allow the port with --allow-tcp)')
+  .argument('<port>', 'agent-side TCP port on 127.0.0.1', parsePort)
+  .addOption(opt('--server <url>', 'server URL, e.g. http://hub:8080').makeOptionMandatory())
+  .addOption(opt('--token-file <file>', 'admin token file (default ./data/admin-token; RELAYGATE_ADMIN_TOKEN wins)'))
+  .addOption(opt('--server-fingerprint <sha256>', 'pin the server\'s self-signed HTTPS certificate'))
+  .action(async (endpointId: string, port: number, o: Record<string, any>) => {
+    try {
+      if (!/^https?:\/\//.test(o.server)) throw new RelaygateError('RG_ERR_CONFIG', `--server must be http(s)://, got ${String(o.server)}`)
+      await connectTcp({ server: o.server, endpointId, port, token: readAdminToken(o.tokenFile), serverFingerprint: o.serverFingerprint, input: process.stdin, output: process.stdout })
+      process.exit(0)
+    } catch (err) { fail(err) }
   })
 
 program.command('demo')

@@ -43,6 +43,14 @@ export function collect (value: string, previous: string[] | undefined): string[
   return [...(previous ?? []), ...parts]
 }
 
+/** Repeatable list of ports: "22,5432" or the flag given twice. */
+export function collectPorts (value: string, previous: number[] | undefined): number[] {
+  const out = [...(previous ?? [])]
+  for (const part of value.split(',').map(s => s.trim()).filter(s => s !== '')) out.push(parsePort(part))
+  for (const p of out) if (p === 0) throw new InvalidArgumentError('ports must be 1-65535.')
+  return out
+}
+
 const truthy = ['1', 'true', 'yes', 'on']
 const falsy = ['0', 'false', 'no', 'off', '']
 

@@ -28,8 +28,8 @@ type Handler = (req: IncomingMessage, res: ServerResponse, params: Record<string
 
 const settingRules: Record<keyof Settings, { min: number, max: number }> = {
   checkinIntervalSeconds: { min: 1, max: 300 },
-  tunnelIdleTimeoutSeconds: { min: 10, max: 86_400 },
-  keepAliveSeconds: { min: 5, max: 3600 },
+  tunnelIdleTimeoutSeconds: { min: 2, max: 86_400 },
+  keepAliveSeconds: { min: 1, max: 3600 },
   snapshotIntervalSeconds: { min: 10, max: 86_400 }
 }
 

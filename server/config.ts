@@ -21,6 +21,8 @@ export interface ServerConfig {
   relayLivenessTimeoutMs: number
   /** How long a proxied request waits for a closed tunnel to open (ms). */
   tunnelOpenTimeoutMs: number
+  /** Proxied requests within this window keep a tunnel alive (keep-alives every keepAliveSeconds). */
+  tunnelAdminWindowMs: number
 }
 
 export const serverDefaults: Omit<ServerConfig, 'dataDir'> = {
@@ -30,7 +32,8 @@ export const serverDefaults: Omit<ServerConfig, 'dataDir'> = {
   maxBodyBytes: 1024 * 1024,
   relayKeepAliveMs: 15_000,
   relayLivenessTimeoutMs: 45_000,
-  tunnelOpenTimeoutMs: 30_000
+  tunnelOpenTimeoutMs: 30_000,
+  tunnelAdminWindowMs: 60_000
 }
 
 export function verifyPort (value: unknown, field: string, allowOff = false): number {

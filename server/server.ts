@@ -85,7 +85,7 @@ export async function buildServer (input: Partial<ServerConfig>, logger: Logger)
     keepAliveMs: config.relayKeepAliveMs,
     livenessTimeoutMs: config.relayLivenessTimeoutMs
   })
-  const tunnels = new TunnelManager({ store, hub, logger: logger.child({ component: 'tunnels' }) })
+  const tunnels = new TunnelManager({ store, hub, logger: logger.child({ component: 'tunnels' }), adminWindowMs: config.tunnelAdminWindowMs })
   hub.onRelayMessage('snapshot', (agent, msg) => {
     if (msg.snapshot === null || typeof msg.snapshot !== 'object' || Array.isArray(msg.snapshot)) return
     store.saveSnapshot({

@@ -9,8 +9,6 @@ import type { RelayHub, AgentRef } from './hub.js'
 
 export type TunnelStateName = 'closed' | 'requested' | 'open'
 
-/** How long admin activity keeps a tunnel alive (the seed: requests within the last minute). */
-const ADMIN_ACTIVITY_WINDOW_MS = 60_000
 
 interface Waiter {
   resolve: () => void
@@ -89,7 +87,11 @@ export class TunnelManager {
   private closed = false
   opens = 0
 
-  constructor (options: { hub: RelayHub, store: Store, logger: Logger }) {
+  /** Requests within this window count as an open admin session (keep-alives are sent). */
+  private readonly adminWindowMs: number
+
+  constructor (options: { hub: RelayHub, store: Store, logger: Logger, adminWindowMs?: number }) {
+    this.adminWindowMs = options.adminWindowMs ?? 60_000
     this.hub = options.hub
     this.store = options.store
     this.logger = options.logger
@@ -293,7 +295,7 @@ export class TunnelManager {
     this.stopKeepAlive(t)
     const everyMs = this.store.getSettings().keepAliveSeconds * 1000
     t.keepAliveTimer = setInterval(() => {
-      const active = t.sessions > 0 || t.streams.size > 0 || Date.now() - t.lastAdminActivity < ADMIN_ACTIVITY_WINDOW_MS
+      const active = t.sessions > 0 || t.streams.size > 0 || Date.now() - t.lastAdminActivity < this.adminWindowMs
       if (active && t.owner !== null && t.owner.online) t.owner.send({ t: 'tunnel-keepalive', sid: t.owner.sid, tunnelId: t.tunnelId })
     }, everyMs)
     t.keepAliveTimer.unref()
