@@ -1,6 +1,8 @@
 import { Duplex } from 'node:stream'
 import { RelaygateError } from './errors.js'
 
+const noop = (): void => {}
+
 /** What a stream needs from its mux; the mux implements it. */
 export interface StreamHost {
   streamReady: (stream: MuxStream) => void
@@ -44,6 +46,10 @@ export class MuxStream extends Duplex {
     this.sendWindow = window
     this.recvAvail = window
     this.once('close', () => host.streamClosed(this))
+    // A reset from the network must never crash the process: without this,
+    // an 'error' on a stream nobody listens to yet would be thrown. Users
+    // still see errors through their own listeners (and pipe/pipeline).
+    this.on('error', noop)
   }
 
   /** Bytes waiting to be sent (at most one write's worth). */

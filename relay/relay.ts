@@ -253,6 +253,7 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
           const s = sessions.get(msg.sid as number)
           if (s === undefined || !s.authenticated) return
           const { sid: _sid, ...rest } = msg
+          s.log.trace({ forward: rest }, 'server -> agent')
           s.control(rest)
           return
         }
@@ -284,6 +285,7 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
       return
     }
     stats.streams++
+    s.log.trace({ meta: forAgent, streamId: down.id }, 'tunnel stream')
     splice(up, down)
   }
 
@@ -327,6 +329,7 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
         if (typeof msg.t === 'string' && AGENT_UPWARD.has(msg.t)) {
           if (!s.authenticated) throw new RelaygateError('RG_ERR_PROTOCOL', `${msg.t} before authentication`)
           // Up to the server, naming the agent by the session it authenticated on.
+          s.log.trace({ forward: msg }, 'agent -> server')
           link.send({ ...msg, t: msg.t, sid: s.sid })
           return
         }

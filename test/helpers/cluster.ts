@@ -54,8 +54,8 @@ export async function startServer (t: TapLike, dataDir?: string, extra: Partial<
   return { server, api: new Api(server.httpUrl, token), dataDir: dir }
 }
 
-export async function startRelay (t: TapLike, serverUrl: string, token: string, extra: Partial<RelayConfig> = {}): Promise<RelaygateRelay> {
-  const relay = await buildRelay({ server: serverUrl, token, dataDir: join(tempDir(t), 'relay'), host: '127.0.0.1', port: 0, tlsPort: 0, ...extra }, testLogger())
+export async function startRelay (t: TapLike, serverUrl: string, token: string, extra: Partial<RelayConfig> = {}, logger: Logger = testLogger()): Promise<RelaygateRelay> {
+  const relay = await buildRelay({ server: serverUrl, token, dataDir: join(tempDir(t), 'relay'), host: '127.0.0.1', port: 0, tlsPort: 0, ...extra }, logger)
   t.teardown(() => relay.destroy())
   await relay.whenLinked()
   return relay
@@ -65,6 +65,28 @@ export function startAgent (t: TapLike, joinToken: string, extra: Partial<AgentC
   const agent = new RelaygateAgent({ joinToken, dataDir: join(tempDir(t), 'agent'), ...extra }, testLogger())
   t.teardown(() => agent.destroy())
   return agent.start()
+}
+
+/** A logger that keeps every line (at `level`) in memory, for asserting what was logged. */
+export function capturingLogger (level = 'trace'): { logger: Logger, lines: string[] } {
+  const lines: string[] = []
+  const logger = pino({ level }, { write: (line: string) => { lines.push(line) } })
+  return { logger, lines }
+}
+
+/** An HTTP server on 127.0.0.1 answering JSON {name, path}: an agent-side tunnel target. */
+export async function startTarget (t: TapLike, name = 'target'): Promise<{ url: string, port: number, hits: string[] }> {
+  const http = await import('node:http')
+  const hits: string[] = []
+  const server = http.createServer((req, res) => {
+    hits.push(req.url ?? '')
+    res.setHeader('content-type', 'application/json')
+    res.end(JSON.stringify({ name, path: req.url }))
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise(resolve => { server.closeAllConnections(); server.close(resolve) }))
+  const port = (server.address() as { port: number }).port
+  return { url: `http://127.0.0.1:${port}`, port, hits }
 }
 
 /** A port that was free a moment ago (for restarts on a fixed port). */
@@ -97,9 +119,9 @@ export async function eventually<T> (check: () => Promise<T> | T, timeoutMs = 10
 }
 
 /** Server + one relay linked to it. */
-export async function startSite (t: TapLike, extra: { server?: Partial<ServerConfig>, relay?: Partial<RelayConfig> } = {}): Promise<{ server: RelaygateServer, api: Api, relay: RelaygateRelay, relayToken: string, relayId: string }> {
+export async function startSite (t: TapLike, extra: { server?: Partial<ServerConfig>, relay?: Partial<RelayConfig>, relayLogger?: Logger } = {}): Promise<{ server: RelaygateServer, api: Api, relay: RelaygateRelay, relayToken: string, relayId: string }> {
   const { server, api } = await startServer(t, undefined, extra.server)
   const created = await api.ok('POST', '/api/relays', { name: 'site-a' })
-  const relay = await startRelay(t, server.httpUrl, created.token, extra.relay)
+  const relay = await startRelay(t, server.httpUrl, created.token, extra.relay, extra.relayLogger)
   return { server, api, relay, relayToken: created.token, relayId: created.id }
 }
