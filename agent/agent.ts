@@ -18,6 +18,7 @@ import type { RelayAddress } from '../protocol/token.js'
 import { verifyAgentConfig, type AgentConfig, type VerifiedAgentConfig } from './config.js'
 import { TunnelEndpoint } from './tunnel.js'
 import { takeSnapshot } from './snapshot.js'
+import { JobRunner } from './jobs.js'
 import { CheckinFlag } from '../protocol/index.js'
 
 export type AgentState = 'connecting' | 'authenticating' | 'online' | 'waiting' | 'stopped'
@@ -74,6 +75,9 @@ export class RelaygateAgent extends EventEmitter {
   private snapshotTimer: NodeJS.Timeout | null = null
   private readonly startedAt = Date.now()
   readonly tunnel: TunnelEndpoint
+  readonly jobs: JobRunner
+  private currentRelay: RelayAddress | null = null
+  private downloadToken: string | null = null
   snapshotsSent = 0
 
   constructor (input: Partial<AgentConfig>, logger: Logger) {
@@ -93,6 +97,13 @@ export class RelaygateAgent extends EventEmitter {
       send: msg => this.control(msg),
       snapshot: reason => this.sendSnapshot(reason)
     }, { secret: this.config.token.secret, tunnelTarget: this.config.tunnelTarget, allowTcp: this.config.allowTcp })
+    this.jobs = new JobRunner({
+      logger: this.log,
+      send: msg => this.control(msg),
+      relay: () => this.currentRelay === null || this.downloadToken === null || this.state !== 'online'
+        ? null
+        : { url: this.currentRelay.url, fingerprints: this.currentRelay.fingerprints, downloadToken: this.downloadToken }
+    }, { dataDir: this.config.dataDir, filesDir: this.config.filesDir!, allowExec: this.config.allowExec })
   }
 
   /** Sends a control message to the relay (dropped when offline). */
@@ -132,6 +143,7 @@ export class RelaygateAgent extends EventEmitter {
   async close (): Promise<void> {
     this.stopped = true
     this.tunnel.close()
+    await this.jobs.close()
     if (this.snapshotTimer !== null) clearInterval(this.snapshotTimer)
     this.wake()
     const mux = this.mux
@@ -143,6 +155,7 @@ export class RelaygateAgent extends EventEmitter {
   async destroy (): Promise<void> {
     this.stopped = true
     this.tunnel.close()
+    void this.jobs.close()
     if (this.snapshotTimer !== null) clearInterval(this.snapshotTimer)
     this.wake()
     const mux = this.mux
@@ -273,7 +286,7 @@ export class RelaygateAgent extends EventEmitter {
       }
       case FrameType.CONTROL: {
         const msg = decodeJson(frame.payload)
-        if (this.state === 'online' && this.tunnel.onControl(msg)) return false
+        if (this.state === 'online' && (this.tunnel.onControl(msg) || this.jobs.onControl(msg))) return false
         if (msg.t === 'challenge') {
           if (typeof msg.nonce !== 'string' || typeof msg.relayId !== 'string') throw new RelaygateError('RG_ERR_PROTOCOL', 'bad challenge')
           const proof = computeProof(this.authKey, { nonce: msg.nonce, endpointId: this.endpointId, edgeId: this.edgeId, relayId: msg.relayId })
@@ -283,6 +296,8 @@ export class RelaygateAgent extends EventEmitter {
         if (msg.t === 'welcome') {
           if (typeof msg.intervalSeconds === 'number' && msg.intervalSeconds > 0) this.intervalSeconds = msg.intervalSeconds
           this.relayId = typeof msg.relayId === 'string' ? msg.relayId : null
+          if (typeof msg.downloadToken === 'string') this.downloadToken = msg.downloadToken
+          this.currentRelay = relay
           if (this.state === 'online') return false // re-authenticated after the relay re-linked
           this.state = 'online'
           this.relayUrl = relay.url
@@ -293,6 +308,7 @@ export class RelaygateAgent extends EventEmitter {
           }
           this.scheduleCheckin(mux)
           this.emit('online', { relay: relay.url })
+          this.jobs.onOnline()
           const every = typeof msg.snapshotIntervalSeconds === 'number' && msg.snapshotIntervalSeconds > 0 ? msg.snapshotIntervalSeconds : 600
           if (this.snapshotTimer !== null) clearInterval(this.snapshotTimer)
           this.snapshotTimer = setInterval(() => { void this.sendSnapshot('interval').catch(() => {}) }, every * 1000)

@@ -15,6 +15,8 @@ export interface AgentConfig {
   /** Agent-side TCP ports (on 127.0.0.1) that `relaygate connect` may reach. */
   allowTcp: number[]
   allowExec: boolean
+  /** Where jobs place artifacts (default <dataDir>/files). */
+  filesDir?: string
   readyFile?: string
   /** Stop after this long without reaching any relay (ms); 0 = never. */
   giveUpAfterMs: number
@@ -67,5 +69,6 @@ export function verifyAgentConfig (input: Partial<AgentConfig>): VerifiedAgentCo
   for (const p of config.allowTcp) {
     if (!Number.isInteger(p) || p < 1 || p > 65535) throw new RelaygateError('RG_ERR_CONFIG', `--allow-tcp must list ports 1-65535, got ${String(p)}`)
   }
-  return { ...config, dataDir: resolve(config.dataDir), pins, token, relayList }
+  const dataDir = resolve(config.dataDir)
+  return { ...config, dataDir, filesDir: resolve(config.filesDir ?? `${dataDir}/files`), pins, token, relayList }
 }

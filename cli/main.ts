@@ -114,6 +114,7 @@ program.command('agent')
   .addOption(opt('--tunnel-target <url>', 'where tunnel streams go: http://host:port, tcp://host:port or unix:/path'))
   .addOption(opt('--allow-tcp <ports>', 'agent-side TCP ports (on 127.0.0.1) that `relaygate connect` may reach, e.g. 22,5432').argParser(collectPorts))
   .addOption(opt('--allow-exec', 'allow jobs to run commands'))
+  .addOption(opt('--files-dir <dir>', 'where jobs place artifacts (default <data-dir>/files)'))
   .addOption(opt('--give-up-after <seconds>', 'stop after this long without reaching any relay (0 = never)').default(86_400).argParser(parseSeconds))
   .addOption(opt('--ready-file <file>', 'write {edgeId, endpointId, relay} here once accepted'))
   .action(async (o: Record<string, any>) => {
@@ -121,7 +122,7 @@ program.command('agent')
     try {
       const agent = new RelaygateAgent({
         joinToken: o.joinToken, dataDir: o.dataDir, edgeId: o.edgeId, relays: o.relay ?? [], pins: o.pin ?? [],
-        tunnelTarget: o.tunnelTarget, allowTcp: o.allowTcp ?? [], allowExec: o.allowExec === true, giveUpAfterMs: o.giveUpAfter * 1000, readyFile: o.readyFile
+        tunnelTarget: o.tunnelTarget, allowTcp: o.allowTcp ?? [], allowExec: o.allowExec === true, filesDir: o.filesDir, giveUpAfterMs: o.giveUpAfter * 1000, readyFile: o.readyFile
       }, logger)
       agent.on('fatal', (err: RelaygateError) => {
         process.stderr.write(`relaygate: error: ${err.message} (${err.code})\n`)

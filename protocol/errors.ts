@@ -30,6 +30,8 @@ export const ErrorCode = {
   RG_ERR_CREDENTIAL_USED: { close: 4022, status: 409, message: 'tunnel credentials already used or retired' },
   RG_ERR_TCP_NOT_ALLOWED: { close: 4023, status: 403, message: 'the agent does not allow this TCP port' },
   RG_ERR_TARGET_UNREACHABLE: { close: 4024, status: 502, message: 'the agent could not reach its tunnel target' },
+  RG_ERR_ARTIFACT_UNKNOWN: { close: 4025, status: 404, message: 'no artifact with that name or digest' },
+  RG_ERR_DIGEST_MISMATCH: { close: 4026, status: 502, message: 'bytes do not match their sha256' },
   RG_ERR_BAD_REQUEST: { close: 0, status: 400, message: 'bad request' },
   RG_ERR_BAD_JSON: { close: 0, status: 400, message: 'request body is not valid JSON' },
   RG_ERR_UNAUTHORIZED: { close: 0, status: 401, message: 'missing or wrong admin token' },
@@ -41,7 +43,12 @@ export const ErrorCode = {
   RG_ERR_CLOSED: { close: 0, status: 503, message: 'already closed' },
   RG_ERR_NO_RELAY: { close: 0, status: 503, message: 'no relay could be reached' },
   RG_ERR_TUNNEL_TIMEOUT: { close: 0, status: 504, message: 'the tunnel did not open in time' },
-  RG_ERR_NO_TARGET: { close: 0, status: 409, message: 'no tunnel target configured for this endpoint' }
+  RG_ERR_NO_TARGET: { close: 0, status: 409, message: 'no tunnel target configured for this endpoint' },
+  RG_ERR_DISK_FULL: { close: 0, status: 507, message: 'not enough disk space' },
+  RG_ERR_PATH_ESCAPE: { close: 0, status: 400, message: 'path leaves the agent\'s files directory' },
+  RG_ERR_EXEC_NOT_ALLOWED: { close: 0, status: 403, message: 'the agent does not allow running commands' },
+  RG_ERR_EXEC_FAILED: { close: 0, status: 500, message: 'the command failed' },
+  RG_ERR_DOWNLOAD_FAILED: { close: 0, status: 502, message: 'the artifact download failed' }
 } as const
 
 export type ErrorCodeName = keyof typeof ErrorCode

@@ -31,6 +31,17 @@
  *   agent -> server {t:'snapshot', reason, snapshot}
  *   streams server -> relay: OPEN meta {t:'tunnel', sid, tunnelId, kind:'http'|'tcp', port?}
  *           relay -> agent:  OPEN meta {t:'tunnel', tunnelId, kind, port?}
+ *
+ * artifacts and jobs
+ *   relay -> server stream OPEN meta {t:'artifact', sha256, offset}: 16-byte header (u64 size, u64 offset), then bytes
+ *   server -> relay {t:'prestage', sha256}
+ *   relay -> server {t:'stats', agents, cache}            (every few seconds, when changed)
+ *   server -> agent {t:'job', jobId, attempt, sha256, size, path, run}
+ *   agent -> server {t:'job-progress', jobId, attempt, state, progress, bytes}
+ *   agent -> relay  {t:'job-result', jobId, attempt, state, exitCode?, error?, output?}
+ *   relay -> agent  {t:'job-result-ack', jobId, attempt}  once stored on the relay's disk
+ *   relay -> server {t:'job-result', key, endpointId, jobId, attempt, result}   durable, replayed after outages
+ *   server -> relay {t:'job-result-ack', key}              applied (or already applied): the relay forgets it
  */
 import { RelaygateError } from './errors.js'
 
@@ -39,13 +50,16 @@ export interface Settings {
   tunnelIdleTimeoutSeconds: number
   keepAliveSeconds: number
   snapshotIntervalSeconds: number
+  /** Largest artifact upload accepted (bytes). */
+  maxUploadBytes: number
 }
 
 export const DEFAULT_SETTINGS: Settings = {
   checkinIntervalSeconds: 5,
   tunnelIdleTimeoutSeconds: 300,
   keepAliveSeconds: 60,
-  snapshotIntervalSeconds: 600
+  snapshotIntervalSeconds: 600,
+  maxUploadBytes: 10 * 1024 ** 3
 }
 
 export type AgentHello = { role: 'agent', endpointId: string, edgeId: string, agentVersion: string }
@@ -77,8 +91,8 @@ export type ServerToRelay =
   | { t: 'tunnel-close', sid: number, tunnelId: string, reason: string }
 
 /** Agent messages the relay passes up to the server (adding the sid), and server messages it passes down. */
-export const AGENT_UPWARD = new Set(['tunnel-open', 'tunnel-closed', 'tunnel-need', 'snapshot'])
-export const AGENT_DOWNWARD = new Set(['tunnel-offer', 'tunnel-result', 'tunnel-keepalive', 'tunnel-close'])
+export const AGENT_UPWARD = new Set(['tunnel-open', 'tunnel-closed', 'tunnel-need', 'snapshot', 'job-progress'])
+export const AGENT_DOWNWARD = new Set(['tunnel-offer', 'tunnel-result', 'tunnel-keepalive', 'tunnel-close', 'job'])
 
 /** Field checks for decoded JSON: throw RG_ERR_PROTOCOL naming the field. */
 export function str (body: Record<string, unknown>, field: string, max = 256): string {

@@ -19,6 +19,10 @@ export interface RelayConfig {
   serverFingerprint?: string
   name?: string
   cacheMaxBytes: number
+  /** Keep no cache file that would leave less free disk than this. */
+  cacheMinFreeBytes: number
+  /** How often figures go to the server (when changed), ms. */
+  statsIntervalMs: number
   readyFile?: string
   /** Stop trying to reach the server after this long without success (ms); 0 = never. */
   giveUpAfterMs: number
@@ -42,6 +46,8 @@ export const relayDefaults: Omit<RelayConfig, 'server' | 'token' | 'dataDir'> = 
   tlsPort: 20081,
   publicUrls: [],
   cacheMaxBytes: 10 * 1024 * 1024 * 1024,
+  cacheMinFreeBytes: 512 * 1024 * 1024,
+  statsIntervalMs: 5000,
   giveUpAfterMs: 24 * 3600 * 1000,
   maxPendingAuth: 20_000,
   maxAgents: 50_000,

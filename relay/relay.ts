@@ -14,6 +14,11 @@ import { VERSION } from '../protocol/version.js'
 import { verifyRelayConfig, type RelayConfig } from './config.js'
 import { ServerLink } from './server-link.js'
 import { UwsTransport, type AgentSocketData } from './uws-transport.js'
+import { ArtifactCache, type CacheStats } from '../cache/index.js'
+import { serveArtifact } from './downloads.js'
+import { ResultQueue } from './results.js'
+import { randomBytes } from 'node:crypto'
+import { join } from 'node:path'
 
 type SessionState = 'hello' | 'auth' | 'ready'
 
@@ -28,6 +33,8 @@ class AgentSession {
   edgeId = ''
   authenticated = false
   awaitingProof = false
+  /** Bearer token for GET /artifacts, given to the agent in its welcome. */
+  downloadToken = ''
   authStartedAt = Date.now()
   lastCheckin = Date.now()
   tokens: number
@@ -63,6 +70,9 @@ export interface RelaygateRelay {
   readonly relayId: string | null
   readonly linked: boolean
   readonly stats: RelayStats
+  readonly cache: ArtifactCache
+  /** Job results waiting on disk for the server's acknowledgement. */
+  readonly queuedResults: number
   /** Resolves once linked to the server (and the ready file is written). */
   whenLinked: () => Promise<void>
   close: () => Promise<void>
@@ -80,6 +90,36 @@ function listen (app: uWS.TemplatedApp, host: string, port: number): Promise<uWS
       if (token === false) reject(new RelaygateError('RG_ERR_CONFIG', `cannot listen on ${host}:${port}`))
       else resolve(token)
     })
+  })
+}
+
+/** Reads exactly `n` bytes from the start of a stream, leaving the rest in it. */
+async function readExactly (stream: MuxStream, n: number): Promise<Buffer> {
+  return await new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let have = 0
+    const onReadable = (): void => {
+      let chunk: Buffer | null
+      while (have < n && (chunk = stream.read() as Buffer | null) !== null) {
+        chunks.push(chunk)
+        have += chunk.length
+      }
+      if (have < n) return
+      cleanup()
+      const all = Buffer.concat(chunks)
+      if (all.length > n) stream.unshift(all.subarray(n))
+      resolve(all.subarray(0, n))
+    }
+    const onError = (err: Error): void => { cleanup(); reject(err) }
+    const onEnd = (): void => { cleanup(); reject(new RelaygateError('RG_ERR_PROTOCOL', 'stream ended before its header')) }
+    const cleanup = (): void => {
+      stream.off('readable', onReadable)
+      stream.off('error', onError)
+      stream.off('end', onEnd)
+    }
+    stream.on('readable', onReadable)
+    stream.on('error', onError)
+    stream.on('end', onEnd)
   })
 }
 
@@ -113,12 +153,35 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
   let linkedResolve!: () => void
   const linked = new Promise<void>(resolve => { linkedResolve = resolve })
   let readyWritten = false
+  const downloadTokens = new Map<string, AgentSession>()
+  const results = new ResultQueue(join(config.dataDir, 'results'))
+  let lastStats = ''
 
   const cert = config.tlsPort >= 0
     ? await loadOrCreateCert({ dir: config.dataDir, certFile: config.tlsCert, keyFile: config.tlsKey, commonName: 'relaygate relay', logger })
     : null
 
   const refreshUrls = { wsUrl: null as string | null, wssUrl: null as string | null }
+
+  const cache = new ArtifactCache({
+    dir: join(config.dataDir, 'cache'),
+    maxBytes: config.cacheMaxBytes,
+    minFreeBytes: config.cacheMinFreeBytes,
+    logger: logger.child({ component: 'cache' }),
+    // Fills travel over the one server link, as flow-controlled streams.
+    fetch: async (sha256, offset) => {
+      const stream = link.openStream({ t: 'artifact', sha256, offset })
+      const header = await readExactly(stream, 16)
+      const size = Number(header.readBigUInt64BE(0))
+      const from = Number(header.readBigUInt64BE(8))
+      if (from !== offset) {
+        stream.destroy()
+        throw new RelaygateError('RG_ERR_PROTOCOL', `asked for offset ${offset}, got ${from}`)
+      }
+      return { size, body: stream }
+    }
+  })
+  await cache.open()
 
   const link = new ServerLink({
     serverUrl: config.server,
@@ -142,6 +205,10 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
       // server may have restarted and trusts only what it verified itself.
       pendingAuth.clear()
       for (const s of sessions.values()) if (s.state !== 'hello') beginAuth(s)
+      // Results kept while the server was away: replay them (the server applies each once).
+      for (const r of results.all()) link.send({ t: 'job-result', key: r.key, endpointId: r.endpointId, jobId: r.jobId, attempt: r.attempt, result: r.result, sid: 0 })
+      lastStats = ''
+      sendStats()
       if (!readyWritten) {
         readyWritten = true
         writeReadyFile(config.readyFile, { wsUrl: refreshUrls.wsUrl, wssUrl: refreshUrls.wssUrl, fingerprint: cert?.fingerprint ?? null, relayId: link.relayId, pid: process.pid })
@@ -211,8 +278,19 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
             byEndpoint.set(s.endpointId, set)
           }
           set.add(s)
-          if (first) s.log.info({ endpointId: s.endpointId }, 'agent authenticated')
-          s.control({ t: 'welcome', endpointId: s.endpointId, relayId: link.relayId, intervalSeconds: interval, snapshotIntervalSeconds: link.settings.snapshotIntervalSeconds })
+          if (first) {
+            s.log.info({ endpointId: s.endpointId }, 'agent authenticated')
+            s.downloadToken = randomBytes(24).toString('base64url')
+            downloadTokens.set(s.downloadToken, s)
+          }
+          s.control({
+            t: 'welcome',
+            endpointId: s.endpointId,
+            relayId: link.relayId,
+            intervalSeconds: interval,
+            snapshotIntervalSeconds: link.settings.snapshotIntervalSeconds,
+            downloadToken: s.downloadToken
+          })
           if (flags !== 0) pushAnswer(s, flags)
           return
         }
@@ -247,6 +325,16 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
         }
         return
       }
+      case 'prestage':
+        if (typeof msg.sha256 === 'string') {
+          cache.prestage(msg.sha256).then(
+            () => logger.info({ sha256: msg.sha256 }, 'prestaged'),
+            err => logger.warn({ sha256: msg.sha256, code: (err as RelaygateError).code }, 'prestage failed'))
+        }
+        return
+      case 'job-result-ack':
+        if (typeof msg.key === 'string') results.remove(msg.key)
+        return
       default: {
         if (typeof msg.t === 'string' && AGENT_DOWNWARD.has(msg.t)) {
           // For one agent: pass it down without the sid.
@@ -326,6 +414,23 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
           if (!link.send({ t: 'auth-proof', sid: s.sid, proof: str(msg, 'proof', 128) })) beginAuth(s)
           return
         }
+        if (msg.t === 'job-result') {
+          if (!s.authenticated) throw new RelaygateError('RG_ERR_PROTOCOL', 'job-result before authentication')
+          const jobId = str(msg, 'jobId', 64)
+          const attempt = typeof msg.attempt === 'number' && Number.isInteger(msg.attempt) ? msg.attempt : 0
+          const key = ResultQueue.keyOf(jobId, s.endpointId, attempt)
+          const { t: _t, ...result } = msg
+          try {
+            // On disk first: from here the result survives a server outage and a relay restart.
+            results.add({ key, endpointId: s.endpointId, jobId, attempt, result, queuedAt: Date.now() })
+          } catch (err) {
+            s.log.warn({ code: (err as RelaygateError).code }, 'result queue full; the agent will send it again')
+            return
+          }
+          s.control({ t: 'job-result-ack', jobId, attempt })
+          link.send({ t: 'job-result', key, endpointId: s.endpointId, jobId, attempt, result, sid: 0 })
+          return
+        }
         if (typeof msg.t === 'string' && AGENT_UPWARD.has(msg.t)) {
           if (!s.authenticated) throw new RelaygateError('RG_ERR_PROTOCOL', `${msg.t} before authentication`)
           // Up to the server, naming the agent by the session it authenticated on.
@@ -390,6 +495,7 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
         stats.agents = sessions.size
         const set = byEndpoint.get(s.endpointId)
         if (set !== undefined && set.delete(s) && set.size === 0) byEndpoint.delete(s.endpointId)
+        if (s.downloadToken !== '') downloadTokens.delete(s.downloadToken)
         if (s.state !== 'hello') queueOffline(s.sid)
         if (s.authenticated) log.info({ endpointId: s.endpointId, code }, 'agent disconnected')
       }
@@ -431,7 +537,12 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
     res.writeStatus('404 Not Found').writeHeader('content-type', 'application/json')
       .end(JSON.stringify({ error: { code: 'RG_ERR_NOT_FOUND', message: `no route ${req.getMethod().toUpperCase()} ${req.getUrl()}` } }))
   }
-  const setup = (app: uWS.TemplatedApp): uWS.TemplatedApp => app.ws('/agent', behavior).get('/healthz', healthz).any('/*', notFound)
+  const downloads = (res: uWS.HttpResponse, req: uWS.HttpRequest): void => serveArtifact(res, req, {
+    cache,
+    authorize: token => token !== '' && downloadTokens.get(token)?.authenticated === true,
+    logger
+  })
+  const setup = (app: uWS.TemplatedApp): uWS.TemplatedApp => app.ws('/agent', behavior).get('/healthz', healthz).get('/artifacts/:sha256', downloads).any('/*', notFound)
 
   const listeners: uWS.us_listen_socket[] = []
   let wsUrl: string | null = null
@@ -471,6 +582,17 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
   }, 1000)
   sweeper.unref()
 
+  /** Figures for GET /api/relays, sent when they changed (at most every few seconds). */
+  function sendStats (): void {
+    const c: CacheStats = cache.getStats()
+    const body = { agents: sessions.size, queuedResults: results.size, cache: c }
+    const text = JSON.stringify(body)
+    if (text === lastStats) return
+    if (link.send({ t: 'stats', sid: 0, ...body })) lastStats = text
+  }
+  const statsTimer = setInterval(sendStats, config.statsIntervalMs)
+  statsTimer.unref()
+
   link.start()
 
   let shutting: Promise<void> | null = null
@@ -479,6 +601,7 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
     closed = true
     shutting = (async () => {
       clearInterval(sweeper)
+      clearInterval(statsTimer)
       if (offlineTimer !== null) clearTimeout(offlineTimer)
       for (const l of listeners) uWS.us_listen_socket_close(l)
       listeners.length = 0
@@ -486,6 +609,7 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
       await Promise.allSettled([...sessions.values()].map(s => graceful ? s.mux.close(4009, 'relay shutting down') : s.mux.destroy(err)))
       for (const t of sockets) t.terminate()
       await link.close()
+      await cache.close()
     })()
     return shutting
   }
@@ -498,6 +622,8 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
     get relayId () { return link.relayId },
     get linked () { return link.isReady },
     stats,
+    cache,
+    get queuedResults () { return results.size },
     whenLinked: () => linked,
     close: () => shutdown(true),
     destroy: () => shutdown(false)

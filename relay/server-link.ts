@@ -64,6 +64,12 @@ export class ServerLink {
     return true
   }
 
+  /** Opens a stream to the server (an artifact fill). Throws when the link is down. */
+  openStream (meta: Record<string, unknown>): MuxStream {
+    if (!this.ready || this.mux === null) throw new RelaygateError('RG_ERR_UPSTREAM_UNAVAILABLE', 'no link to the server')
+    return this.mux.openStream(encodeJson(meta))
+  }
+
   async close (): Promise<void> {
     this.stopped = true
     if (this.retryTimer !== null) clearTimeout(this.retryTimer)

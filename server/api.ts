@@ -8,20 +8,29 @@ import type { Settings } from '../protocol/messages.js'
 import type { Store, EndpointRecord, RelayRecord } from './store.js'
 import type { RelayHub } from './hub.js'
 import type { TunnelManager } from './tunnels.js'
+import type { ArtifactStore } from './artifacts.js'
+import type { JobManager } from './jobs.js'
 import { deriveTunnelRoot } from '../protocol/tunnel-crypto.js'
 import { newId } from './ids.js'
+import type { EventTopic } from './events.js'
 import { sendJson, sendError, fail, readJson, bodyString, rejectUnknownFields } from './http-util.js'
 
 export interface ApiOptions {
   store: Store
   hub: RelayHub
   tunnels: TunnelManager
+  artifacts: ArtifactStore
+  jobs: JobManager
+  /** Latest figures a relay reported (cache, queued results). */
+  relayStats: (relayId: string) => Record<string, unknown> | undefined
   logger: Logger
   version: string
   adminTokenHash: string
   maxBodyBytes: number
   /** Server URL for join tokens. */
   publicUrl: () => string
+  /** Change notifications for the dashboard. */
+  events?: { publish: (topic: EventTopic) => void }
 }
 
 type Handler = (req: IncomingMessage, res: ServerResponse, params: Record<string, string | undefined>) => Promise<void> | void
@@ -30,7 +39,8 @@ const settingRules: Record<keyof Settings, { min: number, max: number }> = {
   checkinIntervalSeconds: { min: 1, max: 300 },
   tunnelIdleTimeoutSeconds: { min: 2, max: 86_400 },
   keepAliveSeconds: { min: 1, max: 3600 },
-  snapshotIntervalSeconds: { min: 10, max: 86_400 }
+  snapshotIntervalSeconds: { min: 10, max: 86_400 },
+  maxUploadBytes: { min: 1, max: 1024 ** 4 }
 }
 
 const iso = (ms: number | null): string | null => ms === null ? null : new Date(ms).toISOString()
@@ -55,7 +65,7 @@ export function verifyTunnelTarget (value: string): string {
 
 /** The admin REST API. Returns a request handler for node:http and node:https. */
 export function createApi (options: ApiOptions): (req: IncomingMessage, res: ServerResponse) => void {
-  const { store, hub, tunnels, logger } = options
+  const { store, hub, tunnels, artifacts, jobs, logger } = options
   const router = Router({ ignoreTrailingSlash: true, maxParamLength: 200 })
 
   const relayView = (r: RelayRecord): Record<string, unknown> => {
@@ -70,6 +80,8 @@ export function createApi (options: ApiOptions): (req: IncomingMessage, res: Ser
       wssUrl: r.wssUrl,
       version: r.version,
       revoked: r.revokedAt !== null,
+      cache: (options.relayStats(r.id)?.cache as Record<string, unknown> | undefined) ?? null,
+      queuedResults: (options.relayStats(r.id)?.queuedResults as number | undefined) ?? null,
       createdAt: iso(r.createdAt),
       lastSeen: status.connected ? iso(Date.now()) : iso(r.lastSeen)
     }
@@ -159,6 +171,7 @@ export function createApi (options: ApiOptions): (req: IncomingMessage, res: Ser
     }
     store.createRelay(record)
     logger.info({ relayId: record.id, name }, 'relay created')
+    options.events?.publish('relays')
     sendJson(res, 201, { id: record.id, name, token })
   })
 
@@ -177,6 +190,7 @@ export function createApi (options: ApiOptions): (req: IncomingMessage, res: Ser
     store.revokeRelay(id, Date.now())
     hub.disconnectRelay(id, new RelaygateError('RG_ERR_RELAY_REVOKED', 'relay token revoked'))
     logger.info({ relayId: id }, 'relay revoked')
+    options.events?.publish('relays')
     res.writeHead(204).end()
   })
 
@@ -208,12 +222,30 @@ export function createApi (options: ApiOptions): (req: IncomingMessage, res: Ser
     const joinToken = encodeJoinToken({ serverUrl: options.publicUrl(), relays, endpointId: record.id, secret })
     const command = `relaygate agent --join-token ${joinToken}${tunnelTarget === null ? '' : ` --tunnel-target ${tunnelTarget}`}`
     logger.info({ endpointId: record.id, name }, 'endpoint created')
+    options.events?.publish('endpoints')
     const out: Record<string, unknown> = { ...endpointView(record), joinToken, command }
     if (relays.length === 0) out.warning = 'no relay has linked to the server yet: the join token names no relay; start a relay first or pass --relay to the agent'
     sendJson(res, 201, out)
   })
 
-  route('GET', '/api/endpoints', true, (_req, res) => sendJson(res, 200, store.listEndpoints().map(e => endpointView(e))))
+  // Optional ?q= (substring of name, id or edge id), &offset=, &limit=: one page, and x-total-count for the pager.
+  route('GET', '/api/endpoints', true, (req, res) => {
+    const query = new URL(req.url ?? '/', 'http://x').searchParams
+    const count = (name: string, fallback: number): number => {
+      const raw = query.get(name)
+      if (raw === null || raw === '') return fallback
+      const n = Number(raw)
+      if (!Number.isInteger(n) || n < 0) fail('RG_ERR_BAD_REQUEST', `${name} must be a whole number >= 0`)
+      return n
+    }
+    const q = (query.get('q') ?? '').trim().toLowerCase()
+    const offset = count('offset', 0)
+    const limit = count('limit', Number.MAX_SAFE_INTEGER)
+    const all = store.listEndpoints()
+    const matching = q === '' ? all : all.filter(e => e.name.toLowerCase().includes(q) || e.id.toLowerCase().includes(q) || (e.edgeId ?? '').toLowerCase().includes(q))
+    res.setHeader('x-total-count', String(matching.length))
+    sendJson(res, 200, matching.slice(offset, offset + limit).map(e => endpointView(e)))
+  })
 
   route('GET', '/api/endpoints/:id', true, (_req, res, params) => {
     const e = store.getEndpoint(params.id ?? '')
@@ -227,6 +259,7 @@ export function createApi (options: ApiOptions): (req: IncomingMessage, res: Ser
     tunnels.close(id, 'endpoint deleted')
     hub.kickEndpoint(id, 'RG_ERR_ENDPOINT_DELETED', 'endpoint deleted by the admin')
     logger.info({ endpointId: id }, 'endpoint deleted')
+    options.events?.publish('endpoints')
     res.writeHead(204).end()
   })
 
@@ -270,6 +303,66 @@ export function createApi (options: ApiOptions): (req: IncomingMessage, res: Ser
     res.writeHead(204).end()
   })
 
+  const artifactView = (a: { name: string, sha256: string, size: number, createdAt: number }): Record<string, unknown> =>
+    ({ name: a.name, sha256: a.sha256, size: a.size, createdAt: iso(a.createdAt) })
+
+  route('PUT', '/api/artifacts/:name', true, async (req, res, params) => {
+    const declared = req.headers['content-length'] === undefined ? undefined : Number(req.headers['content-length'])
+    const record = await artifacts.upload(params.name ?? '', req, declared, store.getSettings().maxUploadBytes)
+    sendJson(res, 201, artifactView(record))
+  })
+
+  route('GET', '/api/artifacts', true, (_req, res) => sendJson(res, 200, store.listArtifacts().map(artifactView)))
+
+  route('GET', '/api/artifacts/:name', true, (_req, res, params) => {
+    const a = store.getArtifact(params.name ?? '')
+    if (a === undefined) fail('RG_ERR_ARTIFACT_UNKNOWN', `no artifact named ${params.name}`)
+    sendJson(res, 200, artifactView(a))
+  })
+
+  route('DELETE', '/api/artifacts/:name', true, (_req, res, params) => {
+    if (!artifacts.delete(params.name ?? '')) fail('RG_ERR_ARTIFACT_UNKNOWN', `no artifact named ${params.name}`)
+    res.writeHead(204).end()
+  })
+
+  route('POST', '/api/artifacts/:name/prestage', true, async (req, res, params) => {
+    const a = store.getArtifact(params.name ?? '')
+    if (a === undefined) fail('RG_ERR_ARTIFACT_UNKNOWN', `no artifact named ${params.name}`)
+    const body = await readJson(req, options.maxBodyBytes)
+    rejectUnknownFields(body, ['relays'])
+    const relays = body.relays
+    if (relays !== undefined && (!Array.isArray(relays) || relays.some(r => typeof r !== 'string'))) fail('RG_ERR_BAD_REQUEST', 'field "relays" must be a list of relay ids')
+    const targets = (relays as string[] | undefined) ?? [undefined]
+    let sent = 0
+    for (const relayId of targets) sent += hub.sendToRelays({ t: 'prestage', sha256: a.sha256 }, relayId)
+    sendJson(res, 202, { name: a.name, sha256: a.sha256, relays: sent })
+  })
+
+  route('POST', '/api/jobs', true, async (req, res) => {
+    const body = await readJson(req, options.maxBodyBytes)
+    rejectUnknownFields(body, ['artifact', 'endpoints', 'path', 'run'])
+    const artifact = bodyString(body, 'artifact', { required: true, max: 128 })!
+    const endpoints = body.endpoints
+    if (!Array.isArray(endpoints) || endpoints.length === 0 || endpoints.length > 10_000 || endpoints.some(e => typeof e !== 'string')) {
+      fail('RG_ERR_BAD_REQUEST', 'field "endpoints" must be a non-empty list of endpoint ids')
+    }
+    const path = bodyString(body, 'path', { max: 512 })
+    const run = body.run
+    if (run !== undefined && (!Array.isArray(run) || run.length === 0 || run.length > 64 || run.some(a => typeof a !== 'string' || a.length > 4096))) {
+      fail('RG_ERR_BAD_REQUEST', 'field "run" must be an argv list of strings, e.g. ["sh", "install.sh"]')
+    }
+    const job = jobs.create({ artifact, endpoints: endpoints as string[], path, run: run as string[] | undefined })
+    sendJson(res, 201, { id: job.id })
+  })
+
+  route('GET', '/api/jobs', true, (_req, res) => sendJson(res, 200, jobs.list(100)))
+
+  route('GET', '/api/jobs/:id', true, (_req, res, params) => {
+    const view = jobs.view(params.id ?? '')
+    if (view === undefined) fail('RG_ERR_NOT_FOUND', `no job ${params.id}`)
+    sendJson(res, 200, view)
+  })
+
   route('GET', '/api/settings', true, (_req, res) => sendJson(res, 200, store.getSettings()))
 
   route('PATCH', '/api/settings', true, async (req, res) => {
@@ -286,6 +379,7 @@ export function createApi (options: ApiOptions): (req: IncomingMessage, res: Ser
     const settings = store.updateSettings(patch)
     hub.settingsChanged(settings)
     logger.info({ settings }, 'settings changed')
+    options.events?.publish('settings')
     sendJson(res, 200, settings)
   })
 

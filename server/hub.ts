@@ -48,6 +48,10 @@ export interface AgentRef {
 
 export type RelayMessageHandler = (agent: AgentRef, msg: Record<string, unknown>) => void
 export type PresenceListener = (agent: AgentRef, online: boolean) => void
+/** A stream a relay opened (e.g. an artifact fill); `meta` is its decoded JSON metadata. */
+export type RelayStreamHandler = (relayId: string, stream: MuxStream, meta: Record<string, unknown>) => void
+/** A relay-level message (not about one agent), e.g. its figures or a durable job result. */
+export type RelayLevelHandler = (relayId: string, msg: Record<string, unknown>, reply: (message: Record<string, unknown>) => void) => void
 
 /** The server's side of one relay's link. */
 class RelayLink {
@@ -81,6 +85,8 @@ export class RelayHub {
   private readonly presence = new Map<string, Set<Session & { link: RelayLink, ref: AgentRef }>>()
   private readonly handlers = new Map<string, RelayMessageHandler>()
   private readonly presenceListeners: PresenceListener[] = []
+  private readonly streamHandlers = new Map<string, RelayStreamHandler>()
+  private readonly relayHandlers = new Map<string, RelayLevelHandler>()
   private readonly flags = new Map<string, number>()
   private readonly pending = new Set<Mux>()
   private closed = false
@@ -121,6 +127,27 @@ export class RelayHub {
   /** Handles relay messages of type `t` that concern an authenticated agent (they carry its sid). */
   onRelayMessage (t: string, handler: RelayMessageHandler): void {
     this.handlers.set(t, handler)
+  }
+
+  /** Handles streams relays open with metadata `{t, ...}`. */
+  onRelayStream (t: string, handler: RelayStreamHandler): void {
+    this.streamHandlers.set(t, handler)
+  }
+
+  /** Handles relay-level messages of type `t` (no sid). */
+  onRelayLevel (t: string, handler: RelayLevelHandler): void {
+    this.relayHandlers.set(t, handler)
+  }
+
+  /** Sends a relay-level message to one relay, or to all with `relayId` undefined. Returns how many got it. */
+  sendToRelays (message: Record<string, unknown>, relayId?: string): number {
+    let n = 0
+    for (const link of this.links.values()) {
+      if (relayId !== undefined && link.relayId !== relayId) continue
+      link.send(message as ServerToRelay)
+      n++
+    }
+    return n
   }
 
   onPresence (listener: PresenceListener): void {
@@ -190,6 +217,23 @@ export class RelayHub {
       keepAliveMs: this.opts.keepAliveMs,
       livenessTimeoutMs: this.opts.livenessTimeoutMs,
       logger: log,
+      maxStreams: 1024,
+      onStream: stream => {
+        if (link === null) {
+          stream.destroy(new RelaygateError('RG_ERR_STREAM_REFUSED', 'hello first'))
+          return
+        }
+        let meta: Record<string, unknown>
+        try {
+          meta = decodeJson(stream.meta)
+        } catch {
+          stream.destroy(new RelaygateError('RG_ERR_PROTOCOL', 'stream metadata is not JSON'))
+          return
+        }
+        const handler = typeof meta.t === 'string' ? this.streamHandlers.get(meta.t) : undefined
+        if (handler === undefined) stream.destroy(new RelaygateError('RG_ERR_STREAM_REFUSED', `no streams of kind ${JSON.stringify(meta.t)}`))
+        else handler(link.relayId, stream, meta)
+      },
       onFrame: frame => {
         if (this.closed) return
         try {
@@ -266,6 +310,11 @@ export class RelayHub {
         return
       }
       default: {
+        const relayLevel = typeof msg.t === 'string' ? this.relayHandlers.get(msg.t) : undefined
+        if (relayLevel !== undefined) {
+          relayLevel(link.relayId, msg, reply => link.send(reply as ServerToRelay))
+          return
+        }
         const handler = typeof msg.t === 'string' ? this.handlers.get(msg.t) : undefined
         if (handler === undefined) throw new RelaygateError('RG_ERR_PROTOCOL', `unknown control message ${JSON.stringify(msg.t)}`)
         // A relay speaks only for agents that authenticated through it.

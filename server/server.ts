@@ -15,7 +15,11 @@ import type { Store } from './store.js'
 import { RelayHub } from './hub.js'
 import { createApi } from './api.js'
 import { TunnelManager } from './tunnels.js'
+import { ArtifactStore } from './artifacts.js'
+import { JobManager } from './jobs.js'
 import { createTunnelProxy } from './proxy.js'
+import { EventHub } from './events.js'
+import { createStaticUi } from './static.js'
 import { bearerAuthorizer } from './http-util.js'
 import { tokenMatches } from '../protocol/auth.js'
 
@@ -24,6 +28,10 @@ export interface RelaygateServer {
   readonly store: Store
   readonly hub: RelayHub
   readonly tunnels: TunnelManager
+  readonly artifacts: ArtifactStore
+  readonly jobs: JobManager
+  /** Change notifications for the dashboard (`GET /api/events`): call `events.publish(topic)` after a change. */
+  readonly events: EventHub
   readonly httpUrl: string
   readonly httpsUrl: string | null
   readonly adminTokenFile: string
@@ -96,18 +104,36 @@ export async function buildServer (input: Partial<ServerConfig>, logger: Logger)
       snapshot: msg.snapshot as Record<string, unknown>
     })
   })
+  const artifacts = new ArtifactStore({ dir: join(config.dataDir, 'artifacts'), store, logger: logger.child({ component: 'artifacts' }) })
+  hub.onRelayStream('artifact', (_relayId, stream, meta) => artifacts.serve(stream, meta.sha256, meta.offset))
+  const jobs = new JobManager({ store, hub, logger: logger.child({ component: 'jobs' }) })
+  const relayStats = new Map<string, Record<string, unknown>>()
   const authorize = bearerAuthorizer(hashToken(admin.token), tokenMatches)
+  const events = new EventHub({ logger: logger.child({ component: 'events' }) })
+  hub.onPresence(() => { events.publish('endpoints'); events.publish('relays') })
+  tunnels.onState(() => events.publish('endpoints'))
+  jobs.onChange(() => events.publish('jobs'))
+  hub.onRelayLevel('stats', (relayId, msg) => {
+    const { t: _t, sid: _sid, ...figures } = msg
+    relayStats.set(relayId, figures)
+    events.publish('relays')
+  })
+  const staticUi = createStaticUi({ logger: logger.child({ component: 'ui' }) })
   const tunnelProxy = createTunnelProxy({ tunnels, store, logger: logger.child({ component: 'proxy' }), openTimeoutMs: config.tunnelOpenTimeoutMs, authorize })
   let httpUrl = ''
   const api = createApi({
     store,
     hub,
     tunnels,
+    artifacts,
+    jobs,
+    relayStats: id => relayStats.get(id),
     logger: logger.child({ component: 'api' }),
     version: VERSION,
     adminTokenHash: hashToken(admin.token),
     maxBodyBytes: config.maxBodyBytes,
-    publicUrl: () => config.publicUrl ?? httpUrl
+    publicUrl: () => config.publicUrl ?? httpUrl,
+    events
   })
   const onUpgrade = (req: http.IncomingMessage, socket: import('node:stream').Duplex, head: Buffer): void => {
     socket.on('error', () => {})
@@ -115,7 +141,7 @@ export async function buildServer (input: Partial<ServerConfig>, logger: Logger)
     else if (!tunnelProxy.upgrade(req, socket, head)) socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n')
   }
   const onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
-    if (!tunnelProxy.web(req, res)) api(req, res)
+    if (!tunnelProxy.web(req, res) && !events.handle(req, res, authorize) && !staticUi(req, res)) api(req, res)
   }
 
   const servers: Array<http.Server | https.Server> = []
@@ -149,6 +175,7 @@ export async function buildServer (input: Partial<ServerConfig>, logger: Logger)
     if (closing !== null) return closing
     closing = (async () => {
       try {
+        events.close()
         await tunnels.shutdown()
         tunnelProxy.close()
         await hub.close(graceful)
@@ -168,6 +195,9 @@ export async function buildServer (input: Partial<ServerConfig>, logger: Logger)
     store,
     hub,
     tunnels,
+    artifacts,
+    jobs,
+    events,
     httpUrl,
     httpsUrl,
     adminTokenFile: admin.file,

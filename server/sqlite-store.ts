@@ -1,7 +1,7 @@
 import Database from 'better-sqlite3'
 import type { Database as DB } from 'better-sqlite3'
 import { DEFAULT_SETTINGS, type Settings } from '../protocol/messages.js'
-import type { Store, RelayRecord, EndpointRecord, RefusalRecord, EndpointAgentRecord, SnapshotRecord } from './store.js'
+import type { Store, RelayRecord, EndpointRecord, RefusalRecord, EndpointAgentRecord, SnapshotRecord, ArtifactRecord, JobRecord, JobTargetRecord, JobTargetState } from './store.js'
 
 const SCHEMA_VERSION = 2
 
@@ -44,6 +44,37 @@ CREATE TABLE IF NOT EXISTS snapshots (
   reason TEXT NOT NULL,
   body TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS artifacts (
+  name TEXT PRIMARY KEY,
+  sha256 TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+  id TEXT PRIMARY KEY,
+  artifact TEXT NOT NULL,
+  sha256 TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  path TEXT NOT NULL,
+  run TEXT,
+  created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS job_targets (
+  job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+  endpoint_id TEXT NOT NULL,
+  state TEXT NOT NULL,
+  progress REAL NOT NULL DEFAULT 0,
+  bytes INTEGER NOT NULL DEFAULT 0,
+  attempt INTEGER NOT NULL DEFAULT 0,
+  relay_id TEXT,
+  exit_code INTEGER,
+  error_code TEXT,
+  error_message TEXT,
+  output TEXT,
+  updated_at INTEGER NOT NULL,
+  PRIMARY KEY (job_id, endpoint_id)
+);
+CREATE INDEX IF NOT EXISTS job_targets_endpoint ON job_targets(endpoint_id, state);
 CREATE TABLE IF NOT EXISTS refusals (
   endpoint_id TEXT NOT NULL REFERENCES endpoints(id) ON DELETE CASCADE,
   edge_id TEXT NOT NULL,
@@ -93,6 +124,36 @@ const endpointFromRow = (r: EndpointRow): EndpointRecord => ({
 const relayColumns: Record<string, string> = {
   name: 'name', tokenHash: 'token_hash', createdAt: 'created_at', revokedAt: 'revoked_at', fingerprint: 'fingerprint',
   wsUrl: 'ws_url', wssUrl: 'wss_url', version: 'version', lastSeen: 'last_seen'
+}
+
+interface JobRow { id: string, artifact: string, sha256: string, size: number, path: string, run: string | null, created_at: number }
+interface TargetRow {
+  job_id: string, endpoint_id: string, state: string, progress: number, bytes: number, attempt: number, relay_id: string | null,
+  exit_code: number | null, error_code: string | null, error_message: string | null, output: string | null, updated_at: number
+}
+
+const jobFromRow = (r: JobRow): JobRecord => ({
+  id: r.id, artifact: r.artifact, sha256: r.sha256, size: r.size, path: r.path, run: r.run === null ? null : JSON.parse(r.run) as string[], createdAt: r.created_at
+})
+
+const targetFromRow = (r: TargetRow): JobTargetRecord => ({
+  jobId: r.job_id,
+  endpointId: r.endpoint_id,
+  state: r.state as JobTargetState,
+  progress: r.progress,
+  bytes: r.bytes,
+  attempt: r.attempt,
+  relayId: r.relay_id,
+  exitCode: r.exit_code,
+  errorCode: r.error_code,
+  errorMessage: r.error_message,
+  output: r.output,
+  updatedAt: r.updated_at
+})
+
+const targetColumns: Record<string, string> = {
+  state: 'state', progress: 'progress', bytes: 'bytes', attempt: 'attempt', relayId: 'relay_id', exitCode: 'exit_code',
+  errorCode: 'error_code', errorMessage: 'error_message', output: 'output', updatedAt: 'updated_at'
 }
 
 /** The embedded store: one SQLite file in the data dir, WAL mode. */
@@ -259,6 +320,73 @@ export class SqliteStore implements Store {
       endpoint_id: string, edge_id: string, code: string, count: number, first_at: number, last_at: number
     }>
     return rows.map(r => ({ endpointId: r.endpoint_id, edgeId: r.edge_id, code: r.code, count: r.count, firstAt: r.first_at, lastAt: r.last_at }))
+  }
+
+  putArtifact (a: ArtifactRecord): void {
+    this.db.prepare(`INSERT INTO artifacts (name, sha256, size, created_at) VALUES (@name, @sha256, @size, @createdAt)
+      ON CONFLICT(name) DO UPDATE SET sha256 = excluded.sha256, size = excluded.size, created_at = excluded.created_at`).run(a)
+  }
+
+  getArtifact (name: string): ArtifactRecord | undefined {
+    const r = this.db.prepare('SELECT * FROM artifacts WHERE name = ?').get(name) as { name: string, sha256: string, size: number, created_at: number } | undefined
+    return r === undefined ? undefined : { name: r.name, sha256: r.sha256, size: r.size, createdAt: r.created_at }
+  }
+
+  listArtifacts (): ArtifactRecord[] {
+    const rows = this.db.prepare('SELECT * FROM artifacts ORDER BY name').all() as Array<{ name: string, sha256: string, size: number, created_at: number }>
+    return rows.map(r => ({ name: r.name, sha256: r.sha256, size: r.size, createdAt: r.created_at }))
+  }
+
+  deleteArtifact (name: string): boolean {
+    return this.db.prepare('DELETE FROM artifacts WHERE name = ?').run(name).changes > 0
+  }
+
+  digestInUse (sha256: string): boolean {
+    const named = this.db.prepare('SELECT 1 FROM artifacts WHERE sha256 = ? LIMIT 1').get(sha256)
+    if (named !== undefined) return true
+    const running = this.db.prepare(`SELECT 1 FROM jobs j JOIN job_targets t ON t.job_id = j.id
+      WHERE j.sha256 = ? AND t.state NOT IN ('succeeded', 'failed') LIMIT 1`).get(sha256)
+    return running !== undefined
+  }
+
+  createJob (job: JobRecord, endpointIds: string[]): void {
+    this.db.transaction(() => {
+      this.db.prepare('INSERT INTO jobs (id, artifact, sha256, size, path, run, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)')
+        .run(job.id, job.artifact, job.sha256, job.size, job.path, job.run === null ? null : JSON.stringify(job.run), job.createdAt)
+      const insert = this.db.prepare('INSERT INTO job_targets (job_id, endpoint_id, state, updated_at) VALUES (?, ?, \'queued\', ?)')
+      for (const id of endpointIds) insert.run(job.id, id, job.createdAt)
+    })()
+  }
+
+  getJob (id: string): JobRecord | undefined {
+    const r = this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as JobRow | undefined
+    return r === undefined ? undefined : jobFromRow(r)
+  }
+
+  listJobs (limit: number): JobRecord[] {
+    return (this.db.prepare('SELECT * FROM jobs ORDER BY created_at DESC, id LIMIT ?').all(limit) as JobRow[]).map(jobFromRow)
+  }
+
+  listJobTargets (jobId: string): JobTargetRecord[] {
+    return (this.db.prepare('SELECT * FROM job_targets WHERE job_id = ? ORDER BY endpoint_id').all(jobId) as TargetRow[]).map(targetFromRow)
+  }
+
+  unfinishedTargets (endpointId: string): JobTargetRecord[] {
+    return (this.db.prepare(`SELECT t.* FROM job_targets t JOIN jobs j ON j.id = t.job_id
+      WHERE t.endpoint_id = ? AND t.state NOT IN ('succeeded', 'failed') ORDER BY j.created_at, j.id`).all(endpointId) as TargetRow[]).map(targetFromRow)
+  }
+
+  updateJobTarget (jobId: string, endpointId: string, patch: Partial<Omit<JobTargetRecord, 'jobId' | 'endpointId'>>): void {
+    const sets: string[] = []
+    const values: Record<string, unknown> = { jobId, endpointId }
+    for (const [key, value] of Object.entries(patch)) {
+      const column = targetColumns[key]
+      if (column === undefined) continue
+      sets.push(`${column} = @${key}`)
+      values[key] = value
+    }
+    if (sets.length === 0) return
+    this.db.prepare(`UPDATE job_targets SET ${sets.join(', ')} WHERE job_id = @jobId AND endpoint_id = @endpointId`).run(values)
   }
 
   close (): void {

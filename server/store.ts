@@ -60,6 +60,43 @@ export interface RefusalRecord {
   lastAt: number
 }
 
+export interface ArtifactRecord {
+  name: string
+  sha256: string
+  size: number
+  createdAt: number
+}
+
+export type JobTargetState = 'queued' | 'downloading' | 'verifying' | 'running' | 'succeeded' | 'failed'
+
+export interface JobRecord {
+  id: string
+  artifact: string
+  sha256: string
+  size: number
+  /** Where to place it, relative to the agent's files dir. */
+  path: string
+  run: string[] | null
+  createdAt: number
+}
+
+export interface JobTargetRecord {
+  jobId: string
+  endpointId: string
+  state: JobTargetState
+  progress: number
+  bytes: number
+  /** Dispatch attempt; a result is applied once per (job, endpoint, attempt). */
+  attempt: number
+  /** The relay the current attempt went through (only it may report the result). */
+  relayId: string | null
+  exitCode: number | null
+  errorCode: string | null
+  errorMessage: string | null
+  output: string | null
+  updatedAt: number
+}
+
 export interface Store {
   getSettings: () => Settings
   updateSettings: (patch: Partial<Settings>) => Settings
@@ -91,6 +128,21 @@ export interface Store {
 
   recordRefusal: (endpointId: string, edgeId: string, code: string, at: number) => void
   listRefusals: (endpointId: string) => RefusalRecord[]
+
+  putArtifact: (artifact: ArtifactRecord) => void
+  getArtifact: (name: string) => ArtifactRecord | undefined
+  listArtifacts: () => ArtifactRecord[]
+  deleteArtifact: (name: string) => boolean
+  /** Whether a digest is still referenced (by a name or an unfinished job). */
+  digestInUse: (sha256: string) => boolean
+
+  createJob: (job: JobRecord, endpointIds: string[]) => void
+  getJob: (id: string) => JobRecord | undefined
+  listJobs: (limit: number) => JobRecord[]
+  listJobTargets: (jobId: string) => JobTargetRecord[]
+  /** Targets of an endpoint not yet succeeded or failed, oldest job first. */
+  unfinishedTargets: (endpointId: string) => JobTargetRecord[]
+  updateJobTarget: (jobId: string, endpointId: string, patch: Partial<Omit<JobTargetRecord, 'jobId' | 'endpointId'>>) => void
 
   close: () => void
 }

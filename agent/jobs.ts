@@ -1,0 +1,348 @@
+import fs from 'node:fs'
+import http from 'node:http'
+import tls from 'node:tls'
+import net from 'node:net'
+import { spawn } from 'node:child_process'
+import { join, resolve, sep, dirname } from 'node:path'
+import { once } from 'node:events'
+import { randomBytes } from 'node:crypto'
+import PQueue from 'p-queue'
+import type { Logger } from 'pino'
+import { RelaygateError, toRelaygateError, type ErrorCodeName } from '../protocol/errors.js'
+import { normalizeFingerprint } from '../protocol/token.js'
+import { hashFile } from '../cache/index.js'
+
+export interface JobHost {
+  /** Sends a control message to the relay (dropped while offline). */
+  send: (msg: Record<string, unknown>) => void
+  /** The relay link's URL (ws:// or wss://) and accepted fingerprints, and our download token. */
+  relay: () => { url: string, fingerprints: string[], downloadToken: string } | null
+  readonly logger: Logger
+}
+
+export interface JobRunnerOptions {
+  dataDir: string
+  filesDir: string
+  allowExec: boolean
+  /** Download attempts (each resumes with Range). */
+  downloadRetries?: number
+  /** A command running longer is killed (ms). */
+  runTimeoutMs?: number
+}
+
+interface Job {
+  jobId: string
+  attempt: number
+  sha256: string
+  size: number
+  path: string
+  run: string[] | null
+}
+
+type Result = Record<string, unknown> & { jobId: string, attempt: number, state: 'succeeded' | 'failed' }
+
+const SHA = /^[0-9a-f]{64}$/
+
+/** Resolves a job path inside the files dir, refusing anything that leaves it (also through symlinks). */
+export function placeInside (filesDir: string, path: string): string {
+  const root = resolve(filesDir)
+  const dest = resolve(root, path)
+  if (!dest.startsWith(root + sep) || path.includes('\0')) {
+    throw new RelaygateError('RG_ERR_PATH_ESCAPE', `path ${path} leaves ${root}`)
+  }
+  fs.mkdirSync(dirname(dest), { recursive: true })
+  const realParent = fs.realpathSync(dirname(dest))
+  const realRoot = fs.realpathSync(root)
+  if (realParent !== realRoot && !realParent.startsWith(realRoot + sep)) {
+    throw new RelaygateError('RG_ERR_PATH_ESCAPE', `path ${path} leads out of ${root} through a symlink`)
+  }
+  return dest
+}
+
+/** Opens a connection to the relay's HTTP port, checking the certificate pin before any byte is sent. */
+async function connectRelay (url: URL, fingerprints: string[]): Promise<net.Socket> {
+  const port = Number(url.port === '' ? (url.protocol === 'https:' ? 443 : 80) : url.port)
+  const host = url.hostname.replace(/^\[|\]$/g, '')
+  if (url.protocol !== 'https:') {
+    const sock = net.connect({ host, port })
+    await once(sock, 'connect')
+    return sock
+  }
+  const pins = fingerprints.map(normalizeFingerprint)
+  const sock = tls.connect({ host, port, servername: net.isIP(host) === 0 ? host : undefined, rejectUnauthorized: pins.length === 0 })
+  await once(sock, 'secureConnect')
+  if (pins.length > 0) {
+    const fp = normalizeFingerprint(sock.getPeerCertificate().fingerprint256 ?? '')
+    if (!pins.includes(fp)) {
+      sock.destroy()
+      throw new RelaygateError('RG_ERR_PIN_MISMATCH', `relay certificate ${fp} is not a pinned one`)
+    }
+  }
+  return sock
+}
+
+/**
+ * Runs jobs the server sends through the relay: download the artifact from
+ * the relay (resuming with Range after an interruption), verify its sha256,
+ * place it atomically under the files dir, optionally run a command (only
+ * with --allow-exec), and report progress and the result. Results are kept
+ * until the relay has them on disk (job-result-ack), and sent again after a
+ * reconnect.
+ */
+export class JobRunner {
+  private readonly host: JobHost
+  private readonly opts: Required<JobRunnerOptions>
+  private readonly queue = new PQueue({ concurrency: 2 })
+  private readonly active = new Map<string, Job>()
+  private readonly unacked = new Map<string, Result>()
+  /** Finished jobs, so a re-dispatch gets the result again instead of a second run (bounded). */
+  private readonly finished = new Map<string, Result>()
+  private readonly downloadsDir: string
+  private closed = false
+
+  constructor (host: JobHost, options: JobRunnerOptions) {
+    this.host = host
+    this.opts = { downloadRetries: 8, runTimeoutMs: 10 * 60_000, ...options }
+    this.downloadsDir = join(options.dataDir, 'downloads')
+    fs.mkdirSync(this.downloadsDir, { recursive: true })
+    fs.mkdirSync(options.filesDir, { recursive: true })
+  }
+
+  get running (): number {
+    return this.active.size
+  }
+
+  onControl (msg: Record<string, unknown>): boolean {
+    if (msg.t === 'job') {
+      this.onJob(msg)
+      return true
+    }
+    if (msg.t === 'job-result-ack') {
+      const r = this.unacked.get(String(msg.jobId))
+      if (r !== undefined && r.attempt === msg.attempt) this.unacked.delete(r.jobId)
+      return true
+    }
+    return false
+  }
+
+  /** After a (re)connect: results the relay has not confirmed go again. */
+  onOnline (): void {
+    for (const r of this.unacked.values()) this.host.send({ t: 'job-result', ...r })
+  }
+
+  async close (): Promise<void> {
+    this.closed = true
+    this.queue.clear()
+  }
+
+  private onJob (msg: Record<string, unknown>): void {
+    const job: Job = {
+      jobId: String(msg.jobId),
+      attempt: typeof msg.attempt === 'number' ? msg.attempt : 0,
+      sha256: String(msg.sha256),
+      size: typeof msg.size === 'number' ? msg.size : -1,
+      path: String(msg.path),
+      run: Array.isArray(msg.run) ? msg.run.map(String) : null
+    }
+    const running = this.active.get(job.jobId)
+    if (running !== undefined) {
+      running.attempt = job.attempt
+      return
+    }
+    const done = this.finished.get(job.jobId)
+    if (done !== undefined) {
+      this.report({ ...done, attempt: job.attempt })
+      return
+    }
+    this.active.set(job.jobId, job)
+    void this.queue.add(async () => {
+      let result: Result
+      try {
+        result = await this.execute(job)
+      } catch (err) {
+        const coded = toRelaygateError(err)
+        result = { jobId: job.jobId, attempt: job.attempt, state: 'failed', error: { code: coded.code, message: coded.message } }
+      }
+      this.active.delete(job.jobId)
+      result.attempt = job.attempt
+      this.finished.set(job.jobId, result)
+      if (this.finished.size > 1000) this.finished.delete(this.finished.keys().next().value!)
+      this.report(result)
+    })
+  }
+
+  private report (result: Result): void {
+    this.host.logger.info({ jobId: result.jobId, state: result.state, exitCode: result.exitCode, error: result.error }, 'job finished')
+    this.unacked.set(result.jobId, result)
+    this.host.send({ t: 'job-result', ...result })
+  }
+
+  private progress (job: Job, state: string, bytes: number): void {
+    const progress = job.size > 0 ? Math.min(1, bytes / job.size) : 0
+    this.host.send({ t: 'job-progress', jobId: job.jobId, attempt: job.attempt, state, progress, bytes })
+  }
+
+  private async execute (job: Job): Promise<Result> {
+    const log = this.host.logger.child({ jobId: job.jobId })
+    if (!SHA.test(job.sha256)) throw new RelaygateError('RG_ERR_PROTOCOL', 'job without a valid sha256')
+    const dest = placeInside(this.opts.filesDir, job.path)
+    const part = join(this.downloadsDir, `${job.sha256}.part`)
+    let verified = false
+    for (let round = 0; round < 3 && !verified; round++) {
+      await this.download(job, part, log)
+      this.progress(job, 'verifying', job.size)
+      const actual = await hashFile(part)
+      if (actual === job.sha256) verified = true
+      else {
+        log.warn({ actual }, 'downloaded bytes do not match the sha256; downloading again')
+        fs.rmSync(part, { force: true })
+      }
+    }
+    if (!verified) throw new RelaygateError('RG_ERR_DIGEST_MISMATCH', 'the artifact did not verify after 3 downloads')
+    // Atomic placement: rename within the data dir's filesystem.
+    const tmp = `${dest}.${randomBytes(4).toString('hex')}.tmp`
+    fs.renameSync(part, tmp)
+    fs.renameSync(tmp, dest)
+    log.info({ dest }, 'artifact placed')
+    if (job.run === null) return { jobId: job.jobId, attempt: job.attempt, state: 'succeeded', bytes: job.size }
+    if (!this.opts.allowExec) {
+      return {
+        jobId: job.jobId,
+        attempt: job.attempt,
+        state: 'failed',
+        bytes: job.size,
+        error: { code: 'RG_ERR_EXEC_NOT_ALLOWED', message: 'this agent runs no commands (start it with --allow-exec)' }
+      }
+    }
+    this.progress(job, 'running', job.size)
+    return await this.runCommand(job, dest, log)
+  }
+
+  private async runCommand (job: Job, dest: string, log: Logger): Promise<Result> {
+    const [cmd, ...args] = job.run!
+    let output = ''
+    const keep = (chunk: Buffer): void => {
+      output = (output + chunk.toString('utf8')).slice(-4096)
+    }
+    return await new Promise(resolvePromise => {
+      const child = spawn(cmd, args, {
+        cwd: this.opts.filesDir,
+        env: { ...process.env, RELAYGATE_JOB_ID: job.jobId, RELAYGATE_ARTIFACT: dest },
+        stdio: ['ignore', 'pipe', 'pipe']
+      })
+      const timer = setTimeout(() => { timedOut = true; child.kill('SIGKILL') }, this.opts.runTimeoutMs)
+      let timedOut = false
+      child.stdout.on('data', keep)
+      child.stderr.on('data', keep)
+      child.once('error', err => {
+        clearTimeout(timer)
+        resolvePromise({ jobId: job.jobId, attempt: job.attempt, state: 'failed', output, error: { code: 'RG_ERR_EXEC_FAILED', message: `cannot start ${cmd}: ${(err as NodeJS.ErrnoException).code ?? err.message}` } })
+      })
+      child.once('close', (code, signal) => {
+        clearTimeout(timer)
+        log.info({ exitCode: code, signal }, 'command finished')
+        if (code === 0) resolvePromise({ jobId: job.jobId, attempt: job.attempt, state: 'succeeded', exitCode: 0, output, bytes: job.size })
+        else {
+          resolvePromise({
+            jobId: job.jobId,
+            attempt: job.attempt,
+            state: 'failed',
+            exitCode: code ?? -1,
+            output,
+            bytes: job.size,
+            error: { code: 'RG_ERR_EXEC_FAILED', message: timedOut ? `killed after ${this.opts.runTimeoutMs} ms` : `exited with ${code ?? signal}` }
+          })
+        }
+      })
+    })
+  }
+
+  /** Downloads into `part`, resuming what is there; retries with jittered backoff. */
+  private async download (job: Job, part: string, log: Logger): Promise<void> {
+    let lastError: RelaygateError | null = null
+    for (let attempt = 0; attempt <= this.opts.downloadRetries; attempt++) {
+      if (this.closed) throw new RelaygateError('RG_ERR_CLOSED', 'agent stopping')
+      if (attempt > 0) await new Promise(r => setTimeout(r, Math.min(5000, 100 * 2 ** attempt) * (0.5 + Math.random() / 2)))
+      const relay = this.host.relay()
+      if (relay === null) {
+        lastError = new RelaygateError('RG_ERR_NO_RELAY', 'not connected to a relay')
+        continue
+      }
+      try {
+        await this.fetchOnce(job, part, relay, log)
+        return
+      } catch (err) {
+        lastError = toRelaygateError(err, 'RG_ERR_DOWNLOAD_FAILED')
+        const have = fs.existsSync(part) ? fs.statSync(part).size : 0
+        log.info({ code: lastError.code, have, size: job.size }, 'download interrupted; will resume')
+        if (lastError.code === 'RG_ERR_ARTIFACT_UNKNOWN' || lastError.code === 'RG_ERR_PIN_MISMATCH') break
+      }
+    }
+    throw new RelaygateError(lastError?.code === 'RG_ERR_ARTIFACT_UNKNOWN' ? 'RG_ERR_ARTIFACT_UNKNOWN' : 'RG_ERR_DOWNLOAD_FAILED',
+      `download failed: ${lastError?.message ?? 'unknown'}`)
+  }
+
+  private async fetchOnce (job: Job, part: string, relay: { url: string, fingerprints: string[], downloadToken: string }, log: Logger): Promise<void> {
+    const base = new URL(relay.url.replace(/^ws/, 'http'))
+    let have = fs.existsSync(part) ? fs.statSync(part).size : 0
+    if (job.size >= 0 && have > job.size) {
+      fs.truncateSync(part, 0)
+      have = 0
+    }
+    if (job.size >= 0 && have === job.size) return
+    const socket = await connectRelay(base, relay.fingerprints)
+    const headers: Record<string, string> = { authorization: `Bearer ${relay.downloadToken}`, host: base.host }
+    if (have > 0) {
+      headers.range = `bytes=${have}-`
+      headers['if-range'] = `"${job.sha256}"`
+    }
+    const res = await new Promise<http.IncomingMessage>((resolvePromise, reject) => {
+      const req = http.request({ createConnection: () => socket, path: `/artifacts/${job.sha256}`, method: 'GET', headers })
+      req.once('response', resolvePromise)
+      req.once('error', reject)
+      req.end()
+    })
+    if (res.statusCode === 416) {
+      res.resume()
+      fs.truncateSync(part, 0)
+      throw new RelaygateError('RG_ERR_DOWNLOAD_FAILED', 'range not satisfiable; starting over')
+    }
+    if (res.statusCode !== 200 && res.statusCode !== 206) {
+      const chunks: Buffer[] = []
+      for await (const c of res) chunks.push(c as Buffer)
+      let code: ErrorCodeName = 'RG_ERR_DOWNLOAD_FAILED'
+      let message = `relay answered ${res.statusCode ?? '?'}`
+      try {
+        const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { error?: { code?: string, message?: string } }
+        if (body.error?.code === 'RG_ERR_ARTIFACT_UNKNOWN') code = 'RG_ERR_ARTIFACT_UNKNOWN'
+        message = body.error?.message ?? message
+      } catch {}
+      throw new RelaygateError(code, message)
+    }
+    const append = res.statusCode === 206
+    if (!append) have = 0
+    log.debug({ status: res.statusCode, from: have }, append ? 'resuming download' : 'downloading')
+    const out = fs.createWriteStream(part, { flags: append ? 'a' : 'w' })
+    let received = have
+    let lastReport = 0
+    this.progress(job, 'downloading', received)
+    try {
+      for await (const chunk of res) {
+        const buf = chunk as Buffer
+        received += buf.length
+        if (!out.write(buf)) await once(out, 'drain')
+        const now = Date.now()
+        if (now - lastReport > 250) {
+          lastReport = now
+          this.progress(job, 'downloading', received)
+        }
+      }
+    } finally {
+      await new Promise<void>(r => out.end(() => r()))
+    }
+    if (!res.complete || (job.size >= 0 && received < job.size)) {
+      throw new RelaygateError('RG_ERR_DOWNLOAD_FAILED', `connection ended at ${received} of ${job.size} bytes`)
+    }
+    this.progress(job, 'downloading', received)
+  }
+}

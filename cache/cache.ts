@@ -1,0 +1,396 @@
+import { createHash, randomBytes } from 'node:crypto'
+import { EventEmitter } from 'node:events'
+import fs from 'node:fs'
+import { join } from 'node:path'
+import { Readable } from 'node:stream'
+import { LRUCache } from 'lru-cache'
+import PQueue from 'p-queue'
+import type { Logger } from 'pino'
+import { RelaygateError } from '../protocol/errors.js'
+
+export const SHA256_HEX = /^[0-9a-f]{64}$/
+
+/** An upstream transfer: total size, and the bytes from the offset asked for. */
+export interface Upstream {
+  size: number
+  body: Readable
+}
+
+export interface CacheOptions {
+  dir: string
+  /** Byte budget for kept files, fills in progress included. */
+  maxBytes: number
+  /** Do not keep a file if it would leave less free disk than this. */
+  minFreeBytes?: number
+  /** Fetches bytes from `offset` of an artifact (from the server, over the relay's one link). */
+  fetch: (sha256: string, offset: number) => Promise<Upstream>
+  /** Upstream transfers at once. */
+  fillConcurrency?: number
+  /** How long an unknown digest is remembered as unknown (ms). */
+  negativeTtlMs?: number
+  /** Retries of an interrupted fill (each resumes where it stopped). */
+  fillRetries?: number
+  logger: Logger
+}
+
+export interface CacheStats {
+  hits: number
+  misses: number
+  bytesServed: number
+  bytesFetched: number
+  entries: number
+  bytesUsed: number
+  maxBytes: number
+  fillsInProgress: number
+  corruptDropped: number
+}
+
+interface Entry { size: number }
+
+/** One upstream transfer into a temp file that any number of readers follow as it grows. */
+class Fill extends EventEmitter {
+  readonly sha256: string
+  readonly tmpPath: string
+  size = -1
+  written = 0
+  done = false
+  error: RelaygateError | null = null
+  /** Kept in the cache once complete (false: larger than the budget or the disk floor). */
+  keep = false
+  /** Renamed into the cache and counted by the index. */
+  committed = false
+  readonly ready: Promise<void>
+  resolveReady!: () => void
+  rejectReady!: (err: RelaygateError) => void
+
+  constructor (sha256: string, tmpPath: string) {
+    super()
+    this.setMaxListeners(0)
+    this.sha256 = sha256
+    this.tmpPath = tmpPath
+    this.ready = new Promise((resolve, reject) => { this.resolveReady = resolve; this.rejectReady = reject })
+    this.ready.catch(() => {})
+  }
+
+  fail (err: RelaygateError): void {
+    if (this.done) return
+    this.error = err
+    this.done = true
+    this.rejectReady(err)
+    this.emit('progress')
+  }
+}
+
+/** Reads a file from `start` while a fill is still writing it; ends when the fill is done. */
+class FollowingReader extends Readable {
+  private pos: number
+  private readonly fd: number
+  private readonly fill: Fill
+  private waiting = false
+
+  constructor (fill: Fill, fd: number, start: number) {
+    super({ highWaterMark: 64 * 1024 })
+    this.fill = fill
+    this.fd = fd
+    this.pos = start
+  }
+
+  override _read (size: number): void {
+    const available = this.fill.written - this.pos
+    if (available > 0) {
+      const n = Math.min(size, available, 256 * 1024)
+      const buf = Buffer.allocUnsafe(n)
+      fs.read(this.fd, buf, 0, n, this.pos, (err, bytes) => {
+        if (err !== null) {
+          this.destroy(err)
+          return
+        }
+        this.pos += bytes
+        this.push(bytes === n ? buf : buf.subarray(0, bytes))
+      })
+      return
+    }
+    if (this.fill.error !== null) {
+      this.destroy(this.fill.error)
+      return
+    }
+    if (this.fill.done) {
+      this.push(null)
+      return
+    }
+    if (this.waiting) return
+    this.waiting = true
+    this.fill.once('progress', () => {
+      this.waiting = false
+      this._read(size)
+    })
+  }
+
+  override _destroy (err: Error | null, cb: (err?: Error | null) => void): void {
+    fs.close(this.fd, () => cb(err))
+  }
+}
+
+/**
+ * The relay's artifact cache: files on disk named by sha256, an LRU index
+ * with a byte budget (lru-cache), atomic writes, sha256 verified on fill and
+ * on rebuild, single-flight fills that waiting readers follow as the bytes
+ * arrive, bounded upstream concurrency (p-queue) and a short negative cache.
+ */
+export class ArtifactCache {
+  private readonly opts: Required<CacheOptions>
+  private readonly tmpDir: string
+  private readonly index: LRUCache<string, Entry>
+  private readonly fills = new Map<string, Fill>()
+  private readonly unknown = new Map<string, number>()
+  private readonly queue: PQueue
+  private reserved = 0
+  private closed = false
+  private readonly stats = { hits: 0, misses: 0, bytesServed: 0, bytesFetched: 0, corruptDropped: 0 }
+
+  constructor (options: CacheOptions) {
+    this.opts = { minFreeBytes: 512 * 1024 * 1024, fillConcurrency: 4, negativeTtlMs: 10_000, fillRetries: 5, ...options }
+    this.tmpDir = join(this.opts.dir, 'tmp')
+    this.queue = new PQueue({ concurrency: this.opts.fillConcurrency })
+    this.index = new LRUCache<string, Entry>({
+      maxSize: Math.max(1, this.opts.maxBytes),
+      sizeCalculation: e => Math.max(1, e.size),
+      dispose: (_value, key, reason) => {
+        if (reason === 'set') return
+        fs.rm(this.pathOf(key), { force: true }, () => {})
+      }
+    })
+  }
+
+  pathOf (sha256: string): string {
+    return join(this.opts.dir, sha256)
+  }
+
+  /** Rebuilds the index from disk: every file is hashed, corrupted ones are dropped. */
+  async open (): Promise<void> {
+    fs.mkdirSync(this.tmpDir, { recursive: true })
+    for (const f of fs.readdirSync(this.tmpDir)) fs.rmSync(join(this.tmpDir, f), { force: true })
+    const files = fs.readdirSync(this.opts.dir).filter(f => SHA256_HEX.test(f))
+    const found: Array<{ sha: string, size: number, mtime: number }> = []
+    for (const sha of files) {
+      const path = this.pathOf(sha)
+      const actual = await hashFile(path)
+      if (actual !== sha) {
+        this.stats.corruptDropped++
+        this.opts.logger.warn({ sha256: sha }, 'dropping a corrupted cache file')
+        fs.rmSync(path, { force: true })
+        continue
+      }
+      const st = fs.statSync(path)
+      found.push({ sha, size: st.size, mtime: st.mtimeMs })
+    }
+    // Oldest first, so the most recently used end up most recent in the LRU.
+    found.sort((a, b) => a.mtime - b.mtime)
+    for (const f of found) {
+      if (f.size > this.opts.maxBytes) fs.rmSync(this.pathOf(f.sha), { force: true })
+      else this.index.set(f.sha, { size: f.size })
+    }
+    this.opts.logger.info({ entries: this.index.size, bytes: this.index.calculatedSize }, 'artifact cache index rebuilt')
+  }
+
+  getStats (): CacheStats {
+    return {
+      ...this.stats,
+      entries: this.index.size,
+      bytesUsed: this.index.calculatedSize + this.reserved,
+      maxBytes: this.opts.maxBytes,
+      fillsInProgress: this.fills.size
+    }
+  }
+
+  has (sha256: string): boolean {
+    return this.index.has(sha256)
+  }
+
+  /**
+   * The artifact's bytes from `start`: from disk on a hit, else following a
+   * fill (one upstream transfer however many ask). Resolves once the size is
+   * known; the stream then delivers bytes as they arrive.
+   */
+  async get (sha256: string, start = 0): Promise<{ size: number, stream: Readable, hit: boolean }> {
+    if (this.closed) throw new RelaygateError('RG_ERR_CLOSED', 'cache closed')
+    if (!SHA256_HEX.test(sha256)) throw new RelaygateError('RG_ERR_BAD_REQUEST', 'not a sha256 digest')
+    const entry = this.index.get(sha256)
+    if (entry !== undefined) {
+      let fd: number
+      try {
+        fd = fs.openSync(this.pathOf(sha256), 'r')
+      } catch {
+        this.index.delete(sha256)
+        return await this.get(sha256, start)
+      }
+      this.stats.hits++
+      const size = fs.fstatSync(fd).size
+      const from = Math.min(start, size)
+      const file = fs.createReadStream('', { fd, start: from, highWaterMark: 64 * 1024 })
+      return { size, stream: this.meter(file, sha256, from === 0 ? size : -1), hit: true }
+    }
+    const negative = this.unknown.get(sha256)
+    if (negative !== undefined && negative > Date.now()) throw new RelaygateError('RG_ERR_ARTIFACT_UNKNOWN', `no artifact ${sha256}`)
+    this.stats.misses++
+    const fill = this.fills.get(sha256) ?? this.startFill(sha256)
+    await fill.ready
+    const fd = fs.openSync(fill.tmpPath, 'r')
+    const from = Math.min(start, fill.size)
+    return { size: fill.size, stream: this.meter(new FollowingReader(fill, fd, from), sha256, -1), hit: false }
+  }
+
+  /** Fetches an artifact into the cache ahead of need (no-op when cached or filling). */
+  async prestage (sha256: string): Promise<void> {
+    if (this.index.has(sha256)) return
+    const fill = this.fills.get(sha256) ?? this.startFill(sha256)
+    await fill.ready
+    await new Promise<void>((resolve, reject) => {
+      const check = (): void => {
+        if (!fill.done) return
+        fill.off('progress', check)
+        if (fill.error !== null) reject(fill.error)
+        else resolve()
+      }
+      fill.on('progress', check)
+      check()
+    })
+  }
+
+  /** Drops an entry found to be corrupted (the next request refetches it). */
+  drop (sha256: string): void {
+    if (this.index.delete(sha256)) {
+      this.stats.corruptDropped++
+      this.opts.logger.warn({ sha256 }, 'dropped a corrupted cache entry')
+    }
+  }
+
+  async close (): Promise<void> {
+    this.closed = true
+    this.queue.clear()
+    for (const fill of this.fills.values()) fill.fail(new RelaygateError('RG_ERR_CLOSED', 'cache closed'))
+    await this.queue.onIdle()
+  }
+
+  /** Counts bytes served; a whole-file read from a hit is hashed and dropped on mismatch. */
+  private meter (source: Readable, sha256: string, verifySize: number): Readable {
+    const hash = verifySize >= 0 ? createHash('sha256') : null
+    let seen = 0
+    source.on('data', (chunk: Buffer) => {
+      this.stats.bytesServed += chunk.length
+      seen += chunk.length
+      hash?.update(chunk)
+    })
+    if (hash !== null) {
+      source.once('end', () => {
+        if (seen === verifySize && hash.digest('hex') !== sha256) this.drop(sha256)
+      })
+    }
+    return source
+  }
+
+  /** Makes room for `size` bytes: evicts LRU entries; false when it cannot be kept. */
+  private reserve (size: number): boolean {
+    if (size > this.opts.maxBytes) return false
+    try {
+      const st = fs.statfsSync(this.opts.dir)
+      if (st.bavail * st.bsize - size < this.opts.minFreeBytes) return false
+    } catch {}
+    while (this.index.calculatedSize + this.reserved + size > this.opts.maxBytes && this.index.size > 0) {
+      this.index.pop()
+    }
+    if (this.index.calculatedSize + this.reserved + size > this.opts.maxBytes) return false
+    this.reserved += size
+    return true
+  }
+
+  private startFill (sha256: string): Fill {
+    const fill = new Fill(sha256, join(this.tmpDir, `${sha256}.${randomBytes(4).toString('hex')}`))
+    this.fills.set(sha256, fill)
+    const log = this.opts.logger.child({ sha256 })
+    void this.queue.add(async () => {
+      try {
+        await this.runFill(fill, log)
+      } catch (err) {
+        const coded = err instanceof RelaygateError ? err : new RelaygateError('RG_ERR_INTERNAL', (err as Error).message)
+        if (coded.code === 'RG_ERR_ARTIFACT_UNKNOWN') this.unknown.set(sha256, Date.now() + this.opts.negativeTtlMs)
+        log.warn({ code: coded.code, message: coded.message }, 'fill failed')
+        fill.fail(coded)
+      } finally {
+        this.fills.delete(sha256)
+        if (fill.keep && !fill.committed) this.reserved -= Math.max(0, fill.size)
+        // Readers hold their own descriptors; the name can go now.
+        if (!fill.committed) fs.rm(fill.tmpPath, { force: true }, () => {})
+      }
+    }).catch(() => {})
+    return fill
+  }
+
+  private async runFill (fill: Fill, log: Logger): Promise<void> {
+    const fd = fs.openSync(fill.tmpPath, 'w+')
+    const hash = createHash('sha256')
+    try {
+      let attempt = 0
+      while (true) {
+        let upstream: Upstream
+        try {
+          upstream = await this.opts.fetch(fill.sha256, fill.written)
+        } catch (err) {
+          if (err instanceof RelaygateError && err.code === 'RG_ERR_ARTIFACT_UNKNOWN') throw err
+          if (++attempt > this.opts.fillRetries) throw err
+          await new Promise(resolve => setTimeout(resolve, Math.min(5000, 200 * 2 ** attempt) * (0.5 + Math.random() / 2)))
+          continue
+        }
+        if (fill.size < 0) {
+          fill.size = upstream.size
+          fill.keep = this.reserve(upstream.size)
+          if (!fill.keep) log.info({ size: upstream.size }, 'artifact served through, not kept (budget or disk floor)')
+          fill.resolveReady()
+        }
+        try {
+          for await (const chunk of upstream.body) {
+            const buf = chunk as Buffer
+            let off = 0
+            while (off < buf.length) off += fs.writeSync(fd, buf, off, buf.length - off, fill.written + off)
+            hash.update(buf)
+            fill.written += buf.length
+            this.stats.bytesFetched += buf.length
+            fill.emit('progress')
+          }
+        } catch (err) {
+          if (++attempt > this.opts.fillRetries) throw err
+          log.info({ written: fill.written, size: fill.size }, 'fill interrupted; resuming')
+          continue
+        }
+        if (fill.written >= fill.size) break
+        if (++attempt > this.opts.fillRetries) throw new RelaygateError('RG_ERR_DOWNLOAD_FAILED', 'upstream ended early')
+      }
+      const actual = hash.digest('hex')
+      if (actual !== fill.sha256 || fill.written !== fill.size) {
+        throw new RelaygateError('RG_ERR_DIGEST_MISMATCH', `fill of ${fill.sha256} hashed to ${actual}`)
+      }
+      fs.fsyncSync(fd)
+      if (fill.keep) {
+        fs.renameSync(fill.tmpPath, this.pathOf(fill.sha256))
+        // From here the index accounts for the bytes, not the reservation.
+        this.reserved -= fill.size
+        fill.committed = true
+        this.index.set(fill.sha256, { size: fill.size })
+      }
+      fill.done = true
+      fill.emit('progress')
+      log.info({ size: fill.size, kept: fill.keep }, 'fill complete')
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new RelaygateError('RG_ERR_DISK_FULL', 'relay disk full during a fill')
+      throw err
+    } finally {
+      fs.closeSync(fd)
+    }
+  }
+}
+
+export async function hashFile (path: string): Promise<string> {
+  const hash = createHash('sha256')
+  for await (const chunk of fs.createReadStream(path, { highWaterMark: 1024 * 1024 })) hash.update(chunk as Buffer)
+  return hash.digest('hex')
+}

@@ -1,0 +1,75 @@
+import fs from 'node:fs'
+import { join } from 'node:path'
+import { writeFileAtomic } from '../protocol/files.js'
+import { RelaygateError } from '../protocol/errors.js'
+
+/** A job result on its way to the server, with the endpoint its agent authenticated as. */
+export interface QueuedResult {
+  key: string
+  endpointId: string
+  jobId: string
+  attempt: number
+  result: Record<string, unknown>
+  queuedAt: number
+}
+
+const KEY = /^[A-Za-z0-9_-]{1,200}$/
+
+/**
+ * Agents' job results, kept on disk (one file each, written atomically)
+ * until the server acknowledges them: they survive a server outage and a
+ * relay restart. Bounded: beyond `maxEntries` new results are refused, and
+ * the agent keeps and re-sends them.
+ */
+export class ResultQueue {
+  private readonly dir: string
+  private readonly maxEntries: number
+  private readonly entries = new Map<string, QueuedResult>()
+
+  constructor (dir: string, maxEntries = 10_000) {
+    this.dir = dir
+    this.maxEntries = maxEntries
+    fs.mkdirSync(dir, { recursive: true })
+    for (const f of fs.readdirSync(dir)) {
+      const path = join(dir, f)
+      if (!f.endsWith('.json')) {
+        fs.rmSync(path, { force: true })
+        continue
+      }
+      try {
+        const r = JSON.parse(fs.readFileSync(path, 'utf8')) as QueuedResult
+        if (typeof r.key === 'string' && KEY.test(r.key)) this.entries.set(r.key, r)
+        else fs.rmSync(path, { force: true })
+      } catch {
+        fs.rmSync(path, { force: true })
+      }
+    }
+  }
+
+  static keyOf (jobId: string, endpointId: string, attempt: number): string {
+    return `${jobId}_${endpointId}_${attempt}`.replace(/[^A-Za-z0-9_-]/g, '-')
+  }
+
+  get size (): number {
+    return this.entries.size
+  }
+
+  /** Stores a result durably; throws RG_ERR_QUEUE_FULL when the queue is full. */
+  add (r: QueuedResult): void {
+    if (!this.entries.has(r.key) && this.entries.size >= this.maxEntries) {
+      throw new RelaygateError('RG_ERR_QUEUE_FULL', `result queue holds ${this.maxEntries} results already`)
+    }
+    writeFileAtomic(join(this.dir, `${r.key}.json`), JSON.stringify(r))
+    this.entries.set(r.key, r)
+  }
+
+  /** Oldest first. */
+  all (): QueuedResult[] {
+    return [...this.entries.values()].sort((a, b) => a.queuedAt - b.queuedAt)
+  }
+
+  remove (key: string): void {
+    if (!KEY.test(key) || !this.entries.delete(key)) return
+    fs.rmSync(join(this.dir, `${key}.json`), { force: true })
+  }
+}

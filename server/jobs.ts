@@ -1,0 +1,194 @@
+import type { Logger } from 'pino'
+import { RelaygateError } from '../protocol/index.js'
+import type { Store, JobRecord, JobTargetRecord, JobTargetState } from './store.js'
+import type { RelayHub, AgentRef } from './hub.js'
+import { newId } from './ids.js'
+
+const FINAL: ReadonlySet<JobTargetState> = new Set(['succeeded', 'failed'])
+const PROGRESS_STATES: ReadonlySet<string> = new Set(['downloading', 'verifying', 'running'])
+
+/** A job path: relative, no "..", no empty or dot segments, no backslashes or NULs. */
+export function verifyJobPath (path: string): string {
+  const bad = path === '' || path.length > 512 || path.startsWith('/') || path.includes('\\') || path.includes('\0') ||
+    path.split('/').some(seg => seg === '' || seg === '.' || seg === '..')
+  if (bad) throw new RelaygateError('RG_ERR_PATH_ESCAPE', `path "${path.slice(0, 80)}" must be relative to the agent's files dir, without ".." or empty segments`)
+  return path
+}
+
+export interface JobView {
+  id: string
+  state: 'queued' | 'running' | 'succeeded' | 'failed'
+  artifact: string
+  sha256: string
+  size: number
+  path: string
+  run: string[] | null
+  createdAt: string
+  targets: Array<Record<string, unknown>>
+}
+
+/**
+ * Jobs: deliver an artifact (and optionally run an allow-listed command) on
+ * a set of endpoints. Dispatch goes through each endpoint's relay; an
+ * endpoint offline at dispatch gets its job when it comes back. Results come
+ * from the relay's durable queue and are applied once per (job, endpoint,
+ * attempt).
+ */
+export class JobManager {
+  private readonly store: Store
+  private readonly hub: RelayHub
+  private readonly logger: Logger
+  private readonly listeners: Array<(jobId: string) => void> = []
+
+  constructor (options: { store: Store, hub: RelayHub, logger: Logger }) {
+    this.store = options.store
+    this.hub = options.hub
+    this.logger = options.logger
+    this.hub.onPresence((agent, online) => { if (online) this.dispatchFor(agent) })
+    this.hub.onRelayMessage('job-progress', (agent, msg) => this.onProgress(agent, msg))
+    this.hub.onRelayLevel('job-result', (relayId, msg, reply) => this.onResult(relayId, msg, reply))
+  }
+
+  /** Called with a job id whenever a job's state or progress changes. */
+  onChange (listener: (jobId: string) => void): void {
+    this.listeners.push(listener)
+  }
+
+  create (input: { artifact: string, endpoints: string[], path?: string, run?: string[] }): JobRecord {
+    const artifact = this.store.getArtifact(input.artifact)
+    if (artifact === undefined) throw new RelaygateError('RG_ERR_ARTIFACT_UNKNOWN', `no artifact named ${input.artifact}`)
+    const unique = [...new Set(input.endpoints)]
+    for (const id of unique) {
+      if (this.store.getEndpoint(id) === undefined) throw new RelaygateError('RG_ERR_NOT_FOUND', `no endpoint ${id}`)
+    }
+    const job: JobRecord = {
+      id: newId('j'),
+      artifact: artifact.name,
+      sha256: artifact.sha256,
+      size: artifact.size,
+      path: verifyJobPath(input.path ?? artifact.name),
+      run: input.run ?? null,
+      createdAt: Date.now()
+    }
+    this.store.createJob(job, unique)
+    this.logger.info({ jobId: job.id, artifact: job.artifact, targets: unique.length }, 'job created')
+    for (const endpointId of unique) {
+      const agent = this.hub.agentsOf(endpointId)[0]
+      if (agent !== undefined) this.dispatch(job, agent, this.store.listJobTargets(job.id).find(t => t.endpointId === endpointId)!)
+    }
+    this.changed(job.id)
+    return job
+  }
+
+  view (id: string): JobView | undefined {
+    const job = this.store.getJob(id)
+    if (job === undefined) return undefined
+    const targets = this.store.listJobTargets(id)
+    return {
+      id: job.id,
+      state: aggregate(targets),
+      artifact: job.artifact,
+      sha256: job.sha256,
+      size: job.size,
+      path: job.path,
+      run: job.run,
+      createdAt: new Date(job.createdAt).toISOString(),
+      targets: targets.map(t => {
+        const out: Record<string, unknown> = {
+          endpointId: t.endpointId,
+          state: t.state,
+          progress: t.progress,
+          bytes: t.bytes,
+          attempt: t.attempt,
+          updatedAt: new Date(t.updatedAt).toISOString()
+        }
+        if (t.exitCode !== null) out.exitCode = t.exitCode
+        if (t.errorCode !== null) out.error = { code: t.errorCode, message: t.errorMessage ?? '' }
+        if (t.output !== null) out.output = t.output
+        return out
+      })
+    }
+  }
+
+  list (limit = 100): JobView[] {
+    return this.store.listJobs(limit).map(j => this.view(j.id)!)
+  }
+
+  /** Sends an endpoint's unfinished jobs to its agent (it came online). */
+  private dispatchFor (agent: AgentRef): void {
+    for (const target of this.store.unfinishedTargets(agent.endpointId)) {
+      const job = this.store.getJob(target.jobId)
+      if (job !== undefined) this.dispatch(job, agent, target)
+    }
+  }
+
+  private dispatch (job: JobRecord, agent: AgentRef, target: JobTargetRecord): void {
+    const attempt = target.attempt + 1
+    this.store.updateJobTarget(job.id, target.endpointId, { attempt, relayId: agent.relayId, updatedAt: Date.now() })
+    agent.send({
+      t: 'job',
+      sid: agent.sid,
+      jobId: job.id,
+      attempt,
+      sha256: job.sha256,
+      size: job.size,
+      path: job.path,
+      run: job.run
+    } as never)
+    this.logger.info({ jobId: job.id, endpointId: target.endpointId, attempt, relayId: agent.relayId }, 'job dispatched')
+  }
+
+  private onProgress (agent: AgentRef, msg: Record<string, unknown>): void {
+    if (typeof msg.jobId !== 'string' || typeof msg.state !== 'string' || !PROGRESS_STATES.has(msg.state)) return
+    const target = this.store.listJobTargets(msg.jobId).find(t => t.endpointId === agent.endpointId)
+    if (target === undefined || FINAL.has(target.state)) return
+    const progress = typeof msg.progress === 'number' && msg.progress >= 0 && msg.progress <= 1 ? msg.progress : target.progress
+    const bytes = typeof msg.bytes === 'number' && msg.bytes >= 0 ? Math.floor(msg.bytes) : target.bytes
+    this.store.updateJobTarget(msg.jobId, agent.endpointId, { state: msg.state as JobTargetState, progress, bytes, updatedAt: Date.now() })
+    this.changed(msg.jobId)
+  }
+
+  private onResult (relayId: string, msg: Record<string, unknown>, reply: (m: Record<string, unknown>) => void): void {
+    const key = typeof msg.key === 'string' ? msg.key : ''
+    const ack = (): void => reply({ t: 'job-result-ack', key })
+    const jobId = msg.jobId
+    const endpointId = msg.endpointId
+    const result = msg.result as Record<string, unknown> | undefined
+    if (typeof jobId !== 'string' || typeof endpointId !== 'string' || result === undefined || result === null || typeof result !== 'object') return ack()
+    const target = this.store.listJobTargets(jobId).find(t => t.endpointId === endpointId)
+    if (target === undefined) return ack()
+    // A relay speaks only for agents that went through it: the job was sent via this relay.
+    if (target.relayId !== relayId) {
+      this.logger.warn({ jobId, endpointId, relayId, expected: target.relayId }, 'job result from a relay the job did not go through: ignored')
+      return ack()
+    }
+    // Each result is applied once; replays after an outage find it final already.
+    if (FINAL.has(target.state)) return ack()
+    const state = result.state === 'succeeded' ? 'succeeded' : 'failed'
+    const error = result.error as { code?: unknown, message?: unknown } | undefined
+    this.store.updateJobTarget(jobId, endpointId, {
+      state,
+      progress: state === 'succeeded' ? 1 : target.progress,
+      bytes: typeof result.bytes === 'number' ? result.bytes : target.bytes,
+      exitCode: typeof result.exitCode === 'number' ? result.exitCode : null,
+      errorCode: typeof error?.code === 'string' ? error.code.slice(0, 64) : (state === 'failed' ? 'RG_ERR_INTERNAL' : null),
+      errorMessage: typeof error?.message === 'string' ? error.message.slice(0, 1000) : null,
+      output: typeof result.output === 'string' ? result.output.slice(-4096) : null,
+      updatedAt: Date.now()
+    })
+    this.logger.info({ jobId, endpointId, state, exitCode: result.exitCode }, 'job result applied')
+    ack()
+    this.changed(jobId)
+  }
+
+  private changed (jobId: string): void {
+    for (const l of this.listeners) l(jobId)
+  }
+}
+
+function aggregate (targets: JobTargetRecord[]): JobView['state'] {
+  if (targets.length === 0) return 'succeeded'
+  if (targets.every(t => t.state === 'queued')) return 'queued'
+  if (targets.every(t => FINAL.has(t.state))) return targets.some(t => t.state === 'failed') ? 'failed' : 'succeeded'
+  return 'running'
+}
