@@ -70,6 +70,10 @@ export class RelaygateAgent extends EventEmitter {
   private checkinTimer: NodeJS.Timeout | null = null
   private deadlineTimer: NodeJS.Timeout | null = null
   private seq = 0
+  private sentSeq = -1
+  private sentAt = 0
+  /** Round trip of the latest answered check-in (ms), as measured here. */
+  lastRttMs: number | null = null
   private readyWritten = false
   private running: Promise<void> | null = null
   private snapshotTimer: NodeJS.Timeout | null = null
@@ -336,6 +340,10 @@ export class RelaygateAgent extends EventEmitter {
 
   private onAnswer (mux: Mux, answer: CheckinAnswer): void {
     this.answers++
+    if (answer.seq !== 0 && answer.seq === this.sentSeq) {
+      this.lastRttMs = performance.now() - this.sentAt
+      this.emit('rtt', this.lastRttMs)
+    }
     if (this.deadlineTimer !== null) clearTimeout(this.deadlineTimer)
     this.deadlineTimer = null
     const changed = answer.intervalSeconds > 0 && answer.intervalSeconds !== this.intervalSeconds
@@ -356,6 +364,8 @@ export class RelaygateAgent extends EventEmitter {
       if (mux.closed || this.stopped) return
       this.seq = (this.seq + 1) & 0xffff
       this.checkins++
+      this.sentSeq = this.seq
+      this.sentAt = performance.now()
       mux.send(frames.checkin(this.seq))
       // A link that answers nothing for two intervals is dead, whatever TCP thinks.
       if (this.deadlineTimer === null) {
