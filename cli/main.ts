@@ -9,6 +9,8 @@ import { RelaygateAgent } from '../agent/agent.js'
 import { startDemo } from './demo.js'
 import { connectTcp, readAdminToken } from './connect.js'
 import { createLogger } from './log.js'
+import { configOption, deferMandatoryOptions, applyConfigFile } from './config-file.js'
+import { registerAdminCommands } from './admin.js'
 import { opt, parsePort, parsePortOrOff, parseCount, parseBytes, parseSeconds, collect, collectPorts, envBooleans } from './options.js'
 
 /** Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration, 3 refused by the peer for good. */
@@ -22,13 +24,13 @@ function fail (err: unknown): never {
 }
 
 /** Runs until SIGINT/SIGTERM, then closes gracefully; a second signal exits at once. */
-function runUntilSignal (logger: Logger, close: () => Promise<void>): void {
+function runUntilSignal (logger: Logger, close: () => Promise<void>, forceAfterMs = 15_000): void {
   let stopping = false
   const onSignal = (signal: NodeJS.Signals): void => {
     if (stopping) process.exit(1)
     stopping = true
     logger.info({ signal }, 'shutting down')
-    const force = setTimeout(() => process.exit(1), 15_000)
+    const force = setTimeout(() => process.exit(1), forceAfterMs)
     force.unref()
     close().then(() => process.exit(0), err => {
       logger.error({ err }, 'shutdown failed')
@@ -40,7 +42,7 @@ function runUntilSignal (logger: Logger, close: () => Promise<void>): void {
 }
 
 const program = new Command('relaygate')
-  .description('Relay-centric gateway for agent fleets behind firewalls.\nEvery flag can also be set as an environment variable RELAYGATE_<FLAG> (e.g. RELAYGATE_DATA_DIR).')
+  .description('Relay-centric gateway for agent fleets behind firewalls.\nEvery flag can also be set as an environment variable RELAYGATE_<FLAG> (e.g. RELAYGATE_DATA_DIR),\nand for server, relay and agent in a --config file (YAML or JSON; keys are the long flag names).\nPrecedence: command-line flag > environment variable > config file > default.')
   .version(VERSION, '-v, --version')
   .addOption(opt('--log-level <level>', 'trace, debug, info, warn, error or silent').default('info'))
   .showSuggestionAfterError(true)
@@ -48,7 +50,11 @@ const program = new Command('relaygate')
   .configureOutput({
     outputError: (text, write) => write(text.trim().split('\n')[0] + '\n')
   })
-  .hook('preAction', (_program, command) => envBooleans(command))
+  .hook('preSubcommand', (_program, subcommand) => deferMandatoryOptions(subcommand))
+  .hook('preAction', (_program, command) => {
+    envBooleans(command)
+    applyConfigFile(command)
+  })
 
 program.command('server')
   .description('Run the server: admin API, relay links (/relay). Never dials out.')
@@ -60,12 +66,14 @@ program.command('server')
   .addOption(opt('--tls-key <file>', 'PEM private key for --tls-cert'))
   .addOption(opt('--public-url <url>', 'URL agents and relays use to reach this server (goes into join tokens)'))
   .addOption(opt('--ready-file <file>', 'write {httpUrl, httpsUrl, adminTokenFile} here once ready'))
+  .addOption(opt('--metrics-public', 'serve GET /metrics without the admin token (default: it needs the bearer token)'))
+  .addOption(configOption())
   .action(async (o: Record<string, any>) => {
     const logger = createLogger(program.opts().logLevel)
     try {
       const server = await buildServer({
         dataDir: o.dataDir, host: o.host, httpPort: o.httpPort, httpsPort: o.httpsPort, tlsCert: o.tlsCert, tlsKey: o.tlsKey,
-        publicUrl: o.publicUrl, readyFile: o.readyFile, adminToken: process.env.RELAYGATE_ADMIN_TOKEN
+        publicUrl: o.publicUrl, readyFile: o.readyFile, adminToken: process.env.RELAYGATE_ADMIN_TOKEN, metricsPublic: o.metricsPublic === true
       }, logger)
       runUntilSignal(logger, () => server.close())
     } catch (err) { fail(err) }
@@ -86,14 +94,16 @@ program.command('relay')
   .addOption(opt('--name <name>', 'name reported to the server'))
   .addOption(opt('--cache-max-bytes <n>', 'artifact cache budget, e.g. 10GiB').default(10 * 1024 ** 3).argParser(parseBytes))
   .addOption(opt('--give-up-after <seconds>', 'stop after this long without reaching the server (0 = never)').default(86_400).argParser(parseSeconds))
+  .addOption(opt('--no-push-flags', 'do not push raised flags to agents: they learn at their next check-in (polling only)'))
   .addOption(opt('--ready-file <file>', 'write {wsUrl, wssUrl, fingerprint} here once linked to the server'))
+  .addOption(configOption())
   .action(async (o: Record<string, any>) => {
     const logger = createLogger(program.opts().logLevel)
     try {
       const relay = await buildRelay({
         server: o.server, token: o.token, dataDir: o.dataDir, host: o.host, port: o.port, tlsPort: o.tlsPort, tlsCert: o.tlsCert, tlsKey: o.tlsKey,
         publicUrls: o.publicUrl ?? [], serverFingerprint: o.serverFingerprint, name: o.name, cacheMaxBytes: o.cacheMaxBytes,
-        giveUpAfterMs: o.giveUpAfter * 1000, readyFile: o.readyFile
+        giveUpAfterMs: o.giveUpAfter * 1000, readyFile: o.readyFile, pushFlags: o.pushFlags !== false
       }, logger, {
         onFatal: err => {
           process.stderr.write(`relaygate: error: ${err.message} (${err.code})\n`)
@@ -117,19 +127,22 @@ program.command('agent')
   .addOption(opt('--files-dir <dir>', 'where jobs place artifacts (default <data-dir>/files)'))
   .addOption(opt('--give-up-after <seconds>', 'stop after this long without reaching any relay (0 = never)').default(86_400).argParser(parseSeconds))
   .addOption(opt('--ready-file <file>', 'write {edgeId, endpointId, relay} here once accepted'))
+  .addOption(opt('--stop-timeout <seconds>', 'on SIGTERM, wait this long for running jobs to finish and be reported').default(30).argParser(parseSeconds))
+  .addOption(configOption())
   .action(async (o: Record<string, any>) => {
     const logger = createLogger(program.opts().logLevel)
     try {
       const agent = new RelaygateAgent({
         joinToken: o.joinToken, dataDir: o.dataDir, edgeId: o.edgeId, relays: o.relay ?? [], pins: o.pin ?? [],
-        tunnelTarget: o.tunnelTarget, allowTcp: o.allowTcp ?? [], allowExec: o.allowExec === true, filesDir: o.filesDir, giveUpAfterMs: o.giveUpAfter * 1000, readyFile: o.readyFile
+        tunnelTarget: o.tunnelTarget, allowTcp: o.allowTcp ?? [], allowExec: o.allowExec === true, filesDir: o.filesDir, giveUpAfterMs: o.giveUpAfter * 1000, readyFile: o.readyFile,
+        drainTimeoutMs: o.stopTimeout * 1000
       }, logger)
       agent.on('fatal', (err: RelaygateError) => {
         process.stderr.write(`relaygate: error: ${err.message} (${err.code})\n`)
         process.exit(EXIT_REFUSED)
       })
       agent.start()
-      runUntilSignal(logger, () => agent.close())
+      runUntilSignal(logger, () => agent.close(), o.stopTimeout * 1000 + 15_000)
     } catch (err) {
       // The decoder does not know where the token came from: name the flag.
       const coded = toRelaygateError(err)
@@ -187,6 +200,8 @@ program.command('demo')
       runUntilSignal(logger, () => demo.close())
     } catch (err) { fail(err) }
   })
+
+registerAdminCommands(program, fail)
 
 try {
   await program.parseAsync(process.argv)

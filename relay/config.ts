@@ -21,6 +21,8 @@ export interface RelayConfig {
   cacheMaxBytes: number
   /** Keep no cache file that would leave less free disk than this. */
   cacheMinFreeBytes: number
+  /** Push raised flags (and tunnel offers) to agents at once; false = agents learn at their next check-in, like polling-only edge agents. */
+  pushFlags: boolean
   /** How often figures go to the server (when changed), ms. */
   statsIntervalMs: number
   readyFile?: string
@@ -48,6 +50,7 @@ export const relayDefaults: Omit<RelayConfig, 'server' | 'token' | 'dataDir'> = 
   cacheMaxBytes: 10 * 1024 * 1024 * 1024,
   cacheMinFreeBytes: 512 * 1024 * 1024,
   statsIntervalMs: 5000,
+  pushFlags: true,
   giveUpAfterMs: 24 * 3600 * 1000,
   maxPendingAuth: 20_000,
   maxAgents: 50_000,

@@ -17,6 +17,7 @@ import { UwsTransport, type AgentSocketData } from './uws-transport.js'
 import { ArtifactCache, type CacheStats } from '../cache/index.js'
 import { serveArtifact } from './downloads.js'
 import { ResultQueue } from './results.js'
+import { createRelayMetrics } from './metrics.js'
 import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 
@@ -35,6 +36,8 @@ class AgentSession {
   awaitingProof = false
   /** Bearer token for GET /artifacts, given to the agent in its welcome. */
   downloadToken = ''
+  /** With pushFlags off: a tunnel offer waiting for the agent's next check-in. */
+  heldOffer: Record<string, unknown> | null = null
   authStartedAt = Date.now()
   lastCheckin = Date.now()
   tokens: number
@@ -247,6 +250,7 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
   }
 
   function pushAnswer (s: AgentSession, flags: number): void {
+    if (!config.pushFlags) return
     stats.pushes++
     s.mux.send(frames.checkinAnswer({ seq: 0, flags, intervalSeconds: interval }))
   }
@@ -342,6 +346,11 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
           if (s === undefined || !s.authenticated) return
           const { sid: _sid, ...rest } = msg
           s.log.trace({ forward: rest }, 'server -> agent')
+          if (!config.pushFlags && rest.t === 'tunnel-offer') {
+            // Polling mode: the agent learns of the tunnel at its next check-in.
+            s.heldOffer = rest
+            return
+          }
           s.control(rest)
           return
         }
@@ -456,6 +465,10 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
         s.lastCheckin = now
         stats.checkins++
         s.mux.send(frames.checkinAnswer({ seq, flags: flagTable.get(s.endpointId) ?? 0, intervalSeconds: interval }))
+        if (s.heldOffer !== null) {
+          s.control(s.heldOffer)
+          s.heldOffer = null
+        }
         return
       }
       default:
@@ -542,7 +555,8 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
     authorize: token => token !== '' && downloadTokens.get(token)?.authenticated === true,
     logger
   })
-  const setup = (app: uWS.TemplatedApp): uWS.TemplatedApp => app.ws('/agent', behavior).get('/healthz', healthz).get('/artifacts/:sha256', downloads).any('/*', notFound)
+  const metrics = createRelayMetrics({ stats, cache, link, queuedResults: () => results.size })
+  const setup = (app: uWS.TemplatedApp): uWS.TemplatedApp => app.ws('/agent', behavior).get('/healthz', healthz).get('/metrics', res => metrics.serve(res)).get('/artifacts/:sha256', downloads).any('/*', notFound)
 
   const listeners: uWS.us_listen_socket[] = []
   let wsUrl: string | null = null

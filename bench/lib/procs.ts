@@ -1,0 +1,91 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, readFileSync, existsSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { repoRoot } from './report.js'
+
+export interface Proc {
+  child: ChildProcess
+  ready: Record<string, any>
+  stop: () => Promise<void>
+}
+
+const cli = (): string => join(repoRoot(), 'dist', 'cli', 'main.js')
+
+function cleanEnv (extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {}
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('RELAYGATE_') && k !== 'NODE_OPTIONS') env[k] = v
+  return { ...env, ...extra }
+}
+
+/** Starts `relaygate <args>` as a child process and waits for its ready file. */
+export async function startProc (name: string, args: string[], options: { timeoutMs?: number, env?: Record<string, string>, nodeArgs?: string[] } = {}): Promise<Proc> {
+  const dir = mkdtempSync(join(tmpdir(), `rg-bench-${name}-`))
+  const readyFile = join(dir, 'ready.json')
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), cli(), ...args, '--ready-file', readyFile], {
+    env: cleanEnv({ RELAYGATE_LOG_LEVEL: 'warn', ...options.env }),
+    stdio: ['ignore', 'ignore', 'pipe']
+  })
+  let stderr = ''
+  child.stderr!.on('data', (c: Buffer) => { stderr = (stderr + c.toString()).slice(-4000) })
+  const deadline = Date.now() + (options.timeoutMs ?? 60_000)
+  while (!existsSync(readyFile)) {
+    if (child.exitCode !== null) throw new Error(`${name} exited ${child.exitCode}: ${stderr}`)
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL')
+      throw new Error(`${name} not ready in time: ${stderr}`)
+    }
+    await new Promise(r => setTimeout(r, 50))
+  }
+  const ready = JSON.parse(readFileSync(readyFile, 'utf8')) as Record<string, any>
+  return {
+    child,
+    ready,
+    stop: async () => {
+      if (child.exitCode === null) {
+        child.kill('SIGTERM')
+        const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+        await new Promise(r => child.once('exit', r))
+        clearTimeout(timer)
+      }
+      rmSync(dir, { recursive: true, force: true })
+    }
+  }
+}
+
+export function dataDir (name: string): string {
+  return mkdtempSync(join(tmpdir(), `rg-bench-data-${name}-`))
+}
+
+export async function api (base: string, token: string, method: string, path: string, body?: unknown): Promise<any> {
+  const res = await fetch(base + path, {
+    method,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body)
+  })
+  const text = await res.text()
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`)
+  return text === '' ? null : JSON.parse(text)
+}
+
+/** Server + one relay as child processes, with the admin token read. */
+export async function startSite (options: { relayArgs?: string[], serverArgs?: string[] } = {}): Promise<{ server: Proc, relay: Proc, token: string, relayToken: string, dirs: string[], stop: () => Promise<void> }> {
+  const sdir = dataDir('server')
+  const rdir = dataDir('relay')
+  const server = await startProc('server', ['server', '--data-dir', sdir, '--host', '127.0.0.1', '--http-port', '0', '--https-port', 'off', ...(options.serverArgs ?? [])])
+  const token = readFileSync(server.ready.adminTokenFile, 'utf8').trim()
+  const created = await api(server.ready.httpUrl, token, 'POST', '/api/relays', { name: 'bench-relay' })
+  const relay = await startProc('relay', ['relay', '--server', server.ready.httpUrl, '--token', created.token, '--data-dir', rdir, '--host', '127.0.0.1', '--port', '0', '--tls-port', 'off', ...(options.relayArgs ?? [])])
+  return {
+    server,
+    relay,
+    token,
+    relayToken: created.token,
+    dirs: [sdir, rdir],
+    stop: async () => {
+      await relay.stop()
+      await server.stop()
+      for (const d of [sdir, rdir]) rmSync(d, { recursive: true, force: true })
+    }
+  }
+}

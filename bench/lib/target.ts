@@ -1,0 +1,48 @@
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+
+/** An agent-side HTTP target: `/small` answers a few bytes, `/bytes/<n>` streams n bytes fast. */
+export async function startBenchTarget (): Promise<{ url: string, close: () => Promise<void> }> {
+  const block = Buffer.alloc(256 * 1024, 0x5a)
+  const server = http.createServer((req, res) => {
+    const m = /^\/bytes\/(\d+)$/.exec(req.url ?? '')
+    if (m === null) {
+      res.setHeader('content-type', 'application/json')
+      res.end('{"ok":true}')
+      return
+    }
+    let left = Number(m[1])
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': left })
+    const pump = (): void => {
+      while (left > 0) {
+        const n = Math.min(left, block.length)
+        left -= n
+        if (!res.write(n === block.length ? block : block.subarray(0, n))) {
+          res.once('drain', pump)
+          return
+        }
+      }
+      res.end()
+    }
+    pump()
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: async () => { server.closeAllConnections(); await new Promise(r => server.close(r)) }
+  }
+}
+
+/** GET with node:http, discarding the body; returns seconds and bytes. */
+export async function timedGet (url: string, headers: Record<string, string> = {}): Promise<{ seconds: number, bytes: number, status: number }> {
+  const t0 = process.hrtime.bigint()
+  return await new Promise((resolve, reject) => {
+    const req = http.get(url, { headers, agent: false }, res => {
+      let bytes = 0
+      res.on('data', (c: Buffer) => { bytes += c.length })
+      res.on('end', () => resolve({ seconds: Number(process.hrtime.bigint() - t0) / 1e9, bytes, status: res.statusCode ?? 0 }))
+      res.on('error', reject)
+    })
+    req.on('error', reject)
+  })
+}
