@@ -309,6 +309,7 @@ export function createApi (options: ApiOptions): (req: IncomingMessage, res: Ser
   route('PUT', '/api/artifacts/:name', true, async (req, res, params) => {
     const declared = req.headers['content-length'] === undefined ? undefined : Number(req.headers['content-length'])
     const record = await artifacts.upload(params.name ?? '', req, declared, store.getSettings().maxUploadBytes)
+    options.events?.publish('artifacts')
     sendJson(res, 201, artifactView(record))
   })
 
@@ -322,6 +323,7 @@ export function createApi (options: ApiOptions): (req: IncomingMessage, res: Ser
 
   route('DELETE', '/api/artifacts/:name', true, (_req, res, params) => {
     if (!artifacts.delete(params.name ?? '')) fail('RG_ERR_ARTIFACT_UNKNOWN', `no artifact named ${params.name}`)
+    options.events?.publish('artifacts')
     res.writeHead(204).end()
   })
 

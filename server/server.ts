@@ -22,6 +22,7 @@ import { EventHub } from './events.js'
 import { createStaticUi } from './static.js'
 import { bearerAuthorizer } from './http-util.js'
 import { tokenMatches } from '../protocol/auth.js'
+import { createServerMetrics } from './metrics.js'
 
 export interface RelaygateServer {
   readonly config: ServerConfig
@@ -118,6 +119,8 @@ export async function buildServer (input: Partial<ServerConfig>, logger: Logger)
     relayStats.set(relayId, figures)
     events.publish('relays')
   })
+  // GET /metrics: behind the admin token unless metricsPublic (then keep the port off the internet).
+  const metrics = createServerMetrics({ hub, tunnels, store, artifacts, authorize: config.metricsPublic ? undefined : authorize })
   const staticUi = createStaticUi({ logger: logger.child({ component: 'ui' }) })
   const tunnelProxy = createTunnelProxy({ tunnels, store, logger: logger.child({ component: 'proxy' }), openTimeoutMs: config.tunnelOpenTimeoutMs, authorize })
   let httpUrl = ''
@@ -141,7 +144,7 @@ export async function buildServer (input: Partial<ServerConfig>, logger: Logger)
     else if (!tunnelProxy.upgrade(req, socket, head)) socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n')
   }
   const onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
-    if (!tunnelProxy.web(req, res) && !events.handle(req, res, authorize) && !staticUi(req, res)) api(req, res)
+    if (!metrics.handle(req, res) && !tunnelProxy.web(req, res) && !events.handle(req, res, authorize) && !staticUi(req, res)) api(req, res)
   }
 
   const servers: Array<http.Server | https.Server> = []

@@ -85,7 +85,9 @@ export class TunnelManager {
   private readonly store: Store
   private readonly logger: Logger
   private closed = false
+  private readonly stateListeners: Array<(endpointId: string, state: TunnelStateName) => void> = []
   opens = 0
+  private readonly openListeners: Array<(seconds: number) => void> = []
 
   /** Requests within this window count as an open admin session (keep-alives are sent). */
   private readonly adminWindowMs: number
@@ -99,6 +101,31 @@ export class TunnelManager {
     this.hub.onRelayMessage('tunnel-closed', (agent, msg) => this.onClosedByAgent(agent, msg))
     this.hub.onRelayMessage('tunnel-need', agent => this.onNeed(agent))
     this.hub.onPresence((agent, online) => online ? this.onAgentOnline(agent) : this.onAgentOffline(agent))
+  }
+
+  /** Hears every tunnel state change (requested, open, closed; open -> requested when its agent left). */
+  onState (listener: (endpointId: string, state: TunnelStateName) => void): void {
+    this.stateListeners.push(listener)
+  }
+
+  private changed (endpointId: string, state: TunnelStateName): void {
+    for (const listener of this.stateListeners) listener(endpointId, state)
+  }
+
+  /** Hears each tunnel opening with the seconds from request to open (for the latency histogram). */
+  onOpened (listener: (seconds: number) => void): void {
+    this.openListeners.push(listener)
+  }
+
+  /** Figures for /metrics: tunnels open and streams through them now. */
+  counts (): { open: number, requested: number, streams: number } {
+    let open = 0
+    let streams = 0
+    for (const t of this.tunnels.values()) {
+      if (t.state === 'open') open++
+      streams += t.streams.size
+    }
+    return { open, requested: this.tunnels.size - open, streams }
   }
 
   info (endpointId: string): TunnelInfo {
@@ -144,6 +171,7 @@ export class TunnelManager {
       // Offers first, then the flag: an agent told by the flag already holds its offer.
       for (const agent of this.hub.agentsOf(endpointId)) this.offer(t, agent)
       this.hub.setFlags(endpointId, this.hub.getFlags(endpointId) | CheckinFlag.TUNNEL)
+      this.changed(endpointId, 'requested')
     }
     return t.state
   }
@@ -251,6 +279,8 @@ export class TunnelManager {
     t.log.info({ edgeId: agent.edgeId, relayId: agent.relayId, ms: t.openedAt - t.requestedAt }, 'tunnel open')
     agent.send({ t: 'tunnel-result', sid: agent.sid, tunnelId, ok: true })
     this.startKeepAlive(t)
+    this.changed(t.endpointId, 'open')
+    for (const listener of this.openListeners) listener((t.openedAt - t.requestedAt) / 1000)
     for (const w of [...t.waiters]) w.resolve()
   }
 
@@ -289,6 +319,7 @@ export class TunnelManager {
     t.openedAt = null
     t.log = this.logger.child({ endpointId: t.endpointId, tunnelId: t.tunnelId })
     for (const other of this.hub.agentsOf(t.endpointId)) this.offer(t, other)
+    this.changed(t.endpointId, 'requested')
   }
 
   private startKeepAlive (t: Tunnel): void {
@@ -317,5 +348,6 @@ export class TunnelManager {
     for (const w of [...t.waiters]) w.reject(err)
     if (!this.closed) this.hub.setFlags(t.endpointId, this.hub.getFlags(t.endpointId) & ~CheckinFlag.TUNNEL)
     t.log.info({ reason }, 'tunnel closed')
+    this.changed(t.endpointId, 'closed')
   }
 }

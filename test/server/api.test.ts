@@ -233,7 +233,7 @@ t.test('endpoints: create, list, get, delete', async t => {
 
 t.test('unknown routes are 404, wrong methods 405', async t => {
   const { api } = await startServer(t)
-  for (const path of ['/api/nope', '/nope', '/api/endpoints/e_x/nope/deeper', '/']) {
+  for (const path of ['/api/nope', '/nope', '/api/endpoints/e_x/nope/deeper', '/ui/nope.js']) {
     const res = await api.request('GET', path)
     t.equal(res.status, 404, path)
     t.equal(res.body.error.code, 'RG_ERR_NOT_FOUND', path)
