@@ -42,7 +42,7 @@ function runUntilSignal (logger: Logger, close: () => Promise<void>, forceAfterM
 }
 
 const program = new Command('relaygate')
-  .description('Relay-centric gateway for agent fleets behind firewalls.\nEvery flag can also be set as an environment variable RELAYGATE_<FLAG> (e.g. RELAYGATE_DATA_DIR),\nand for server, relay and agent in a --config file (YAML or JSON; keys are the long flag names).\nPrecedence: command-line flag > environment variable > config file > default.')
+  .description('Relay-centric gateway for agent fleets behind firewalls.\nEvery flag can also be set as an environment variable RELAYGATE_<FLAG> (e.g. RELAYGATE_DATA_DIR).\nserver, relay and agent also read --config FILE (YAML or JSON; keys are long flag names).\nPrecedence: command-line flag > environment variable > config file > default.')
   .version(VERSION, '-v, --version')
   .addOption(opt('--log-level <level>', 'trace, debug, info, warn, error or silent').default('info'))
   .showSuggestionAfterError(true)
@@ -185,6 +185,7 @@ program.command('demo')
         '',
         `relaygate demo: a server, a relay and ${demo.agents.length} agents are running.`,
         '',
+        `  dashboard     ${demo.server.httpUrl}/  (sign in with the admin token below)`,
         `  server        ${demo.server.httpUrl}  (HTTPS ${demo.server.httpsUrl ?? 'off'})`,
         `  admin token   ${demo.server.adminTokenFile}`,
         `  relay         ${demo.relay.wsUrl}  ${demo.relay.wssUrl ?? ''}`,
