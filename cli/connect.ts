@@ -78,7 +78,9 @@ export async function connectTcp (options: ConnectOptions): Promise<void> {
     const finish = (): void => {
       if (done) return
       done = true
-      resolve()
+      // The caller exits next; stdout (a pipe: asynchronous) may still hold
+      // the last bytes. This write's callback runs once all before it are out.
+      options.output.write(Buffer.alloc(0), () => resolve())
     }
     options.input.pipe(socket)
     socket.pipe(options.output, { end: false })

@@ -56,6 +56,14 @@ export function createTunnelProxy (options: ProxyOptions): {
       (res as Duplex).destroy()
     }
   })
+  // http-proxy pipes the target's response into ours and never ends ours when
+  // the target's is cut short (tunnel closed, stream reset): the admin's
+  // response would hang. Cut it short too (the client sees a premature close).
+  proxy.on('proxyRes', (proxyRes, _req, res) => {
+    proxyRes.once('close', () => {
+      if (!proxyRes.complete && !res.destroyed) res.destroy()
+    })
+  })
 
   const target = (endpointId: string): string => {
     const t = options.store.getEndpoint(endpointId)?.tunnelTarget
