@@ -135,7 +135,10 @@ export function createTunnelProxy (options: ProxyOptions): {
           stream.once('error', reject)
           stream.once('end', () => reject(new RelaygateError('RG_ERR_TARGET_UNREACHABLE', 'the agent closed the stream')))
         })
-        if (status !== 0) throw new RelaygateError('RG_ERR_TARGET_UNREACHABLE', `agent status ${status}`)
+        if (status !== 0) {
+          stream.destroy()
+          throw new RelaygateError('RG_ERR_TARGET_UNREACHABLE', `agent status ${status}`)
+        }
         stream.removeAllListeners('error')
         stream.removeAllListeners('end')
         const done = tunnels.session(endpointId)
