@@ -46,10 +46,10 @@ export interface MuxOptions {
 
 const defaults = {
   maxPayload: AGENT_MAX_PAYLOAD,
-  chunkSize: 16 * 1024,
-  initialWindow: 256 * 1024,
+  chunkSize: 60 * 1024,
+  initialWindow: 512 * 1024,
   maxStreams: 256,
-  highWaterMark: 64 * 1024,
+  highWaterMark: 128 * 1024,
   maxBufferedBytes: 8 * 1024 * 1024,
   drainTimeoutMs: 30_000,
   keepAliveMs: 0,

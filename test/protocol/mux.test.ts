@@ -211,7 +211,7 @@ t.test('options are checked at construction', async t => {
     }
   }
   const resolved = verifyMuxOptions({ role: 'dialer', chunkSize: undefined, keepAliveMs: 1000 })
-  t.equal(resolved.chunkSize, 16 * 1024, 'an undefined option keeps its default')
+  t.equal(resolved.chunkSize, 60 * 1024, 'an undefined option keeps its default')
   t.equal(resolved.livenessTimeoutMs, 2000, 'liveness defaults to twice the keep-alive')
   t.equal(verifyMuxOptions({ role: 'dialer' }).livenessTimeoutMs, 0, 'no pings, no liveness timeout')
   t.equal(verifyMuxOptions({ role: 'dialer', keepAliveMs: 1000, livenessTimeoutMs: 0 }).livenessTimeoutMs, 0, 'liveness can be turned off explicitly')
@@ -853,7 +853,7 @@ t.test('a transport lost without a close code fails the link with RG_ERR_LIVENES
 })
 
 t.test('drain: a peer that never reads is disconnected after drainTimeoutMs', async t => {
-  const { a, b } = pair(t, { drainTimeoutMs: 100, highWaterMark: 16 * 1024 })
+  const { a, b } = pair(t, { drainTimeoutMs: 100, highWaterMark: 16 * 1024, chunkSize: 16 * 1024 })
   const s = a.open('x')
   await b.nextStream()
   b.transport.pause() // stops reading the socket altogether
@@ -886,7 +886,7 @@ t.test('drain: session frames past maxBufferedBytes disconnect at once', async t
 
 t.test('drain: a slow but steady reader is not disconnected (regression: drain timer never reset during a long transfer)', async t => {
   const drainTimeoutMs = 200
-  const { a, b } = pair(t, { drainTimeoutMs, keepAliveMs: 20, livenessTimeoutMs: 10_000 })
+  const { a, b } = pair(t, { drainTimeoutMs, keepAliveMs: 20, livenessTimeoutMs: 10_000, highWaterMark: 64 * 1024, chunkSize: 16 * 1024 })
   const s = a.open('long')
   const bs = await b.nextStream()
   // The reading side takes in one batch of messages every 10 ms (far below the
