@@ -8,6 +8,7 @@ import {
   decodeHello, decodeJson, decodeCheckinAnswer, decodeCodeReason, encodeFrame, encodeHello, encodeJson, frames,
   toRelaygateError, codeForClose, type CheckinAnswer, type Frame
 } from '../protocol/index.js'
+import { ErrorCode } from '../protocol/errors.js'
 import { WsTransport } from '../protocol/ws-transport.js'
 import { dialWebSocket } from '../protocol/dial.js'
 import { Backoff } from '../protocol/backoff.js'
@@ -144,7 +145,14 @@ export class RelaygateAgent extends EventEmitter {
     })
   }
 
+  /**
+   * Graceful stop: first waits (at most drainTimeoutMs) for running jobs to
+   * finish and for the relay to acknowledge their results, while the agent
+   * stays online; a job still running then is reported failed with
+   * RG_ERR_GOING_AWAY. Then closes the link.
+   */
   async close (): Promise<void> {
+    if (!this.stopped && this.running !== null) await this.jobs.drain(this.config.drainTimeoutMs)
     this.stopped = true
     this.tunnel.close()
     await this.jobs.close()
@@ -186,7 +194,7 @@ export class RelaygateAgent extends EventEmitter {
         return
       }
       if (result.accepted) this.backoff.reset()
-      else this.relayIndex++ // fail over to the next relay
+      if (!result.accepted || result.goingAway === true) this.relayIndex++ // fail over to the next relay
       const delay = this.backoff.next()
       if (delay === undefined) {
         const err = new RelaygateError('RG_ERR_NO_RELAY', `no relay accepted this agent for ${this.config.giveUpAfterMs} ms`)
@@ -218,7 +226,7 @@ export class RelaygateAgent extends EventEmitter {
   }
 
   /** One connection to one relay, until it ends. */
-  private async session (relay: RelayAddress): Promise<{ accepted: boolean, fatal?: RelaygateError }> {
+  private async session (relay: RelayAddress): Promise<{ accepted: boolean, fatal?: RelaygateError, goingAway?: boolean }> {
     this.state = 'connecting'
     const url = `${relay.url}/agent`
     let ws
@@ -269,7 +277,8 @@ export class RelaygateAgent extends EventEmitter {
           if (FATAL_CLOSE_CODES.has(code) && code !== 4018) {
             resolve({ accepted, fatal: error ?? new RelaygateError(codeForClose(code) ?? 'RG_ERR_AUTH', reason) })
           } else {
-            resolve({ accepted })
+            // 4009: the relay is shutting down (it sent a go-away first): move on to the next one.
+            resolve({ accepted, goingAway: code === ErrorCode.RG_ERR_GOING_AWAY.close })
           }
         }
       })

@@ -22,6 +22,8 @@ export interface AgentConfig {
   giveUpAfterMs: number
   /** Not accepted by the relay within this (ms): try again. */
   acceptTimeoutMs: number
+  /** close() waits this long for running jobs to finish and their results to be acknowledged (ms). */
+  drainTimeoutMs: number
 }
 
 export const agentDefaults: Omit<AgentConfig, 'joinToken'> = {
@@ -31,7 +33,8 @@ export const agentDefaults: Omit<AgentConfig, 'joinToken'> = {
   allowTcp: [],
   allowExec: false,
   giveUpAfterMs: 24 * 3600 * 1000,
-  acceptTimeoutMs: 30_000
+  acceptTimeoutMs: 30_000,
+  drainTimeoutMs: 30_000
 }
 
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i

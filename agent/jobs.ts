@@ -2,7 +2,7 @@ import fs from 'node:fs'
 import http from 'node:http'
 import tls from 'node:tls'
 import net from 'node:net'
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { join, resolve, sep, dirname } from 'node:path'
 import { once } from 'node:events'
 import { randomBytes } from 'node:crypto'
@@ -11,6 +11,7 @@ import type { Logger } from 'pino'
 import { RelaygateError, toRelaygateError, type ErrorCodeName } from '../protocol/errors.js'
 import { normalizeFingerprint } from '../protocol/token.js'
 import { hashFile } from '../cache/index.js'
+import { TransferProgress } from '../protocol/progress.js'
 
 export interface JobHost {
   /** Sends a control message to the relay (dropped while offline). */
@@ -28,6 +29,8 @@ export interface JobRunnerOptions {
   downloadRetries?: number
   /** A command running longer is killed (ms). */
   runTimeoutMs?: number
+  /** Download progress as a redrawn line on stderr (default: when stderr is a TTY); else a log line every 5 s. */
+  progressTty?: boolean
 }
 
 interface Job {
@@ -99,10 +102,14 @@ export class JobRunner {
   private readonly finished = new Map<string, Result>()
   private readonly downloadsDir: string
   private closed = false
+  /** Stopping gracefully: no new job starts (the server dispatches it again when the agent returns). */
+  private draining = false
+  private readonly started = new Set<string>()
+  private readonly children = new Set<ChildProcess>()
 
   constructor (host: JobHost, options: JobRunnerOptions) {
     this.host = host
-    this.opts = { downloadRetries: 8, runTimeoutMs: 10 * 60_000, ...options }
+    this.opts = { downloadRetries: 8, runTimeoutMs: 10 * 60_000, progressTty: process.stderr.isTTY === true, ...options }
     this.downloadsDir = join(options.dataDir, 'downloads')
     fs.mkdirSync(this.downloadsDir, { recursive: true })
     fs.mkdirSync(options.filesDir, { recursive: true })
@@ -135,6 +142,41 @@ export class JobRunner {
     this.queue.clear()
   }
 
+  /**
+   * Graceful stop: starts no new job, waits (at most `timeoutMs`) for the
+   * running ones to finish and for the relay to acknowledge every result.
+   * Jobs still running then are reported failed with RG_ERR_GOING_AWAY (and
+   * their commands get SIGTERM); their acknowledgement is awaited briefly.
+   */
+  async drain (timeoutMs: number, ackWaitMs = 2000): Promise<void> {
+    this.draining = true
+    // Queued, not started: leave them to the server's next dispatch.
+    this.queue.clear()
+    for (const id of [...this.active.keys()]) if (!this.started.has(id)) this.active.delete(id)
+    const settled = (): boolean => this.active.size === 0 && this.unacked.size === 0
+    if (this.active.size > 0) this.host.logger.info({ jobs: [...this.active.keys()], timeoutMs }, 'stopping: waiting for running jobs')
+    if (await waitUntil(settled, timeoutMs)) return
+    for (const job of [...this.active.values()]) {
+      this.active.delete(job.jobId)
+      const result: Result = {
+        jobId: job.jobId,
+        attempt: job.attempt,
+        state: 'failed',
+        error: { code: 'RG_ERR_GOING_AWAY', message: `the agent stopped before the job finished (waited ${Math.round(timeoutMs / 1000)} s)` }
+      }
+      this.finished.set(job.jobId, result)
+      this.report(result)
+    }
+    this.closed = true
+    for (const child of this.children) {
+      child.kill('SIGTERM')
+      // A grandchild may keep the pipes open: stop reading them.
+      child.stdout?.destroy()
+      child.stderr?.destroy()
+    }
+    await waitUntil(() => this.unacked.size === 0, ackWaitMs)
+  }
+
   private onJob (msg: Record<string, unknown>): void {
     const job: Job = {
       jobId: String(msg.jobId),
@@ -154,8 +196,14 @@ export class JobRunner {
       this.report({ ...done, attempt: job.attempt })
       return
     }
+    if (this.draining || this.closed) {
+      this.host.logger.info({ jobId: job.jobId }, 'stopping: job left for the next start')
+      return
+    }
     this.active.set(job.jobId, job)
     void this.queue.add(async () => {
+      if (this.active.get(job.jobId) !== job) return
+      this.started.add(job.jobId)
       let result: Result
       try {
         result = await this.execute(job)
@@ -163,6 +211,9 @@ export class JobRunner {
         const coded = toRelaygateError(err)
         result = { jobId: job.jobId, attempt: job.attempt, state: 'failed', error: { code: coded.code, message: coded.message } }
       }
+      this.started.delete(job.jobId)
+      // Given up on at shutdown: already reported as failed.
+      if (this.active.get(job.jobId) !== job) return
       this.active.delete(job.jobId)
       result.attempt = job.attempt
       this.finished.set(job.jobId, result)
@@ -230,6 +281,8 @@ export class JobRunner {
         env: { ...process.env, RELAYGATE_JOB_ID: job.jobId, RELAYGATE_ARTIFACT: dest },
         stdio: ['ignore', 'pipe', 'pipe']
       })
+      this.children.add(child)
+      child.once('close', () => this.children.delete(child))
       const timer = setTimeout(() => { timedOut = true; child.kill('SIGKILL') }, this.opts.runTimeoutMs)
       let timedOut = false
       child.stdout.on('data', keep)
@@ -326,11 +379,19 @@ export class JobRunner {
     let received = have
     let lastReport = 0
     this.progress(job, 'downloading', received)
+    const meter = new TransferProgress({
+      label: `job ${job.jobId}`,
+      total: job.size >= 0 ? job.size : null,
+      start: have,
+      tty: this.opts.progressTty ? process.stderr : null,
+      log: fields => log.info(fields, 'download progress')
+    })
     try {
       for await (const chunk of res) {
         const buf = chunk as Buffer
         received += buf.length
         if (!out.write(buf)) await once(out, 'drain')
+        meter.update(received)
         const now = Date.now()
         if (now - lastReport > 250) {
           lastReport = now
@@ -338,6 +399,7 @@ export class JobRunner {
         }
       }
     } finally {
+      meter.done()
       await new Promise<void>(r => out.end(() => r()))
     }
     if (!res.complete || (job.size >= 0 && received < job.size)) {
@@ -345,4 +407,14 @@ export class JobRunner {
     }
     this.progress(job, 'downloading', received)
   }
+}
+
+/** Polls `check` every 50 ms; true once it holds, false after `timeoutMs`. */
+async function waitUntil (check: () => boolean, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs
+  while (!check()) {
+    if (Date.now() >= deadline) return false
+    await new Promise(resolve => setTimeout(resolve, Math.min(50, Math.max(1, deadline - Date.now()))))
+  }
+  return true
 }

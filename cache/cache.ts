@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import fs from 'node:fs'
 import { join } from 'node:path'
-import { Readable } from 'node:stream'
+import { Readable, Transform, pipeline } from 'node:stream'
 import { LRUCache } from 'lru-cache'
 import PQueue from 'p-queue'
 import type { Logger } from 'pino'
@@ -59,6 +59,8 @@ class Fill extends EventEmitter {
   keep = false
   /** Renamed into the cache and counted by the index. */
   committed = false
+  /** The current upstream body (destroyed by close()). */
+  upstream: Readable | null = null
   readonly ready: Promise<void>
   resolveReady!: () => void
   rejectReady!: (err: RelaygateError) => void
@@ -157,7 +159,8 @@ export class ArtifactCache {
       sizeCalculation: e => Math.max(1, e.size),
       dispose: (_value, key, reason) => {
         if (reason === 'set') return
-        fs.rm(this.pathOf(key), { force: true }, () => {})
+        // At once, so the next fill's bytes never sit beside the evicted file beyond the budget.
+        fs.rmSync(this.pathOf(key), { force: true })
       }
     })
   }
@@ -243,6 +246,8 @@ export class ArtifactCache {
   /** Fetches an artifact into the cache ahead of need (no-op when cached or filling). */
   async prestage (sha256: string): Promise<void> {
     if (this.index.has(sha256)) return
+    const negative = this.unknown.get(sha256)
+    if (negative !== undefined && negative > Date.now()) throw new RelaygateError('RG_ERR_ARTIFACT_UNKNOWN', `no artifact ${sha256}`)
     const fill = this.fills.get(sha256) ?? this.startFill(sha256)
     await fill.ready
     await new Promise<void>((resolve, reject) => {
@@ -268,7 +273,10 @@ export class ArtifactCache {
   async close (): Promise<void> {
     this.closed = true
     this.queue.clear()
-    for (const fill of this.fills.values()) fill.fail(new RelaygateError('RG_ERR_CLOSED', 'cache closed'))
+    for (const fill of this.fills.values()) {
+      fill.fail(new RelaygateError('RG_ERR_CLOSED', 'cache closed'))
+      fill.upstream?.destroy()
+    }
     await this.queue.onIdle()
   }
 
@@ -276,17 +284,23 @@ export class ArtifactCache {
   private meter (source: Readable, sha256: string, verifySize: number): Readable {
     const hash = verifySize >= 0 ? createHash('sha256') : null
     let seen = 0
-    source.on('data', (chunk: Buffer) => {
-      this.stats.bytesServed += chunk.length
-      seen += chunk.length
-      hash?.update(chunk)
+    // A Transform, not a 'data' listener: that would start the flow before
+    // the caller listens, and bytes would be lost to a caller that awaits first.
+    const out = new Transform({
+      highWaterMark: 64 * 1024,
+      transform: (chunk: Buffer, _enc, cb) => {
+        this.stats.bytesServed += chunk.length
+        seen += chunk.length
+        hash?.update(chunk)
+        cb(null, chunk)
+      },
+      flush: cb => {
+        if (hash !== null && seen === verifySize && hash.digest('hex') !== sha256) this.drop(sha256)
+        cb()
+      }
     })
-    if (hash !== null) {
-      source.once('end', () => {
-        if (seen === verifySize && hash.digest('hex') !== sha256) this.drop(sha256)
-      })
-    }
-    return source
+    pipeline(source, out, () => {})
+    return out
   }
 
   /** Makes room for `size` bytes: evicts LRU entries; false when it cannot be kept. */
@@ -332,15 +346,18 @@ export class ArtifactCache {
     try {
       let attempt = 0
       while (true) {
+        if (this.closed) throw new RelaygateError('RG_ERR_CLOSED', 'cache closed')
         let upstream: Upstream
         try {
           upstream = await this.opts.fetch(fill.sha256, fill.written)
         } catch (err) {
           if (err instanceof RelaygateError && err.code === 'RG_ERR_ARTIFACT_UNKNOWN') throw err
-          if (++attempt > this.opts.fillRetries) throw err
+          if (++attempt > this.opts.fillRetries || this.closed) throw err
           await new Promise(resolve => setTimeout(resolve, Math.min(5000, 200 * 2 ** attempt) * (0.5 + Math.random() / 2)))
           continue
         }
+        fill.upstream = upstream.body
+        if (this.closed) upstream.body.destroy()
         if (fill.size < 0) {
           fill.size = upstream.size
           fill.keep = this.reserve(upstream.size)

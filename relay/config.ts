@@ -40,6 +40,8 @@ export interface RelayConfig {
   serverLivenessTimeoutMs: number
   /** An agent must finish its hello and authentication within this (ms). */
   authTimeoutMs: number
+  /** A graceful close waits this long for the server to acknowledge queued job results (ms). */
+  resultFlushTimeoutMs: number
 }
 
 export const relayDefaults: Omit<RelayConfig, 'server' | 'token' | 'dataDir'> = {
@@ -58,7 +60,8 @@ export const relayDefaults: Omit<RelayConfig, 'server' | 'token' | 'dataDir'> = 
   checkinRatePerSecond: 1,
   serverKeepAliveMs: 15_000,
   serverLivenessTimeoutMs: 45_000,
-  authTimeoutMs: 20_000
+  authTimeoutMs: 20_000,
+  resultFlushTimeoutMs: 2000
 }
 
 export function verifyRelayConfig (input: Partial<RelayConfig>): RelayConfig {

@@ -107,7 +107,10 @@ export function serveArtifact (res: uWS.HttpResponse, req: uWS.HttpRequest, opti
         if (pending === null) return true
         let ok2 = false
         let done2 = false
-        res.cork(() => { [ok2, done2] = res.tryEnd(pending!.chunk.subarray(at - pending!.offset), total) })
+        // Not in res.cork(): inside onWritable that made tryEnd report a failure after
+        // filling only the cork buffer, with no kernel backpressure, so no writable
+        // event ever came and the download hung until uWS's idle timeout.
+        ;[ok2, done2] = res.tryEnd(pending!.chunk.subarray(at - pending!.offset), total)
         if (done2 || ok2) {
           pending = null
           body.resume()

@@ -620,8 +620,11 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
       for (const l of listeners) uWS.us_listen_socket_close(l)
       listeners.length = 0
       const err = new RelaygateError('RG_ERR_GOING_AWAY', 'relay shutting down')
+      // Graceful: agents get a go-away (4009) and move to their next relay.
       await Promise.allSettled([...sessions.values()].map(s => graceful ? s.mux.close(4009, 'relay shutting down') : s.mux.destroy(err)))
       for (const t of sockets) t.terminate()
+      // Results are on disk already; give the server a moment to acknowledge those in flight.
+      if (graceful) await waitFor(() => results.size === 0 || !link.isReady, config.resultFlushTimeoutMs)
       await link.close()
       await cache.close()
     })()
@@ -642,4 +645,10 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
     close: () => shutdown(true),
     destroy: () => shutdown(false)
   }
+}
+
+/** Polls `check` every 25 ms until it holds or `timeoutMs` passed. */
+async function waitFor (check: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!check() && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 25))
 }

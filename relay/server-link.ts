@@ -49,9 +49,12 @@ export class ServerLink {
     return this.ready
   }
 
+  /** Bytes over the server link since start, over every connection (monotonic). */
   get bytes (): { in: number, out: number } {
-    return { in: this.mux?.bytesIn ?? 0, out: this.mux?.bytesOut ?? 0 }
+    return { in: this.closedBytes.in + (this.mux?.bytesIn ?? 0), out: this.closedBytes.out + (this.mux?.bytesOut ?? 0) }
   }
+
+  private readonly closedBytes = { in: 0, out: 0 }
 
   start (): void {
     void this.connect()
@@ -112,6 +115,10 @@ export class ServerLink {
       onClose: ({ code, reason, error }) => {
         const wasReady = this.ready
         this.ready = false
+        if (this.mux === mux) {
+          this.closedBytes.in += mux.bytesIn
+          this.closedBytes.out += mux.bytesOut
+        }
         this.mux = null
         log.warn({ code, reason }, 'server link closed')
         if (wasReady) this.opts.onDown(error)

@@ -23,6 +23,8 @@ export interface ServerConfig {
   tunnelOpenTimeoutMs: number
   /** Proxied requests within this window keep a tunnel alive (keep-alives every keepAliveSeconds). */
   tunnelAdminWindowMs: number
+  /** Serve GET /metrics without the admin token (default: the bearer token is required). */
+  metricsPublic: boolean
 }
 
 export const serverDefaults: Omit<ServerConfig, 'dataDir'> = {
@@ -33,7 +35,8 @@ export const serverDefaults: Omit<ServerConfig, 'dataDir'> = {
   relayKeepAliveMs: 15_000,
   relayLivenessTimeoutMs: 45_000,
   tunnelOpenTimeoutMs: 30_000,
-  tunnelAdminWindowMs: 60_000
+  tunnelAdminWindowMs: 60_000,
+  metricsPublic: false
 }
 
 export function verifyPort (value: unknown, field: string, allowOff = false): number {

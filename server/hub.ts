@@ -90,6 +90,8 @@ export class RelayHub {
   private readonly flags = new Map<string, number>()
   private readonly pending = new Set<Mux>()
   private closed = false
+  /** Bytes of relay links that have closed (for monotonic metrics). */
+  private readonly closedBytes = { in: 0, out: 0 }
 
   constructor (options: HubOptions) {
     this.opts = {
@@ -160,6 +162,19 @@ export class RelayHub {
     let agents = 0
     for (const s of link.sessions.values()) if (s.online) agents++
     return { connected: true, agents, connectedAt: link.connectedAt }
+  }
+
+  /** Figures for /metrics: linked relays, agents online, bytes over relay links since start. */
+  linkStats (): { relays: number, agents: number, bytesIn: number, bytesOut: number } {
+    let agents = 0
+    let bytesIn = this.closedBytes.in
+    let bytesOut = this.closedBytes.out
+    for (const link of this.links.values()) {
+      for (const s of link.sessions.values()) if (s.online) agents++
+      bytesIn += link.mux.bytesIn
+      bytesOut += link.mux.bytesOut
+    }
+    return { relays: this.links.size, agents, bytesIn, bytesOut }
   }
 
   getFlags (endpointId: string): number {
@@ -411,7 +426,11 @@ export class RelayHub {
   }
 
   private onLinkClosed (link: RelayLink, code: number, reason: string): void {
-    if (this.links.get(link.relayId) === link) this.links.delete(link.relayId)
+    if (this.links.get(link.relayId) === link) {
+      this.links.delete(link.relayId)
+      this.closedBytes.in += link.mux.bytesIn
+      this.closedBytes.out += link.mux.bytesOut
+    }
     for (const s of [...link.sessions.values()]) this.dropSession(link, s)
     if (!this.closed) {
       try {

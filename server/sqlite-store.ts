@@ -371,6 +371,11 @@ export class SqliteStore implements Store {
     return (this.db.prepare('SELECT * FROM job_targets WHERE job_id = ? ORDER BY endpoint_id').all(jobId) as TargetRow[]).map(targetFromRow)
   }
 
+  countJobTargets (): Record<string, number> {
+    const rows = this.db.prepare('SELECT state, COUNT(*) AS n FROM job_targets GROUP BY state').all() as Array<{ state: string, n: number }>
+    return Object.fromEntries(rows.map(r => [r.state, r.n]))
+  }
+
   unfinishedTargets (endpointId: string): JobTargetRecord[] {
     return (this.db.prepare(`SELECT t.* FROM job_targets t JOIN jobs j ON j.id = t.job_id
       WHERE t.endpoint_id = ? AND t.state NOT IN ('succeeded', 'failed') ORDER BY j.created_at, j.id`).all(endpointId) as TargetRow[]).map(targetFromRow)

@@ -140,6 +140,8 @@ export interface Store {
   getJob: (id: string) => JobRecord | undefined
   listJobs: (limit: number) => JobRecord[]
   listJobTargets: (jobId: string) => JobTargetRecord[]
+  /** How many job targets are in each state (for /metrics); optional for other stores. */
+  countJobTargets?: () => Record<string, number>
   /** Targets of an endpoint not yet succeeded or failed, oldest job first. */
   unfinishedTargets: (endpointId: string) => JobTargetRecord[]
   updateJobTarget: (jobId: string, endpointId: string, patch: Partial<Omit<JobTargetRecord, 'jobId' | 'endpointId'>>) => void
