@@ -1,6 +1,8 @@
 import { mkdirSync, existsSync, readFileSync, mkdtempSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import { tmpdir } from 'node:os'
+import os, { tmpdir } from 'node:os'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
 import { buildServer, type RelaygateServer } from '../server/server.js'
 import { buildRelay, type RelaygateRelay } from '../relay/relay.js'
@@ -25,6 +27,27 @@ export interface Demo {
   dataDir: string
   curl: string
   close: () => Promise<void>
+}
+
+/** A stand-in for a service on the agent's machine: answers JSON about itself. */
+async function startDemoService (name: string): Promise<{ url: string, close: () => Promise<void> }> {
+  const startedAt = new Date().toISOString()
+  const server = http.createServer((req, res) => {
+    res.setHeader('content-type', 'application/json')
+    res.end(JSON.stringify({
+      service: `${name} web service (behind the firewall, reached through the tunnel)`,
+      path: req.url,
+      method: req.method,
+      hostname: os.hostname(),
+      startedAt,
+      now: new Date().toISOString()
+    }, null, 2))
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: async () => { server.closeAllConnections(); await new Promise(resolve => server.close(resolve)) }
+  }
 }
 
 async function withFallback<T> (build: (port: number) => Promise<T>, port: number, what: string, logger: Logger): Promise<T> {
@@ -88,8 +111,17 @@ export async function startDemo (options: DemoOptions, logger: Logger): Promise<
         joinToken = (await api(server.httpUrl, token, 'POST', '/api/endpoints', { name: `demo-agent-${i}` })).joinToken
         writeFileAtomic(tokenFile, joinToken + '\n', 0o600)
       }
+      // Each demo agent has a small web service behind it, so "Connect" in the dashboard shows something.
+      const site = await startDemoService(`demo-agent-${i}`)
+      cleanup.unshift(site.close)
       // Agents dial the relay this demo started, even if its ports changed since the token was made.
-      const agent = new RelaygateAgent({ joinToken, dataDir: join(dataDir, `agent-${i}`), relays: [relay.wssUrl ?? relay.wsUrl!], pins: relay.fingerprint === null ? [] : [relay.fingerprint] }, logger.child({ process: `agent-${i}` }))
+      const agent = new RelaygateAgent({
+        joinToken,
+        dataDir: join(dataDir, `agent-${i}`),
+        relays: [relay.wssUrl ?? relay.wsUrl!],
+        pins: relay.fingerprint === null ? [] : [relay.fingerprint],
+        tunnelTarget: site.url
+      }, logger.child({ process: `agent-${i}` }))
       agents.push(agent.start())
       cleanup.unshift(() => agent.close())
     }

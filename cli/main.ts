@@ -195,6 +195,12 @@ program.command('demo')
         '',
         `  ${demo.curl}`,
         '',
+        'Reach the web service behind the first agent, through its tunnel (opens on the first request):',
+        '',
+        `  curl -s -H "Authorization: Bearer $(cat ${demo.server.adminTokenFile})" ${demo.server.httpUrl}/api/endpoints/${demo.agents[0]?.endpointId ?? 'ID'}/proxy/hello`,
+        '',
+        'Or open the dashboard, sign in with the token from the file above, and press "Connect" on an endpoint.',
+        '',
         'Press Ctrl-C to stop.',
         ''
       ].join('\n'))
