@@ -76,9 +76,12 @@ export class ArtifactStore {
         cb(null, chunk)
       }
     })
+    const file = createWriteStream(tmp, { flags: 'wx' })
     try {
-      await pipeline(body, meter, createWriteStream(tmp, { flags: 'wx' }))
+      await pipeline(body, meter, file)
     } catch (err) {
+      // The file may still be opening: removing it before it closes would leave it behind.
+      if (!file.closed) await new Promise<void>(resolve => file.once('close', () => resolve()))
       rmSync(tmp, { force: true })
       if (err instanceof RelaygateError) throw err
       const code = (err as NodeJS.ErrnoException).code
