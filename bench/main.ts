@@ -37,6 +37,42 @@ program.command('p4-tunnel-throughput')
     print(await run({ sizesMb: o.sizes.split(',').map(Number).filter(n => n > 0), repeats: o.repeats }))
   })
 
+program.command('p2-relay-scale')
+  .description('P2: N real agents on one relay: relay CPU, RSS per agent, check-in round trip, wire bytes per agent')
+  .option('--agents <n>', 'agents', int, 15000)
+  .option('--interval <s>', 'check-in interval, seconds', int, 5)
+  .option('--duration <s>', 'steady-state window, seconds', int, 60)
+  .option('--stagger <s>', 'spread agent starts over this many seconds', int, 20)
+  .option('--per-endpoint <n>', 'agents per endpoint (1 = one endpoint each; up to 64 = cluster endpoints)', int, 1)
+  .action(async (o: { agents: number, interval: number, duration: number, stagger: number, perEndpoint: number }) => {
+    const { run } = await import('./scenarios/p2-relay-scale.js')
+    print(await run(o))
+  })
+
+program.command('p1-server-idle')
+  .description('P1: server CPU and relay-link bytes for N idle agents through 2 relays (baseline: direct check-ins, same run)')
+  .option('--agents <n>', 'agents', int, 15000)
+  .option('--interval <s>', 'check-in interval, seconds', int, 5)
+  .option('--duration <s>', 'steady-state window, seconds', int, 60)
+  .option('--stagger <s>', 'spread agent starts over this many seconds', int, 20)
+  .option('--per-endpoint <n>', 'agents per endpoint (1 = one endpoint each; up to 64 = cluster endpoints)', int, 1)
+  .action(async (o: { agents: number, interval: number, duration: number, stagger: number, perEndpoint: number }) => {
+    const { run } = await import('./scenarios/p1-server-idle.js')
+    print(await run(o))
+  })
+
+program.command('p6-reconnect-storm')
+  .description('P6: restart a relay holding N agents: time until all are online again, server auth rate and CPU during the storm')
+  .option('--agents <n>', 'agents', int, 15000)
+  .option('--interval <s>', 'check-in interval, seconds', int, 5)
+  .option('--stagger <s>', 'spread the initial agent starts over this many seconds', int, 20)
+  .option('--per-endpoint <n>', 'agents per endpoint (1 = one endpoint each; up to 64 = cluster endpoints)', int, 1)
+  .option('--timeout <s>', 'give up waiting for recovery after this many seconds', int, 120)
+  .action(async (o: { agents: number, interval: number, stagger: number, perEndpoint: number, timeout: number }) => {
+    const { run } = await import('./scenarios/p6-reconnect-storm.js')
+    print(await run(o))
+  })
+
 function print (result: unknown): void {
   process.stdout.write(JSON.stringify(result, null, 2) + '\n')
 }
@@ -45,5 +81,6 @@ try {
   await program.parseAsync(process.argv)
 } catch (err) {
   const code = (err as { exitCode?: number }).exitCode
+  if (code === undefined) process.stderr.write(`bench failed: ${(err as Error).stack ?? String(err)}\n`)
   process.exit(code === undefined ? 1 : code)
 }

@@ -92,6 +92,8 @@ export class RelayHub {
   private closed = false
   /** Bytes of relay links that have closed (for monotonic metrics). */
   private readonly closedBytes = { in: 0, out: 0 }
+  /** Agent authentications relays have asked for (auth-begin messages), for metrics. */
+  authBegins = 0
 
   constructor (options: HubOptions) {
     this.opts = {
@@ -344,6 +346,7 @@ export class RelayHub {
   }
 
   private onAuthBegin (link: RelayLink, sid: number, endpointId: string, edgeId: string): void {
+    this.authBegins++
     const existing = link.sessions.get(sid)
     if (existing !== undefined) this.dropSession(link, existing)
     if (link.sessions.size >= this.opts.maxSessionsPerRelay) {

@@ -62,6 +62,7 @@ export function createServerMetrics (options: ServerMetricsOptions): ServerMetri
   })
   mirror(registry, 'relaygate_server_relay_link_received_bytes_total', 'Bytes received over relay links (WebSocket payloads).', () => hub.linkStats().bytesIn)
   mirror(registry, 'relaygate_server_relay_link_sent_bytes_total', 'Bytes sent over relay links (WebSocket payloads).', () => hub.linkStats().bytesOut)
+  mirror(registry, 'relaygate_hub_auth_requests_total', 'Agent authentications relays asked the server for (auth-begin messages).', () => hub.authBegins)
   mirror(registry, 'relaygate_server_tunnel_opens_total', 'Tunnels opened (a valid first use of one-time credentials).', () => tunnels.opens)
   const latency = new Histogram({
     name: 'relaygate_server_tunnel_open_latency_seconds',

@@ -1,0 +1,121 @@
+import { writeResult, percentile, round, cdfChart, type BenchResult } from '../lib/report.js'
+import { startFleetSite, startFleet, createJoinTokens, waitOnline, serverAgentCount, withCleanup, AGENTS_PER_PROCESS, type Fleet } from '../lib/fleet.js'
+import { cpuMeter, rssBytes, wireSample, wireDelta, sleep, quantiles } from '../lib/sample.js'
+
+export interface P2Options { agents: number, interval: number, duration: number, stagger: number, perEndpoint: number }
+
+/** Published reference (not measured here): Portainer edge agents polling the server directly. */
+const PORTAINER_BYTES_PER_AGENT_SECOND = 58
+
+/**
+ * P2: one relay holding N real agents at a check-in interval. Everything is
+ * measured from outside the relay: CPU and RSS from /proc, wire bytes from the
+ * kernel's TCP counters (ss), round trips at the agents.
+ */
+export async function run (o: P2Options): Promise<BenchResult> {
+  const site = await startFleetSite({ relays: 1, intervalSeconds: o.interval })
+  let fleet: Fleet | null = null
+  return await withCleanup(async () => { await fleet?.stop(); await site.stop() }, async () => {
+    const relay = site.relays[0]
+    const relayPid = relay.proc.child.pid!
+    const created = await createJoinTokens(site.base, site.token, o.agents, o.perEndpoint)
+    await sleep(2000)
+    const rssIdle = rssBytes(relayPid)
+
+    fleet = await startFleet([{ tokens: created.tokens, relayUrl: relay.wsUrl }], { staggerMs: o.stagger * 1000 })
+    const onlineSeconds = await waitOnline(site.base, site.token, o.agents, o.stagger * 1000 + 180_000)
+    // Let the connect-time snapshots and the first check-ins pass.
+    await sleep(Math.max(5, o.interval * 2) * 1000)
+
+    fleet.measure(true)
+    const relayCpu = cpuMeter(relayPid)
+    const serverCpu = cpuMeter(site.server.child.pid!)
+    const answers0 = fleet.answers()
+    const wire0 = wireSample(relay.port)
+    const rss: number[] = []
+    const end = performance.now() + o.duration * 1000
+    while (performance.now() < end) {
+      await sleep(Math.min(5000, end - performance.now()))
+      rss.push(rssBytes(relayPid))
+    }
+    const wire1 = wireSample(relay.port)
+    const cpu = relayCpu.read()
+    const scpu = serverCpu.read()
+    const answers = fleet.answers() - answers0
+    fleet.measure(false)
+    const rtts = (await fleet.collectRtts()).sort((a, b) => a - b)
+    const onlineAtEnd = await serverAgentCount(site.base, site.token)
+    const fatal = fleet.fatal()
+
+    const wire = wireDelta(wire0, wire1)
+    const rssSteady = rss.reduce((s, x) => s + x, 0) / rss.length
+    const rssPerAgent = (rssSteady - rssIdle) / o.agents
+    const bytesPerAgentSecond = wire.bytes / o.agents / wire.seconds
+    const p50 = percentile(rtts, 50)
+    const p99 = percentile(rtts, 99)
+
+    const figures = {
+      relayCpuCores: round(cpu.cores, 4),
+      relayRssBytesIdle: rssIdle,
+      relayRssBytesSteady: Math.round(rssSteady),
+      relayRssBytesPerAgent: Math.round(rssPerAgent),
+      checkinRtt: { samples: rtts.length, p50Ms: round(p50, 2), p99Ms: round(p99, 2), maxMs: round(rtts[rtts.length - 1] ?? NaN, 2) },
+      wire: {
+        bytesPerAgentPerSecond: round(bytesPerAgentSecond, 2),
+        payloadBytes: wire.payloadBytes,
+        segments: wire.segments,
+        headerBytesPerSegment: 52,
+        seconds: round(wire.seconds, 2),
+        sockets: wire.sockets,
+        socketsClosedDuringWindow: wire.socketsClosed
+      },
+      checkinsAnsweredInWindow: answers,
+      checkinsPerSecond: round(answers / cpu.seconds, 1),
+      serverCpuCoresDuringWindow: round(scpu.cores, 4),
+      secondsUntilAllOnline: round(onlineSeconds, 1),
+      endpointCreationSeconds: round(created.seconds, 1),
+      agentsOnlineAtEnd: onlineAtEnd,
+      agentsFatal: fatal
+    }
+    const result: BenchResult = {
+      scenario: 'p2-relay-scale',
+      parameters: {
+        agents: o.agents,
+        checkinIntervalSeconds: o.interval,
+        steadySeconds: o.duration,
+        staggerSeconds: o.stagger,
+        endpoints: created.endpoints,
+        agentsPerEndpoint: o.perEndpoint,
+        endpointMode: o.perEndpoint === 1 ? 'one endpoint per agent (POST /api/endpoints, 16 at a time)' : `cluster endpoints with maxAgents ${o.perEndpoint}`,
+        generatorProcesses: fleet.pids.length,
+        agentsPerGeneratorProcess: AGENTS_PER_PROCESS,
+        processes: 'server, relay and each generator are separate processes on this machine (loopback); generators run the real RelaygateAgent',
+        cpuMethod: '/proc/<relay pid>/stat utime+stime delta over the steady window / elapsed seconds',
+        rssMethod: '(mean VmRSS sampled every 5 s in the steady window - VmRSS before any agent connected) / agents',
+        wireMethod: "ss -tin state established '( sport = :relayPort )': sum over sockets of bytes_acked + bytes_received + 52 x (segs_out + segs_in), delta over the steady window / agents / seconds",
+        rttMethod: "'rtt' events of every agent (check-in sent -> answer received) during the steady window"
+      },
+      figures,
+      baseline: {
+        kind: 'published reference, not measured in this run',
+        portainerEdgeAgentBytesPerAgentPerSecond: PORTAINER_BYTES_PER_AGENT_SECOND
+      },
+      ratios: { bytesPerAgentSecondOverPortainerReference: round(bytesPerAgentSecond / PORTAINER_BYTES_PER_AGENT_SECOND, 3) },
+      targets: {
+        relayCpu: { target: '<= 0.25 core', met: cpu.cores <= 0.25 },
+        rssPerAgent: { target: '<= 20 KB per agent', met: rssPerAgent <= 20 * 1024 },
+        rttP99: { target: '<= 20 ms', met: p99 <= 20 },
+        wire: { target: '<= 40 B/s per agent', met: bytesPerAgentSecond <= 40 }
+      },
+      notes: [
+        `Reference: Portainer edge agents polling the server directly ≈ ${PORTAINER_BYTES_PER_AGENT_SECOND} B/s per agent (published figure; no Portainer was run here).`,
+        'The load generators share the machine\'s cores with the relay and the server, so round trips include generator scheduling delay.',
+        onlineAtEnd === o.agents && fatal === 0 ? 'All agents stayed online through the window.' : `Agents online at the end: ${onlineAtEnd} of ${o.agents}; fatal: ${fatal}.`
+      ]
+    }
+    writeResult(result, cdfChart(`P2: check-in round trip, ${o.agents} agents on one relay every ${o.interval} s`, 'milliseconds', [
+      { name: 'check-in round trip at the agent', samples: quantiles(rtts), color: '#2563eb' }
+    ]))
+    return result
+  })
+}
