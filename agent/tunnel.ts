@@ -2,7 +2,7 @@ import net from 'node:net'
 import tls from 'node:tls'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
-import { RelaygateError, decodeJson, type MuxStream } from '../protocol/index.js'
+import { RelaygateError, streamMeta, type MuxStream } from '../protocol/index.js'
 import { deriveCredentialKey, deriveTunnelRoot, openCredential, tunnelProof } from '../protocol/tunnel-crypto.js'
 import { splice } from '../protocol/splice.js'
 
@@ -98,13 +98,8 @@ export class TunnelEndpoint {
 
   /** A stream opened by the server through the relay. */
   onStream (stream: MuxStream): void {
-    let meta: Record<string, unknown>
-    try {
-      meta = decodeJson(stream.meta)
-    } catch {
-      stream.destroy(new RelaygateError('RG_ERR_PROTOCOL', 'stream metadata is not JSON'))
-      return
-    }
+    const meta = streamMeta(stream)
+    if (meta === null) return
     const t = this.open
     if (meta.t !== 'tunnel' || t === null || meta.tunnelId !== t.tunnelId) {
       stream.destroy(new RelaygateError('RG_ERR_STREAM_REFUSED', 'no such open tunnel'))

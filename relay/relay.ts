@@ -4,7 +4,7 @@ import { mkdirSync } from 'node:fs'
 import type { Logger } from 'pino'
 import {
   Mux, FrameType, PROTOCOL_VERSION, AGENT_MAX_PAYLOAD, HEADER_SIZE, RelaygateError, isErrorCode,
-  decodeHello, decodeJson, decodeCheckin, encodeFrame, encodeHello, encodeJson, frames, toRelaygateError, type Frame, type MuxStream
+  decodeHello, decodeJson, decodeCheckin, encodeFrame, encodeHello, encodeJson, frames, toRelaygateError, type Frame, type MuxStream, streamMeta
 } from '../protocol/index.js'
 import { str, AGENT_UPWARD, AGENT_DOWNWARD } from '../protocol/messages.js'
 import { splice } from '../protocol/splice.js'
@@ -361,13 +361,8 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
 
   /** A tunnel stream from the server for one of our agents: open one to the agent and join them. */
   function onServerStream (up: MuxStream): void {
-    let meta: Record<string, unknown>
-    try {
-      meta = decodeJson(up.meta)
-    } catch {
-      up.destroy(new RelaygateError('RG_ERR_PROTOCOL', 'stream metadata is not JSON'))
-      return
-    }
+    const meta = streamMeta(up)
+    if (meta === null) return
     const s = sessions.get(meta.sid as number)
     if (s === undefined || !s.authenticated) {
       up.destroy(new RelaygateError('RG_ERR_TUNNEL_CLOSED', 'that agent is not connected to this relay'))

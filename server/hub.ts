@@ -4,7 +4,7 @@ import { WebSocketServer, type WebSocket } from 'ws'
 import type { Logger } from 'pino'
 import {
   Mux, FrameType, PROTOCOL_VERSION, DEFAULT_MAX_PAYLOAD, HEADER_SIZE, RelaygateError,
-  decodeHello, decodeJson, encodeHello, encodeJson, encodeFrame, type Frame, type MuxStream
+  decodeHello, decodeJson, encodeHello, encodeJson, encodeFrame, type Frame, type MuxStream, streamMeta
 } from '../protocol/index.js'
 import { WsTransport } from '../protocol/ws-transport.js'
 import { hashToken, newNonce, verifyProof } from '../protocol/auth.js'
@@ -240,13 +240,8 @@ export class RelayHub {
           stream.destroy(new RelaygateError('RG_ERR_STREAM_REFUSED', 'hello first'))
           return
         }
-        let meta: Record<string, unknown>
-        try {
-          meta = decodeJson(stream.meta)
-        } catch {
-          stream.destroy(new RelaygateError('RG_ERR_PROTOCOL', 'stream metadata is not JSON'))
-          return
-        }
+        const meta = streamMeta(stream)
+        if (meta === null) return
         const handler = typeof meta.t === 'string' ? this.streamHandlers.get(meta.t) : undefined
         if (handler === undefined) stream.destroy(new RelaygateError('RG_ERR_STREAM_REFUSED', `no streams of kind ${JSON.stringify(meta.t)}`))
         else handler(link.relayId, stream, meta)

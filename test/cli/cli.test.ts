@@ -3,7 +3,8 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { existsSync, readFileSync, statSync } from 'node:fs'
 import { isAbsolute, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { Api, tempDir, type TapLike } from '../helpers/cluster.js'
+import { Api, tempDir, eventually, type TapLike } from '../helpers/cluster.js'
+import { childEnv, start, run as runChild, readyFile as readyFileOf, type Child, type Env, type Exit } from '../helpers/child.js'
 import { encodeJoinToken } from '../../protocol/token.js'
 import { newSecret } from '../../protocol/auth.js'
 import { Command } from 'commander'
@@ -12,17 +13,6 @@ import { opt, envBooleans } from '../../cli/options.js'
 const root = fileURLToPath(new URL('../../', import.meta.url))
 const bin = join(root, 'dist', 'cli', 'main.js')
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }
-
-type Env = Record<string, string>
-
-/** The parent's environment without any RELAYGATE_* variable, plus `extra`. */
-function childEnv (extra: Env = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {}
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('RELAYGATE_')) env[k] = v
-  // tap's own loaders (coverage bookkeeping) only slow the children down.
-  if (env.NODE_OPTIONS?.includes('@tapjs') === true) delete env.NODE_OPTIONS
-  return { ...env, ...extra }
-}
 
 /** Maps with at most `limit` calls in flight (the machine may have 2 cores). */
 async function pool<A, R> (items: A[], limit: number, fn: (item: A) => Promise<R>): Promise<R[]> {
@@ -38,67 +28,13 @@ async function pool<A, R> (items: A[], limit: number, fn: (item: A) => Promise<R
   return out
 }
 
-interface Exit { code: number | null, signal: NodeJS.Signals | null }
-
-interface Child {
-  proc: ChildProcess
-  readonly stdout: string
-  readonly stderr: string
-  /** Resolves once the process exited and its output was read. */
-  closed: Promise<Exit>
-  exit: Exit | null
-}
-
-/** Starts `relaygate ...args`; killed in teardown if still running. */
-function start (t: TapLike, args: string[], env: Env = {}): Child {
-  const proc = spawn(process.execPath, [bin, ...args], { cwd: root, env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  proc.stdout!.setEncoding('utf8').on('data', (d: string) => { stdout += d })
-  proc.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d })
-  const child: Child = {
-    proc,
-    get stdout () { return stdout },
-    get stderr () { return stderr },
-    exit: null,
-    closed: new Promise<Exit>(resolve => {
-      proc.once('close', (code, signal) => {
-        child.exit = { code, signal }
-        resolve(child.exit)
-      })
-    })
-  }
-  t.teardown(async () => {
-    if (child.exit === null) {
-      proc.kill('SIGKILL')
-      await child.closed
-    }
-  })
-  return child
-}
-
 /** Runs `relaygate ...args` to completion. */
 async function run (t: TapLike, args: string[], env: Env = {}, timeoutMs = 60_000): Promise<Exit & { stdout: string, stderr: string }> {
-  const child = start(t, args, env)
-  const timer = setTimeout(() => child.proc.kill('SIGKILL'), timeoutMs)
-  const exit = await child.closed
-  clearTimeout(timer)
-  return { ...exit, stdout: child.stdout, stderr: child.stderr }
+  return await runChild(t, args, env, root, timeoutMs)
 }
 
-/** Waits for a ready file (JSON) while the child runs; fails at once if it exits. */
 async function readyFile (child: Child, file: string, timeoutMs = 30_000): Promise<any> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    if (existsSync(file)) {
-      try {
-        return JSON.parse(readFileSync(file, 'utf8'))
-      } catch {}
-    }
-    if (child.exit !== null) throw new Error(`process exited (${JSON.stringify(child.exit)}) before writing ${file}; stderr: ${child.stderr}`)
-    if (Date.now() > deadline) throw new Error(`no ready file ${file} within ${timeoutMs} ms; stderr: ${child.stderr}`)
-    await new Promise(resolve => setTimeout(resolve, 50))
-  }
+  return await readyFileOf(child, file, timeoutMs)
 }
 
 /** Waits for the child to exit, at most `timeoutMs`. */
@@ -115,16 +51,7 @@ async function exitWithin (child: Child, timeoutMs = 10_000): Promise<Exit> {
 }
 
 async function poll<T> (check: () => Promise<T> | T, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  let last: unknown
-  for (;;) {
-    try {
-      const value = await check()
-      if (value) return value
-    } catch (err) { last = err }
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms${last === undefined ? '' : `: ${String(last)}`}`)
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
+  return await eventually(check, timeoutMs, 100)
 }
 
 const lines = (text: string): string[] => text.split('\n').filter(l => l.trim() !== '')
