@@ -61,6 +61,18 @@ program.command('p1-server-idle')
     print(await run(o))
   })
 
+program.command('p5-artifact-fanout')
+  .description('P5: one artifact to N agents through one relay (time to the last success, server egress per artifact); relay cache hits vs nginx (same run)')
+  .option('--agents <n>', 'agents, each its own endpoint and files dir (N x size MB on the /tmp disk until the end)', int, 1000)
+  .option('--size-mb <n>', 'artifact size, MB (MiB)', int, 50)
+  .option('--clients <n>', 'concurrent keep-alive GETs in the relay-vs-nginx comparison', int, 100)
+  .option('--requests <n>', 'GETs in total per side and round in that comparison', int, 300)
+  .option('--timeout <s>', 'give up on the fan-out after this many seconds', int, 900)
+  .action(async (o: { agents: number, sizeMb: number, clients: number, requests: number, timeout: number }) => {
+    const { run } = await import('./scenarios/p5-artifact-fanout.js')
+    print(await run(o))
+  })
+
 program.command('p6-reconnect-storm')
   .description('P6: restart a relay holding N agents: time until all are online again, server auth rate and CPU during the storm')
   .option('--agents <n>', 'agents', int, 15000)

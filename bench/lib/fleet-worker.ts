@@ -2,17 +2,19 @@
  * A load-generator process: many real RelaygateAgent instances (the product's
  * agent code, not a fake), driven by the parent (bench/lib/fleet.ts) over IPC.
  *
- * Parent → worker: {t:'start', tokens, relayUrl, staggerMs, dataDir}
+ * Parent → worker: {t:'start', tokens, relayUrl, staggerMs, dataDir, ownDirs}
+ *                  (ownDirs: each agent gets <dataDir>/<pid>-<i> of its own, for jobs)
  *                  {t:'measure', on}   (collect check-in round trips or not)
  *                  {t:'collect'}       → {t:'rtts', samples: Float64Array}
  *                  {t:'stop'}          → closes every agent and exits
  * Worker → parent: {t:'status', started, online, fatal, answers} every 250 ms
  */
 import { randomUUID } from 'node:crypto'
+import { join } from 'node:path'
 import { pino } from 'pino'
 import { RelaygateAgent } from '../../agent/agent.js'
 
-interface StartMessage { t: 'start', tokens: string[], relayUrl: string, staggerMs: number, dataDir: string }
+interface StartMessage { t: 'start', tokens: string[], relayUrl: string, staggerMs: number, dataDir: string, ownDirs?: boolean }
 type Message = StartMessage | { t: 'measure', on: boolean } | { t: 'collect' } | { t: 'stop' }
 
 const logger = pino({ level: 'silent' })
@@ -37,7 +39,8 @@ function start (m: StartMessage): void {
     // Start every agent whose turn has come (timers are coarse at this rate).
     const due = step === 0 ? n : Math.min(n, Math.floor((performance.now() - t0) / step) + 1)
     for (; i < due; i++) {
-      const agent = new RelaygateAgent({ joinToken: m.tokens[i], relays: [m.relayUrl], dataDir: m.dataDir, edgeId: randomUUID(), drainTimeoutMs: 0 }, logger)
+      const dataDir = m.ownDirs === true ? join(m.dataDir, `${process.pid}-${i}`) : m.dataDir
+      const agent = new RelaygateAgent({ joinToken: m.tokens[i], relays: [m.relayUrl], dataDir, edgeId: randomUUID(), drainTimeoutMs: 0 }, logger)
       agent.on('online', () => { online++ })
       agent.on('offline', () => { online-- })
       agent.on('fatal', () => { fatal++ })

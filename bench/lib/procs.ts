@@ -38,10 +38,15 @@ export async function startProc (name: string, args: string[], options: { timeou
     await new Promise(r => setTimeout(r, 50))
   }
   const ready = JSON.parse(readFileSync(readyFile, 'utf8')) as Record<string, any>
+  let stopping = false
+  child.once('exit', (code, signal) => {
+    if (!stopping) process.stderr.write(`bench: ${name} exited unexpectedly (code ${String(code)}, signal ${String(signal)}):\n${stderr}\n`)
+  })
   return {
     child,
     ready,
     stop: async () => {
+      stopping = true
       if (child.exitCode === null) {
         child.kill('SIGTERM')
         const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
@@ -58,6 +63,19 @@ export function dataDir (name: string): string {
 }
 
 export async function api (base: string, token: string, method: string, path: string, body?: unknown): Promise<any> {
+  // A GET that meets a keep-alive socket the server is closing at that moment
+  // (ECONNRESET) is simply asked again; other methods are not retried.
+  for (let attempt = 1; method === 'GET' && attempt < 3; attempt++) {
+    try {
+      return await apiOnce(base, token, method, path, body)
+    } catch (err) {
+      if ((err as { cause?: { code?: string } }).cause?.code !== 'ECONNRESET') throw err
+    }
+  }
+  return await apiOnce(base, token, method, path, body)
+}
+
+async function apiOnce (base: string, token: string, method: string, path: string, body?: unknown): Promise<any> {
   const res = await fetch(base + path, {
     method,
     headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
