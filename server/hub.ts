@@ -314,11 +314,14 @@ export class RelayHub {
       case 'auth-proof': return this.onAuthProof(link, uint(msg, 'sid'), str(msg, 'proof', 128))
       case 'offline': {
         if (!Array.isArray(msg.sids) || msg.sids.length > 100_000) throw new RelaygateError('RG_ERR_PROTOCOL', 'offline needs a list of sids')
-        for (const sid of msg.sids) {
-          if (typeof sid !== 'number') throw new RelaygateError('RG_ERR_PROTOCOL', 'sids must be numbers')
-          const s = link.sessions.get(sid)
-          if (s !== undefined) this.dropSession(link, s)
-        }
+        if (msg.sids.some(sid => typeof sid !== 'number')) throw new RelaygateError('RG_ERR_PROTOCOL', 'sids must be numbers')
+        // One transaction for the whole batch: a site going dark costs one commit, not thousands.
+        this.opts.store.batch(() => {
+          for (const sid of msg.sids as number[]) {
+            const s = link.sessions.get(sid)
+            if (s !== undefined) this.dropSession(link, s)
+          }
+        })
         return
       }
       default: {
@@ -429,7 +432,9 @@ export class RelayHub {
       this.closedBytes.in += link.mux.bytesIn
       this.closedBytes.out += link.mux.bytesOut
     }
-    for (const s of [...link.sessions.values()]) this.dropSession(link, s)
+    const sessions = [...link.sessions.values()]
+    if (this.closed) for (const s of sessions) this.dropSession(link, s)
+    else this.opts.store.batch(() => { for (const s of sessions) this.dropSession(link, s) })
     if (!this.closed) {
       try {
         this.opts.store.updateRelay(link.relayId, { lastSeen: Date.now() })

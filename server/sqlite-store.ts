@@ -180,6 +180,11 @@ export class SqliteStore implements Store {
     this.setMeta('schemaVersion', String(SCHEMA_VERSION))
   }
 
+  batch<T> (fn: () => T): T {
+    if (this.db.inTransaction) return fn()
+    return this.db.transaction(fn)()
+  }
+
   getMeta (key: string): string | undefined {
     const row = this.db.prepare('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined
     return row?.value

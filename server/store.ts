@@ -98,6 +98,9 @@ export interface JobTargetRecord {
 }
 
 export interface Store {
+  /** Runs `fn` as one transaction (nested calls join the outer one). */
+  batch: <T>(fn: () => T) => T
+
   getSettings: () => Settings
   updateSettings: (patch: Partial<Settings>) => Settings
   getMeta: (key: string) => string | undefined
