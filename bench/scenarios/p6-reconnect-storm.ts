@@ -57,6 +57,7 @@ export async function run (o: P6Options): Promise<BenchResult> {
 
     const points: Point[] = []
     let sampling = true
+    let missedSamples = 0
     let t0 = performance.now()
     const sample = async (): Promise<void> => {
       const [online, auth] = await Promise.all([serverAgentCount(site.base, site.token), authTotal(site.base, site.token)])
@@ -65,7 +66,12 @@ export async function run (o: P6Options): Promise<BenchResult> {
     const sampler = (async () => {
       while (sampling) {
         const next = performance.now() + 250
-        await sample()
+        try {
+          await sample()
+        } catch {
+          // The server did not answer this poll (e.g. a keep-alive reset while its event loop was busy): a gap in the samples.
+          missedSamples++
+        }
         await sleep(Math.max(0, next - performance.now()))
       }
     })()
@@ -119,7 +125,10 @@ export async function run (o: P6Options): Promise<BenchResult> {
       serverSaturated: serverCpuPeak1s >= 0.95,
       agentsOnlineAtEnd: await serverAgentCount(site.base, site.token),
       agentsFatal: fleet.fatal(),
-      samples: rates.length
+      samples: rates.length,
+      missedSamples,
+      // The longest time without an answered poll: how long the server's event loop was busy at a stretch.
+      longestApiGapSeconds: round(Math.max(0, ...points.slice(1).map((p, i) => (p.t - points[i].t) / 1000)), 2)
     }
     const result: BenchResult = {
       scenario: 'p6-reconnect-storm',
