@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3'
-import type { Database as DB } from 'better-sqlite3'
+import type { Database as DB, Statement } from 'better-sqlite3'
 import { DEFAULT_SETTINGS, type Settings } from '../protocol/messages.js'
 import type { Store, RelayRecord, EndpointRecord, RefusalRecord, EndpointAgentRecord, SnapshotRecord, ArtifactRecord, JobRecord, JobTargetRecord, JobTargetState } from './store.js'
 
@@ -172,12 +172,24 @@ export class SqliteStore implements Store {
 
   /** Brings a data dir from any earlier schema version to this one. */
   private migrate (): void {
-    const columns = (this.db.prepare('PRAGMA table_info(endpoints)').all() as Array<{ name: string }>).map(c => c.name)
+    const columns = (this.stmt('PRAGMA table_info(endpoints)').all() as Array<{ name: string }>).map(c => c.name)
     if (!columns.includes('max_agents')) this.db.exec('ALTER TABLE endpoints ADD COLUMN max_agents INTEGER NOT NULL DEFAULT 1')
     // Version 1 kept only endpoints.edge_id: admit those edge ids.
     this.db.exec(`INSERT OR IGNORE INTO endpoint_agents (endpoint_id, edge_id, admitted_at, last_seen)
       SELECT id, edge_id, created_at, last_seen FROM endpoints WHERE edge_id IS NOT NULL`)
     this.setMeta('schemaVersion', String(SCHEMA_VERSION))
+  }
+
+  private readonly statements = new Map<string, Statement>()
+
+  /** Prepared statements are cached: preparing one costs more than running it. */
+  private stmt (sql: string): Statement {
+    let st = this.statements.get(sql)
+    if (st === undefined) {
+      st = this.db.prepare(sql)
+      this.statements.set(sql, st)
+    }
+    return st
   }
 
   batch<T> (fn: () => T): T {
@@ -186,12 +198,12 @@ export class SqliteStore implements Store {
   }
 
   getMeta (key: string): string | undefined {
-    const row = this.db.prepare('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined
+    const row = this.stmt('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined
     return row?.value
   }
 
   setMeta (key: string, value: string): void {
-    this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run(key, value)
+    this.stmt('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run(key, value)
   }
 
   getSettings (): Settings {
@@ -207,22 +219,22 @@ export class SqliteStore implements Store {
   }
 
   createRelay (relay: RelayRecord): void {
-    this.db.prepare(`INSERT INTO relays (id, name, token_hash, created_at, revoked_at, fingerprint, ws_url, wss_url, version, last_seen)
+    this.stmt(`INSERT INTO relays (id, name, token_hash, created_at, revoked_at, fingerprint, ws_url, wss_url, version, last_seen)
       VALUES (@id, @name, @tokenHash, @createdAt, @revokedAt, @fingerprint, @wsUrl, @wssUrl, @version, @lastSeen)`).run(relay)
   }
 
   getRelay (id: string): RelayRecord | undefined {
-    const row = this.db.prepare('SELECT * FROM relays WHERE id = ?').get(id) as RelayRow | undefined
+    const row = this.stmt('SELECT * FROM relays WHERE id = ?').get(id) as RelayRow | undefined
     return row === undefined ? undefined : relayFromRow(row)
   }
 
   findRelayByTokenHash (tokenHash: string): RelayRecord | undefined {
-    const row = this.db.prepare('SELECT * FROM relays WHERE token_hash = ?').get(tokenHash) as RelayRow | undefined
+    const row = this.stmt('SELECT * FROM relays WHERE token_hash = ?').get(tokenHash) as RelayRow | undefined
     return row === undefined ? undefined : relayFromRow(row)
   }
 
   listRelays (): RelayRecord[] {
-    return (this.db.prepare('SELECT * FROM relays ORDER BY created_at, id').all() as RelayRow[]).map(relayFromRow)
+    return (this.stmt('SELECT * FROM relays ORDER BY created_at, id').all() as RelayRow[]).map(relayFromRow)
   }
 
   updateRelay (id: string, patch: Partial<Omit<RelayRecord, 'id'>>): void {
@@ -235,45 +247,45 @@ export class SqliteStore implements Store {
       values[key] = value
     }
     if (sets.length === 0) return
-    this.db.prepare(`UPDATE relays SET ${sets.join(', ')} WHERE id = @id`).run(values)
+    this.stmt(`UPDATE relays SET ${sets.join(', ')} WHERE id = @id`).run(values)
   }
 
   revokeRelay (id: string, at: number): boolean {
-    return this.db.prepare('UPDATE relays SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL').run(at, id).changes > 0
+    return this.stmt('UPDATE relays SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL').run(at, id).changes > 0
   }
 
   createEndpoint (e: EndpointRecord): void {
-    this.db.prepare(`INSERT INTO endpoints (id, name, tunnel_target, auth_key, tunnel_key, edge_id, created_at, last_seen, relay_id, max_agents)
+    this.stmt(`INSERT INTO endpoints (id, name, tunnel_target, auth_key, tunnel_key, edge_id, created_at, last_seen, relay_id, max_agents)
       VALUES (@id, @name, @tunnelTarget, @authKey, @tunnelKey, @edgeId, @createdAt, @lastSeen, @relayId, @maxAgents)`).run(e)
   }
 
   getEndpoint (id: string): EndpointRecord | undefined {
-    const row = this.db.prepare('SELECT * FROM endpoints WHERE id = ?').get(id) as EndpointRow | undefined
+    const row = this.stmt('SELECT * FROM endpoints WHERE id = ?').get(id) as EndpointRow | undefined
     return row === undefined ? undefined : endpointFromRow(row)
   }
 
   listEndpoints (): EndpointRecord[] {
-    return (this.db.prepare('SELECT * FROM endpoints ORDER BY created_at, id').all() as EndpointRow[]).map(endpointFromRow)
+    return (this.stmt('SELECT * FROM endpoints ORDER BY created_at, id').all() as EndpointRow[]).map(endpointFromRow)
   }
 
   admitEdgeId (endpointId: string, edgeId: string, at: number): boolean {
     return this.db.transaction(() => {
-      const known = this.db.prepare('SELECT 1 FROM endpoint_agents WHERE endpoint_id = ? AND edge_id = ?').get(endpointId, edgeId)
+      const known = this.stmt('SELECT 1 FROM endpoint_agents WHERE endpoint_id = ? AND edge_id = ?').get(endpointId, edgeId)
       if (known !== undefined) {
-        this.db.prepare('UPDATE endpoint_agents SET last_seen = ? WHERE endpoint_id = ? AND edge_id = ?').run(at, endpointId, edgeId)
+        this.stmt('UPDATE endpoint_agents SET last_seen = ? WHERE endpoint_id = ? AND edge_id = ?').run(at, endpointId, edgeId)
         return true
       }
-      const row = this.db.prepare(`SELECT max_agents AS max, (SELECT COUNT(*) FROM endpoint_agents WHERE endpoint_id = endpoints.id) AS admitted
+      const row = this.stmt(`SELECT max_agents AS max, (SELECT COUNT(*) FROM endpoint_agents WHERE endpoint_id = endpoints.id) AS admitted
         FROM endpoints WHERE id = ?`).get(endpointId) as { max: number, admitted: number } | undefined
       if (row === undefined || row.admitted >= row.max) return false
-      this.db.prepare('INSERT INTO endpoint_agents (endpoint_id, edge_id, admitted_at, last_seen) VALUES (?, ?, ?, ?)').run(endpointId, edgeId, at, at)
-      this.db.prepare('UPDATE endpoints SET edge_id = ? WHERE id = ? AND edge_id IS NULL').run(edgeId, endpointId)
+      this.stmt('INSERT INTO endpoint_agents (endpoint_id, edge_id, admitted_at, last_seen) VALUES (?, ?, ?, ?)').run(endpointId, edgeId, at, at)
+      this.stmt('UPDATE endpoints SET edge_id = ? WHERE id = ? AND edge_id IS NULL').run(edgeId, endpointId)
       return true
     })()
   }
 
   listEndpointAgents (endpointId: string): EndpointAgentRecord[] {
-    const rows = this.db.prepare('SELECT * FROM endpoint_agents WHERE endpoint_id = ? ORDER BY admitted_at, edge_id').all(endpointId) as Array<{
+    const rows = this.stmt('SELECT * FROM endpoint_agents WHERE endpoint_id = ? ORDER BY admitted_at, edge_id').all(endpointId) as Array<{
       endpoint_id: string, edge_id: string, admitted_at: number, last_seen: number | null
     }>
     return rows.map(r => ({ endpointId: r.endpoint_id, edgeId: r.edge_id, admittedAt: r.admitted_at, lastSeen: r.last_seen }))
@@ -281,23 +293,23 @@ export class SqliteStore implements Store {
 
   removeEndpointAgent (endpointId: string, edgeId: string): boolean {
     return this.db.transaction(() => {
-      const gone = this.db.prepare('DELETE FROM endpoint_agents WHERE endpoint_id = ? AND edge_id = ?').run(endpointId, edgeId).changes > 0
+      const gone = this.stmt('DELETE FROM endpoint_agents WHERE endpoint_id = ? AND edge_id = ?').run(endpointId, edgeId).changes > 0
       if (gone) {
-        const next = this.db.prepare('SELECT edge_id FROM endpoint_agents WHERE endpoint_id = ? ORDER BY admitted_at LIMIT 1').get(endpointId) as { edge_id: string } | undefined
-        this.db.prepare('UPDATE endpoints SET edge_id = ? WHERE id = ?').run(next?.edge_id ?? null, endpointId)
+        const next = this.stmt('SELECT edge_id FROM endpoint_agents WHERE endpoint_id = ? ORDER BY admitted_at LIMIT 1').get(endpointId) as { edge_id: string } | undefined
+        this.stmt('UPDATE endpoints SET edge_id = ? WHERE id = ?').run(next?.edge_id ?? null, endpointId)
       }
       return gone
     })()
   }
 
   saveSnapshot (snap: SnapshotRecord): void {
-    this.db.prepare(`INSERT INTO snapshots (endpoint_id, edge_id, received_at, reason, body) VALUES (?, ?, ?, ?, ?)
+    this.stmt(`INSERT INTO snapshots (endpoint_id, edge_id, received_at, reason, body) VALUES (?, ?, ?, ?, ?)
       ON CONFLICT(endpoint_id) DO UPDATE SET edge_id = excluded.edge_id, received_at = excluded.received_at, reason = excluded.reason, body = excluded.body`)
       .run(snap.endpointId, snap.edgeId, snap.receivedAt, snap.reason, JSON.stringify(snap.snapshot))
   }
 
   getSnapshot (endpointId: string): SnapshotRecord | undefined {
-    const row = this.db.prepare('SELECT * FROM snapshots WHERE endpoint_id = ?').get(endpointId) as {
+    const row = this.stmt('SELECT * FROM snapshots WHERE endpoint_id = ?').get(endpointId) as {
       endpoint_id: string, edge_id: string, received_at: number, reason: string, body: string
     } | undefined
     if (row === undefined) return undefined
@@ -305,84 +317,84 @@ export class SqliteStore implements Store {
   }
 
   touchEndpoint (id: string, lastSeen: number, relayId: string | null): void {
-    this.db.prepare('UPDATE endpoints SET last_seen = ?, relay_id = COALESCE(?, relay_id) WHERE id = ?').run(lastSeen, relayId, id)
+    this.stmt('UPDATE endpoints SET last_seen = ?, relay_id = COALESCE(?, relay_id) WHERE id = ?').run(lastSeen, relayId, id)
   }
 
   deleteEndpoint (id: string): boolean {
-    return this.db.prepare('DELETE FROM endpoints WHERE id = ?').run(id).changes > 0
+    return this.stmt('DELETE FROM endpoints WHERE id = ?').run(id).changes > 0
   }
 
   recordRefusal (endpointId: string, edgeId: string, code: string, at: number): void {
-    this.db.prepare(`INSERT INTO refusals (endpoint_id, edge_id, code, count, first_at, last_at) VALUES (?, ?, ?, 1, ?, ?)
+    this.stmt(`INSERT INTO refusals (endpoint_id, edge_id, code, count, first_at, last_at) VALUES (?, ?, ?, 1, ?, ?)
       ON CONFLICT(endpoint_id, edge_id, code) DO UPDATE SET count = count + 1, last_at = excluded.last_at`).run(endpointId, edgeId, code, at, at)
     // Bounded: refusals are written for unauthenticated attempts too.
-    this.db.prepare(`DELETE FROM refusals WHERE endpoint_id = ? AND rowid NOT IN
+    this.stmt(`DELETE FROM refusals WHERE endpoint_id = ? AND rowid NOT IN
       (SELECT rowid FROM refusals WHERE endpoint_id = ? ORDER BY last_at DESC LIMIT 50)`).run(endpointId, endpointId)
   }
 
   listRefusals (endpointId: string): RefusalRecord[] {
-    const rows = this.db.prepare('SELECT * FROM refusals WHERE endpoint_id = ? ORDER BY last_at DESC LIMIT 50').all(endpointId) as Array<{
+    const rows = this.stmt('SELECT * FROM refusals WHERE endpoint_id = ? ORDER BY last_at DESC LIMIT 50').all(endpointId) as Array<{
       endpoint_id: string, edge_id: string, code: string, count: number, first_at: number, last_at: number
     }>
     return rows.map(r => ({ endpointId: r.endpoint_id, edgeId: r.edge_id, code: r.code, count: r.count, firstAt: r.first_at, lastAt: r.last_at }))
   }
 
   putArtifact (a: ArtifactRecord): void {
-    this.db.prepare(`INSERT INTO artifacts (name, sha256, size, created_at) VALUES (@name, @sha256, @size, @createdAt)
+    this.stmt(`INSERT INTO artifacts (name, sha256, size, created_at) VALUES (@name, @sha256, @size, @createdAt)
       ON CONFLICT(name) DO UPDATE SET sha256 = excluded.sha256, size = excluded.size, created_at = excluded.created_at`).run(a)
   }
 
   getArtifact (name: string): ArtifactRecord | undefined {
-    const r = this.db.prepare('SELECT * FROM artifacts WHERE name = ?').get(name) as { name: string, sha256: string, size: number, created_at: number } | undefined
+    const r = this.stmt('SELECT * FROM artifacts WHERE name = ?').get(name) as { name: string, sha256: string, size: number, created_at: number } | undefined
     return r === undefined ? undefined : { name: r.name, sha256: r.sha256, size: r.size, createdAt: r.created_at }
   }
 
   listArtifacts (): ArtifactRecord[] {
-    const rows = this.db.prepare('SELECT * FROM artifacts ORDER BY name').all() as Array<{ name: string, sha256: string, size: number, created_at: number }>
+    const rows = this.stmt('SELECT * FROM artifacts ORDER BY name').all() as Array<{ name: string, sha256: string, size: number, created_at: number }>
     return rows.map(r => ({ name: r.name, sha256: r.sha256, size: r.size, createdAt: r.created_at }))
   }
 
   deleteArtifact (name: string): boolean {
-    return this.db.prepare('DELETE FROM artifacts WHERE name = ?').run(name).changes > 0
+    return this.stmt('DELETE FROM artifacts WHERE name = ?').run(name).changes > 0
   }
 
   digestInUse (sha256: string): boolean {
-    const named = this.db.prepare('SELECT 1 FROM artifacts WHERE sha256 = ? LIMIT 1').get(sha256)
+    const named = this.stmt('SELECT 1 FROM artifacts WHERE sha256 = ? LIMIT 1').get(sha256)
     if (named !== undefined) return true
-    const running = this.db.prepare(`SELECT 1 FROM jobs j JOIN job_targets t ON t.job_id = j.id
+    const running = this.stmt(`SELECT 1 FROM jobs j JOIN job_targets t ON t.job_id = j.id
       WHERE j.sha256 = ? AND t.state NOT IN ('succeeded', 'failed') LIMIT 1`).get(sha256)
     return running !== undefined
   }
 
   createJob (job: JobRecord, endpointIds: string[]): void {
     this.db.transaction(() => {
-      this.db.prepare('INSERT INTO jobs (id, artifact, sha256, size, path, run, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)')
+      this.stmt('INSERT INTO jobs (id, artifact, sha256, size, path, run, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)')
         .run(job.id, job.artifact, job.sha256, job.size, job.path, job.run === null ? null : JSON.stringify(job.run), job.createdAt)
-      const insert = this.db.prepare('INSERT INTO job_targets (job_id, endpoint_id, state, updated_at) VALUES (?, ?, \'queued\', ?)')
+      const insert = this.stmt('INSERT INTO job_targets (job_id, endpoint_id, state, updated_at) VALUES (?, ?, \'queued\', ?)')
       for (const id of endpointIds) insert.run(job.id, id, job.createdAt)
     })()
   }
 
   getJob (id: string): JobRecord | undefined {
-    const r = this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as JobRow | undefined
+    const r = this.stmt('SELECT * FROM jobs WHERE id = ?').get(id) as JobRow | undefined
     return r === undefined ? undefined : jobFromRow(r)
   }
 
   listJobs (limit: number): JobRecord[] {
-    return (this.db.prepare('SELECT * FROM jobs ORDER BY created_at DESC, id LIMIT ?').all(limit) as JobRow[]).map(jobFromRow)
+    return (this.stmt('SELECT * FROM jobs ORDER BY created_at DESC, id LIMIT ?').all(limit) as JobRow[]).map(jobFromRow)
   }
 
   listJobTargets (jobId: string): JobTargetRecord[] {
-    return (this.db.prepare('SELECT * FROM job_targets WHERE job_id = ? ORDER BY endpoint_id').all(jobId) as TargetRow[]).map(targetFromRow)
+    return (this.stmt('SELECT * FROM job_targets WHERE job_id = ? ORDER BY endpoint_id').all(jobId) as TargetRow[]).map(targetFromRow)
   }
 
   countJobTargets (): Record<string, number> {
-    const rows = this.db.prepare('SELECT state, COUNT(*) AS n FROM job_targets GROUP BY state').all() as Array<{ state: string, n: number }>
+    const rows = this.stmt('SELECT state, COUNT(*) AS n FROM job_targets GROUP BY state').all() as Array<{ state: string, n: number }>
     return Object.fromEntries(rows.map(r => [r.state, r.n]))
   }
 
   unfinishedTargets (endpointId: string): JobTargetRecord[] {
-    return (this.db.prepare(`SELECT t.* FROM job_targets t JOIN jobs j ON j.id = t.job_id
+    return (this.stmt(`SELECT t.* FROM job_targets t JOIN jobs j ON j.id = t.job_id
       WHERE t.endpoint_id = ? AND t.state NOT IN ('succeeded', 'failed') ORDER BY j.created_at, j.id`).all(endpointId) as TargetRow[]).map(targetFromRow)
   }
 
@@ -396,7 +408,7 @@ export class SqliteStore implements Store {
       values[key] = value
     }
     if (sets.length === 0) return
-    this.db.prepare(`UPDATE job_targets SET ${sets.join(', ')} WHERE job_id = @jobId AND endpoint_id = @endpointId`).run(values)
+    this.stmt(`UPDATE job_targets SET ${sets.join(', ')} WHERE job_id = @jobId AND endpoint_id = @endpointId`).run(values)
   }
 
   close (): void {
