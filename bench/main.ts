@@ -67,7 +67,7 @@ program.command('p5-artifact-fanout')
   .option('--size-mb <n>', 'artifact size, MB (MiB)', int, 50)
   .option('--clients <n>', 'concurrent keep-alive GETs in the relay-vs-nginx comparison', int, 100)
   .option('--requests <n>', 'GETs in total per side and round in that comparison', int, 300)
-  .option('--timeout <s>', 'give up on the fan-out after this many seconds', int, 900)
+  .option('--timeout <s>', 'give up on the fan-out after this many seconds (what was reached is still recorded)', int, 600)
   .action(async (o: { agents: number, sizeMb: number, clients: number, requests: number, timeout: number }) => {
     const { run } = await import('./scenarios/p5-artifact-fanout.js')
     print(await run(o))

@@ -39,6 +39,8 @@ export class JobManager {
   private readonly hub: RelayHub
   private readonly logger: Logger
   private readonly listeners: Array<(jobId: string) => void> = []
+  /** Last progress write per target (bounded), to coalesce frequent progress messages. */
+  private readonly lastProgress = new Map<string, { state: string, at: number }>()
 
   constructor (options: { store: Store, hub: RelayHub, logger: Logger }) {
     this.store = options.store
@@ -74,7 +76,7 @@ export class JobManager {
     this.logger.info({ jobId: job.id, artifact: job.artifact, targets: unique.length }, 'job created')
     for (const endpointId of unique) {
       const agent = this.hub.agentsOf(endpointId)[0]
-      if (agent !== undefined) this.dispatch(job, agent, this.store.listJobTargets(job.id).find(t => t.endpointId === endpointId)!)
+      if (agent !== undefined) this.dispatch(job, agent, this.store.getJobTarget(job.id, endpointId)!)
     }
     this.changed(job.id)
     return job
@@ -140,8 +142,19 @@ export class JobManager {
 
   private onProgress (agent: AgentRef, msg: Record<string, unknown>): void {
     if (typeof msg.jobId !== 'string' || typeof msg.state !== 'string' || !PROGRESS_STATES.has(msg.state)) return
-    const target = this.store.listJobTargets(msg.jobId).find(t => t.endpointId === agent.endpointId)
-    if (target === undefined || FINAL.has(target.state)) return
+    // Progress is frequent (every agent, several times a second): write a state change at once,
+    // the same state's progress at most once a second per target.
+    const key = `${msg.jobId}\n${agent.endpointId}`
+    const now = Date.now()
+    const last = this.lastProgress.get(key)
+    if (last !== undefined && last.state === msg.state && now - last.at < 1000) return
+    const target = this.store.getJobTarget(msg.jobId, agent.endpointId)
+    if (target === undefined || FINAL.has(target.state)) {
+      this.lastProgress.delete(key)
+      return
+    }
+    this.lastProgress.set(key, { state: msg.state, at: now })
+    if (this.lastProgress.size > 100_000) this.lastProgress.delete(this.lastProgress.keys().next().value!)
     const progress = typeof msg.progress === 'number' && msg.progress >= 0 && msg.progress <= 1 ? msg.progress : target.progress
     const bytes = typeof msg.bytes === 'number' && msg.bytes >= 0 ? Math.floor(msg.bytes) : target.bytes
     this.store.updateJobTarget(msg.jobId, agent.endpointId, { state: msg.state as JobTargetState, progress, bytes, updatedAt: Date.now() })
@@ -155,7 +168,7 @@ export class JobManager {
     const endpointId = msg.endpointId
     const result = msg.result as Record<string, unknown> | undefined
     if (typeof jobId !== 'string' || typeof endpointId !== 'string' || result === undefined || result === null || typeof result !== 'object') return ack()
-    const target = this.store.listJobTargets(jobId).find(t => t.endpointId === endpointId)
+    const target = this.store.getJobTarget(jobId, endpointId)
     if (target === undefined) return ack()
     // A relay speaks only for agents that went through it: the job was sent via this relay.
     if (target.relayId !== relayId) {

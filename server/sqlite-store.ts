@@ -393,6 +393,11 @@ export class SqliteStore implements Store {
     return Object.fromEntries(rows.map(r => [r.state, r.n]))
   }
 
+  getJobTarget (jobId: string, endpointId: string): JobTargetRecord | undefined {
+    const row = this.stmt('SELECT * FROM job_targets WHERE job_id = ? AND endpoint_id = ?').get(jobId, endpointId) as TargetRow | undefined
+    return row === undefined ? undefined : targetFromRow(row)
+  }
+
   unfinishedTargets (endpointId: string): JobTargetRecord[] {
     return (this.stmt(`SELECT t.* FROM job_targets t JOIN jobs j ON j.id = t.job_id
       WHERE t.endpoint_id = ? AND t.state NOT IN ('succeeded', 'failed') ORDER BY j.created_at, j.id`).all(endpointId) as TargetRow[]).map(targetFromRow)

@@ -143,6 +143,8 @@ export interface Store {
   getJob: (id: string) => JobRecord | undefined
   listJobs: (limit: number) => JobRecord[]
   listJobTargets: (jobId: string) => JobTargetRecord[]
+  /** One target, by its key (a single-row read: progress messages arrive from every agent). */
+  getJobTarget: (jobId: string, endpointId: string) => JobTargetRecord | undefined
   /** How many job targets are in each state (for /metrics); optional for other stores. */
   countJobTargets?: () => Record<string, number>
   /** Targets of an endpoint not yet succeeded or failed, oldest job first. */

@@ -3,7 +3,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { chmodSync, closeSync, createReadStream, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statfsSync, writeFileSync, writeSync } from 'node:fs'
 import http from 'node:http'
 import { connect } from 'node:net'
-import { tmpdir } from 'node:os'
+import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pino } from 'pino'
 import { RelaygateAgent } from '../../agent/agent.js'
@@ -46,8 +46,16 @@ function metric (text: string, name: string): number {
   return sum
 }
 
+/** One sample of a labelled Prometheus metric (the line whose labels contain `label`). */
+function metricLabel (text: string, name: string, label: string): number {
+  for (const line of text.split('\n')) {
+    if (line.startsWith(`${name}{`) && line.includes(label)) return Number(line.slice(line.lastIndexOf(' ') + 1))
+  }
+  return NaN
+}
+
 async function scrape (url: string, token?: string): Promise<string> {
-  const res = await fetch(url, { headers: token === undefined ? {} : { authorization: `Bearer ${token}` } })
+  const res = await fetch(url, { headers: token === undefined ? {} : { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(30_000) })
   if (!res.ok) throw new Error(`GET ${url}: ${res.status}`)
   return await res.text()
 }
@@ -223,6 +231,7 @@ async function load (url: string, headers: Record<string, string>, size: number,
         })
         res.on('error', reject)
       })
+      req.setTimeout(60_000, () => req.destroy(new Error(`GET ${url}: no bytes for 60 s`)))
       req.on('error', reject)
     })
     latencies.push(performance.now() - t)
@@ -268,6 +277,7 @@ export async function run (o: P5Options): Promise<BenchResult> {
   const free = fs0.bavail * fs0.bsize
   if (free < need) throw new Error(`${tmpdir()} has ${(free / 1024 ** 3).toFixed(1)} GiB free; ${o.agents} agents x ${o.sizeMb} MB need ${(need / 1024 ** 3).toFixed(1)} GiB`)
 
+  const load0 = loadavg()[0]
   const work = mkdtempSync(join(tmpdir(), 'rg-bench-p5-'))
   let site: FleetSite | null = null
   let fleet: Fleet | null = null
@@ -316,33 +326,43 @@ export async function run (o: P5Options): Promise<BenchResult> {
     const wall0 = Date.now()
     const t0 = performance.now()
     const job = await api(base, token, 'POST', '/api/jobs', { artifact: 'p5-artifact', endpoints: endpointIds, path: JOB_PATH }) as { id: string }
-    let view: { state: string, targets: Array<{ state: string, updatedAt: string, error?: { code: string, message: string } }> }
+    type Target = { state: string, updatedAt: string, error?: { code: string, message: string } }
+    let targets: Target[] = []
     let lastLog = 0
     let pollFailures = 0
+    let finished = false
+    const progress: Array<{ s: number, succeeded: number, failed: number }> = []
     for (;;) {
       await sleep(500)
+      const elapsed = (performance.now() - t0) / 1000
+      if (elapsed > o.timeout) break
       try {
-        view = await api(base, token, 'GET', `/api/jobs/${job.id}`)
+        // Bounded: a saturated server must not hold the loop past the timeout.
+        const res = await fetch(`${base}/api/jobs/${job.id}`, { headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(10_000) })
+        if (!res.ok) throw new Error(`GET /api/jobs/${job.id}: ${res.status}`)
+        targets = ((await res.json()) as { targets: Target[] }).targets
       } catch (err) {
-        if (++pollFailures > 20) throw err
+        pollFailures++
+        log(`${elapsed.toFixed(0)} s: poll failed (${(err as Error).message})`)
         continue
       }
-      const done = view.targets.filter(t => t.state === 'succeeded').length
-      const failed = view.targets.filter(t => t.state === 'failed').length
-      const elapsed = (performance.now() - t0) / 1000
-      if (done + failed === view.targets.length) break
+      const done = targets.filter(t => t.state === 'succeeded').length
+      const failed = targets.filter(t => t.state === 'failed').length
+      if (done + failed === targets.length) { finished = true; break }
       if (elapsed - lastLog >= 5) {
         lastLog = elapsed
-        log(`${elapsed.toFixed(0)} s: ${done} succeeded, ${failed} failed of ${view.targets.length}`)
+        progress.push({ s: round(elapsed, 1), succeeded: done, failed })
+        log(`${elapsed.toFixed(0)} s: ${done} succeeded, ${failed} failed of ${targets.length}`)
       }
-      if (elapsed > o.timeout) throw new Error(`fan-out not finished after ${o.timeout} s: ${done} succeeded, ${failed} failed of ${view.targets.length}`)
     }
+    if (!finished) log(`fan-out not finished after ${o.timeout} s: recording what was reached`)
     const observedSeconds = (performance.now() - t0) / 1000
     const relayCpuFanout = relayCpu.read()
     const serverCpuFanout = serverCpu.read()
     const genCores = genCpus.reduce((s, m) => s + m.read().cores, 0)
     const server1 = await scrape(`${base}/metrics`, token)
     const relay1 = await scrape(`${relayHttp}/metrics`)
+    const view = { targets }
 
     const succeeded = view.targets.filter(t => t.state === 'succeeded')
     const failures = view.targets.filter(t => t.state === 'failed')
@@ -360,7 +380,7 @@ export async function run (o: P5Options): Promise<BenchResult> {
     const egressRatio = serverEgress / size
     const failureCodes: Record<string, number> = {}
     for (const f of failures) failureCodes[f.error?.code ?? 'unknown'] = (failureCodes[f.error?.code ?? 'unknown'] ?? 0) + 1
-    log(`fan-out: ${succeeded.length}/${o.agents} succeeded, last at ${lastSuccess.toFixed(1)} s; server sent ${(serverEgress / size).toFixed(3)} x the artifact`)
+    log(`fan-out: ${succeeded.length}/${o.agents} succeeded${finished ? `, last at ${lastSuccess.toFixed(1)} s` : ` in ${o.timeout} s (not finished)`}; server sent ${(serverEgress / size).toFixed(3)} x the artifact`)
 
     // The agents' copies (N x size) go now, before the throughput comparison.
     const tStop = performance.now()
@@ -370,38 +390,47 @@ export async function run (o: P5Options): Promise<BenchResult> {
     log(`generators stopped and ${o.agents} agent dirs removed in ${((performance.now() - tStop) / 1000).toFixed(1)} s`)
 
     // ---- 2. Cache hits: relay vs nginx, same file, same client load ----
-    const nginxInfo = ensureNginx()
-    chmodSync(work, 0o755) // the worker runs as nobody
-    chmodSync(join(work, 'nginx'), 0o755)
-    chmodSync(html, 0o755)
-    nginx = await startNginx(join(work, 'nginx'))
-    const ep = await api(base, token, 'POST', '/api/endpoints', { name: 'p5-downloader' }) as { joinToken: string }
-    tokenAgent = new RelaygateAgent({ joinToken: ep.joinToken, relays: [relay.wsUrl], dataDir: join(work, 'token-agent'), drainTimeoutMs: 0 }, pino({ level: 'silent' }))
-    tokenAgent.start()
-    await tokenAgent.whenOnline(30_000)
-    const downloadToken = (tokenAgent as unknown as { downloadToken: string | null }).downloadToken
-    if (downloadToken === null) throw new Error('the relay gave the agent no download token')
-
-    const relayUrl = `${relayHttp}/artifacts/${sha256}`
-    const relayHeaders = { authorization: `Bearer ${downloadToken}` }
-    const nginxUrl = `http://127.0.0.1:${nginx.port}/artifact.bin`
-    // Warm both (page cache, first connection) outside the measurement.
-    await load(relayUrl, relayHeaders, size, 1, 2, relay.proc.child.pid!)
-    await load(nginxUrl, {}, size, 1, 2, nginx.workerPid)
-    const hits0 = metric(await scrape(`${relayHttp}/metrics`), 'relaygate_relay_cache_hits_total')
+    let nginxInfo = { version: 'not started', installedNow: false }
     const relayRounds: LoadResult[] = []
     const nginxRounds: LoadResult[] = []
-    for (let r = 0; r < ROUNDS; r++) {
-      relayRounds.push(await load(relayUrl, relayHeaders, size, o.clients, o.requests, relay.proc.child.pid!))
-      log(`round ${r + 1}: relay ${relayRounds[r].MBps} MB/s`)
-      nginxRounds.push(await load(nginxUrl, {}, size, o.clients, o.requests, nginx.workerPid))
-      log(`round ${r + 1}: nginx ${nginxRounds[r].MBps} MB/s`)
+    let hitsDuring = NaN
+    let comparisonError: string | null = null
+    try {
+      nginxInfo = ensureNginx()
+      chmodSync(work, 0o755) // the worker runs as nobody
+      chmodSync(join(work, 'nginx'), 0o755)
+      chmodSync(html, 0o755)
+      nginx = await startNginx(join(work, 'nginx'))
+      const ep = await api(base, token, 'POST', '/api/endpoints', { name: 'p5-downloader' }) as { joinToken: string }
+      tokenAgent = new RelaygateAgent({ joinToken: ep.joinToken, relays: [relay.wsUrl], dataDir: join(work, 'token-agent'), drainTimeoutMs: 0 }, pino({ level: 'silent' }))
+      tokenAgent.start()
+      await tokenAgent.whenOnline(30_000)
+      const downloadToken = (tokenAgent as unknown as { downloadToken: string | null }).downloadToken
+      if (downloadToken === null) throw new Error('the relay gave the agent no download token')
+
+      const relayUrl = `${relayHttp}/artifacts/${sha256}`
+      const relayHeaders = { authorization: `Bearer ${downloadToken}` }
+      const nginxUrl = `http://127.0.0.1:${nginx.port}/artifact.bin`
+      // Warm both (page cache, first connection) outside the measurement.
+      await load(relayUrl, relayHeaders, size, 1, 2, relay.proc.child.pid!)
+      await load(nginxUrl, {}, size, 1, 2, nginx.workerPid)
+      const hits0 = metric(await scrape(`${relayHttp}/metrics`), 'relaygate_relay_cache_hits_total')
+      for (let r = 0; r < ROUNDS; r++) {
+        relayRounds.push(await load(relayUrl, relayHeaders, size, o.clients, o.requests, relay.proc.child.pid!))
+        log(`round ${r + 1}: relay ${relayRounds[r].MBps} MB/s`)
+        nginxRounds.push(await load(nginxUrl, {}, size, o.clients, o.requests, nginx.workerPid))
+        log(`round ${r + 1}: nginx ${nginxRounds[r].MBps} MB/s`)
+      }
+      hitsDuring = metric(await scrape(`${relayHttp}/metrics`), 'relaygate_relay_cache_hits_total') - hits0
+    } catch (err) {
+      // Keep the fan-out figures: the comparison's failure goes into the result.
+      comparisonError = (err as Error).message
+      log(`cache-hit comparison failed: ${comparisonError}`)
     }
-    const hitsDuring = metric(await scrape(`${relayHttp}/metrics`), 'relaygate_relay_cache_hits_total') - hits0
-    const best = (rs: LoadResult[]): LoadResult => rs.reduce((a, b) => b.MBps > a.MBps ? b : a)
+    const best = (rs: LoadResult[]): LoadResult | null => rs.length === 0 ? null : rs.reduce((a, b) => b.MBps > a.MBps ? b : a)
     const relayBest = best(relayRounds)
     const nginxBest = best(nginxRounds)
-    const throughputRatio = relayBest.MBps / nginxBest.MBps
+    const throughputRatio = relayBest !== null && nginxBest !== null && relayRounds.length === ROUNDS && nginxRounds.length === ROUNDS ? relayBest.MBps / nginxBest.MBps : NaN
     const allOk = succeeded.length === o.agents
 
     const result: BenchResult = {
@@ -414,6 +443,7 @@ export async function run (o: P5Options): Promise<BenchResult> {
         requests: o.requests,
         rounds: ROUNDS,
         timeoutSeconds: o.timeout,
+        loadAverage1mAtStartAndEnd: [round(load0, 2), round(loadavg()[0], 2)],
         generatorProcesses: Math.ceil(o.agents / perProcess),
         layout: 'server, one relay, generator processes of real RelaygateAgent instances (each its own data/files dir on the /tmp disk), all on loopback, separate processes',
         comparison: `${o.clients} concurrent keep-alive GETs, ${o.requests} in total per round, bodies counted and dropped, from the bench process; relay GET /artifacts/<sha256> (cache hit) vs nginx serving the same file`,
@@ -422,13 +452,21 @@ export async function run (o: P5Options): Promise<BenchResult> {
       },
       figures: {
         fanout: {
+          finished,
           succeeded: succeeded.length,
           failed: failures.length,
+          unfinished: o.agents - succeeded.length - failures.length,
+          targetStatesAtEnd: Object.fromEntries(['queued', 'downloading', 'verifying', 'running', 'succeeded', 'failed'].map(st => [st, metricLabel(server1, 'relaygate_server_job_targets', `state="${st}"`)])),
+          serverRelaysConnectedAtEnd: metric(server1, 'relaygate_server_relays_connected'),
+          serverAgentsOnlineAtEnd: metric(server1, 'relaygate_server_agents_online'),
+          pollFailures,
+          progress,
           failureCodes,
-          secondsToLastSuccess: round(lastSuccess, 2),
+          failureMessages: [...new Set(failures.map(f => f.error?.message ?? ''))].slice(0, 5),
+          secondsToLastSuccess: finished ? round(lastSuccess, 2) : null,
           secondsObservedByPolling: round(observedSeconds, 2),
           completionSeconds: { p50: round(percentile(doneAt, 50), 2), p90: round(percentile(doneAt, 90), 2), p99: round(percentile(doneAt, 99), 2), max: round(lastSuccess, 2) },
-          deliveredMBps: round(succeeded.length * size / lastSuccess / 1e6, 1),
+          deliveredMBps: succeeded.length === 0 ? 0 : round(succeeded.length * size / lastSuccess / 1e6, 1),
           serverArtifactEgressBytes: serverEgress,
           serverEgressPerArtifact: round(egressRatio, 4),
           serverRelayLinkSentBytes: linkOut,
@@ -439,10 +477,10 @@ export async function run (o: P5Options): Promise<BenchResult> {
           generatorCpuCores: round(genCores, 3),
           agentsOnlineSeconds: round(onlineSeconds, 1)
         },
-        relayCacheHit: { ...relayBest, rounds: relayRounds.map(r => r.MBps), cacheHitsCounted: hitsDuring }
+        relayCacheHit: { ...relayBest, rounds: relayRounds.map(r => r.MBps), cacheHitsCounted: hitsDuring, error: comparisonError }
       },
       baseline: { nginx: { ...nginxBest, rounds: nginxRounds.map(r => r.MBps) } },
-      ratios: { relayToNginxThroughput: round(throughputRatio, 3) },
+      ratios: Number.isFinite(throughputRatio) ? { relayToNginxThroughput: round(throughputRatio, 3) } : {},
       targets: {
         allSucceeded: { target: `all ${o.agents} targets succeed`, met: allOk },
         serverEgress: { target: '1.00 x the artifact size (the server sends it once)', met: allOk && round(egressRatio, 2) <= 1 },
@@ -452,7 +490,7 @@ export async function run (o: P5Options): Promise<BenchResult> {
         'Fan-out time is from POST /api/jobs to the server-side updatedAt of the last succeeded target (the poll every 500 ms only notices it).',
         'Server egress is relaygate_server_artifact_served_bytes_total (artifact bytes sent to relays) over the fan-out; relay cache figures are deltas of the relay\'s /metrics counters.',
         'Each agent downloads, hashes and renames its copy on the same 2-core machine as server, relay and generators: the fan-out time includes that disk and CPU load.',
-        'Fairness: nginx runs one worker process and the relay is one Node process; both serve from the page cache on the same disk; the client (one Node process) is shared and its CPU is recorded, so a saturated client caps both sides.',
+        'Fairness: nginx runs one worker process and the relay is one Node process; both serve from the page cache on the same disk; the client (one Node process) is shared and its CPU is recorded: near 1 core, the client caps both sides.',
         'The relay hashes every whole-file cache hit as it streams it (sha256, to drop a corrupted entry); nginx sends with sendfile and reads no byte itself.',
         'Relay cache misses count every request that arrived while the one fill was running (they follow it); bytesFetched is what came from the server.',
         `Best of ${ROUNDS} alternating rounds kept for each side; all rounds listed.`
@@ -460,8 +498,8 @@ export async function run (o: P5Options): Promise<BenchResult> {
     }
     writeResult(result, barChart(`P5: cache-hit GETs of ${o.sizeMb} MB, ${o.clients} concurrent (same run)`, 'MB/s',
       [...relayRounds.map((_, i) => `round ${i + 1}`), 'best'], [
-        { name: 'relay (cache hit)', values: [...relayRounds.map(r => r.MBps), relayBest.MBps], color: '#2563eb' },
-        { name: 'nginx, 1 worker', values: [...nginxRounds.map(r => r.MBps), nginxBest.MBps], color: '#9ca3af' }
+        { name: 'relay (cache hit)', values: [...relayRounds.map(r => r.MBps), relayBest?.MBps ?? 0], color: '#2563eb' },
+        { name: 'nginx, 1 worker', values: [...nginxRounds.map(r => r.MBps), nginxBest?.MBps ?? 0], color: '#9ca3af' }
       ]))
     return result
   })
