@@ -144,7 +144,7 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
   const flagTable = new Map<string, number>()
   const pendingAuth = new Set<AgentSession>()
   const sockets = new Set<UwsTransport>()
-  const stats: RelayStats = { agents: 0, streams: 0, checkins: 0, pushes: 0, authFailures: 0 }
+  const stats: RelayStats = { get agents () { return sessions.size }, streams: 0, checkins: 0, pushes: 0, authFailures: 0 }
   let offlineBatch: number[] = []
   let offlineTimer: NodeJS.Timeout | null = null
   let nextSid = 1
@@ -500,7 +500,6 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
         sessions.delete(s.sid)
         pendingAuth.delete(s)
         sockets.delete(transport)
-        stats.agents = sessions.size
         const set = byEndpoint.get(s.endpointId)
         if (set !== undefined && set.delete(s) && set.size === 0) byEndpoint.delete(s.endpointId)
         if (s.downloadToken !== '') downloadTokens.delete(s.downloadToken)
@@ -511,7 +510,6 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
     session = new AgentSession(sid, mux, log, config.checkinBurst)
     sessions.set(sid, session)
     sockets.add(transport)
-    stats.agents = sessions.size
   }
 
   const behavior: uWS.WebSocketBehavior<AgentSocketData> = {

@@ -13,7 +13,7 @@ import type { JobManager } from './jobs.js'
 import { deriveTunnelRoot } from '../protocol/tunnel-crypto.js'
 import { newId } from './ids.js'
 import type { EventTopic } from './events.js'
-import { sendJson, sendError, fail, readJson, bodyString, rejectUnknownFields } from './http-util.js'
+import { sendJson, sendError, fail, readJson, bodyString, rejectUnknownFields, bearerAuthorizer } from './http-util.js'
 
 export interface ApiOptions {
   store: Store
@@ -150,13 +150,7 @@ export function createApi (options: ApiOptions): (req: IncomingMessage, res: Ser
     })
   }
 
-  const authorize = (req: IncomingMessage): void => {
-    const header = req.headers.authorization ?? ''
-    const match = /^Bearer\s+(\S+)\s*$/i.exec(header)
-    if (match === null || !tokenMatches(match[1], options.adminTokenHash)) {
-      fail('RG_ERR_UNAUTHORIZED', match === null ? 'send Authorization: Bearer <admin token>' : 'wrong admin token')
-    }
-  }
+  const authorize = bearerAuthorizer(options.adminTokenHash, tokenMatches)
 
   route('GET', '/healthz', false, (_req, res) => sendJson(res, 200, { ok: true, version: options.version }))
 
