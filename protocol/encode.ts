@@ -20,6 +20,23 @@ export function encodeFrame (type: FrameTypeValue, flags: number, streamId: numb
   return out
 }
 
+/**
+ * Encodes one frame into `target` from offset 0 and returns the bytes
+ * written (header + payload). For senders that reuse one buffer per frame.
+ */
+export function encodeFrameInto (target: Buffer, type: FrameTypeValue, flags: number, streamId: number, payload: Buffer): number {
+  const length = HEADER_SIZE + payload.length
+  if (length > target.length) {
+    throw new RelaygateError('RG_ERR_FRAME_TOO_LARGE', `frame of ${length} bytes does not fit a buffer of ${target.length}`)
+  }
+  target[0] = type
+  target[1] = flags
+  target.writeUInt32BE(streamId, 2)
+  target.writeUInt32BE(payload.length, 6)
+  payload.copy(target, HEADER_SIZE)
+  return length
+}
+
 export function encode (frame: Frame): Buffer {
   return encodeFrame(frame.type, frame.flags, frame.streamId, frame.payload)
 }

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
-import { FrameType, FrameFlag, AGENT_MAX_PAYLOAD, MAX_U32, type Frame } from './frame.js'
-import { encodeFrame, encodeCodeReason, encodeWindow } from './encode.js'
+import { FrameType, FrameFlag, AGENT_MAX_PAYLOAD, HEADER_SIZE, MAX_U32, type Frame } from './frame.js'
+import { encodeFrame, encodeFrameInto, encodeCodeReason, encodeWindow } from './encode.js'
 import { FrameDecoder, decodeCodeReason, decodeWindow } from './decode.js'
 import { RelaygateError, codeForClose, toRelaygateError } from './errors.js'
 import { MuxStream, type StreamHost } from './stream.js'
@@ -113,6 +113,8 @@ export class Mux implements StreamHost {
   private lastReceived = Date.now()
   /** Runs while the transport's buffer is above the high-water mark. */
   private drainTimer: NodeJS.Timeout | null = null
+  /** Reused for DATA frames when the transport copies on send (allocated on first use). */
+  private scratch: Buffer | null = null
   private keepAliveTimer: NodeJS.Timeout | null = null
   private pinging = false
   bytesIn = 0
@@ -275,7 +277,16 @@ export class Mux implements StreamHost {
       if (stream.destroyed) continue
       const chunk = stream.takeChunk(chunkSize)
       if (chunk === null) continue
-      const frame = encodeFrame(FrameType.DATA, 0, stream.id, chunk)
+      let frame: Buffer
+      if (this.transport.copiesOnSend === true) {
+        // One buffer for every DATA frame: the transport copies it in send().
+        // Per-frame buffers made the relay and the agent run a full GC every
+        // few megabytes of tunnel traffic (V8 counts them as external memory).
+        this.scratch ??= Buffer.allocUnsafe(HEADER_SIZE + chunkSize)
+        frame = this.scratch.subarray(0, encodeFrameInto(this.scratch, FrameType.DATA, 0, stream.id, chunk))
+      } else {
+        frame = encodeFrame(FrameType.DATA, 0, stream.id, chunk)
+      }
       this.bytesOut += frame.length
       this.transport.send(frame)
       if (stream.pendingBytes > 0 && stream.sendWindow > 0) {

@@ -23,6 +23,12 @@ export interface TransportEvents {
 export interface Transport {
   /** Queues one message. Returns false when the buffer is above the high-water mark. */
   send: (data: Buffer) => boolean
+  /**
+   * True when send() has copied `data` by the time it returns (so the caller
+   * may overwrite the buffer at once). The mux then encodes stream data into
+   * one reused buffer instead of allocating one per frame.
+   */
+  readonly copiesOnSend?: boolean
   /** Bytes queued and not yet handed to the kernel. */
   readonly bufferedAmount: number
   /** Closes with a WebSocket close code (1000 or 4000-4999). */

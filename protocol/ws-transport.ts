@@ -1,9 +1,11 @@
 import type { WebSocket } from 'ws'
 import type { Transport, TransportEvents } from './transport.js'
+import { copiesOnSend } from './dial.js'
 
 /** A `ws` WebSocket (client or server side) as a mux transport. */
 export class WsTransport implements Transport {
   readonly remote: string
+  readonly copiesOnSend: boolean
   private readonly ws: WebSocket
   private readonly highWaterMark: number
   private events: TransportEvents | null = null
@@ -19,6 +21,7 @@ export class WsTransport implements Transport {
     this.ws = ws
     this.remote = remote
     this.highWaterMark = highWaterMark
+    this.copiesOnSend = copiesOnSend(ws)
     // Errors surface as 'close' with a code; without a listener they would throw.
     ws.on('error', () => {})
   }

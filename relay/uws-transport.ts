@@ -8,6 +8,8 @@ export interface AgentSocketData {
 /** A uWebSockets.js socket as a mux transport. The socket is invalid after close. */
 export class UwsTransport implements Transport {
   readonly remote: string
+  /** uWS copies (or writes) a message before send() returns. */
+  readonly copiesOnSend = true
   private readonly ws: uWS.WebSocket<AgentSocketData>
   private readonly highWaterMark: number
   private events: TransportEvents | null = null

@@ -159,9 +159,7 @@ export interface FleetSite {
 export async function startFleetSite (options: { relays: number, intervalSeconds: number }): Promise<FleetSite> {
   const sdir = dataDir('server')
   const dirs = [sdir]
-  // BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the server during a scenario.
-  const nodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(a => a !== '')
-  const server = await startProc('server', ['server', '--data-dir', sdir, '--host', '127.0.0.1', '--http-port', '0', '--https-port', 'off'], { nodeArgs })
+  const server = await startProc('server', ['server', '--data-dir', sdir, '--host', '127.0.0.1', '--http-port', '0', '--https-port', 'off'])
   const relays: FleetSite['relays'] = []
   const stop = async (): Promise<void> => {
     for (const r of relays) await r.proc.stop()

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, readFileSync, existsSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, existsSync, rmSync, openSync, closeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { repoRoot } from './report.js'
@@ -18,14 +18,32 @@ function cleanEnv (extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   return { ...env, ...extra }
 }
 
+/**
+ * Extra node flags for one kind of child, from BENCH_NODE_ARGS_<NAME>: e.g.
+ * BENCH_NODE_ARGS_RELAY="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles every
+ * relay a scenario starts (names: SERVER, RELAY, AGENT).
+ */
+function profileArgs (name: string): string[] {
+  const kind = name.replace(/[^a-z].*$/i, '').toUpperCase()
+  return (process.env[`BENCH_NODE_ARGS_${kind}`] ?? '').split(' ').filter(a => a !== '')
+}
+
+/** BENCH_CHILD_STDOUT_DIR=<dir> keeps each child's stdout (e.g. --trace-gc output) in <dir>/<name>.out. */
+function stdoutFor (name: string): number | 'ignore' {
+  const dir = process.env.BENCH_CHILD_STDOUT_DIR
+  return dir === undefined || dir === '' ? 'ignore' : openSync(join(dir, `${name}.out`), 'w')
+}
+
 /** Starts `relaygate <args>` as a child process and waits for its ready file. */
 export async function startProc (name: string, args: string[], options: { timeoutMs?: number, env?: Record<string, string>, nodeArgs?: string[] } = {}): Promise<Proc> {
   const dir = mkdtempSync(join(tmpdir(), `rg-bench-${name}-`))
   const readyFile = join(dir, 'ready.json')
-  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), cli(), ...args, '--ready-file', readyFile], {
+  const stdout = stdoutFor(name)
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), ...profileArgs(name), cli(), ...args, '--ready-file', readyFile], {
     env: cleanEnv({ RELAYGATE_LOG_LEVEL: 'warn', ...options.env }),
-    stdio: ['ignore', 'ignore', 'pipe']
+    stdio: ['ignore', stdout, 'pipe']
   })
+  if (typeof stdout === 'number') closeSync(stdout)
   let stderr = ''
   child.stderr!.on('data', (c: Buffer) => { stderr = (stderr + c.toString()).slice(-4000) })
   const deadline = Date.now() + (options.timeoutMs ?? 60_000)
