@@ -240,7 +240,9 @@ export class JobRunner {
     const part = join(this.downloadsDir, `${job.sha256}.part`)
     let verified = false
     for (let round = 0; round < 3 && !verified; round++) {
-      await this.download(job, part, log)
+      // After a mismatch, ask the relay to hash what it serves: a cache file
+      // damaged on disk is then dropped and the next round refetches it.
+      await this.download(job, part, log, round > 0)
       this.progress(job, 'verifying', job.size)
       const actual = await hashFile(part)
       if (actual === job.sha256) verified = true
@@ -311,7 +313,7 @@ export class JobRunner {
   }
 
   /** Downloads into `part`, resuming what is there; retries with jittered backoff. */
-  private async download (job: Job, part: string, log: Logger): Promise<void> {
+  private async download (job: Job, part: string, log: Logger, verify: boolean): Promise<void> {
     let lastError: RelaygateError | null = null
     for (let attempt = 0; attempt <= this.opts.downloadRetries; attempt++) {
       if (this.closed) throw new RelaygateError('RG_ERR_CLOSED', 'agent stopping')
@@ -322,7 +324,7 @@ export class JobRunner {
         continue
       }
       try {
-        await this.fetchOnce(job, part, relay, log)
+        await this.fetchOnce(job, part, relay, log, verify)
         return
       } catch (err) {
         lastError = toRelaygateError(err, 'RG_ERR_DOWNLOAD_FAILED')
@@ -335,7 +337,7 @@ export class JobRunner {
       `download failed: ${lastError?.message ?? 'unknown'}`)
   }
 
-  private async fetchOnce (job: Job, part: string, relay: { url: string, fingerprints: string[], downloadToken: string }, log: Logger): Promise<void> {
+  private async fetchOnce (job: Job, part: string, relay: { url: string, fingerprints: string[], downloadToken: string }, log: Logger, verify: boolean): Promise<void> {
     const base = new URL(relay.url.replace(/^ws/, 'http'))
     let have = fs.existsSync(part) ? fs.statSync(part).size : 0
     if (job.size >= 0 && have > job.size) {
@@ -350,7 +352,7 @@ export class JobRunner {
       headers['if-range'] = `"${job.sha256}"`
     }
     const res = await new Promise<http.IncomingMessage>((resolvePromise, reject) => {
-      const req = http.request({ createConnection: () => socket, path: `/artifacts/${job.sha256}`, method: 'GET', headers })
+      const req = http.request({ createConnection: () => socket, path: `/artifacts/${job.sha256}${verify ? '?verify=1' : ''}`, method: 'GET', headers })
       req.once('response', resolvePromise)
       req.once('error', reject)
       req.end()

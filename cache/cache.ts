@@ -43,9 +43,22 @@ export interface CacheStats {
   maxBytes: number
   fillsInProgress: number
   corruptDropped: number
+  /** Whole-file hits hashed while served (first serve after a change on disk, or asked to verify). */
+  hashedServes: number
 }
 
-interface Entry { size: number }
+/** The file as it was (size, times, inode) when its bytes last hashed to its name. */
+interface Stamp { size: number, mtimeMs: number, ctimeMs: number, ino: number }
+
+interface Entry { size: number, verified: Stamp | null }
+
+function stampOf (st: fs.Stats): Stamp {
+  return { size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino }
+}
+
+function unchanged (stamp: Stamp | null, st: fs.Stats): boolean {
+  return stamp !== null && stamp.size === st.size && stamp.mtimeMs === st.mtimeMs && stamp.ctimeMs === st.ctimeMs && stamp.ino === st.ino
+}
 
 /** One upstream transfer into a temp file that any number of readers follow as it grows. */
 class Fill extends EventEmitter {
@@ -148,7 +161,7 @@ export class ArtifactCache {
   private readonly queue: PQueue
   private reserved = 0
   private closed = false
-  private readonly stats = { hits: 0, misses: 0, bytesServed: 0, bytesFetched: 0, corruptDropped: 0 }
+  private readonly stats = { hits: 0, misses: 0, bytesServed: 0, bytesFetched: 0, corruptDropped: 0, hashedServes: 0 }
 
   constructor (options: CacheOptions) {
     this.opts = { minFreeBytes: 512 * 1024 * 1024, fillConcurrency: 4, negativeTtlMs: 10_000, fillRetries: 5, ...options }
@@ -174,7 +187,7 @@ export class ArtifactCache {
     fs.mkdirSync(this.tmpDir, { recursive: true })
     for (const f of fs.readdirSync(this.tmpDir)) fs.rmSync(join(this.tmpDir, f), { force: true })
     const files = fs.readdirSync(this.opts.dir).filter(f => SHA256_HEX.test(f))
-    const found: Array<{ sha: string, size: number, mtime: number }> = []
+    const found: Array<{ sha: string, size: number, mtime: number, stamp: Stamp }> = []
     for (const sha of files) {
       const path = this.pathOf(sha)
       const actual = await hashFile(path)
@@ -185,13 +198,13 @@ export class ArtifactCache {
         continue
       }
       const st = fs.statSync(path)
-      found.push({ sha, size: st.size, mtime: st.mtimeMs })
+      found.push({ sha, size: st.size, mtime: st.mtimeMs, stamp: stampOf(st) })
     }
     // Oldest first, so the most recently used end up most recent in the LRU.
     found.sort((a, b) => a.mtime - b.mtime)
     for (const f of found) {
       if (f.size > this.opts.maxBytes) fs.rmSync(this.pathOf(f.sha), { force: true })
-      else this.index.set(f.sha, { size: f.size })
+      else this.index.set(f.sha, { size: f.size, verified: f.stamp })
     }
     this.opts.logger.info({ entries: this.index.size, bytes: this.index.calculatedSize }, 'artifact cache index rebuilt')
   }
@@ -214,8 +227,13 @@ export class ArtifactCache {
    * The artifact's bytes from `start`: from disk on a hit, else following a
    * fill (one upstream transfer however many ask). Resolves once the size is
    * known; the stream then delivers bytes as they arrive.
+   *
+   * A whole-file hit is hashed while served (and dropped on a mismatch) when
+   * the file changed on disk since its bytes last verified, or when `verify`
+   * asks for it (an agent whose download did not verify); other hits are not
+   * hashed again.
    */
-  async get (sha256: string, start = 0): Promise<{ size: number, stream: Readable, hit: boolean }> {
+  async get (sha256: string, start = 0, options: { verify?: boolean } = {}): Promise<{ size: number, stream: Readable, hit: boolean }> {
     if (this.closed) throw new RelaygateError('RG_ERR_CLOSED', 'cache closed')
     if (!SHA256_HEX.test(sha256)) throw new RelaygateError('RG_ERR_BAD_REQUEST', 'not a sha256 digest')
     const entry = this.index.get(sha256)
@@ -225,13 +243,16 @@ export class ArtifactCache {
         fd = fs.openSync(this.pathOf(sha256), 'r')
       } catch {
         this.index.delete(sha256)
-        return await this.get(sha256, start)
+        return await this.get(sha256, start, options)
       }
       this.stats.hits++
-      const size = fs.fstatSync(fd).size
+      const st = fs.fstatSync(fd)
+      const size = st.size
       const from = Math.min(start, size)
       const file = fs.createReadStream('', { fd, start: from, highWaterMark: 64 * 1024 })
-      return { size, stream: this.meter(file, sha256, from === 0 ? size : -1), hit: true }
+      const hash = from === 0 && (options.verify === true || !unchanged(entry.verified, st))
+      if (hash) this.stats.hashedServes++
+      return { size, stream: this.meter(file, sha256, hash ? { entry, stamp: stampOf(st) } : null), hit: true }
     }
     const negative = this.unknown.get(sha256)
     if (negative !== undefined && negative > Date.now()) throw new RelaygateError('RG_ERR_ARTIFACT_UNKNOWN', `no artifact ${sha256}`)
@@ -240,7 +261,7 @@ export class ArtifactCache {
     await fill.ready
     const fd = fs.openSync(fill.tmpPath, 'r')
     const from = Math.min(start, fill.size)
-    return { size: fill.size, stream: this.meter(new FollowingReader(fill, fd, from), sha256, -1), hit: false }
+    return { size: fill.size, stream: this.meter(new FollowingReader(fill, fd, from), sha256, null), hit: false }
   }
 
   /** Fetches an artifact into the cache ahead of need (no-op when cached or filling). */
@@ -280,9 +301,13 @@ export class ArtifactCache {
     await this.queue.onIdle()
   }
 
-  /** Counts bytes served; a whole-file read from a hit is hashed and dropped on mismatch. */
-  private meter (source: Readable, sha256: string, verifySize: number): Readable {
-    const hash = verifySize >= 0 ? createHash('sha256') : null
+  /**
+   * Counts bytes served. With `verify`, the bytes are hashed too: a whole
+   * file that matches marks the entry verified as of `stamp`; one that does
+   * not is dropped.
+   */
+  private meter (source: Readable, sha256: string, verify: { entry: Entry, stamp: Stamp } | null): Readable {
+    const hash = verify !== null ? createHash('sha256') : null
     let seen = 0
     // A Transform, not a 'data' listener: that would start the flow before
     // the caller listens, and bytes would be lost to a caller that awaits first.
@@ -295,7 +320,10 @@ export class ArtifactCache {
         cb(null, chunk)
       },
       flush: cb => {
-        if (hash !== null && seen === verifySize && hash.digest('hex') !== sha256) this.drop(sha256)
+        if (hash !== null && verify !== null && seen === verify.stamp.size) {
+          if (hash.digest('hex') !== sha256) this.drop(sha256)
+          else if (this.index.peek(sha256) === verify.entry) verify.entry.verified = verify.stamp
+        }
         cb()
       }
     })
@@ -392,7 +420,8 @@ export class ArtifactCache {
         // From here the index accounts for the bytes, not the reservation.
         this.reserved -= fill.size
         fill.committed = true
-        this.index.set(fill.sha256, { size: fill.size })
+        // The bytes just hashed to the name: verified as the file is now.
+        this.index.set(fill.sha256, { size: fill.size, verified: stampOf(fs.fstatSync(fd)) })
       }
       fill.done = true
       fill.emit('progress')

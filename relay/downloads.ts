@@ -36,6 +36,8 @@ export function serveArtifact (res: uWS.HttpResponse, req: uWS.HttpRequest, opti
   const auth = req.getHeader('authorization')
   const rangeHeader = req.getHeader('range')
   const ifRange = req.getHeader('if-range')
+  // An agent whose last download did not verify asks for the bytes to be hashed as they are served.
+  const verify = req.getQuery('verify') === '1'
   let aborted = false
   let stream: Readable | null = null
   res.onAborted(() => {
@@ -59,7 +61,7 @@ export function serveArtifact (res: uWS.HttpResponse, req: uWS.HttpRequest, opti
     let size: number
     try {
       const wanted = rangeAllowed ? /^bytes=(\d+)-/.exec(rangeHeader)?.[1] : undefined
-      const got = await options.cache.get(sha256, wanted === undefined ? 0 : Number(wanted))
+      const got = await options.cache.get(sha256, wanted === undefined ? 0 : Number(wanted), { verify })
       size = got.size
       stream = got.stream
       if (rangeAllowed) {

@@ -19,6 +19,12 @@ export const BENCH_DIR = join(repoRoot(), 'bench')
 
 export interface BenchResult {
   scenario: string
+  /**
+   * Names a run of the scenario with non-default parameters (e.g. the P2
+   * stress run at 1 s): the files become <scenario>-<variant>-<date>.*, so
+   * it does not overwrite the default run of the same day.
+   */
+  variant?: string
   parameters: Record<string, unknown>
   figures: Record<string, unknown>
   /** The same measurement of the baseline, taken in the same run. */
@@ -41,13 +47,15 @@ export function today (): string {
   return new Date().toISOString().slice(0, 10)
 }
 
-/** Writes bench/results/<scenario>-<date>.json (and .svg when given); returns the JSON path. */
+/** Writes bench/results/<scenario>[-<variant>]-<date>.json (and .svg when given); returns the JSON path. */
 export function writeResult (result: BenchResult, svg?: string): string {
   const dir = join(BENCH_DIR, 'results')
   mkdirSync(dir, { recursive: true })
-  const base = join(dir, `${result.scenario}-${today()}`)
+  const name = result.variant === undefined ? result.scenario : `${result.scenario}-${result.variant}`
+  const base = join(dir, `${name}-${today()}`)
   const body = {
     scenario: result.scenario,
+    variant: result.variant ?? null,
     date: new Date().toISOString(),
     gitSha: gitSha(),
     node: process.version,

@@ -79,6 +79,8 @@ export async function run (o: P2Options): Promise<BenchResult> {
     }
     const result: BenchResult = {
       scenario: 'p2-relay-scale',
+      // The 5 s run is the scenario's default; any other interval (the 1 s stress run) is kept beside it.
+      variant: o.interval === 5 ? undefined : `interval-${o.interval}s`,
       parameters: {
         agents: o.agents,
         checkinIntervalSeconds: o.interval,

@@ -118,7 +118,8 @@ t.test('hits and misses are counted; a hit is served from disk without fetching'
     entries: 1,
     bytesUsed: a.bytes.length,
     fillsInProgress: 0,
-    corruptDropped: 0
+    corruptDropped: 0,
+    hashedServes: 0
   })
   t.same(tmpFiles(dir), [], 'no temp file left')
 })
@@ -394,6 +395,32 @@ t.test('a whole-file hit that does not hash to its digest is dropped while serve
   t.equal(again.hit, false)
   t.equal(sha(await collect(again.stream)), a.sha)
   t.equal(up.calls.length, 2)
+})
+
+t.test('hits are hashed only when the file changed since it verified, or when asked to verify', async t => {
+  const dir = tempDir(t)
+  const up = fakeUpstream()
+  const a = blob(150_000)
+  up.blobs.set(a.sha, a.bytes)
+  const cache = await openCache(t, dir, up)
+  await collect((await cache.get(a.sha)).stream)
+  for (let i = 0; i < 3; i++) t.equal(sha(await collect((await cache.get(a.sha)).stream)), a.sha)
+  t.equal(cache.getStats().hashedServes, 0, 'verified by the fill: whole-file hits are not hashed again')
+
+  t.equal(sha(await collect((await cache.get(a.sha, 0, { verify: true })).stream)), a.sha)
+  t.equal(cache.getStats().hashedServes, 1, 'verify: true hashes the hit')
+  t.ok(cache.has(a.sha), 'a hit that verifies stays')
+
+  // Same bytes written again: the file changed on disk (times), so the next
+  // whole-file hit is hashed once, verifies, and later hits are not.
+  fs.writeFileSync(join(dir, a.sha), a.bytes)
+  await collect((await cache.get(a.sha)).stream)
+  t.equal(cache.getStats().hashedServes, 2, 'a file changed on disk is hashed on its next whole-file hit')
+  await collect((await cache.get(a.sha)).stream)
+  await collect((await cache.get(a.sha, 1000)).stream)
+  t.equal(cache.getStats().hashedServes, 2, 'then trusted again (and a ranged hit is never hashed)')
+  t.equal(cache.getStats().corruptDropped, 0)
+  t.equal(up.calls.length, 1)
 })
 
 t.test('an interrupted upstream resumes from the offset reached', async t => {
