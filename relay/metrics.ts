@@ -1,3 +1,4 @@
+import { readdir } from 'node:fs/promises'
 import type uWS from 'uWebSockets.js'
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
 import type { CacheStats } from '../cache/index.js'
@@ -58,6 +59,7 @@ export function createRelayMetrics (src: RelayMetricsSources): RelayMetrics {
     if (!defaults) {
       defaults = true
       collectDefaultMetrics({ register: registry })
+      replaceOpenFds(registry)
     }
     return await registry.metrics()
   }
@@ -78,4 +80,26 @@ export function createRelayMetrics (src: RelayMetricsSources): RelayMetrics {
   }
 
   return { registry, text, serve }
+}
+
+/**
+ * prom-client's process_open_fds lists /proc/self/fd with readdirSync on the
+ * event loop: with 15,000 agent sockets that blocked the relay for about
+ * 40 ms per scrape (bench P2 profile). The same gauge, listed off the loop.
+ */
+function replaceOpenFds (registry: Registry): void {
+  if (registry.getSingleMetric('process_open_fds') === undefined) return
+  registry.removeSingleMetric('process_open_fds')
+  // eslint-disable-next-line no-new
+  new Gauge({
+    name: 'process_open_fds',
+    help: 'Number of open file descriptors.',
+    registers: [registry],
+    async collect () {
+      try {
+        // Minus the descriptor readdir itself held open.
+        this.set((await readdir('/proc/self/fd')).length - 1)
+      } catch {}
+    }
+  })
 }

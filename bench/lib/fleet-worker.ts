@@ -5,11 +5,13 @@
  * Parent → worker: {t:'start', tokens, relayUrl, staggerMs, dataDir, ownDirs}
  *                  (ownDirs: each agent gets <dataDir>/<pid>-<i> of its own, for jobs)
  *                  {t:'measure', on}   (collect check-in round trips or not)
- *                  {t:'collect'}       → {t:'rtts', samples: Float64Array}
+ *                  {t:'collect'}       → {t:'rtts', samples: Float64Array, loopDelay: {p99Ms, maxMs}}
+ *                                        (loopDelay: this process's event-loop delay while measuring)
  *                  {t:'stop'}          → closes every agent and exits
  * Worker → parent: {t:'status', started, online, fatal, answers} every 250 ms
  */
 import { randomUUID } from 'node:crypto'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { join } from 'node:path'
 import { pino } from 'pino'
 import { RelaygateAgent } from '../../agent/agent.js'
@@ -23,6 +25,9 @@ let online = 0
 let fatal = 0
 let measuring = false
 let rtts: number[] = []
+// How late this process's own event loop runs: a round trip measured here
+// can be no better than the generator's scheduling delay.
+const loopDelay = monitorEventLoopDelay({ resolution: 10 })
 let startTimer: NodeJS.Timeout | null = null
 let statusTimer: NodeJS.Timeout | null = null
 
@@ -71,8 +76,19 @@ async function stop (): Promise<void> {
 process.on('message', (m: Message) => {
   switch (m.t) {
     case 'start': start(m); break
-    case 'measure': measuring = m.on; break
-    case 'collect': send({ t: 'rtts', samples: Float64Array.from(rtts) }); rtts = []; break
+    case 'measure':
+      measuring = m.on
+      if (m.on) {
+        loopDelay.reset()
+        loopDelay.enable()
+      } else {
+        loopDelay.disable()
+      }
+      break
+    case 'collect':
+      send({ t: 'rtts', samples: Float64Array.from(rtts), loopDelay: { p99Ms: loopDelay.percentile(99) / 1e6, maxMs: loopDelay.max / 1e6 } })
+      rtts = []
+      break
     case 'stop': void stop(); break
   }
 })

@@ -9,7 +9,7 @@ import { sleep, freePort } from './sample.js'
 /** Agents per generator process: each agent holds one socket, and a process may open 20,000 files. */
 export const AGENTS_PER_PROCESS = 5000
 
-interface WorkerState { child: ChildProcess, started: number, online: number, fatal: number, answers: number }
+interface WorkerState { child: ChildProcess, started: number, online: number, fatal: number, answers: number, loopDelay?: { p99Ms: number, maxMs: number } }
 
 export interface Fleet {
   readonly size: number
@@ -22,6 +22,8 @@ export interface Fleet {
   measure: (on: boolean) => void
   /** Recorded round trips (ms) from every generator, then cleared. */
   collectRtts: () => Promise<number[]>
+  /** Each generator's event-loop delay while measuring (from the last collectRtts). */
+  loopDelays: () => Array<{ p99Ms: number, maxMs: number }>
   stop: () => Promise<void>
 }
 
@@ -82,7 +84,10 @@ export async function startFleet (groups: Array<{ tokens: string[], relayUrl: st
       workers.push(w)
       child.on('message', (m: any) => {
         if (m.t === 'status') Object.assign(w, { started: m.started, online: m.online, fatal: m.fatal, answers: m.answers })
-        else if (m.t === 'rtts') pendingRtts.shift()?.(m.samples as Float64Array)
+        else if (m.t === 'rtts') {
+          w.loopDelay = m.loopDelay
+          pendingRtts.shift()?.(m.samples as Float64Array)
+        }
       })
       await new Promise<void>((resolve, reject) => {
         child.once('message', () => resolve())
@@ -103,6 +108,7 @@ export async function startFleet (groups: Array<{ tokens: string[], relayUrl: st
     fatal: () => sum('fatal'),
     answers: () => sum('answers'),
     measure: on => { for (const w of workers) w.child.send({ t: 'measure', on }) },
+    loopDelays: () => workers.map(w => w.loopDelay ?? { p99Ms: NaN, maxMs: NaN }),
     collectRtts: async () => {
       // Workers answer in order over their own channels; gather one reply each.
       const all: number[] = []

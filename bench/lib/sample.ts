@@ -104,3 +104,26 @@ export function quantiles (sorted: number[], k = 1000): number[] {
   if (sorted.length <= k) return sorted
   return Array.from({ length: k }, (_, i) => sorted[Math.min(sorted.length - 1, Math.floor((i + 1) / k * sorted.length) - 1)])
 }
+
+/**
+ * One scrape of a Prometheus text endpoint (the relay's /metrics): every
+ * sample as `name{labels}` → value.
+ */
+export async function scrapeMetrics (url: string): Promise<Map<string, number>> {
+  const res = await fetch(url)
+  if (!res.ok) throw new Error(`GET ${url}: ${res.status}`)
+  const out = new Map<string, number>()
+  for (const line of (await res.text()).split('\n')) {
+    if (line === '' || line.startsWith('#')) continue
+    const at = line.lastIndexOf(' ')
+    out.set(line.slice(0, at), Number(line.slice(at + 1)))
+  }
+  return out
+}
+
+/** Sum of the samples whose name (labels included) starts with `prefix`. */
+export function metricSum (m: Map<string, number>, prefix: string): number {
+  let sum = 0
+  for (const [k, v] of m) if (k.startsWith(prefix)) sum += v
+  return sum
+}

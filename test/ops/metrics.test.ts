@@ -65,6 +65,9 @@ t.test('server and relay /metrics show a live site', async t => {
   t.equal(value(r.series, 'relaygate_relay_results_queued'), 0, 'the result was acknowledged')
   t.ok(r.series.has('process_cpu_user_seconds_total'), 'process metrics included')
   t.equal(r.text.split('\n').filter(l => l.startsWith('# TYPE process_cpu_user_seconds_total')).length, 1, 'process metrics appear once')
+  // Open descriptors are counted off the event loop (replacing prom-client's readdirSync), once.
+  t.equal(r.text.split('\n').filter(l => l.startsWith('# TYPE process_open_fds')).length, 1, 'process_open_fds appears once')
+  t.ok(value(r.series, 'process_open_fds') > 3 && value(r.series, 'process_open_fds') <= value(r.series, 'process_max_fds'), 'a plausible count of open descriptors')
 
   // The server: behind the admin token by default.
   const denied = await scrape(`${server.httpUrl}/metrics`)
