@@ -9,6 +9,15 @@ import type { Transport, TransportEvents } from './transport.js'
 export class MemoryTransport implements Transport {
   peer!: MemoryTransport
   readonly remote: string
+  /** send() copies the message before it returns. */
+  readonly copiesOnSend = true
+  /**
+   * Deliver messages to this side as uWebSockets.js does: `ephemeral`, in a
+   * buffer that is overwritten once the handler returns (tests that the mux
+   * copies what it keeps).
+   */
+  ephemeral = false
+  private scratch: Buffer | null = null
   private events: TransportEvents | null = null
   private inbox: Buffer[] = []
   private inboxBytes = 0
@@ -88,7 +97,14 @@ export class MemoryTransport implements Transport {
       while (!this.paused && this.inbox.length > 0 && !this.closed) {
         const msg = this.inbox.shift()!
         this.inboxBytes -= msg.length
-        this.events?.message(msg)
+        if (this.ephemeral) {
+          if (this.scratch === null || this.scratch.length < msg.length) this.scratch = Buffer.alloc(Math.max(msg.length, 64 * 1024))
+          msg.copy(this.scratch)
+          this.events?.message(this.scratch.subarray(0, msg.length), true)
+          this.scratch.fill(0xa5, 0, msg.length)
+        } else {
+          this.events?.message(msg)
+        }
       }
       if (wasAbove && this.inboxBytes < this.peer.highWaterMark) this.peer.events?.drain()
     })

@@ -127,7 +127,7 @@ export class Mux implements StreamHost {
     this.nextId = this.opts.role === 'dialer' ? 1 : 2
     this.closedPromise = new Promise(resolve => { this.resolveClosed = resolve })
     transport.attach({
-      message: data => this.onMessage(data),
+      message: (data, ephemeral) => this.onMessage(data, ephemeral === true),
       drain: () => {
         // The peer read something: whatever the buffer holds now, it is not stuck.
         this.clearDrainTimer()
@@ -258,12 +258,41 @@ export class Mux implements StreamHost {
     this.send(encodeFrame(FrameType.WINDOW, 0, stream.id, encodeWindow(delta)))
   }
 
+  /**
+   * Frames `payload` for `stream` at once when nothing waits for the
+   * transport (no stream queued, buffer below the high-water mark); false
+   * otherwise. The stream has checked its own queue and credit.
+   */
+  sendDataNow (stream: MuxStream, payload: Buffer): boolean {
+    if (this.closedInfo !== null || this.ready.length > 0 || this.transport.bufferedAmount >= this.opts.highWaterMark) return false
+    const { chunkSize } = this.opts
+    for (let off = 0; off < payload.length; off += chunkSize) this.sendData(stream.id, payload.subarray(off, off + chunkSize))
+    this.checkBuffered()
+    return true
+  }
+
   streamClosed (stream: MuxStream): void {
     this.streams.delete(stream.id)
     if (this.readySet.delete(stream)) this.ready = this.ready.filter(s => s !== stream)
   }
 
   // ---- internals ----
+
+  /** One DATA frame, without FIN, to the transport. */
+  private sendData (id: number, chunk: Buffer): void {
+    let frame: Buffer
+    if (this.transport.copiesOnSend === true) {
+      // One buffer for every DATA frame: the transport copies it in send().
+      // Per-frame buffers made the relay and the agent run a full GC every
+      // few megabytes of tunnel traffic (V8 counts them as external memory).
+      this.scratch ??= Buffer.allocUnsafe(HEADER_SIZE + this.opts.chunkSize)
+      frame = this.scratch.subarray(0, encodeFrameInto(this.scratch, FrameType.DATA, 0, id, chunk))
+    } else {
+      frame = encodeFrame(FrameType.DATA, 0, id, chunk)
+    }
+    this.bytesOut += frame.length
+    this.transport.send(frame)
+  }
 
   private pump (): void {
     if (this.closedInfo !== null) return
@@ -277,18 +306,7 @@ export class Mux implements StreamHost {
       if (stream.destroyed) continue
       const chunk = stream.takeChunk(chunkSize)
       if (chunk === null) continue
-      let frame: Buffer
-      if (this.transport.copiesOnSend === true) {
-        // One buffer for every DATA frame: the transport copies it in send().
-        // Per-frame buffers made the relay and the agent run a full GC every
-        // few megabytes of tunnel traffic (V8 counts them as external memory).
-        this.scratch ??= Buffer.allocUnsafe(HEADER_SIZE + chunkSize)
-        frame = this.scratch.subarray(0, encodeFrameInto(this.scratch, FrameType.DATA, 0, stream.id, chunk))
-      } else {
-        frame = encodeFrame(FrameType.DATA, 0, stream.id, chunk)
-      }
-      this.bytesOut += frame.length
-      this.transport.send(frame)
+      this.sendData(stream.id, chunk)
       if (stream.pendingBytes > 0 && stream.sendWindow > 0) {
         this.readySet.add(stream)
         this.ready.push(stream)
@@ -350,12 +368,16 @@ export class Mux implements StreamHost {
     }
   }
 
-  private onMessage (data: Buffer): void {
+  private onMessage (data: Buffer, ephemeral: boolean): void {
     if (this.closedInfo !== null) return
     this.bytesIn += data.length
     this.lastReceived = Date.now()
     this.pinging = false
     try {
+      if (ephemeral) {
+        if (this.forwardAtOnce(data)) return
+        data = Buffer.copyBytesFrom(data)
+      }
       for (const frame of this.decoder.push(data)) {
         this.dispatch(frame)
         if (this.closedInfo !== null) return
@@ -406,6 +428,19 @@ export class Mux implements StreamHost {
         if (frame.streamId !== 0) throw new RelaygateError('RG_ERR_PROTOCOL', `session frame 0x${frame.type.toString(16)} on stream ${frame.streamId}`)
         this.opts.onFrame?.(frame)
     }
+  }
+
+  /**
+   * A message that is exactly one DATA frame (no FIN) for a stream with a
+   * cut-through (MuxStream.forwardTo) goes straight to the other link when
+   * it can, without a copy of its own. False: decode it the usual way.
+   */
+  private forwardAtOnce (data: Buffer): boolean {
+    if (this.decoder.pending !== 0 || data.length <= HEADER_SIZE || data[0] !== FrameType.DATA || data[1] !== 0) return false
+    const length = data.readUInt32BE(6)
+    if (length !== data.length - HEADER_SIZE || length > this.opts.maxPayload) return false
+    const stream = this.streams.get(data.readUInt32BE(2))
+    return stream !== undefined && stream.tryForward(data.subarray(HEADER_SIZE))
   }
 
   /** Whether an id is one that was (or could have been) in use: below the next id of its parity. */

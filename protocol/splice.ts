@@ -1,5 +1,6 @@
 import type { Duplex } from 'node:stream'
 import { RelaygateError } from './errors.js'
+import type { MuxStream } from './stream.js'
 
 /**
  * Joins two duplex streams both ways with backpressure (pipe pauses a side
@@ -22,4 +23,15 @@ export function splice (a: Duplex, b: Duplex): void {
   }
   link(a, b)
   link(b, a)
+}
+
+/**
+ * splice() for two mux streams (the relay joining a server stream to an
+ * agent stream), with cut-through both ways: data that finds nothing queued
+ * goes from one link to the other without passing through the streams.
+ */
+export function spliceStreams (a: MuxStream, b: MuxStream): void {
+  splice(a, b)
+  a.forwardTo(b)
+  b.forwardTo(a)
 }

@@ -10,6 +10,7 @@ export interface StreamHost {
   streamFin: (stream: MuxStream) => void
   streamReset: (stream: MuxStream, err: RelaygateError) => void
   streamCredit: (stream: MuxStream, delta: number) => void
+  sendDataNow: (stream: MuxStream, payload: Buffer) => boolean
   streamClosed: (stream: MuxStream) => void
 }
 
@@ -37,6 +38,10 @@ export class MuxStream extends Duplex {
   private localFin = false
   private reset = false
   private grantScheduled = false
+  /** Where incoming data may go straight to (forwardTo). */
+  private forward: MuxStream | null = null
+  /** Bytes received that went straight on (forwardTo). */
+  forwardedBytes = 0
 
   constructor (host: StreamHost, id: number, meta: Buffer, window: number) {
     super({ allowHalfOpen: true, readableHighWaterMark: 64 * 1024, writableHighWaterMark: 64 * 1024 })
@@ -75,6 +80,46 @@ export class MuxStream extends Duplex {
     return chunk
   }
 
+  /**
+   * Cut-through for a relay joining two streams (spliceStreams): data that
+   * arrives while nothing is queued on either side is framed onto `to`'s
+   * link at once, instead of passing through both streams' buffers. The
+   * bytes then bypass this stream's 'data' events, so only the splice may
+   * read it; the pipe carries whatever cannot go at once, and the end.
+   */
+  forwardTo (to: MuxStream): void {
+    this.forward = to
+  }
+
+  /**
+   * Sends `data` now if it overtakes nothing (no write queued, not ended)
+   * and the peer's credit covers it; false leaves everything as it was.
+   */
+  sendNow (data: Buffer): boolean {
+    if (this.destroyed || this.writableEnded || this.out !== null || this.writableLength > 0 || this.sendWindow < data.length) return false
+    if (!this.host.sendDataNow(this, data)) return false
+    this.sendWindow -= data.length
+    return true
+  }
+
+  /**
+   * Called by the mux with data from the peer: true when it went straight
+   * on (see forwardTo) and is accounted as read; false to deliver it the
+   * usual way. `data` may be valid only during the call.
+   */
+  tryForward (data: Buffer): boolean {
+    const to = this.forward
+    if (to === null || this.remoteFin || this.destroyed || this.readableLength > 0 || data.length === 0) return false
+    if (data.length > this.recvAvail) {
+      throw new RelaygateError('RG_ERR_FLOW_CONTROL', `stream ${this.id}: ${data.length} bytes with ${this.recvAvail} of credit`)
+    }
+    if (!to.sendNow(data)) return false
+    this.forwardedBytes += data.length
+    this.recvAvail -= data.length
+    this.maybeGrant(false)
+    return true
+  }
+
   /** Called by the mux when the peer grants credit. */
   addCredit (delta: number): void {
     this.sendWindow += delta
@@ -90,6 +135,7 @@ export class MuxStream extends Duplex {
     if (data.length > this.recvAvail) {
       throw new RelaygateError('RG_ERR_FLOW_CONTROL', `stream ${this.id}: ${data.length} bytes with ${this.recvAvail} of credit`)
     }
+    if (!fin && this.tryForward(data)) return
     this.recvAvail -= data.length
     if (data.length > 0 && !this.destroyed) this.push(data)
     if (fin) {

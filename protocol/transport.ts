@@ -6,10 +6,11 @@ export interface TransportEvents {
   /**
    * One whole message. The mux keeps references into `data` (stream payloads
    * are handed to readers without a copy), so the transport must not reuse
-   * or free it afterwards (copy first if the socket library does, as
-   * uWebSockets.js does with its ArrayBuffer).
+   * or free it afterwards, unless it says so with `ephemeral`: then `data`
+   * is valid only during the call (uWebSockets.js's ArrayBuffer) and the mux
+   * copies whatever it keeps.
    */
-  message: (data: Buffer) => void
+  message: (data: Buffer, ephemeral?: boolean) => void
   /**
    * The transport's buffer went below its high-water mark after send()
    * returned false. The mux stops sending stream data while bufferedAmount is

@@ -7,7 +7,7 @@ import {
   decodeHello, decodeJson, decodeCheckin, encodeFrame, encodeHello, encodeJson, frames, toRelaygateError, type Frame, type MuxStream, streamMeta
 } from '../protocol/index.js'
 import { str, AGENT_UPWARD, AGENT_DOWNWARD } from '../protocol/messages.js'
-import { splice } from '../protocol/splice.js'
+import { spliceStreams } from '../protocol/splice.js'
 import { loadOrCreateCert } from '../protocol/tls.js'
 import { writeReadyFile } from '../protocol/files.js'
 import { VERSION } from '../protocol/version.js'
@@ -378,7 +378,7 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
     }
     stats.streams++
     s.log.trace({ meta: forAgent, streamId: down.id }, 'tunnel stream')
-    splice(up, down)
+    spliceStreams(up, down)
   }
 
   function queueOffline (sid: number): void {

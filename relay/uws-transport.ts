@@ -54,8 +54,8 @@ export class UwsTransport implements Transport {
   // ---- called by the uWS app's handlers ----
 
   onMessage (message: ArrayBuffer): void {
-    // The ArrayBuffer is only valid during the callback: copy it.
-    this.events?.message(Buffer.copyBytesFrom(new Uint8Array(message)))
+    // The ArrayBuffer is only valid during the callback: the mux copies what it keeps.
+    this.events?.message(Buffer.from(message), true)
   }
 
   onDrain (): void {

@@ -24,6 +24,7 @@ import {
   type MuxOptions,
   type MuxStream
 } from '../../protocol/index.js'
+import { spliceStreams } from '../../protocol/splice.js'
 
 type Test = Pick<typeof t, 'teardown'>
 type CloseInfo = Parameters<NonNullable<MuxOptions['onClose']>>[0]
@@ -1025,4 +1026,53 @@ t.test('zero-length writes are accepted and send nothing', async t => {
   t.equal(a.mux.bytesOut, before, 'no frame for an empty write')
   s.end('after')
   t.equal((await readAll(bs)).toString(), 'after')
+})
+
+t.test('relay cut-through (spliceStreams): bytes cross two links intact both ways, from ephemeral messages, around slow readers', async t => {
+  // agent <-> relay (the relay's side gets uWS-style ephemeral messages) and relay <-> server.
+  const { a: agent, b: relayAgentSide } = pair(t)
+  relayAgentSide.transport.ephemeral = true
+  const { a: relayServerSide, b: server } = pair(t)
+
+  const fromServer = server.open('tunnel')
+  const up = await relayServerSide.nextStream()
+  const down = relayAgentSide.open('tunnel')
+  spliceStreams(up, down)
+  const atAgent = await agent.nextStream()
+
+  // The server's reader stops for a while: data queues on the slow path, then
+  // the cut-through resumes once the queues are empty again.
+  server.transport.pause()
+  const upload = writeAll(atAgent, 6 * 1024 * 1024, 50_000)
+  const download = writeAll(fromServer, 3 * 1024 * 1024, 70_001)
+  const [gotUp, gotDown] = await Promise.all([
+    (async () => { await settle(150); server.transport.resume(); return await hashAll(fromServer, '6 MB at the server') })(),
+    hashAll(atAgent, '3 MB at the agent')
+  ])
+  const [sentUp, sentDown] = await Promise.all([upload, download])
+  t.equal(gotUp.bytes, sentUp.bytes)
+  t.equal(gotUp.sha, sentUp.sha, 'agent -> server: same sha256 (the ephemeral buffers were overwritten after each message)')
+  t.equal(gotDown.bytes, sentDown.bytes)
+  t.equal(gotDown.sha, sentDown.sha, 'server -> agent: same sha256')
+  t.ok(down.forwardedBytes > 0, `agent -> server went straight through: ${down.forwardedBytes} bytes`)
+  t.ok(down.forwardedBytes < sentUp.bytes, 'and partly the slow way while the server was not reading')
+  t.ok(up.forwardedBytes > 0, `server -> agent went straight through: ${up.forwardedBytes} bytes`)
+  await Promise.all([streamClosed(up), streamClosed(down)])
+})
+
+t.test('cut-through respects credit: a sender over the window still ends the link with RG_ERR_FLOW_CONTROL', async t => {
+  const { raw, b } = rawPeer(t, { initialWindow: 1000 })
+  b.transport.ephemeral = true
+  const [tOut, tSink] = MemoryTransport.pair()
+  const sink = side(tSink, { role: 'listener' })
+  const outMux = new Mux(tOut, { role: 'dialer' })
+  t.teardown(async () => { await Promise.all([outMux.destroy(), sink.mux.destroy()]) })
+
+  raw.send(encodeFrame(FrameType.OPEN, 0, 1, Buffer.from('x')))
+  const inbound = await b.nextStream()
+  const outbound = outMux.openStream(Buffer.from('y'))
+  spliceStreams(inbound, outbound)
+  raw.send(encodeFrame(FrameType.DATA, 0, 1, Buffer.alloc(1200)))
+  const info = await within(b.closed, 3000, 'link closed')
+  t.equal(codeOf(info), 'RG_ERR_FLOW_CONTROL')
 })
