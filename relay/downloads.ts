@@ -40,6 +40,7 @@ export function serveArtifact (res: uWS.HttpResponse, req: uWS.HttpRequest, opti
   const verify = req.getQuery('verify') === '1'
   let aborted = false
   let stream: Readable | null = null
+  let recycle: (chunk: Buffer) => void = () => {}
   res.onAborted(() => {
     aborted = true
     stream?.destroy()
@@ -64,6 +65,7 @@ export function serveArtifact (res: uWS.HttpResponse, req: uWS.HttpRequest, opti
       const got = await options.cache.get(sha256, wanted === undefined ? 0 : Number(wanted), { verify })
       size = got.size
       stream = got.stream
+      recycle = got.recycle
       if (rangeAllowed) {
         const range = parseRange(rangeHeader, size)
         if (range === 'invalid') {
@@ -101,7 +103,11 @@ export function serveArtifact (res: uWS.HttpResponse, req: uWS.HttpRequest, opti
       let ok = false
       let done = false
       res.cork(() => { [ok, done] = res.tryEnd(chunk, total) })
-      if (done || ok) return
+      if (done || ok) {
+        // uWS has taken (copied or sent) every byte: the read buffer can be read into again.
+        recycle(chunk)
+        return
+      }
       // Backpressure: hold this chunk's rest, pause, resume when uWS can write again.
       pending = { chunk, offset }
       body.pause()
@@ -114,6 +120,7 @@ export function serveArtifact (res: uWS.HttpResponse, req: uWS.HttpRequest, opti
         // event ever came and the download hung until uWS's idle timeout.
         ;[ok2, done2] = res.tryEnd(pending!.chunk.subarray(at - pending!.offset), total)
         if (done2 || ok2) {
+          recycle(pending!.chunk)
           pending = null
           body.resume()
         }

@@ -491,7 +491,7 @@ export async function run (o: P5Options): Promise<BenchResult> {
         'Server egress is relaygate_server_artifact_served_bytes_total (artifact bytes sent to relays) over the fan-out; relay cache figures are deltas of the relay\'s /metrics counters.',
         'Each agent downloads, hashes and renames its copy on the same 2-core machine as server, relay and generators: the fan-out time includes that disk and CPU load.',
         'Fairness: nginx runs one worker process and the relay is one Node process; both serve from the page cache on the same disk; the client (one Node process) is shared and its CPU is recorded: near 1 core, the client caps both sides.',
-        'The relay hashes every whole-file cache hit as it streams it (sha256, to drop a corrupted entry); nginx sends with sendfile and reads no byte itself.',
+        'The relay reads each hit into recycled 256 KiB buffers and copies it to the socket through uWS (sha256 only for a file that changed on disk since it verified, or when an agent asks); nginx sends with sendfile and reads no byte itself.',
         'Relay cache misses count every request that arrived while the one fill was running (they follow it); bytesFetched is what came from the server.',
         `Best of ${ROUNDS} alternating rounds kept for each side; all rounds listed.`
       ]
