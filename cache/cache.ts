@@ -130,30 +130,26 @@ class ReadBuffers {
   }
 }
 
-/** Reads [pos, end) of a file descriptor into pooled buffers; closes it when done. */
-class FileReader extends Readable {
-  private pos: number
-  private readonly end: number
+/**
+ * Reads a file descriptor into pooled buffers (one positional read per
+ * _read); closes the descriptor when done.
+ */
+abstract class PooledReader extends Readable {
+  protected pos: number
   private readonly fd: number
   private readonly buffers: ReadBuffers
 
-  constructor (fd: number, start: number, end: number, buffers: ReadBuffers) {
+  constructor (fd: number, start: number, buffers: ReadBuffers) {
     super({ highWaterMark: buffers.size })
     this.fd = fd
     this.pos = start
-    this.end = end
     this.buffers = buffers
   }
 
-  override _read (): void {
-    const left = this.end - this.pos
-    if (left <= 0) {
-      this.push(null)
-      return
-    }
+  /** Reads up to `max` bytes at pos and pushes them; 0 bytes read is an error (the file is shorter than it should be). */
+  protected readAt (max: number): void {
     const buf = this.buffers.take()
-    const n = Math.min(buf.length, left)
-    fs.read(this.fd, buf, 0, n, this.pos, (err, bytes) => {
+    fs.read(this.fd, buf, 0, Math.min(max, buf.length), this.pos, (err, bytes) => {
       if (err === null && bytes === 0) err = new RelaygateError('RG_ERR_INTERNAL', 'cache file ended before its size')
       if (err !== null) {
         this.buffers.give(buf)
@@ -170,35 +166,35 @@ class FileReader extends Readable {
   }
 }
 
-class FollowingReader extends Readable {
-  private pos: number
-  private readonly fd: number
+/** [start, end) of a cached file. */
+class FileReader extends PooledReader {
+  private readonly end: number
+
+  constructor (fd: number, start: number, end: number, buffers: ReadBuffers) {
+    super(fd, start, buffers)
+    this.end = end
+  }
+
+  override _read (): void {
+    if (this.pos >= this.end) this.push(null)
+    else this.readAt(this.end - this.pos)
+  }
+}
+
+/** A file being filled, from `start`: bytes as they are written, to the end of the fill. */
+class FollowingReader extends PooledReader {
   private readonly fill: Fill
-  private readonly buffers: ReadBuffers
   private waiting = false
 
   constructor (fill: Fill, fd: number, start: number, buffers: ReadBuffers) {
-    super({ highWaterMark: buffers.size })
+    super(fd, start, buffers)
     this.fill = fill
-    this.fd = fd
-    this.pos = start
-    this.buffers = buffers
   }
 
   override _read (size: number): void {
     const available = this.fill.written - this.pos
     if (available > 0) {
-      const buf = this.buffers.take()
-      const n = Math.min(size, available, buf.length)
-      fs.read(this.fd, buf, 0, n, this.pos, (err, bytes) => {
-        if (err !== null) {
-          this.buffers.give(buf)
-          this.destroy(err)
-          return
-        }
-        this.pos += bytes
-        this.push(bytes === buf.length ? buf : buf.subarray(0, bytes))
-      })
+      this.readAt(Math.min(size, available))
       return
     }
     if (this.fill.error !== null) {
@@ -215,10 +211,6 @@ class FollowingReader extends Readable {
       this.waiting = false
       this._read(size)
     })
-  }
-
-  override _destroy (err: Error | null, cb: (err?: Error | null) => void): void {
-    fs.close(this.fd, () => cb(err))
   }
 }
 
@@ -480,8 +472,10 @@ export class ArtifactCache {
         try {
           for await (const chunk of upstream.body) {
             const buf = chunk as Buffer
+            // Off the event loop: on a busy disk a write can wait for writeback,
+            // and the relay serves every download from this one thread.
             let off = 0
-            while (off < buf.length) off += fs.writeSync(fd, buf, off, buf.length - off, fill.written + off)
+            while (off < buf.length) off += await writeAt(fd, buf, off, fill.written + off)
             hash.update(buf)
             fill.written += buf.length
             this.stats.bytesFetched += buf.length
@@ -499,7 +493,7 @@ export class ArtifactCache {
       if (actual !== fill.sha256 || fill.written !== fill.size) {
         throw new RelaygateError('RG_ERR_DIGEST_MISMATCH', `fill of ${fill.sha256} hashed to ${actual}`)
       }
-      fs.fsyncSync(fd)
+      await new Promise<void>((resolve, reject) => fs.fsync(fd, err => err === null ? resolve() : reject(err)))
       if (fill.keep) {
         fs.renameSync(fill.tmpPath, this.pathOf(fill.sha256))
         // From here the index accounts for the bytes, not the reservation.
@@ -518,6 +512,12 @@ export class ArtifactCache {
       fs.closeSync(fd)
     }
   }
+}
+
+function writeAt (fd: number, buf: Buffer, offset: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fs.write(fd, buf, offset, buf.length - offset, position, (err, written) => err === null ? resolve(written) : reject(err))
+  })
 }
 
 export async function hashFile (path: string): Promise<string> {

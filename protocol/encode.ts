@@ -12,11 +12,7 @@ export function encodeFrame (type: FrameTypeValue, flags: number, streamId: numb
     throw new RelaygateError('RG_ERR_PROTOCOL', `flags out of range: ${flags}`)
   }
   const out = Buffer.allocUnsafe(HEADER_SIZE + payload.length)
-  out[0] = type
-  out[1] = flags
-  out.writeUInt32BE(streamId, 2)
-  out.writeUInt32BE(payload.length, 6)
-  payload.copy(out, HEADER_SIZE)
+  encodeFrameInto(out, type, flags, streamId, payload)
   return out
 }
 

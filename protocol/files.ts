@@ -1,4 +1,5 @@
 import { writeFileSync, renameSync, mkdirSync, chmodSync } from 'node:fs'
+import { writeFile, rename, rm } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { randomBytes } from 'node:crypto'
 
@@ -9,6 +10,22 @@ export function writeFileAtomic (path: string, data: string | Buffer, mode = 0o6
   writeFileSync(tmp, data, { mode })
   chmodSync(tmp, mode)
   renameSync(tmp, path)
+}
+
+/**
+ * writeFileAtomic off the event loop, for hot paths: a busy disk can hold a
+ * create or rename for tens of milliseconds, and a process that does them
+ * synchronously serves nothing meanwhile. The directory must exist.
+ */
+export async function writeFileAtomicAsync (path: string, data: string | Buffer, mode = 0o644): Promise<void> {
+  const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`
+  try {
+    await writeFile(tmp, data, { mode })
+    await rename(tmp, path)
+  } catch (err) {
+    await rm(tmp, { force: true })
+    throw err
+  }
 }
 
 /** `--ready-file`: one JSON object, written once the process is ready. */

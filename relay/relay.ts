@@ -424,15 +424,14 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
           const attempt = typeof msg.attempt === 'number' && Number.isInteger(msg.attempt) ? msg.attempt : 0
           const key = ResultQueue.keyOf(jobId, s.endpointId, attempt)
           const { t: _t, ...result } = msg
-          try {
-            // On disk first: from here the result survives a server outage and a relay restart.
-            results.add({ key, endpointId: s.endpointId, jobId, attempt, result, queuedAt: Date.now() })
-          } catch (err) {
-            s.log.warn({ code: (err as RelaygateError).code }, 'result queue full; the agent will send it again')
-            return
-          }
-          s.control({ t: 'job-result-ack', jobId, attempt })
-          link.send({ t: 'job-result', key, endpointId: s.endpointId, jobId, attempt, result, sid: 0 })
+          // On disk first: from then on the result survives a server outage and a relay restart.
+          results.add({ key, endpointId: s.endpointId, jobId, attempt, result, queuedAt: Date.now() }).then(() => {
+            s.control({ t: 'job-result-ack', jobId, attempt })
+            link.send({ t: 'job-result', key, endpointId: s.endpointId, jobId, attempt, result, sid: 0 })
+          }, (err: unknown) => {
+            const coded = toRelaygateError(err)
+            s.log.warn({ code: coded.code, message: coded.message }, 'result not stored; the agent will send it again')
+          })
           return
         }
         if (typeof msg.t === 'string' && AGENT_UPWARD.has(msg.t)) {
