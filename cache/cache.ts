@@ -230,8 +230,8 @@ export class ArtifactCache {
   private reserved = 0
   private closed = false
   private readonly stats = { hits: 0, misses: 0, bytesServed: 0, bytesFetched: 0, corruptDropped: 0, hashedServes: 0 }
-  /** 256 KiB reads; up to 32 idle buffers (8 MiB) kept for reuse. */
-  private readonly buffers = new ReadBuffers(256 * 1024, 32)
+  /** 64 KiB reads; up to 128 idle buffers (8 MiB) kept for reuse. */
+  private readonly buffers = new ReadBuffers(64 * 1024, 128)
 
   constructor (options: CacheOptions) {
     this.opts = { minFreeBytes: 512 * 1024 * 1024, fillConcurrency: 4, negativeTtlMs: 10_000, fillRetries: 5, ...options }
