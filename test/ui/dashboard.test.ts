@@ -77,7 +77,8 @@ t.test('log in with the admin token; it stays out of URLs and in this tab only',
   await page.fill('#token', api.token)
   await page.click('button[type=submit]')
   await page.waitForSelector('[data-page=endpoints]')
-  t.ok(await page.isVisible('text=No endpoints yet'), 'the empty endpoints page shows')
+  // The page shell appears before its first fetch answers: wait for the list, not just the page.
+  t.ok(await page.waitForSelector('text=No endpoints yet', { timeout: 10_000 }).then(() => true, () => false), 'the empty endpoints page shows')
   await page.waitForSelector('[data-testid=live][data-status=live]')
   t.equal(await page.evaluate(() => (globalThis as any).sessionStorage.getItem('relaygate.adminToken')), api.token, 'kept in sessionStorage')
   t.equal(await page.evaluate(() => (globalThis as any).localStorage.length), 0, 'nothing in localStorage')
