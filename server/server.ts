@@ -187,6 +187,7 @@ export async function buildServer (input: Partial<ServerConfig>, logger: Logger)
           s.closeAllConnections()
         }
       } finally {
+        jobs.flush()
         store.close()
       }
     })()
