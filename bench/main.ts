@@ -6,6 +6,17 @@ const int = (v: string): number => {
   return n
 }
 
+interface FleetOptions { agents: number, interval: number, stagger: number, perEndpoint: number }
+
+/** A scenario command with the options every fleet scenario shares. */
+function fleetCommand (name: string): Command {
+  return program.command(name)
+    .option('--agents <n>', 'agents', int, 15000)
+    .option('--interval <s>', 'check-in interval, seconds', int, 5)
+    .option('--stagger <s>', 'spread the (initial) agent starts over this many seconds', int, 20)
+    .option('--per-endpoint <n>', 'agents per endpoint (1 = one endpoint each; up to 64 = cluster endpoints)', int, 1)
+}
+
 const program = new Command('bench')
   .description('relaygate benchmarks: each scenario is bounded, loopback only, and writes bench/results/<scenario>-<date>.json')
   .exitOverride()
@@ -37,26 +48,18 @@ program.command('p4-tunnel-throughput')
     print(await run({ sizesMb: o.sizes.split(',').map(Number).filter(n => n > 0), repeats: o.repeats }))
   })
 
-program.command('p2-relay-scale')
+fleetCommand('p2-relay-scale')
   .description('P2: N real agents on one relay: relay CPU, RSS per agent, check-in round trip, wire bytes per agent')
-  .option('--agents <n>', 'agents', int, 15000)
-  .option('--interval <s>', 'check-in interval, seconds', int, 5)
   .option('--duration <s>', 'steady-state window, seconds', int, 60)
-  .option('--stagger <s>', 'spread agent starts over this many seconds', int, 20)
-  .option('--per-endpoint <n>', 'agents per endpoint (1 = one endpoint each; up to 64 = cluster endpoints)', int, 1)
-  .action(async (o: { agents: number, interval: number, duration: number, stagger: number, perEndpoint: number }) => {
+  .action(async (o: FleetOptions & { duration: number }) => {
     const { run } = await import('./scenarios/p2-relay-scale.js')
     print(await run(o))
   })
 
-program.command('p1-server-idle')
+fleetCommand('p1-server-idle')
   .description('P1: server CPU and relay-link bytes for N idle agents through 2 relays (baseline: direct check-ins, same run)')
-  .option('--agents <n>', 'agents', int, 15000)
-  .option('--interval <s>', 'check-in interval, seconds', int, 5)
   .option('--duration <s>', 'steady-state window, seconds', int, 60)
-  .option('--stagger <s>', 'spread agent starts over this many seconds', int, 20)
-  .option('--per-endpoint <n>', 'agents per endpoint (1 = one endpoint each; up to 64 = cluster endpoints)', int, 1)
-  .action(async (o: { agents: number, interval: number, duration: number, stagger: number, perEndpoint: number }) => {
+  .action(async (o: FleetOptions & { duration: number }) => {
     const { run } = await import('./scenarios/p1-server-idle.js')
     print(await run(o))
   })
@@ -73,14 +76,10 @@ program.command('p5-artifact-fanout')
     print(await run(o))
   })
 
-program.command('p6-reconnect-storm')
+fleetCommand('p6-reconnect-storm')
   .description('P6: restart a relay holding N agents: time until all are online again, server auth rate and CPU during the storm')
-  .option('--agents <n>', 'agents', int, 15000)
-  .option('--interval <s>', 'check-in interval, seconds', int, 5)
-  .option('--stagger <s>', 'spread the initial agent starts over this many seconds', int, 20)
-  .option('--per-endpoint <n>', 'agents per endpoint (1 = one endpoint each; up to 64 = cluster endpoints)', int, 1)
   .option('--timeout <s>', 'give up waiting for recovery after this many seconds', int, 120)
-  .action(async (o: { agents: number, interval: number, stagger: number, perEndpoint: number, timeout: number }) => {
+  .action(async (o: FleetOptions & { timeout: number }) => {
     const { run } = await import('./scenarios/p6-reconnect-storm.js')
     print(await run(o))
   })

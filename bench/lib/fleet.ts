@@ -221,3 +221,14 @@ export async function withCleanup<T> (cleanup: () => Promise<void>, body: () => 
     await once()
   }
 }
+
+/** The fleet's shape as every fleet scenario records it in its parameters. */
+export function fleetParameters (o: { perEndpoint: number }, created: { endpoints: number }, fleet: Fleet): Record<string, unknown> {
+  return {
+    endpoints: created.endpoints,
+    agentsPerEndpoint: o.perEndpoint,
+    endpointMode: o.perEndpoint === 1 ? 'one endpoint per agent (POST /api/endpoints, 16 at a time)' : `cluster endpoints with maxAgents ${o.perEndpoint}`,
+    generatorProcesses: fleet.pids.length,
+    agentsPerGeneratorProcess: AGENTS_PER_PROCESS
+  }
+}

@@ -106,24 +106,38 @@ export function quantiles (sorted: number[], k = 1000): number[] {
 }
 
 /**
- * One scrape of a Prometheus text endpoint (the relay's /metrics): every
- * sample as `name{labels}` → value.
+ * Sum of every sample of a Prometheus metric (all label sets). A metric
+ * without samples throws, unless `absent` gives the value to use (a
+ * histogram shows no samples before its first observation).
  */
-export async function scrapeMetrics (url: string): Promise<Map<string, number>> {
-  const res = await fetch(url)
-  if (!res.ok) throw new Error(`GET ${url}: ${res.status}`)
-  const out = new Map<string, number>()
-  for (const line of (await res.text()).split('\n')) {
-    if (line === '' || line.startsWith('#')) continue
-    const at = line.lastIndexOf(' ')
-    out.set(line.slice(0, at), Number(line.slice(at + 1)))
+export function metric (text: string, name: string, absent?: number): number {
+  let sum = 0
+  let found = false
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue
+    const m = /^(\S+?)(\{[^}]*\})?\s+(\S+)$/.exec(line)
+    if (m === null || m[1] !== name) continue
+    sum += Number(m[3])
+    found = true
   }
-  return out
+  if (!found) {
+    if (absent !== undefined) return absent
+    throw new Error(`metric ${name} not found`)
+  }
+  return sum
 }
 
-/** Sum of the samples whose name (labels included) starts with `prefix`. */
-export function metricSum (m: Map<string, number>, prefix: string): number {
-  let sum = 0
-  for (const [k, v] of m) if (k.startsWith(prefix)) sum += v
-  return sum
+/** One sample of a labelled Prometheus metric (the line whose labels contain `label`). */
+export function metricLabel (text: string, name: string, label: string): number {
+  for (const line of text.split('\n')) {
+    if (line.startsWith(`${name}{`) && line.includes(label)) return Number(line.slice(line.lastIndexOf(' ') + 1))
+  }
+  return NaN
+}
+
+/** GET of a Prometheus text endpoint (/metrics), with the admin token when given. */
+export async function scrapeMetrics (url: string, token?: string): Promise<string> {
+  const res = await fetch(url, { headers: token === undefined ? {} : { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(30_000) })
+  if (!res.ok) throw new Error(`GET ${url}: ${res.status}`)
+  return await res.text()
 }

@@ -1,5 +1,5 @@
 import { writeResult, round, barChart, type BenchResult } from '../lib/report.js'
-import { startFleetSite, startFleet, createJoinTokens, waitOnline, serverAgentCount, withCleanup, AGENTS_PER_PROCESS, type Fleet } from '../lib/fleet.js'
+import { startFleetSite, startFleet, createJoinTokens, waitOnline, serverAgentCount, withCleanup, fleetParameters, type Fleet } from '../lib/fleet.js'
 import { cpuMeter, wireSample, wireDelta, sleep, type WireSample } from '../lib/sample.js'
 
 export interface P1Options { agents: number, interval: number, duration: number, stagger: number, perEndpoint: number }
@@ -76,11 +76,7 @@ export async function run (o: P1Options): Promise<BenchResult> {
         checkinIntervalSeconds: o.interval,
         steadySeconds: o.duration,
         staggerSeconds: o.stagger,
-        endpoints: created.endpoints,
-        agentsPerEndpoint: o.perEndpoint,
-        endpointMode: o.perEndpoint === 1 ? 'one endpoint per agent (POST /api/endpoints, 16 at a time)' : `cluster endpoints with maxAgents ${o.perEndpoint}`,
-        generatorProcesses: fleet.pids.length,
-        agentsPerGeneratorProcess: AGENTS_PER_PROCESS,
+        ...fleetParameters(o, created, fleet),
         processes: 'server, 2 relays and the generators are separate processes on this machine (loopback); generators run the real RelaygateAgent',
         cpuMethod: '/proc/<server pid>/stat utime+stime delta over the steady window / elapsed seconds',
         wireMethod: "ss -tin state established '( sport = :serverHttpPort )': bytes_acked + bytes_received + 52 x (segs_out + segs_in), both directions, delta over the window (no API calls during the window)"

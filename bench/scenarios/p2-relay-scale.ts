@@ -1,6 +1,6 @@
 import { writeResult, percentile, round, cdfChart, type BenchResult } from '../lib/report.js'
-import { startFleetSite, startFleet, createJoinTokens, waitOnline, serverAgentCount, withCleanup, AGENTS_PER_PROCESS, type Fleet } from '../lib/fleet.js'
-import { cpuMeter, rssBytes, wireSample, wireDelta, sleep, quantiles, scrapeMetrics, metricSum } from '../lib/sample.js'
+import { startFleetSite, startFleet, createJoinTokens, waitOnline, serverAgentCount, withCleanup, fleetParameters, type Fleet } from '../lib/fleet.js'
+import { cpuMeter, rssBytes, wireSample, wireDelta, sleep, quantiles, scrapeMetrics, metric } from '../lib/sample.js'
 
 export interface P2Options { agents: number, interval: number, duration: number, stagger: number, perEndpoint: number }
 
@@ -52,7 +52,7 @@ export async function run (o: P2Options): Promise<BenchResult> {
     fleet.measure(false)
     const rtts = (await fleet.collectRtts()).sort((a, b) => a - b)
     const generatorLoop = fleet.loopDelays()
-    const gcSeconds = (m: Map<string, number>): number => metricSum(m, 'nodejs_gc_duration_seconds_sum')
+    const gcSeconds = (text: string): number => metric(text, 'nodejs_gc_duration_seconds_sum', 0)
     const onlineAtEnd = await serverAgentCount(site.base, site.token)
     const fatal = fleet.fatal()
 
@@ -80,8 +80,8 @@ export async function run (o: P2Options): Promise<BenchResult> {
       },
       // Where the round-trip tail comes from: the relay's loop and GC, or the generators' own scheduling.
       relayEventLoopLag: {
-        p99Ms: round(relayMetrics1.get('nodejs_eventloop_lag_p99_seconds')! * 1000, 2),
-        maxMs: round(relayMetrics1.get('nodejs_eventloop_lag_max_seconds')! * 1000, 2)
+        p99Ms: round(metric(relayMetrics1, 'nodejs_eventloop_lag_p99_seconds') * 1000, 2),
+        maxMs: round(metric(relayMetrics1, 'nodejs_eventloop_lag_max_seconds') * 1000, 2)
       },
       relayGcSecondsInWindow: round(gcSeconds(relayMetrics1) - gcSeconds(relayMetrics0), 3),
       generatorEventLoopDelay: {
@@ -108,11 +108,7 @@ export async function run (o: P2Options): Promise<BenchResult> {
         checkinIntervalSeconds: o.interval,
         steadySeconds: o.duration,
         staggerSeconds: o.stagger,
-        endpoints: created.endpoints,
-        agentsPerEndpoint: o.perEndpoint,
-        endpointMode: o.perEndpoint === 1 ? 'one endpoint per agent (POST /api/endpoints, 16 at a time)' : `cluster endpoints with maxAgents ${o.perEndpoint}`,
-        generatorProcesses: fleet.pids.length,
-        agentsPerGeneratorProcess: AGENTS_PER_PROCESS,
+        ...fleetParameters(o, created, fleet),
         processes: 'server, relay and each generator are separate processes on this machine (loopback); generators run the real RelaygateAgent',
         cpuMethod: '/proc/<relay pid>/stat utime+stime delta over the steady window / elapsed seconds',
         rssMethod: '(mean VmRSS sampled every 5 s in the steady window - VmRSS before any agent connected) / agents',

@@ -11,7 +11,7 @@ import { decodeJoinToken } from '../../protocol/token.js'
 import { writeResult, percentile, round, barChart, type BenchResult } from '../lib/report.js'
 import { api } from '../lib/procs.js'
 import { startFleetSite, startFleet, createJoinTokens, waitOnline, withCleanup, type Fleet, type FleetSite } from '../lib/fleet.js'
-import { cpuMeter, freePort, sleep } from '../lib/sample.js'
+import { cpuMeter, freePort, sleep, scrapeMetrics, metric, metricLabel } from '../lib/sample.js'
 
 export interface P5Options {
   agents: number
@@ -30,35 +30,6 @@ const ROUNDS = 2
 const JOB_PATH = 'p5/artifact.bin'
 
 const log = (msg: string): void => { process.stderr.write(`p5: ${msg}\n`) }
-
-/** Sum of every sample of a Prometheus metric (all label sets). */
-function metric (text: string, name: string): number {
-  let sum = 0
-  let found = false
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name)) continue
-    const m = /^(\S+?)(\{[^}]*\})?\s+(\S+)$/.exec(line)
-    if (m === null || m[1] !== name) continue
-    sum += Number(m[3])
-    found = true
-  }
-  if (!found) throw new Error(`metric ${name} not found`)
-  return sum
-}
-
-/** One sample of a labelled Prometheus metric (the line whose labels contain `label`). */
-function metricLabel (text: string, name: string, label: string): number {
-  for (const line of text.split('\n')) {
-    if (line.startsWith(`${name}{`) && line.includes(label)) return Number(line.slice(line.lastIndexOf(' ') + 1))
-  }
-  return NaN
-}
-
-async function scrape (url: string, token?: string): Promise<string> {
-  const res = await fetch(url, { headers: token === undefined ? {} : { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(30_000) })
-  if (!res.ok) throw new Error(`GET ${url}: ${res.status}`)
-  return await res.text()
-}
 
 /** Random bytes written to `file` in 1 MiB pieces; returns their sha256. */
 function writeRandomFile (file: string, bytes: number): string {
@@ -317,8 +288,8 @@ export async function run (o: P5Options): Promise<BenchResult> {
     const onlineSeconds = await waitOnline(base, token, o.agents, 180_000)
     await sleep(2000)
 
-    const server0 = await scrape(`${base}/metrics`, token)
-    const relay0 = await scrape(`${relayHttp}/metrics`)
+    const server0 = await scrapeMetrics(`${base}/metrics`, token)
+    const relay0 = await scrapeMetrics(`${relayHttp}/metrics`)
     const relayCpu = cpuMeter(relay.proc.child.pid!)
     const serverCpu = cpuMeter(site.server.child.pid!)
     const genCpus = fleet.pids.map(pid => cpuMeter(pid))
@@ -360,8 +331,8 @@ export async function run (o: P5Options): Promise<BenchResult> {
     const relayCpuFanout = relayCpu.read()
     const serverCpuFanout = serverCpu.read()
     const genCores = genCpus.reduce((s, m) => s + m.read().cores, 0)
-    const server1 = await scrape(`${base}/metrics`, token)
-    const relay1 = await scrape(`${relayHttp}/metrics`)
+    const server1 = await scrapeMetrics(`${base}/metrics`, token)
+    const relay1 = await scrapeMetrics(`${relayHttp}/metrics`)
     const view = { targets }
 
     const succeeded = view.targets.filter(t => t.state === 'succeeded')
@@ -414,14 +385,14 @@ export async function run (o: P5Options): Promise<BenchResult> {
       // Warm both (page cache, first connection) outside the measurement.
       await load(relayUrl, relayHeaders, size, 1, 2, relay.proc.child.pid!)
       await load(nginxUrl, {}, size, 1, 2, nginx.workerPid)
-      const hits0 = metric(await scrape(`${relayHttp}/metrics`), 'relaygate_relay_cache_hits_total')
+      const hits0 = metric(await scrapeMetrics(`${relayHttp}/metrics`), 'relaygate_relay_cache_hits_total')
       for (let r = 0; r < ROUNDS; r++) {
         relayRounds.push(await load(relayUrl, relayHeaders, size, o.clients, o.requests, relay.proc.child.pid!))
         log(`round ${r + 1}: relay ${relayRounds[r].MBps} MB/s`)
         nginxRounds.push(await load(nginxUrl, {}, size, o.clients, o.requests, nginx.workerPid))
         log(`round ${r + 1}: nginx ${nginxRounds[r].MBps} MB/s`)
       }
-      hitsDuring = metric(await scrape(`${relayHttp}/metrics`), 'relaygate_relay_cache_hits_total') - hits0
+      hitsDuring = metric(await scrapeMetrics(`${relayHttp}/metrics`), 'relaygate_relay_cache_hits_total') - hits0
     } catch (err) {
       // Keep the fan-out figures: the comparison's failure goes into the result.
       comparisonError = (err as Error).message

@@ -1,17 +1,13 @@
 import { writeResult, round, type BenchResult } from '../lib/report.js'
-import { startFleetSite, startFleet, createJoinTokens, waitOnline, serverAgentCount, withCleanup, AGENTS_PER_PROCESS, type Fleet } from '../lib/fleet.js'
-import { cpuSeconds, sleep } from '../lib/sample.js'
+import { startFleetSite, startFleet, createJoinTokens, waitOnline, serverAgentCount, withCleanup, fleetParameters, type Fleet } from '../lib/fleet.js'
+import { cpuSeconds, sleep, scrapeMetrics, metric } from '../lib/sample.js'
 
 export interface P6Options { agents: number, interval: number, stagger: number, perEndpoint: number, timeout: number }
 
 interface Point { t: number, online: number, authTotal: number, serverCpu: number }
 
 async function authTotal (base: string, token: string): Promise<number> {
-  const res = await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${token}` } })
-  const text = await res.text()
-  const m = /^relaygate_hub_auth_requests_total (\d+(?:\.\d+)?)/m.exec(text)
-  if (m === null) throw new Error('relaygate_hub_auth_requests_total not in /metrics')
-  return Number(m[1])
+  return metric(await scrapeMetrics(`${base}/metrics`, token), 'relaygate_hub_auth_requests_total')
 }
 
 /** Online agents and auth requests/s over time (seconds from SIGTERM), as an SVG. */
@@ -136,11 +132,7 @@ export async function run (o: P6Options): Promise<BenchResult> {
         agents: o.agents,
         checkinIntervalSeconds: o.interval,
         staggerSecondsInitialConnect: o.stagger,
-        endpoints: created.endpoints,
-        agentsPerEndpoint: o.perEndpoint,
-        endpointMode: o.perEndpoint === 1 ? 'one endpoint per agent (POST /api/endpoints, 16 at a time)' : `cluster endpoints with maxAgents ${o.perEndpoint}`,
-        generatorProcesses: fleet.pids.length,
-        agentsPerGeneratorProcess: AGENTS_PER_PROCESS,
+        ...fleetParameters(o, created, fleet),
         restart: 'SIGTERM to the relay, wait for exit, start it again with the same port (fixed from a free-port probe) and data dir',
         sampling: 'every 250 ms: GET /api/relays (sum of agents), GET /metrics relaygate_hub_auth_requests_total (admin token), /proc/<server pid>/stat',
         timeoutSeconds: o.timeout
