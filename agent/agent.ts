@@ -4,17 +4,18 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import {
-  Mux, FrameType, PROTOCOL_VERSION, AGENT_MAX_PAYLOAD, HEADER_SIZE, RelaygateError, FATAL_CLOSE_CODES,
-  decodeHello, decodeJson, decodeCheckinAnswer, decodeCodeReason, encodeFrame, encodeHello, encodeJson, frames,
-  toRelaygateError, codeForClose, type CheckinAnswer, type Frame
+  Mux, FrameType, AGENT_MAX_PAYLOAD, HEADER_SIZE, RelaygateError, FATAL_CLOSE_CODES, NEXT_PEER_CLOSE_CODES,
+  decodeCheckinAnswer, decodeCodeReason, frames, toRelaygateError, codeForClose, type CheckinAnswer, type Frame
 } from '../protocol/index.js'
-import { ErrorCode } from '../protocol/errors.js'
+import {
+  Hellos, helloFrame, readHello, controlFrame, readControl, RelayToAgent, type AgentToRelay
+} from '../protocol/messages.js'
 import { WsTransport } from '../protocol/ws-transport.js'
-import { dialWebSocket } from '../protocol/dial.js'
-import { Backoff } from '../protocol/backoff.js'
+import { dialWebSocket } from '../common/dial.js'
+import { Backoff } from '../common/backoff.js'
 import { computeProof, deriveAuthKey } from '../protocol/auth.js'
-import { writeFileAtomic, writeReadyFile } from '../protocol/files.js'
-import { VERSION } from '../protocol/version.js'
+import { writeFileAtomic, writeReadyFile } from '../common/files.js'
+import { VERSION } from '../common/version.js'
 import type { RelayAddress } from '../protocol/token.js'
 import { verifyAgentConfig, type AgentConfig, type VerifiedAgentConfig } from './config.js'
 import { TunnelEndpoint } from './tunnel.js'
@@ -112,10 +113,10 @@ export class RelaygateAgent extends EventEmitter {
   }
 
   /** Sends a control message to the relay (dropped when offline). */
-  private control (msg: Record<string, unknown>): void {
+  private control (msg: AgentToRelay): void {
     const mux = this.mux
     if (mux === null || mux.closed) return
-    mux.send(encodeFrame(FrameType.CONTROL, 0, 0, encodeJson(msg)))
+    mux.send(controlFrame(msg))
   }
 
   /** Sends a snapshot of this machine up to the server. */
@@ -254,14 +255,11 @@ export class RelaygateAgent extends EventEmitter {
         maxStreams: 256,
         logger: this.log,
         onStream: stream => this.tunnel.onStream(stream),
+        // A throw closes the link with the error's close code (the mux catches and logs it).
         onFrame: frame => {
-          try {
-            if (this.onFrame(mux, relay, frame) && !accepted) {
-              accepted = true
-              clearTimeout(acceptTimer)
-            }
-          } catch (err) {
-            void mux.destroy(toRelaygateError(err, 'RG_ERR_PROTOCOL'))
+          if (this.onFrame(mux, relay, frame) && !accepted) {
+            accepted = true
+            clearTimeout(acceptTimer)
           }
         },
         onClose: ({ code, reason, error }) => {
@@ -274,69 +272,29 @@ export class RelaygateAgent extends EventEmitter {
           const wasOnline = this.state === 'online'
           if (wasOnline) this.emit('offline', { code, reason })
           this.log.info({ relay: relay.url, code, reason }, 'relay link closed')
-          if (FATAL_CLOSE_CODES.has(code) && code !== 4018) {
+          if (FATAL_CLOSE_CODES.has(code)) {
             resolve({ accepted, fatal: error ?? new RelaygateError(codeForClose(code) ?? 'RG_ERR_AUTH', reason) })
           } else {
-            // 4009: the relay is shutting down (it sent a go-away first): move on to the next one.
-            resolve({ accepted, goingAway: code === ErrorCode.RG_ERR_GOING_AWAY.close })
+            // The relay is shutting down (it sent a go-away first) or is not pinned: move on to the next one.
+            resolve({ accepted, goingAway: NEXT_PEER_CLOSE_CODES.has(code) })
           }
         }
       })
       this.mux = mux
-      mux.send(encodeFrame(FrameType.HELLO, 0, 0, encodeHello(PROTOCOL_VERSION, {
-        role: 'agent', endpointId: this.endpointId, edgeId: this.edgeId, agentVersion: VERSION
-      })))
+      mux.send(helloFrame({ role: 'agent', endpointId: this.endpointId, edgeId: this.edgeId, agentVersion: VERSION }))
     })
   }
 
-  /** Handles a frame; returns true when it made the agent online. */
+  /** Handles a frame; returns true when it made the agent online. A throw closes the link (protocol error). */
   private onFrame (mux: Mux, relay: RelayAddress, frame: Frame): boolean {
     switch (frame.type) {
-      case FrameType.HELLO: {
-        const { version } = decodeHello(frame.payload)
-        if (version !== PROTOCOL_VERSION) throw new RelaygateError('RG_ERR_VERSION', `agent speaks protocol ${PROTOCOL_VERSION}, relay ${version}`)
+      case FrameType.HELLO:
+        readHello(frame, Hellos.fromRelayToAgent)
         return false
-      }
-      case FrameType.CONTROL: {
-        const msg = decodeJson(frame.payload)
-        if (this.state === 'online' && (this.tunnel.onControl(msg) || this.jobs.onControl(msg))) return false
-        if (msg.t === 'challenge') {
-          if (typeof msg.nonce !== 'string' || typeof msg.relayId !== 'string') throw new RelaygateError('RG_ERR_PROTOCOL', 'bad challenge')
-          const proof = computeProof(this.authKey, { nonce: msg.nonce, endpointId: this.endpointId, edgeId: this.edgeId, relayId: msg.relayId })
-          mux.send(encodeFrame(FrameType.CONTROL, 0, 0, encodeJson({ t: 'proof', proof })))
-          return false
-        }
-        if (msg.t === 'welcome') {
-          if (typeof msg.intervalSeconds === 'number' && msg.intervalSeconds > 0) this.intervalSeconds = msg.intervalSeconds
-          this.relayId = typeof msg.relayId === 'string' ? msg.relayId : null
-          if (typeof msg.downloadToken === 'string') this.downloadToken = msg.downloadToken
-          this.currentRelay = relay
-          if (this.state === 'online') return false // re-authenticated after the relay re-linked
-          this.state = 'online'
-          this.relayUrl = relay.url
-          this.log.info({ relay: relay.url, relayId: this.relayId, intervalSeconds: this.intervalSeconds }, 'agent online')
-          if (!this.readyWritten) {
-            this.readyWritten = true
-            writeReadyFile(this.config.readyFile, { edgeId: this.edgeId, endpointId: this.endpointId, relay: relay.url, pid: process.pid })
-          }
-          this.scheduleCheckin(mux)
-          this.emit('online', { relay: relay.url })
-          this.jobs.onOnline()
-          const every = typeof msg.snapshotIntervalSeconds === 'number' && msg.snapshotIntervalSeconds > 0 ? msg.snapshotIntervalSeconds : 600
-          if (this.snapshotTimer !== null) clearInterval(this.snapshotTimer)
-          this.snapshotTimer = setInterval(() => { void this.sendSnapshot('interval').catch(() => {}) }, every * 1000)
-          this.snapshotTimer.unref()
-          void this.sendSnapshot('connect').catch(err => this.log.warn({ err: (err as Error).message }, 'snapshot failed'))
-          return true
-        }
-        this.log.debug({ t: msg.t }, 'ignoring unknown control message')
+      case FrameType.CONTROL: return this.onControl(mux, relay, readControl(frame, RelayToAgent))
+      case FrameType.CHECKIN_ANSWER:
+        this.onAnswer(mux, decodeCheckinAnswer(frame.payload))
         return false
-      }
-      case FrameType.CHECKIN_ANSWER: {
-        const answer = decodeCheckinAnswer(frame.payload)
-        this.onAnswer(mux, answer)
-        return false
-      }
       case FrameType.ERROR: {
         const { code, reason } = decodeCodeReason(frame.payload)
         this.log.warn({ code: codeForClose(code) ?? code, reason }, 'relay reported an error')
@@ -345,6 +303,47 @@ export class RelaygateAgent extends EventEmitter {
       default:
         throw new RelaygateError('RG_ERR_PROTOCOL', `unexpected frame 0x${frame.type.toString(16)} from the relay`)
     }
+  }
+
+  private onControl (mux: Mux, relay: RelayAddress, msg: RelayToAgent): boolean {
+    switch (msg.t) {
+      case 'challenge': {
+        const proof = computeProof(this.authKey, { nonce: msg.nonce, endpointId: this.endpointId, edgeId: this.edgeId, relayId: msg.relayId })
+        mux.send(controlFrame({ t: 'proof', proof }))
+        return false
+      }
+      case 'welcome': return this.onWelcome(mux, relay, msg)
+      case 'job':
+      case 'job-result-ack':
+        if (this.state === 'online') this.jobs.onControl(msg)
+        return false
+      default:
+        if (this.state === 'online') this.tunnel.onControl(msg)
+        return false
+    }
+  }
+
+  private onWelcome (mux: Mux, relay: RelayAddress, msg: Extract<RelayToAgent, { t: 'welcome' }>): boolean {
+    this.intervalSeconds = msg.intervalSeconds
+    this.relayId = msg.relayId
+    this.downloadToken = msg.downloadToken
+    this.currentRelay = relay
+    if (this.state === 'online') return false // re-authenticated after the relay re-linked
+    this.state = 'online'
+    this.relayUrl = relay.url
+    this.log.info({ relay: relay.url, relayId: this.relayId, intervalSeconds: this.intervalSeconds }, 'agent online')
+    if (!this.readyWritten) {
+      this.readyWritten = true
+      writeReadyFile(this.config.readyFile, { edgeId: this.edgeId, endpointId: this.endpointId, relay: relay.url, pid: process.pid })
+    }
+    this.scheduleCheckin(mux)
+    this.emit('online', { relay: relay.url })
+    this.jobs.onOnline()
+    if (this.snapshotTimer !== null) clearInterval(this.snapshotTimer)
+    this.snapshotTimer = setInterval(() => { void this.sendSnapshot('interval').catch(() => {}) }, msg.snapshotIntervalSeconds * 1000)
+    this.snapshotTimer.unref()
+    void this.sendSnapshot('connect').catch(err => this.log.warn({ err: (err as Error).message }, 'snapshot failed'))
+    return true
   }
 
   private onAnswer (mux: Mux, answer: CheckinAnswer): void {

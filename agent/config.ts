@@ -1,6 +1,7 @@
 import { resolve } from 'node:path'
 import { RelaygateError } from '../protocol/errors.js'
 import { decodeJoinToken, normalizeFingerprint, type JoinToken, type RelayAddress } from '../protocol/token.js'
+import { SHA256_HEX } from '../common/sha256.js'
 
 export interface AgentConfig {
   joinToken: string
@@ -51,7 +52,7 @@ export function verifyAgentConfig (input: Partial<AgentConfig>): VerifiedAgentCo
   const token = decodeJoinToken(config.joinToken)
   if (config.edgeId !== undefined && !uuidPattern.test(config.edgeId)) throw new RelaygateError('RG_ERR_CONFIG', `--edge-id must be a UUID, got ${config.edgeId}`)
   const pins = config.pins.map(normalizeFingerprint)
-  for (const p of pins) if (!/^[0-9a-f]{64}$/.test(p)) throw new RelaygateError('RG_ERR_CONFIG', `--pin must be a sha256 fingerprint (64 hex digits), got ${p}`)
+  for (const p of pins) if (!SHA256_HEX.test(p)) throw new RelaygateError('RG_ERR_CONFIG', `--pin must be a sha256 fingerprint (64 hex digits), got ${p}`)
   let relayList: RelayAddress[]
   if (config.relays.length > 0) {
     relayList = config.relays.map(url => {

@@ -10,12 +10,13 @@ import PQueue from 'p-queue'
 import type { Logger } from 'pino'
 import { RelaygateError, toRelaygateError, type ErrorCodeName } from '../protocol/errors.js'
 import { normalizeFingerprint } from '../protocol/token.js'
-import { hashFile } from '../cache/index.js'
-import { TransferProgress } from '../protocol/progress.js'
+import { hashFile, SHA256_HEX } from '../common/sha256.js'
+import { TransferProgress } from '../common/progress.js'
+import { MAX_ERROR_MESSAGE, MAX_JOB_OUTPUT, type AgentToRelay, type RelayToAgent, type JobResultBody } from '../protocol/messages.js'
 
 export interface JobHost {
   /** Sends a control message to the relay (dropped while offline). */
-  send: (msg: Record<string, unknown>) => void
+  send: (msg: AgentToRelay) => void
   /** The relay link's URL (ws:// or wss://) and accepted fingerprints, and our download token. */
   relay: () => { url: string, fingerprints: string[], downloadToken: string } | null
   readonly logger: Logger
@@ -42,9 +43,7 @@ interface Job {
   run: string[] | null
 }
 
-type Result = Record<string, unknown> & { jobId: string, attempt: number, state: 'succeeded' | 'failed' }
-
-const SHA = /^[0-9a-f]{64}$/
+type Result = JobResultBody
 
 /** Resolves a job path inside the files dir, refusing anything that leaves it (also through symlinks). */
 export function placeInside (filesDir: string, path: string): string {
@@ -119,17 +118,10 @@ export class JobRunner {
     return this.active.size
   }
 
-  onControl (msg: Record<string, unknown>): boolean {
-    if (msg.t === 'job') {
-      this.onJob(msg)
-      return true
-    }
-    if (msg.t === 'job-result-ack') {
-      const r = this.unacked.get(String(msg.jobId))
-      if (r !== undefined && r.attempt === msg.attempt) this.unacked.delete(r.jobId)
-      return true
-    }
-    return false
+  onControl (msg: Extract<RelayToAgent, { t: 'job' | 'job-result-ack' }>): void {
+    if (msg.t === 'job') return this.onJob(msg)
+    const r = this.unacked.get(msg.jobId)
+    if (r !== undefined && r.attempt === msg.attempt) this.unacked.delete(r.jobId)
   }
 
   /** After a (re)connect: results the relay has not confirmed go again. */
@@ -177,15 +169,8 @@ export class JobRunner {
     await waitUntil(() => this.unacked.size === 0, ackWaitMs)
   }
 
-  private onJob (msg: Record<string, unknown>): void {
-    const job: Job = {
-      jobId: String(msg.jobId),
-      attempt: typeof msg.attempt === 'number' ? msg.attempt : 0,
-      sha256: String(msg.sha256),
-      size: typeof msg.size === 'number' ? msg.size : -1,
-      path: String(msg.path),
-      run: Array.isArray(msg.run) ? msg.run.map(String) : null
-    }
+  private onJob (msg: Extract<RelayToAgent, { t: 'job' }>): void {
+    const job: Job = { jobId: msg.jobId, attempt: msg.attempt, sha256: msg.sha256, size: msg.size, path: msg.path, run: msg.run }
     const running = this.active.get(job.jobId)
     if (running !== undefined) {
       running.attempt = job.attempt
@@ -223,19 +208,22 @@ export class JobRunner {
   }
 
   private report (result: Result): void {
+    // Within the message schema whatever the command printed or the error said.
+    if (result.output !== undefined) result.output = result.output.slice(-MAX_JOB_OUTPUT)
+    if (result.error !== undefined) result.error = { code: result.error.code, message: result.error.message.slice(0, MAX_ERROR_MESSAGE) }
     this.host.logger.info({ jobId: result.jobId, state: result.state, exitCode: result.exitCode, error: result.error }, 'job finished')
     this.unacked.set(result.jobId, result)
     this.host.send({ t: 'job-result', ...result })
   }
 
-  private progress (job: Job, state: string, bytes: number): void {
+  private progress (job: Job, state: 'downloading' | 'verifying' | 'running', bytes: number): void {
     const progress = job.size > 0 ? Math.min(1, bytes / job.size) : 0
     this.host.send({ t: 'job-progress', jobId: job.jobId, attempt: job.attempt, state, progress, bytes })
   }
 
   private async execute (job: Job): Promise<Result> {
     const log = this.host.logger.child({ jobId: job.jobId })
-    if (!SHA.test(job.sha256)) throw new RelaygateError('RG_ERR_PROTOCOL', 'job without a valid sha256')
+    if (!SHA256_HEX.test(job.sha256)) throw new RelaygateError('RG_ERR_PROTOCOL', 'job without a valid sha256')
     const dest = placeInside(this.opts.filesDir, job.path)
     const part = join(this.downloadsDir, `${job.sha256}.part`)
     let verified = false
@@ -275,7 +263,7 @@ export class JobRunner {
     const [cmd, ...args] = job.run!
     let output = ''
     const keep = (chunk: Buffer): void => {
-      output = (output + chunk.toString('utf8')).slice(-4096)
+      output = (output + chunk.toString('utf8')).slice(-MAX_JOB_OUTPUT)
     }
     return await new Promise(resolvePromise => {
       const child = spawn(cmd, args, {

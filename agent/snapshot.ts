@@ -1,7 +1,7 @@
 import os from 'node:os'
 import http from 'node:http'
 import { statfs } from 'node:fs/promises'
-import { VERSION } from '../protocol/version.js'
+import { VERSION } from '../common/version.js'
 
 export interface SnapshotOptions {
   edgeId: string

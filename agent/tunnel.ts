@@ -2,7 +2,8 @@ import net from 'node:net'
 import tls from 'node:tls'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
-import { RelaygateError, streamMeta, type MuxStream } from '../protocol/index.js'
+import { RelaygateError, type MuxStream } from '../protocol/index.js'
+import { parseStreamMeta, AgentStreams, type AgentToRelay, type RelayToAgent } from '../protocol/messages.js'
 import { deriveCredentialKey, deriveTunnelRoot, openCredential, tunnelProof } from '../protocol/tunnel-crypto.js'
 import { splice } from '../protocol/splice.js'
 
@@ -11,11 +12,14 @@ export interface TunnelHost {
   readonly edgeId: string
   readonly relayId: string | null
   /** Sends a control message up to the server (through the relay). */
-  send: (msg: Record<string, unknown>) => void
+  send: (msg: AgentToRelay) => void
   /** Sends a snapshot (awaited before an idle close). */
   snapshot: (reason: string) => Promise<void>
   readonly logger: Logger
 }
+
+/** The control messages of a tunnel's life, server -> agent. */
+export type TunnelControl = Extract<RelayToAgent, { t: 'tunnel-offer' | 'tunnel-result' | 'tunnel-keepalive' | 'tunnel-close' }>
 
 interface OpenTunnel {
   tunnelId: string
@@ -71,19 +75,16 @@ export class TunnelEndpoint {
     return this.open?.tunnelId ?? null
   }
 
-  /** Handles tunnel-* control messages; returns false for anything else. */
-  onControl (msg: Record<string, unknown>): boolean {
+  /** Handles the tunnel-* control messages. */
+  onControl (msg: TunnelControl): void {
     switch (msg.t) {
-      case 'tunnel-offer': this.onOffer(msg); return true
-      case 'tunnel-result': this.onResult(msg); return true
+      case 'tunnel-offer': return this.onOffer(msg)
+      case 'tunnel-result': return this.onResult(msg)
       case 'tunnel-keepalive':
         if (this.open !== null && msg.tunnelId === this.open.tunnelId) this.open.lastServerActivity = Date.now()
-        return true
+        return
       case 'tunnel-close':
-        if (this.open !== null && msg.tunnelId === this.open.tunnelId) this.shut(`closed by the server: ${String(msg.reason ?? '')}`)
-        return true
-      default:
-        return false
+        if (this.open !== null && msg.tunnelId === this.open.tunnelId) this.shut(`closed by the server: ${msg.reason}`)
     }
   }
 
@@ -98,10 +99,10 @@ export class TunnelEndpoint {
 
   /** A stream opened by the server through the relay. */
   onStream (stream: MuxStream): void {
-    const meta = streamMeta(stream)
-    if (meta === null) return
+    // Bad metadata throws: the mux closes the link with the protocol-error code.
+    const meta = parseStreamMeta(stream, AgentStreams)
     const t = this.open
-    if (meta.t !== 'tunnel' || t === null || meta.tunnelId !== t.tunnelId) {
+    if (t === null || meta.tunnelId !== t.tunnelId) {
       stream.destroy(new RelaygateError('RG_ERR_STREAM_REFUSED', 'no such open tunnel'))
       return
     }
@@ -111,7 +112,7 @@ export class TunnelEndpoint {
     const log = this.host.logger.child({ tunnelId: t.tunnelId, streamId: stream.id })
     if (meta.kind === 'tcp') {
       const port = meta.port
-      if (typeof port !== 'number' || !this.allowTcp.has(port)) {
+      if (port === undefined || !this.allowTcp.has(port)) {
         log.warn({ port }, 'refused a TCP stream to a port not allowed')
         stream.destroy(new RelaygateError('RG_ERR_TCP_NOT_ALLOWED', `port ${String(port)} is not allowed (--allow-tcp)`))
         return
@@ -165,8 +166,7 @@ export class TunnelEndpoint {
     stream.once('close', () => { if (!connected) socket.destroy() })
   }
 
-  private onOffer (msg: Record<string, unknown>): void {
-    if (typeof msg.tunnelId !== 'string' || typeof msg.blob !== 'string') return
+  private onOffer (msg: Extract<TunnelControl, { t: 'tunnel-offer' }>): void {
     if (this.pending?.tunnelId === msg.tunnelId) return
     if (this.open !== null) {
       if (this.open.tunnelId === msg.tunnelId) return
@@ -179,13 +179,12 @@ export class TunnelEndpoint {
       this.host.logger.warn({ code: (err as RelaygateError).code }, 'tunnel offer does not open with our key')
       return
     }
-    const idleSeconds = typeof msg.idleTimeoutSeconds === 'number' && msg.idleTimeoutSeconds > 0 ? msg.idleTimeoutSeconds : 300
-    this.pending = { tunnelId: msg.tunnelId, target: typeof msg.target === 'string' ? msg.target : null, idleMs: idleSeconds * 1000 }
+    this.pending = { tunnelId: msg.tunnelId, target: msg.target, idleMs: msg.idleTimeoutSeconds * 1000 }
     const proof = tunnelProof(credential, { tunnelId: msg.tunnelId, endpointId: this.host.endpointId, edgeId: this.host.edgeId, relayId: this.host.relayId ?? '' })
     this.host.send({ t: 'tunnel-open', tunnelId: msg.tunnelId, proof })
   }
 
-  private onResult (msg: Record<string, unknown>): void {
+  private onResult (msg: Extract<TunnelControl, { t: 'tunnel-result' }>): void {
     const pending = this.pending
     if (pending === null || msg.tunnelId !== pending.tunnelId) return
     this.pending = null

@@ -7,8 +7,7 @@ import { LRUCache } from 'lru-cache'
 import PQueue from 'p-queue'
 import type { Logger } from 'pino'
 import { RelaygateError } from '../protocol/errors.js'
-
-export const SHA256_HEX = /^[0-9a-f]{64}$/
+import { SHA256_HEX, hashFile } from '../common/sha256.js'
 
 /** An upstream transfer: total size, and the bytes from the offset asked for. */
 export interface Upstream {
@@ -518,10 +517,4 @@ function writeAt (fd: number, buf: Buffer, offset: number, position: number): Pr
   return new Promise((resolve, reject) => {
     fs.write(fd, buf, offset, buf.length - offset, position, (err, written) => err === null ? resolve(written) : reject(err))
   })
-}
-
-export async function hashFile (path: string): Promise<string> {
-  const hash = createHash('sha256')
-  for await (const chunk of fs.createReadStream(path, { highWaterMark: 1024 * 1024 })) hash.update(chunk as Buffer)
-  return hash.digest('hex')
 }

@@ -1,1 +1,1 @@
-export { ArtifactCache, hashFile, SHA256_HEX, type CacheOptions, type CacheStats, type Upstream } from './cache.js'
+export { ArtifactCache, type CacheOptions, type CacheStats, type Upstream } from './cache.js'

@@ -8,7 +8,7 @@ import { buildServer, type RelaygateServer } from '../server/server.js'
 import { buildRelay, type RelaygateRelay } from '../relay/relay.js'
 import { RelaygateAgent } from '../agent/agent.js'
 import { RelaygateError } from '../protocol/errors.js'
-import { writeFileAtomic, writeReadyFile } from '../protocol/files.js'
+import { writeFileAtomic, writeReadyFile } from '../common/files.js'
 
 export interface DemoOptions {
   agents: number

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander'
 import type { Logger } from 'pino'
-import { VERSION } from '../protocol/version.js'
+import { VERSION } from '../common/version.js'
 import { RelaygateError, toRelaygateError } from '../protocol/errors.js'
 import { buildServer } from '../server/server.js'
 import { buildRelay } from '../relay/relay.js'

@@ -98,6 +98,14 @@ export const FATAL_CLOSE_CODES: ReadonlySet<number> = new Set([
   ErrorCode.RG_ERR_EDGE_ID_MISMATCH.close,
   ErrorCode.RG_ERR_ENDPOINT_UNKNOWN.close,
   ErrorCode.RG_ERR_ENDPOINT_DELETED.close,
-  ErrorCode.RG_ERR_RELAY_REVOKED.close,
+  ErrorCode.RG_ERR_RELAY_REVOKED.close
+])
+
+/**
+ * Close codes that mean "this peer, not you": an agent moves on to the next
+ * relay of its list (one shutting down, one whose certificate is not pinned).
+ */
+export const NEXT_PEER_CLOSE_CODES: ReadonlySet<number> = new Set([
+  ErrorCode.RG_ERR_GOING_AWAY.close,
   ErrorCode.RG_ERR_PIN_MISMATCH.close
 ])

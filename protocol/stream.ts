@@ -1,6 +1,5 @@
 import { Duplex } from 'node:stream'
 import { RelaygateError } from './errors.js'
-import { decodeJson } from './decode.js'
 
 const noop = (): void => {}
 
@@ -203,18 +202,5 @@ export class MuxStream extends Duplex {
     this.out = null
     this.outCb = null
     cb(err)
-  }
-}
-
-/**
- * The JSON metadata a stream was opened with, or null after resetting the
- * stream with RG_ERR_PROTOCOL when it is not a JSON object.
- */
-export function streamMeta (stream: MuxStream): Record<string, unknown> | null {
-  try {
-    return decodeJson(stream.meta)
-  } catch {
-    stream.destroy(new RelaygateError('RG_ERR_PROTOCOL', 'stream metadata is not JSON'))
-    return null
   }
 }

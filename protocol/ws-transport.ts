@@ -1,6 +1,39 @@
+import { randomFillSync } from 'node:crypto'
 import type { WebSocket } from 'ws'
 import type { Transport, TransportEvents } from './transport.js'
-import { copiesOnSend } from './dial.js'
+
+const maskPool = Buffer.alloc(8192)
+let maskAt = maskPool.length
+
+/**
+ * The client's masking key for each message: random (from a pooled
+ * randomFillSync, as `ws` does), never all zeros. `ws` skips masking for an
+ * all-zero key and then keeps a reference to the caller's buffer; with a
+ * non-zero key it always masks into a buffer of its own before send()
+ * returns, which is what lets our transport declare copiesOnSend.
+ */
+export function generateMask (mask: Buffer): void {
+  do {
+    if (maskAt === maskPool.length) {
+      randomFillSync(maskPool)
+      maskAt = 0
+    }
+    maskPool.copy(mask, 0, maskAt, maskAt + 4)
+    maskAt += 4
+  } while ((mask[0] | mask[1] | mask[2] | mask[3]) === 0)
+}
+
+const dialed = new WeakSet<WebSocket>()
+
+/** True for a socket opened with generateMask (a masking client: send() copies). */
+export function copiesOnSend (ws: WebSocket): boolean {
+  return dialed.has(ws)
+}
+
+/** Marks a client socket that masks with generateMask (common/dial.ts). */
+export function markCopiesOnSend (ws: WebSocket): void {
+  dialed.add(ws)
+}
 
 /** A `ws` WebSocket (client or server side) as a mux transport. */
 export class WsTransport implements Transport {

@@ -1,6 +1,7 @@
 import { resolve } from 'node:path'
 import { RelaygateError } from '../protocol/errors.js'
 import { normalizeFingerprint } from '../protocol/token.js'
+import { SHA256_HEX } from '../common/sha256.js'
 
 export interface RelayConfig {
   /** Server base URL: http(s):// or ws(s)://. */
@@ -88,7 +89,7 @@ export function verifyRelayConfig (input: Partial<RelayConfig>): RelayConfig {
   if (!Number.isFinite(config.cacheMaxBytes) || config.cacheMaxBytes < 0) throw new RelaygateError('RG_ERR_CONFIG', '--cache-max-bytes must be a non-negative number of bytes')
   if (config.serverFingerprint !== undefined) {
     config.serverFingerprint = normalizeFingerprint(config.serverFingerprint)
-    if (!/^[0-9a-f]{64}$/.test(config.serverFingerprint)) throw new RelaygateError('RG_ERR_CONFIG', '--server-fingerprint must be a sha256 fingerprint (64 hex digits)')
+    if (!SHA256_HEX.test(config.serverFingerprint)) throw new RelaygateError('RG_ERR_CONFIG', '--server-fingerprint must be a sha256 fingerprint (64 hex digits)')
   }
   config.dataDir = resolve(config.dataDir)
   return config

@@ -3,6 +3,7 @@ import type { Readable } from 'node:stream'
 import type { Logger } from 'pino'
 import type { ArtifactCache } from '../cache/index.js'
 import { RelaygateError, toRelaygateError } from '../protocol/errors.js'
+import { SHA256_HEX } from '../common/sha256.js'
 
 /** Parses `Range: bytes=N-` (the only form agents send, to resume). */
 export function parseRange (header: string, size: number): { start: number } | 'invalid' | null {
@@ -50,7 +51,7 @@ export function serveArtifact (res: uWS.HttpResponse, req: uWS.HttpRequest, opti
     sendError(res, new RelaygateError('RG_ERR_UNAUTHORIZED', 'send Authorization: Bearer <download token from the relay link>'))
     return
   }
-  if (!/^[0-9a-f]{64}$/.test(sha256)) {
+  if (!SHA256_HEX.test(sha256)) {
     sendError(res, new RelaygateError('RG_ERR_BAD_REQUEST', 'artifacts are named by their sha256'))
     return
   }

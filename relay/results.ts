@@ -1,7 +1,10 @@
 import fs from 'node:fs'
 import { join } from 'node:path'
-import { writeFileAtomicAsync } from '../protocol/files.js'
+import { writeFileAtomicAsync } from '../common/files.js'
+import type { Logger } from 'pino'
 import { RelaygateError } from '../protocol/errors.js'
+import { compile, Type, Id, Size, strict } from '../protocol/schema.js'
+import { JobResultBody } from '../protocol/messages.js'
 
 /** A job result on its way to the server, with the endpoint its agent authenticated as. */
 export interface QueuedResult {
@@ -9,9 +12,19 @@ export interface QueuedResult {
   endpointId: string
   jobId: string
   attempt: number
-  result: Record<string, unknown>
+  result: JobResultBody
   queuedAt: number
 }
+
+/** What a stored result file must hold: the server would refuse anything else (and replays would loop). */
+const parseStored = compile('stored job result', strict({
+  key: Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9_-]+$' }),
+  endpointId: Id,
+  jobId: Id,
+  attempt: Type.Integer({ minimum: 0, maximum: 0xffffffff }),
+  result: JobResultBody,
+  queuedAt: Size
+}))
 
 const KEY = /^[A-Za-z0-9_-]{1,200}$/
 
@@ -28,7 +41,7 @@ export class ResultQueue {
   /** Keys being written now (counted against maxEntries). */
   private readonly writing = new Set<string>()
 
-  constructor (dir: string, maxEntries = 10_000) {
+  constructor (dir: string, logger?: Logger, maxEntries = 10_000) {
     this.dir = dir
     this.maxEntries = maxEntries
     fs.mkdirSync(dir, { recursive: true })
@@ -39,10 +52,10 @@ export class ResultQueue {
         continue
       }
       try {
-        const r = JSON.parse(fs.readFileSync(path, 'utf8')) as QueuedResult
-        if (typeof r.key === 'string' && KEY.test(r.key)) this.entries.set(r.key, r)
-        else fs.rmSync(path, { force: true })
-      } catch {
+        const r = parseStored(JSON.parse(fs.readFileSync(path, 'utf8')))
+        this.entries.set(r.key, r)
+      } catch (err) {
+        logger?.warn({ file: f, message: (err as Error).message }, 'dropping a stored job result that does not parse')
         fs.rmSync(path, { force: true })
       }
     }

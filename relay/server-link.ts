@@ -1,12 +1,14 @@
 import type { Logger } from 'pino'
 import {
-  Mux, FrameType, PROTOCOL_VERSION, DEFAULT_MAX_PAYLOAD, HEADER_SIZE, RelaygateError, FATAL_CLOSE_CODES,
-  decodeHello, decodeJson, encodeFrame, encodeHello, encodeJson, toRelaygateError, type Frame, type MuxStream
+  Mux, DEFAULT_MAX_PAYLOAD, HEADER_SIZE, RelaygateError, ErrorCode, FATAL_CLOSE_CODES, toRelaygateError, type Frame, type MuxStream
 } from '../protocol/index.js'
 import { WsTransport } from '../protocol/ws-transport.js'
-import { dialWebSocket, toWsUrl } from '../protocol/dial.js'
-import { Backoff } from '../protocol/backoff.js'
-import { DEFAULT_SETTINGS, type RelayHello, type RelayToServer, type Settings } from '../protocol/messages.js'
+import { dialWebSocket, toWsUrl } from '../common/dial.js'
+import { Backoff } from '../common/backoff.js'
+import {
+  DEFAULT_SETTINGS, Hellos, helloFrame, readHello, controlFrame, readControl, encodeStreamMeta, ServerToRelay,
+  type RelayHello, type RelayToServer, type RelayStreamMeta, type Settings
+} from '../protocol/messages.js'
 
 export interface ServerLinkOptions {
   serverUrl: string
@@ -17,7 +19,7 @@ export interface ServerLinkOptions {
   livenessTimeoutMs: number
   giveUpAfterMs: number
   onReady: (relayId: string, settings: Settings) => void
-  onMessage: (msg: Record<string, unknown>) => void
+  onMessage: (msg: ServerToRelay) => void
   /** The server opened a stream (a tunnel stream for one of our agents). */
   onStream: (stream: MuxStream) => void
   onDown: (err: RelaygateError | undefined) => void
@@ -63,21 +65,21 @@ export class ServerLink {
   /** Sends a control message; false when the link is down. */
   send (msg: RelayToServer): boolean {
     if (!this.ready || this.mux === null) return false
-    this.mux.send(encodeFrame(FrameType.CONTROL, 0, 0, encodeJson(msg)))
+    this.mux.send(controlFrame(msg))
     return true
   }
 
   /** Opens a stream to the server (an artifact fill). Throws when the link is down. */
-  openStream (meta: Record<string, unknown>): MuxStream {
+  openStream (meta: RelayStreamMeta): MuxStream {
     if (!this.ready || this.mux === null) throw new RelaygateError('RG_ERR_UPSTREAM_UNAVAILABLE', 'no link to the server')
-    return this.mux.openStream(encodeJson(meta))
+    return this.mux.openStream(encodeStreamMeta(meta))
   }
 
   async close (): Promise<void> {
     this.stopped = true
     if (this.retryTimer !== null) clearTimeout(this.retryTimer)
     this.retryTimer = null
-    if (this.mux !== null) await this.mux.close(4009, 'relay shutting down')
+    if (this.mux !== null) await this.mux.close(ErrorCode.RG_ERR_GOING_AWAY.close, 'relay shutting down')
   }
 
   private async connect (): Promise<void> {
@@ -111,7 +113,7 @@ export class ServerLink {
         if (this.ready) this.opts.onStream(stream)
         else stream.destroy(new RelaygateError('RG_ERR_STREAM_REFUSED', 'hello first'))
       },
-      onFrame: frame => this.onFrame(mux, frame),
+      onFrame: frame => this.onFrame(frame),
       onClose: ({ code, reason, error }) => {
         const wasReady = this.ready
         this.ready = false
@@ -128,7 +130,7 @@ export class ServerLink {
       }
     })
     this.mux = mux
-    mux.send(encodeFrame(FrameType.HELLO, 0, 0, encodeHello(PROTOCOL_VERSION, this.opts.hello())))
+    mux.send(helloFrame(this.opts.hello()))
   }
 
   private retry (): void {
@@ -144,28 +146,22 @@ export class ServerLink {
     }, delay)
   }
 
-  private onFrame (mux: Mux, frame: Frame): void {
-    try {
-      if (!this.ready) {
-        if (frame.type !== FrameType.HELLO) throw new RelaygateError('RG_ERR_PROTOCOL', 'server must answer with a hello')
-        const { version, body } = decodeHello(frame.payload)
-        if (version !== PROTOCOL_VERSION) throw new RelaygateError('RG_ERR_VERSION', `relay speaks protocol ${PROTOCOL_VERSION}, server ${version}`)
-        if (body.role !== 'server' || typeof body.relayId !== 'string') throw new RelaygateError('RG_ERR_PROTOCOL', 'bad server hello')
-        this.relayId = body.relayId
-        this.settings = { ...DEFAULT_SETTINGS, ...(body.settings as Partial<Settings>) }
-        this.ready = true
-        this.connects++
-        this.backoff.reset()
-        this.opts.logger.info({ relayId: this.relayId }, 'linked to the server')
-        this.opts.onReady(this.relayId, this.settings)
-        return
-      }
-      if (frame.type !== FrameType.CONTROL) throw new RelaygateError('RG_ERR_PROTOCOL', `unexpected frame 0x${frame.type.toString(16)} from server`)
-      const msg = decodeJson(frame.payload)
-      if (msg.t === 'settings') this.settings = { ...this.settings, ...(msg.settings as Partial<Settings>) }
-      this.opts.onMessage(msg)
-    } catch (err) {
-      void mux.destroy(toRelaygateError(err, 'RG_ERR_PROTOCOL'))
-    }
+  /** Frames from the server; a throw closes the link with the protocol-error code (the mux catches it). */
+  private onFrame (frame: Frame): void {
+    if (!this.ready) return this.onHello(frame)
+    const msg = readControl(frame, ServerToRelay)
+    if (msg.t === 'settings') this.settings = msg.settings
+    this.opts.onMessage(msg)
+  }
+
+  private onHello (frame: Frame): void {
+    const hello = readHello(frame, Hellos.fromServer)
+    this.relayId = hello.relayId
+    this.settings = hello.settings
+    this.ready = true
+    this.connects++
+    this.backoff.reset()
+    this.opts.logger.info({ relayId: this.relayId }, 'linked to the server')
+    this.opts.onReady(this.relayId, this.settings)
   }
 }

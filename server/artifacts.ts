@@ -5,25 +5,18 @@ import { Transform, type Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { Logger } from 'pino'
 import { RelaygateError, type MuxStream } from '../protocol/index.js'
+import { encodeArtifactHeader } from '../protocol/messages.js'
+import { SHA256_HEX } from '../common/sha256.js'
 import type { Store, ArtifactRecord } from './store.js'
 
 /** Artifact names: a file name, no paths, no tricks. */
 export const ARTIFACT_NAME = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/
-export const SHA256_HEX = /^[0-9a-f]{64}$/
 
 export function verifyArtifactName (name: string): string {
   if (!ARTIFACT_NAME.test(name) || name.includes('..')) {
     throw new RelaygateError('RG_ERR_BAD_REQUEST', 'artifact names are 1-128 characters of A-Z a-z 0-9 . _ + - (no slashes, no "..", not starting with a dot)')
   }
   return name
-}
-
-/** The header of an artifact stream to a relay: total size (u64) then the offset served from (u64). */
-export function encodeArtifactHeader (size: number, offset: number): Buffer {
-  const b = Buffer.alloc(16)
-  b.writeBigUInt64BE(BigInt(size), 0)
-  b.writeBigUInt64BE(BigInt(offset), 8)
-  return b
 }
 
 /**
@@ -116,13 +109,13 @@ export class ArtifactStore {
    * Serves an artifact on a stream a relay opened: a 16-byte header (size,
    * offset) then the bytes from `offset`, with the stream's flow control.
    */
-  serve (stream: MuxStream, sha256: unknown, offset: unknown): void {
-    if (typeof sha256 !== 'string' || !this.has(sha256)) {
-      stream.destroy(new RelaygateError('RG_ERR_ARTIFACT_UNKNOWN', `no artifact ${String(sha256).slice(0, 64)}`))
+  serve (stream: MuxStream, sha256: string, offset: number): void {
+    if (!this.has(sha256)) {
+      stream.destroy(new RelaygateError('RG_ERR_ARTIFACT_UNKNOWN', `no artifact ${sha256}`))
       return
     }
     const size = statSync(this.pathOf(sha256)).size
-    const from = typeof offset === 'number' && Number.isInteger(offset) && offset >= 0 && offset <= size ? offset : 0
+    const from = offset <= size ? offset : 0
     stream.write(encodeArtifactHeader(size, from))
     const file = createReadStream(this.pathOf(sha256), { start: from, highWaterMark: 64 * 1024 })
     file.on('data', (chunk: string | Buffer) => { this.bytesServed += chunk.length })

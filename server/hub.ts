@@ -2,13 +2,13 @@ import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { WebSocketServer, type WebSocket } from 'ws'
 import type { Logger } from 'pino'
-import {
-  Mux, FrameType, PROTOCOL_VERSION, DEFAULT_MAX_PAYLOAD, HEADER_SIZE, RelaygateError,
-  decodeHello, decodeJson, encodeHello, encodeJson, encodeFrame, type Frame, type MuxStream, streamMeta
-} from '../protocol/index.js'
+import { Mux, DEFAULT_MAX_PAYLOAD, HEADER_SIZE, RelaygateError, ErrorCode, type Frame, type MuxStream } from '../protocol/index.js'
 import { WsTransport } from '../protocol/ws-transport.js'
 import { hashToken, newNonce, verifyProof } from '../protocol/auth.js'
-import { str, optStr, uint, type Settings, type ServerToRelay } from '../protocol/messages.js'
+import {
+  Hellos, helloFrame, readHello, controlFrame, readControl, parseStreamMeta, encodeStreamMeta, RelayToServer, RelayStreams,
+  type Settings, type ServerToRelay, type AgentUpWithSid, type RelayStreamMeta, type TunnelStreamMeta
+} from '../protocol/messages.js'
 import type { Store } from './store.js'
 
 export interface HubOptions {
@@ -41,17 +41,21 @@ export interface AgentRef {
   readonly edgeId: string
   /** Sends a control message to this agent's relay. */
   send: (message: ServerToRelay) => void
-  /** Opens a stream to the agent (through its relay); `meta` is JSON for the relay, which adds nothing secret. */
-  openStream: (meta: Record<string, unknown>) => MuxStream
+  /** Opens a tunnel stream to the agent (through its relay, which adds nothing secret). */
+  openStream: (meta: TunnelStreamMeta) => MuxStream
   readonly online: boolean
 }
 
-export type RelayMessageHandler = (agent: AgentRef, msg: Record<string, unknown>) => void
+/** An agent's message passed up by its relay (kind K). */
+export type AgentMessage<K extends AgentUpWithSid['t']> = Extract<AgentUpWithSid, { t: K }>
+export type RelayMessageHandler<K extends AgentUpWithSid['t']> = (agent: AgentRef, msg: AgentMessage<K>) => void
 export type PresenceListener = (agent: AgentRef, online: boolean) => void
-/** A stream a relay opened (e.g. an artifact fill); `meta` is its decoded JSON metadata. */
-export type RelayStreamHandler = (relayId: string, stream: MuxStream, meta: Record<string, unknown>) => void
-/** A relay-level message (not about one agent), e.g. its figures or a durable job result. */
-export type RelayLevelHandler = (relayId: string, msg: Record<string, unknown>, reply: (message: Record<string, unknown>) => void) => void
+/** A stream a relay opened (an artifact fill), with its validated metadata. */
+export type RelayStreamHandler = (relayId: string, stream: MuxStream, meta: RelayStreamMeta) => void
+/** Relay-level messages (not about one agent): its figures, a durable job result. */
+export type RelayLevelKind = 'stats' | 'job-result'
+export type RelayLevelMessage<K extends RelayLevelKind> = Extract<RelayToServer, { t: K }>
+export type RelayLevelHandler<K extends RelayLevelKind> = (relayId: string, msg: RelayLevelMessage<K>, reply: (message: ServerToRelay) => void) => void
 
 /** The server's side of one relay's link. */
 class RelayLink {
@@ -68,7 +72,7 @@ class RelayLink {
   }
 
   send (message: ServerToRelay): void {
-    this.mux.send(encodeFrame(FrameType.CONTROL, 0, 0, encodeJson(message)))
+    this.mux.send(controlFrame(message))
   }
 }
 
@@ -83,10 +87,10 @@ export class RelayHub {
   private readonly links = new Map<string, RelayLink>()
   /** endpointId -> sessions online for it, over any relay. */
   private readonly presence = new Map<string, Set<Session & { link: RelayLink, ref: AgentRef }>>()
-  private readonly handlers = new Map<string, RelayMessageHandler>()
+  private readonly handlers = new Map<string, RelayMessageHandler<never>>()
   private readonly presenceListeners: PresenceListener[] = []
   private readonly streamHandlers = new Map<string, RelayStreamHandler>()
-  private readonly relayHandlers = new Map<string, RelayLevelHandler>()
+  private readonly relayHandlers = new Map<string, RelayLevelHandler<never>>()
   private readonly flags = new Map<string, number>()
   private readonly pending = new Set<Mux>()
   private closed = false
@@ -128,27 +132,27 @@ export class RelayHub {
     return [...(this.presence.get(endpointId) ?? [])].map(s => s.ref)
   }
 
-  /** Handles relay messages of type `t` that concern an authenticated agent (they carry its sid). */
-  onRelayMessage (t: string, handler: RelayMessageHandler): void {
-    this.handlers.set(t, handler)
+  /** Handles agent messages of kind `t` passed up by relays (they carry the agent's sid). */
+  onRelayMessage<K extends AgentUpWithSid['t']> (t: K, handler: RelayMessageHandler<K>): void {
+    this.handlers.set(t, handler as unknown as RelayMessageHandler<never>)
   }
 
   /** Handles streams relays open with metadata `{t, ...}`. */
-  onRelayStream (t: string, handler: RelayStreamHandler): void {
+  onRelayStream (t: RelayStreamMeta['t'], handler: RelayStreamHandler): void {
     this.streamHandlers.set(t, handler)
   }
 
-  /** Handles relay-level messages of type `t` (no sid). */
-  onRelayLevel (t: string, handler: RelayLevelHandler): void {
-    this.relayHandlers.set(t, handler)
+  /** Handles relay-level messages of kind `t` (no sid). */
+  onRelayLevel<K extends RelayLevelKind> (t: K, handler: RelayLevelHandler<K>): void {
+    this.relayHandlers.set(t, handler as unknown as RelayLevelHandler<never>)
   }
 
   /** Sends a relay-level message to one relay, or to all with `relayId` undefined. Returns how many got it. */
-  sendToRelays (message: Record<string, unknown>, relayId?: string): number {
+  sendToRelays (message: ServerToRelay, relayId?: string): number {
     let n = 0
     for (const link of this.links.values()) {
       if (relayId !== undefined && link.relayId !== relayId) continue
-      link.send(message as ServerToRelay)
+      link.send(message)
       n++
     }
     return n
@@ -218,7 +222,7 @@ export class RelayHub {
     if (this.closed) return
     this.closed = true
     const goingAway = new RelaygateError('RG_ERR_GOING_AWAY', 'server shutting down')
-    const all = [...this.links.values()].map(l => graceful ? l.mux.close(4009, 'server shutting down') : l.mux.destroy(goingAway))
+    const all = [...this.links.values()].map(l => graceful ? l.mux.close(goingAway.closeCode, goingAway.message) : l.mux.destroy(goingAway))
     for (const mux of this.pending) all.push(mux.destroy(goingAway))
     await Promise.allSettled(all)
     for (const client of this.wss.clients) client.terminate()
@@ -240,22 +244,17 @@ export class RelayHub {
           stream.destroy(new RelaygateError('RG_ERR_STREAM_REFUSED', 'hello first'))
           return
         }
-        const meta = streamMeta(stream)
-        if (meta === null) return
-        const handler = typeof meta.t === 'string' ? this.streamHandlers.get(meta.t) : undefined
-        if (handler === undefined) stream.destroy(new RelaygateError('RG_ERR_STREAM_REFUSED', `no streams of kind ${JSON.stringify(meta.t)}`))
+        // Bad metadata throws: the mux closes the link with the protocol-error code.
+        const meta = parseStreamMeta(stream, RelayStreams)
+        const handler = this.streamHandlers.get(meta.t)
+        if (handler === undefined) stream.destroy(new RelaygateError('RG_ERR_STREAM_REFUSED', `no streams of kind ${meta.t}`))
         else handler(link.relayId, stream, meta)
       },
+      // A throw (bad hello, malformed or unknown message) closes the link with its code: the mux catches it.
       onFrame: frame => {
         if (this.closed) return
-        try {
-          if (link === null) link = this.onHello(mux, frame, log)
-          else this.onControl(link, frame)
-        } catch (err) {
-          const coded = err instanceof RelaygateError ? err : new RelaygateError('RG_ERR_PROTOCOL', (err as Error).message)
-          log.warn({ code: coded.code, message: coded.message }, 'closing relay link')
-          void mux.destroy(coded)
-        }
+        if (link === null) link = this.onHello(mux, frame, log)
+        else this.onControl(link, frame)
       },
       onClose: ({ code, reason }) => {
         clearTimeout(helloTimer)
@@ -271,14 +270,8 @@ export class RelayHub {
   }
 
   private onHello (mux: Mux, frame: Frame, log: Logger): RelayLink {
-    if (frame.type !== FrameType.HELLO) throw new RelaygateError('RG_ERR_PROTOCOL', 'first frame must be a hello')
-    const { version, body } = decodeHello(frame.payload)
-    if (version !== PROTOCOL_VERSION) {
-      throw new RelaygateError('RG_ERR_VERSION', `server speaks protocol ${PROTOCOL_VERSION}, relay ${version}`)
-    }
-    if (body.role !== 'relay') throw new RelaygateError('RG_ERR_PROTOCOL', 'only relays may link to /relay')
-    const token = str(body, 'token', 512)
-    const record = this.opts.store.findRelayByTokenHash(hashToken(token))
+    const hello = readHello(frame, Hellos.fromRelay)
+    const record = this.opts.store.findRelayByTokenHash(hashToken(hello.token))
     if (record === undefined || record.revokedAt !== null) {
       throw new RelaygateError('RG_ERR_RELAY_REVOKED', 'relay token unknown or revoked')
     }
@@ -286,61 +279,62 @@ export class RelayHub {
     if (previous !== undefined) {
       previous.log.info('relay linked again; dropping the older link')
       void previous.mux.destroy(new RelaygateError('RG_ERR_REPLACED'))
-      this.onLinkClosed(previous, 4012, 'replaced')
+      this.onLinkClosed(previous, ErrorCode.RG_ERR_REPLACED.close, 'replaced')
     }
     const link = new RelayLink(record.id, mux, log.child({ relayId: record.id }))
     this.pending.delete(mux)
     this.links.set(record.id, link)
-    const now = Date.now()
     this.opts.store.updateRelay(record.id, {
-      lastSeen: now,
-      version: optStr(body, 'version', 64) ?? null,
-      wsUrl: optStr(body, 'wsUrl') ?? null,
-      wssUrl: optStr(body, 'wssUrl') ?? null,
-      fingerprint: optStr(body, 'fingerprint', 128) ?? null
+      lastSeen: Date.now(),
+      version: hello.version,
+      wsUrl: hello.wsUrl ?? null,
+      wssUrl: hello.wssUrl ?? null,
+      fingerprint: hello.fingerprint ?? null
     })
-    mux.send(encodeFrame(FrameType.HELLO, 0, 0, encodeHello(PROTOCOL_VERSION, {
-      role: 'server', relayId: record.id, settings: this.opts.store.getSettings(), version: this.opts.version
-    })))
-    link.log.info({ wsUrl: body.wsUrl, wssUrl: body.wssUrl }, 'relay linked')
+    mux.send(helloFrame({ role: 'server', relayId: record.id, settings: this.opts.store.getSettings(), version: this.opts.version }))
+    link.log.info({ wsUrl: hello.wsUrl, wssUrl: hello.wssUrl }, 'relay linked')
     return link
   }
 
+  /** One validated message from a relay: one call per kind. */
   private onControl (link: RelayLink, frame: Frame): void {
-    if (frame.type !== FrameType.CONTROL) throw new RelaygateError('RG_ERR_PROTOCOL', `unexpected frame 0x${frame.type.toString(16)} on relay link`)
-    const msg = decodeJson(frame.payload)
+    const msg = readControl(frame, RelayToServer)
     switch (msg.t) {
-      case 'auth-begin': return this.onAuthBegin(link, uint(msg, 'sid'), str(msg, 'endpointId', 64), str(msg, 'edgeId', 128))
-      case 'auth-proof': return this.onAuthProof(link, uint(msg, 'sid'), str(msg, 'proof', 128))
-      case 'offline': {
-        if (!Array.isArray(msg.sids) || msg.sids.length > 100_000) throw new RelaygateError('RG_ERR_PROTOCOL', 'offline needs a list of sids')
-        if (msg.sids.some(sid => typeof sid !== 'number')) throw new RelaygateError('RG_ERR_PROTOCOL', 'sids must be numbers')
-        // One transaction for the whole batch: a site going dark costs one commit, not thousands.
-        this.opts.store.batch(() => {
-          for (const sid of msg.sids as number[]) {
-            const s = link.sessions.get(sid)
-            if (s !== undefined) this.dropSession(link, s)
-          }
-        })
-        return
-      }
-      default: {
-        const relayLevel = typeof msg.t === 'string' ? this.relayHandlers.get(msg.t) : undefined
-        if (relayLevel !== undefined) {
-          relayLevel(link.relayId, msg, reply => link.send(reply as ServerToRelay))
-          return
-        }
-        const handler = typeof msg.t === 'string' ? this.handlers.get(msg.t) : undefined
-        if (handler === undefined) throw new RelaygateError('RG_ERR_PROTOCOL', `unknown control message ${JSON.stringify(msg.t)}`)
-        // A relay speaks only for agents that authenticated through it.
-        const session = link.sessions.get(uint(msg, 'sid'))
-        if (session === undefined || !session.online) {
-          link.log.debug({ t: msg.t, sid: msg.sid }, 'message about an agent not online through this relay: ignored')
-          return
-        }
-        handler((session as Session & { ref: AgentRef }).ref, msg)
-      }
+      case 'auth-begin': return this.onAuthBegin(link, msg.sid, msg.endpointId, msg.edgeId)
+      case 'auth-proof': return this.onAuthProof(link, msg.sid, msg.proof)
+      case 'offline': return this.onOffline(link, msg.sids)
+      case 'stats':
+      case 'job-result': return this.onRelayLevelMessage(link, msg)
+      default: return this.onAgentMessage(link, msg)
     }
+  }
+
+  private onOffline (link: RelayLink, sids: number[]): void {
+    // One transaction for the whole batch: a site going dark costs one commit, not thousands.
+    this.opts.store.batch(() => {
+      for (const sid of sids) {
+        const s = link.sessions.get(sid)
+        if (s !== undefined) this.dropSession(link, s)
+      }
+    })
+  }
+
+  private onRelayLevelMessage (link: RelayLink, msg: RelayLevelMessage<RelayLevelKind>): void {
+    const handler = this.relayHandlers.get(msg.t) as unknown as RelayLevelHandler<RelayLevelKind> | undefined
+    if (handler === undefined) throw new RelaygateError('RG_ERR_PROTOCOL', `no handler for ${msg.t}`)
+    handler(link.relayId, msg, reply => link.send(reply))
+  }
+
+  private onAgentMessage (link: RelayLink, msg: AgentUpWithSid): void {
+    const handler = this.handlers.get(msg.t) as unknown as RelayMessageHandler<AgentUpWithSid['t']> | undefined
+    if (handler === undefined) throw new RelaygateError('RG_ERR_PROTOCOL', `no handler for ${msg.t}`)
+    // A relay speaks only for agents that authenticated through it.
+    const session = link.sessions.get(msg.sid)
+    if (session === undefined || !session.online) {
+      link.log.debug({ t: msg.t, sid: msg.sid }, 'message about an agent not online through this relay: ignored')
+      return
+    }
+    handler((session as Session & { ref: AgentRef }).ref, msg)
   }
 
   private onAuthBegin (link: RelayLink, sid: number, endpointId: string, edgeId: string): void {
@@ -396,7 +390,7 @@ export class RelayHub {
       endpointId: session.endpointId,
       edgeId: session.edgeId,
       send: message => link.send(message),
-      openStream: meta => link.mux.openStream(encodeJson({ ...meta, sid })),
+      openStream: meta => link.mux.openStream(encodeStreamMeta({ ...meta, sid })),
       get online () { return session.online && !link.mux.closed }
     }
     set.add(Object.assign(session, { link, ref }))

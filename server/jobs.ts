@@ -1,11 +1,11 @@
 import type { Logger } from 'pino'
 import { RelaygateError } from '../protocol/index.js'
 import type { Store, JobRecord, JobTargetRecord, JobTargetState } from './store.js'
-import type { RelayHub, AgentRef } from './hub.js'
+import type { RelayHub, AgentRef, AgentMessage, RelayLevelMessage } from './hub.js'
+import type { ServerToRelay } from '../protocol/messages.js'
 import { newId } from './ids.js'
 
 const FINAL: ReadonlySet<JobTargetState> = new Set(['succeeded', 'failed'])
-const PROGRESS_STATES: ReadonlySet<string> = new Set(['downloading', 'verifying', 'running'])
 /** How long target updates wait to be written together. */
 const FLUSH_MS = 100
 
@@ -179,21 +179,11 @@ export class JobManager {
   private dispatch (job: JobRecord, agent: AgentRef, target: JobTargetRecord): void {
     const attempt = target.attempt + 1
     this.store.updateJobTarget(job.id, target.endpointId, { attempt, relayId: agent.relayId, updatedAt: Date.now() })
-    agent.send({
-      t: 'job',
-      sid: agent.sid,
-      jobId: job.id,
-      attempt,
-      sha256: job.sha256,
-      size: job.size,
-      path: job.path,
-      run: job.run
-    } as never)
+    agent.send({ t: 'job', sid: agent.sid, jobId: job.id, attempt, sha256: job.sha256, size: job.size, path: job.path, run: job.run })
     this.logger.info({ jobId: job.id, endpointId: target.endpointId, attempt, relayId: agent.relayId }, 'job dispatched')
   }
 
-  private onProgress (agent: AgentRef, msg: Record<string, unknown>): void {
-    if (typeof msg.jobId !== 'string' || typeof msg.state !== 'string' || !PROGRESS_STATES.has(msg.state)) return
+  private onProgress (agent: AgentRef, msg: AgentMessage<'job-progress'>): void {
     // Progress is frequent (every agent, several times a second): write a state change at once,
     // the same state's progress at most once a second per target.
     const key = `${msg.jobId}\n${agent.endpointId}`
@@ -207,18 +197,12 @@ export class JobManager {
     }
     this.lastProgress.set(key, { state: msg.state, at: now })
     if (this.lastProgress.size > 100_000) this.lastProgress.delete(this.lastProgress.keys().next().value!)
-    const progress = typeof msg.progress === 'number' && msg.progress >= 0 && msg.progress <= 1 ? msg.progress : target.progress
-    const bytes = typeof msg.bytes === 'number' && msg.bytes >= 0 ? Math.floor(msg.bytes) : target.bytes
-    this.queueUpdate(msg.jobId, agent.endpointId, { state: msg.state as JobTargetState, progress, bytes, updatedAt: Date.now() })
+    this.queueUpdate(msg.jobId, agent.endpointId, { state: msg.state, progress: msg.progress, bytes: msg.bytes, updatedAt: Date.now() })
   }
 
-  private onResult (relayId: string, msg: Record<string, unknown>, reply: (m: Record<string, unknown>) => void): void {
-    const key = typeof msg.key === 'string' ? msg.key : ''
-    const ack = (): void => reply({ t: 'job-result-ack', key })
-    const jobId = msg.jobId
-    const endpointId = msg.endpointId
-    const result = msg.result as Record<string, unknown> | undefined
-    if (typeof jobId !== 'string' || typeof endpointId !== 'string' || result === undefined || result === null || typeof result !== 'object') return ack()
+  private onResult (relayId: string, msg: RelayLevelMessage<'job-result'>, reply: (m: ServerToRelay) => void): void {
+    const ack = (): void => reply({ t: 'job-result-ack', key: msg.key })
+    const { jobId, endpointId, result } = msg
     const target = this.target(jobId, endpointId)
     if (target === undefined) return ack()
     // A relay speaks only for agents that went through it: the job was sent via this relay.
@@ -228,16 +212,15 @@ export class JobManager {
     }
     // Each result is applied once; replays after an outage find it final already.
     if (FINAL.has(target.state)) return ack()
-    const state = result.state === 'succeeded' ? 'succeeded' : 'failed'
-    const error = result.error as { code?: unknown, message?: unknown } | undefined
+    const state = result.state
     this.queueUpdate(jobId, endpointId, {
       state,
       progress: state === 'succeeded' ? 1 : target.progress,
-      bytes: typeof result.bytes === 'number' ? result.bytes : target.bytes,
-      exitCode: typeof result.exitCode === 'number' ? result.exitCode : null,
-      errorCode: typeof error?.code === 'string' ? error.code.slice(0, 64) : (state === 'failed' ? 'RG_ERR_INTERNAL' : null),
-      errorMessage: typeof error?.message === 'string' ? error.message.slice(0, 1000) : null,
-      output: typeof result.output === 'string' ? result.output.slice(-4096) : null,
+      bytes: result.bytes ?? target.bytes,
+      exitCode: result.exitCode ?? null,
+      errorCode: result.error?.code ?? (state === 'failed' ? 'RG_ERR_INTERNAL' : null),
+      errorMessage: result.error?.message ?? null,
+      output: result.output ?? null,
       updatedAt: Date.now()
     }, ack) // acked once written: the relay keeps the result until then
     this.logger.info({ jobId, endpointId, state, exitCode: result.exitCode }, 'job result applied')

@@ -6,9 +6,9 @@ import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
 import { RelaygateError } from '../protocol/errors.js'
 import { hashToken, newSecret, redact } from '../protocol/auth.js'
-import { writeFileAtomic, writeReadyFile } from '../protocol/files.js'
-import { loadOrCreateCert } from '../protocol/tls.js'
-import { VERSION } from '../protocol/version.js'
+import { writeFileAtomic, writeReadyFile } from '../common/files.js'
+import { loadOrCreateCert } from '../common/tls.js'
+import { VERSION } from '../common/version.js'
 import { verifyServerConfig, type ServerConfig } from './config.js'
 import { SqliteStore } from './sqlite-store.js'
 import type { Store } from './store.js'
@@ -96,14 +96,7 @@ export async function buildServer (input: Partial<ServerConfig>, logger: Logger)
   })
   const tunnels = new TunnelManager({ store, hub, logger: logger.child({ component: 'tunnels' }), adminWindowMs: config.tunnelAdminWindowMs })
   hub.onRelayMessage('snapshot', (agent, msg) => {
-    if (msg.snapshot === null || typeof msg.snapshot !== 'object' || Array.isArray(msg.snapshot)) return
-    store.saveSnapshot({
-      endpointId: agent.endpointId,
-      edgeId: agent.edgeId,
-      receivedAt: Date.now(),
-      reason: typeof msg.reason === 'string' ? msg.reason.slice(0, 32) : 'unknown',
-      snapshot: msg.snapshot as Record<string, unknown>
-    })
+    store.saveSnapshot({ endpointId: agent.endpointId, edgeId: agent.edgeId, receivedAt: Date.now(), reason: msg.reason, snapshot: msg.snapshot })
   })
   const artifacts = new ArtifactStore({ dir: join(config.dataDir, 'artifacts'), store, logger: logger.child({ component: 'artifacts' }) })
   hub.onRelayStream('artifact', (_relayId, stream, meta) => artifacts.serve(stream, meta.sha256, meta.offset))
@@ -115,7 +108,7 @@ export async function buildServer (input: Partial<ServerConfig>, logger: Logger)
   tunnels.onState(() => events.publish('endpoints'))
   jobs.onChange(() => events.publish('jobs'))
   hub.onRelayLevel('stats', (relayId, msg) => {
-    const { t: _t, sid: _sid, ...figures } = msg
+    const { t: _t, ...figures } = msg
     relayStats.set(relayId, figures)
     events.publish('relays')
   })

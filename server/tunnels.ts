@@ -3,9 +3,9 @@ import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import { CheckinFlag, RelaygateError, type MuxStream } from '../protocol/index.js'
 import { deriveCredentialKey, newCredential, sealCredential, verifyTunnelProof } from '../protocol/tunnel-crypto.js'
-import { str } from '../protocol/messages.js'
+import type { TunnelStreamMeta } from '../protocol/messages.js'
 import type { Store } from './store.js'
-import type { RelayHub, AgentRef } from './hub.js'
+import type { RelayHub, AgentRef, AgentMessage } from './hub.js'
 
 export type TunnelStateName = 'closed' | 'requested' | 'open'
 
@@ -221,10 +221,10 @@ export class TunnelManager {
   }
 
   /** Opens a stream through the open tunnel to the agent's target (or an allowed TCP port). */
-  openStream (endpointId: string, meta: Record<string, unknown>): MuxStream {
+  openStream (endpointId: string, meta: Pick<TunnelStreamMeta, 'kind' | 'port'>): MuxStream {
     const t = this.tunnels.get(endpointId)
     if (t === undefined || t.state !== 'open' || t.owner === null) throw new RelaygateError('RG_ERR_TUNNEL_CLOSED', `no open tunnel to ${endpointId}`)
-    const stream = t.owner.openStream({ ...meta, t: 'tunnel', tunnelId: t.tunnelId })
+    const stream = t.owner.openStream({ t: 'tunnel', tunnelId: t.tunnelId, kind: meta.kind, ...(meta.port !== undefined ? { port: meta.port } : {}) })
     t.streams.add(stream)
     t.lastAdminActivity = Date.now()
     stream.once('close', () => t.streams.delete(stream))
@@ -260,8 +260,8 @@ export class TunnelManager {
     })
   }
 
-  private onOpen (agent: AgentRef, msg: Record<string, unknown>): void {
-    const tunnelId = str(msg, 'tunnelId', 64)
+  private onOpen (agent: AgentRef, msg: AgentMessage<'tunnel-open'>): void {
+    const tunnelId = msg.tunnelId
     const t = this.tunnels.get(agent.endpointId)
     const refuse = (code: 'RG_ERR_CREDENTIAL_USED' | 'RG_ERR_AUTH', message: string): void => {
       this.logger.info({ endpointId: agent.endpointId, edgeId: agent.edgeId, code }, 'tunnel open refused')
@@ -284,11 +284,10 @@ export class TunnelManager {
     for (const w of [...t.waiters]) w.resolve()
   }
 
-  private onClosedByAgent (agent: AgentRef, msg: Record<string, unknown>): void {
+  private onClosedByAgent (agent: AgentRef, msg: AgentMessage<'tunnel-closed'>): void {
     const t = this.tunnels.get(agent.endpointId)
     if (t === undefined || t.owner !== agent || t.tunnelId !== msg.tunnelId) return
-    const reason = typeof msg.reason === 'string' ? msg.reason.slice(0, 200) : 'closed by the agent'
-    this.finish(t, reason)
+    this.finish(t, msg.reason === '' ? 'closed by the agent' : msg.reason)
   }
 
   private onNeed (agent: AgentRef): void {

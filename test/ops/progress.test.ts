@@ -1,5 +1,5 @@
 import t from 'tap'
-import { TransferProgress, formatBytes, type ProgressFields } from '../../protocol/progress.js'
+import { TransferProgress, formatBytes, type ProgressFields } from '../../common/progress.js'
 
 t.test('formatBytes', async t => {
   t.equal(formatBytes(0), '0 B')

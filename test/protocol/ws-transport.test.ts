@@ -3,7 +3,7 @@ import { once } from 'node:events'
 import { createHash, randomBytes } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import { WebSocketServer, type WebSocket } from 'ws'
-import { dialWebSocket } from '../../protocol/dial.js'
+import { dialWebSocket } from '../../common/dial.js'
 import { WsTransport } from '../../protocol/ws-transport.js'
 import { Mux, type MuxStream } from '../../protocol/index.js'
 

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { Backoff } from '../../protocol/backoff.js'
+import { Backoff } from '../../common/backoff.js'
 import { encodeJoinToken, decodeJoinToken, normalizeFingerprint } from '../../protocol/token.js'
 import { computeProof, verifyProof, deriveAuthKey, newSecret, hashToken, tokenMatches, redact } from '../../protocol/auth.js'
 

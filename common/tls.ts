@@ -5,7 +5,7 @@ import { hostname } from 'node:os'
 import selfsigned from 'selfsigned'
 import type { Logger } from 'pino'
 import { writeFileAtomic } from './files.js'
-import { RelaygateError } from './errors.js'
+import { RelaygateError } from '../protocol/errors.js'
 
 export interface CertFiles {
   certFile: string

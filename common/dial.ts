@@ -1,42 +1,14 @@
 import WebSocket from 'ws'
 import type { TLSSocket } from 'node:tls'
-import { randomFillSync } from 'node:crypto'
-import { RelaygateError } from './errors.js'
-import { normalizeFingerprint } from './token.js'
+import { RelaygateError } from '../protocol/errors.js'
+import { normalizeFingerprint } from '../protocol/token.js'
+import { generateMask, markCopiesOnSend } from '../protocol/ws-transport.js'
 
 export interface DialOptions {
   /** Accepted sha256 fingerprints for wss; empty means "verify with the system CAs". */
   fingerprints?: string[]
   maxPayload: number
   timeoutMs?: number
-}
-
-const maskPool = Buffer.alloc(8192)
-let maskAt = maskPool.length
-
-/**
- * The client's masking key for each message: random (from a pooled
- * randomFillSync, as `ws` does), never all zeros. `ws` skips masking for an
- * all-zero key and then keeps a reference to the caller's buffer; with a
- * non-zero key it always masks into a buffer of its own before send()
- * returns, which is what lets our transport declare copiesOnSend.
- */
-function generateMask (mask: Buffer): void {
-  do {
-    if (maskAt === maskPool.length) {
-      randomFillSync(maskPool)
-      maskAt = 0
-    }
-    maskPool.copy(mask, 0, maskAt, maskAt + 4)
-    maskAt += 4
-  } while ((mask[0] | mask[1] | mask[2] | mask[3]) === 0)
-}
-
-const dialed = new WeakSet<WebSocket>()
-
-/** True for a socket opened by dialWebSocket (a masking client: send() copies). */
-export function copiesOnSend (ws: WebSocket): boolean {
-  return dialed.has(ws)
 }
 
 /**
@@ -78,7 +50,7 @@ export function dialWebSocket (url: string, options: DialOptions): Promise<WebSo
       if (settled) return
       settled = true
       ws.removeAllListeners('error')
-      dialed.add(ws)
+      markCopiesOnSend(ws)
       resolve(ws)
     })
     ws.once('error', err => fail(err))

@@ -1,0 +1,74 @@
+/**
+ * Control messages of the relay link (relay <-> server, one link for all of
+ * a relay's agents). Agent messages passed through carry the `sid` of the
+ * agent's session on the relay (agent-messages.ts).
+ *
+ *   relay -> server  auth-begin {sid, endpointId, edgeId}
+ *   server -> relay  auth-challenge {sid, nonce}
+ *   relay -> server  auth-proof {sid, proof}
+ *   server -> relay  auth-result {sid, ok: true, flags} | {sid, ok: false, code, message}
+ *   relay -> server  offline {sids}                      (batched)
+ *   server -> relay  flags {set: [[endpointId, flags], ...]}   (deltas)
+ *   server -> relay  settings {settings}
+ *   server -> relay  kick {endpointId, code, message}
+ *   server -> relay  prestage {sha256}
+ *   relay -> server  stats {agents, queuedResults, cache}  (every few seconds, when changed)
+ *   relay -> server  job-result {key, endpointId, jobId, attempt, result}   durable, replayed after outages
+ *   server -> relay  job-result-ack {key}                applied (or already applied): the relay forgets it
+ */
+import { Type, Id, EdgeId, B64, Sha256Hex, Text, U8, U32, Size, Sid, Code, message, strict, messageSet, withSid, type Static } from './schema.js'
+import { SettingsSchema } from './settings.js'
+import {
+  TunnelOpen, TunnelClosed, TunnelNeed, Snapshot, JobProgress, TunnelOffer, TunnelResult, TunnelKeepalive, TunnelClose, Job,
+  JobResultBody, MAX_ERROR_MESSAGE
+} from './agent-messages.js'
+
+export const AuthBegin = message('auth-begin', { sid: Sid, endpointId: Id, edgeId: EdgeId })
+export const AuthProof = message('auth-proof', { sid: Sid, proof: B64(128) })
+export const Offline = message('offline', { sids: Type.Array(Sid, { maxItems: 100_000 }) })
+export const CacheStatsSchema = strict({
+  hits: Size,
+  misses: Size,
+  bytesServed: Size,
+  bytesFetched: Size,
+  entries: Size,
+  bytesUsed: Size,
+  maxBytes: Size,
+  fillsInProgress: Size,
+  corruptDropped: Size,
+  hashedServes: Size
+})
+export const Stats = message('stats', { agents: U32, queuedResults: U32, cache: CacheStatsSchema })
+/** Key of a stored result on the relay: `jobId_endpointId_attempt`. */
+const ResultKey = Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9_-]+$' })
+export const RelayJobResult = message('job-result', { key: ResultKey, endpointId: Id, jobId: Id, attempt: U32, result: JobResultBody })
+
+export const AuthChallenge = message('auth-challenge', { sid: Sid, nonce: B64(64) })
+export const AuthResult = Type.Union([
+  message('auth-result', { sid: Sid, ok: Type.Literal(true), flags: U8 }),
+  message('auth-result', { sid: Sid, ok: Type.Literal(false), code: Code, message: Text(MAX_ERROR_MESSAGE) })
+])
+export const Flags = message('flags', { set: Type.Array(Type.Tuple([Id, U8]), { maxItems: 100_000 }) })
+export const SettingsMessage = message('settings', { settings: SettingsSchema })
+export const Kick = message('kick', { endpointId: Id, code: Code, message: Text(MAX_ERROR_MESSAGE) })
+export const Prestage = message('prestage', { sha256: Sha256Hex })
+export const RelayJobResultAck = message('job-result-ack', { key: ResultKey })
+
+/** Agent messages on their way up, naming the agent by its session. */
+const AGENT_UP_WITH_SID = [withSid(TunnelOpen), withSid(TunnelClosed), withSid(TunnelNeed), withSid(Snapshot), withSid(JobProgress)] as const
+export type AgentUpWithSid = Static<(typeof AGENT_UP_WITH_SID)[number]>
+/** Server messages on their way down to one agent. */
+const AGENT_DOWN_WITH_SID = [withSid(TunnelOffer), withSid(TunnelResult), withSid(TunnelKeepalive), withSid(TunnelClose), withSid(Job)] as const
+export type AgentDownWithSid = Static<(typeof AGENT_DOWN_WITH_SID)[number]>
+
+export const RelayToServer = messageSet('relay message', [
+  AuthBegin, AuthProof, Offline, Stats, RelayJobResult, ...AGENT_UP_WITH_SID
+])
+export type RelayToServer = ReturnType<typeof RelayToServer.parse>
+
+export const ServerToRelay = messageSet('server message', [
+  AuthChallenge, AuthResult, Flags, SettingsMessage, Kick, Prestage, RelayJobResultAck, ...AGENT_DOWN_WITH_SID
+])
+export type ServerToRelay = ReturnType<typeof ServerToRelay.parse>
+
+export type CacheStatsMessage = Static<typeof CacheStatsSchema>
