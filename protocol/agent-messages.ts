@@ -56,7 +56,7 @@ export type AgentUp = Static<(typeof AGENT_UP)[number]>
 // --- passed down: server -> agent -----------------------------------------------
 
 export const TunnelOffer = message('tunnel-offer', {
-  tunnelId: Id, blob: B64(512), target: Type.Union([NonEmpty(2048), Type.Null()]), idleTimeoutSeconds: Seconds
+  tunnelId: Id, blob: B64(512), target: Type.Union([NonEmpty(2048), Type.Null()]), idleTimeoutSeconds: Type.Integer({ minimum: 1, maximum: 86_400 })
 })
 export const TunnelResult = message('tunnel-result', {
   tunnelId: Id, ok: Type.Boolean(), code: Type.Optional(Code), message: Type.Optional(Text(MAX_ERROR_MESSAGE))
@@ -93,7 +93,7 @@ export const JobResult = message('job-result', JobResultBody.properties)
 export const Proof = message('proof', { proof: B64(128) })
 export const Challenge = message('challenge', { nonce: B64(64), relayId: Id })
 export const Welcome = message('welcome', {
-  endpointId: Id, relayId: Id, intervalSeconds: Seconds, snapshotIntervalSeconds: Type.Integer({ minimum: 1, maximum: 7 * 24 * 3600 }), downloadToken: B64(64)
+  endpointId: Id, relayId: Id, intervalSeconds: Seconds, snapshotIntervalSeconds: Type.Integer({ minimum: 1, maximum: 86_400 }), downloadToken: B64(64)
 })
 export const JobResultAck = message('job-result-ack', { jobId: Id, attempt: Attempt })
 

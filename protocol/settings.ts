@@ -1,13 +1,18 @@
-import { Type, Seconds, Size, strict, compile, type Static } from './schema.js'
+import { Type, strict, compile, type Static } from './schema.js'
 
-/** Fleet-wide settings the server keeps and pushes to relays (hello and `settings`). */
+/**
+ * Fleet-wide settings the server keeps and pushes to relays (hello and
+ * `settings`). The ranges are the API's too (PATCH /api/settings), so the
+ * server never stores a value a relay would refuse.
+ */
 export const SettingsSchema = strict({
-  checkinIntervalSeconds: Seconds,
-  tunnelIdleTimeoutSeconds: Seconds,
-  keepAliveSeconds: Seconds,
-  snapshotIntervalSeconds: Type.Integer({ minimum: 1, maximum: 7 * 24 * 3600 }),
+  /** Carried in every check-in answer as u16 seconds. */
+  checkinIntervalSeconds: Type.Integer({ minimum: 1, maximum: 300 }),
+  tunnelIdleTimeoutSeconds: Type.Integer({ minimum: 2, maximum: 86_400 }),
+  keepAliveSeconds: Type.Integer({ minimum: 1, maximum: 3600 }),
+  snapshotIntervalSeconds: Type.Integer({ minimum: 10, maximum: 86_400 }),
   /** Largest artifact upload accepted (bytes). */
-  maxUploadBytes: Size
+  maxUploadBytes: Type.Integer({ minimum: 1, maximum: 1024 ** 4 })
 })
 export type Settings = Static<typeof SettingsSchema>
 

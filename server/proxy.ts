@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import httpProxy from 'http-proxy'
 import type { Logger } from 'pino'
-import { RelaygateError, toRelaygateError } from '../protocol/index.js'
+import { RelaygateError, toRelaygateError, type MuxStream } from '../protocol/index.js'
 import type { Store } from './store.js'
 import type { TunnelManager } from './tunnels.js'
 import { sendError } from './http-util.js'
@@ -117,47 +117,48 @@ export function createTunnelProxy (options: ProxyOptions): {
     }
     const tcp = tcpPath.exec(url)
     if (tcp === null) return false
-    void (async () => {
-      try {
-        const endpointId = decodeURIComponent(tcp[1])
-        const port = Number(tcp[2])
-        if (port < 1 || port > 65535) throw new RelaygateError('RG_ERR_BAD_REQUEST', 'port must be 1-65535')
-        if ((req.headers.upgrade ?? '').toLowerCase() !== 'relaygate-tcp') throw new RelaygateError('RG_ERR_BAD_REQUEST', 'use Upgrade: relaygate-tcp')
-        await prepare(req, endpointId)
-        const stream = tunnels.openStream(endpointId, { kind: 'tcp', port })
-        // The agent answers one status byte once it reached the port (or resets the stream).
-        const status = await new Promise<number>((resolve, reject) => {
-          stream.once('readable', () => {
-            const first = stream.read(1) as Buffer | null
-            if (first === null) reject(new RelaygateError('RG_ERR_TARGET_UNREACHABLE', 'the agent closed the stream'))
-            else resolve(first[0])
-          })
-          stream.once('error', reject)
-          stream.once('end', () => reject(new RelaygateError('RG_ERR_TARGET_UNREACHABLE', 'the agent closed the stream')))
-        })
-        if (status !== 0) {
-          stream.destroy()
-          throw new RelaygateError('RG_ERR_TARGET_UNREACHABLE', `agent status ${status}`)
-        }
-        stream.removeAllListeners('error')
-        stream.removeAllListeners('end')
-        const done = tunnels.session(endpointId)
-        socket.write('HTTP/1.1 101 Switching Protocols\r\nupgrade: relaygate-tcp\r\nconnection: Upgrade\r\n\r\n')
-        if (head.length > 0) stream.write(head)
-        const finish = (): void => { done(); socket.destroy(); stream.destroy() }
-        stream.on('error', finish)
-        socket.on('error', finish)
-        stream.once('close', finish)
-        socket.once('close', finish)
-        stream.pipe(socket)
-        socket.pipe(stream)
-        logger.info({ endpointId, port }, 'tcp session through the tunnel')
-      } catch (err) {
-        upgradeError(socket, toRelaygateError(err))
-      }
-    })()
+    void bridgeTcp(req, socket, head, decodeURIComponent(tcp[1]), Number(tcp[2])).catch(err => upgradeError(socket, toRelaygateError(err)))
     return true
   }
 
+  /** `relaygate connect`: an upgraded connection joined to a TCP stream through the tunnel. */
+  const bridgeTcp = async (req: IncomingMessage, socket: Duplex, head: Buffer, endpointId: string, port: number): Promise<void> => {
+    if (port < 1 || port > 65535) throw new RelaygateError('RG_ERR_BAD_REQUEST', 'port must be 1-65535')
+    if ((req.headers.upgrade ?? '').toLowerCase() !== 'relaygate-tcp') throw new RelaygateError('RG_ERR_BAD_REQUEST', 'use Upgrade: relaygate-tcp')
+    await prepare(req, endpointId)
+    const stream = tunnels.openStream(endpointId, { kind: 'tcp', port })
+    const status = await readStatusByte(stream)
+    if (status !== 0) {
+      stream.destroy()
+      throw new RelaygateError('RG_ERR_TARGET_UNREACHABLE', `agent status ${status}`)
+    }
+    stream.removeAllListeners('error')
+    stream.removeAllListeners('end')
+    const done = tunnels.session(endpointId)
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nupgrade: relaygate-tcp\r\nconnection: Upgrade\r\n\r\n')
+    if (head.length > 0) stream.write(head)
+    const finish = (): void => { done(); socket.destroy(); stream.destroy() }
+    stream.on('error', finish)
+    socket.on('error', finish)
+    stream.once('close', finish)
+    socket.once('close', finish)
+    stream.pipe(socket)
+    socket.pipe(stream)
+    logger.info({ endpointId, port }, 'tcp session through the tunnel')
+  }
+
   return { web, upgrade, close: () => proxy.close() }
+}
+
+/** The agent answers one status byte once it reached the TCP port (0 = connected), or resets the stream. */
+function readStatusByte (stream: MuxStream): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    stream.once('readable', () => {
+      const first = stream.read(1) as Buffer | null
+      if (first === null) reject(new RelaygateError('RG_ERR_TARGET_UNREACHABLE', 'the agent closed the stream'))
+      else resolve(first[0])
+    })
+    stream.once('error', reject)
+    stream.once('end', () => reject(new RelaygateError('RG_ERR_TARGET_UNREACHABLE', 'the agent closed the stream')))
+  })
 }

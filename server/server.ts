@@ -3,17 +3,19 @@ import https from 'node:https'
 import { mkdirSync, existsSync, readFileSync, chmodSync } from 'node:fs'
 import { join } from 'node:path'
 import type { AddressInfo } from 'node:net'
+import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import { RelaygateError } from '../protocol/errors.js'
 import { hashToken, newSecret, redact } from '../protocol/auth.js'
 import { writeFileAtomic, writeReadyFile } from '../common/files.js'
 import { loadOrCreateCert } from '../common/tls.js'
 import { VERSION } from '../common/version.js'
+import { Lifecycle } from '../common/lifecycle.js'
 import { verifyServerConfig, type ServerConfig } from './config.js'
 import { SqliteStore } from './sqlite-store.js'
 import type { Store } from './store.js'
 import { RelayHub } from './hub.js'
-import { createApi } from './api.js'
+import { createApi, type RelayFigures } from './api/index.js'
 import { TunnelManager } from './tunnels.js'
 import { ArtifactStore } from './artifacts.js'
 import { JobManager } from './jobs.js'
@@ -79,127 +81,144 @@ function loadAdminToken (dataDir: string, override: string | undefined, logger: 
   return { token, file }
 }
 
-/** Builds and starts a server. Port 0 picks free ports; the URLs tell which. */
-export async function buildServer (input: Partial<ServerConfig>, logger: Logger): Promise<RelaygateServer> {
+/** The server without its sockets: state, relay hub, tunnels, jobs, and the request and upgrade handlers. */
+export interface ServerApp {
+  readonly config: ServerConfig
+  readonly store: Store
+  readonly hub: RelayHub
+  readonly tunnels: TunnelManager
+  readonly artifacts: ArtifactStore
+  readonly jobs: JobManager
+  readonly events: EventHub
+  readonly adminTokenFile: string
+  /** Close steps, registered as each part was built; listen() adds its servers. */
+  readonly life: Lifecycle
+  /** The URL join tokens name unless --public-url is set (known once listening). */
+  baseUrl: string
+  /** Listening servers (added by buildServer); closed after the relay links. */
+  readonly servers: Array<http.Server | https.Server>
+  handleRequest: (req: http.IncomingMessage, res: http.ServerResponse) => void
+  handleUpgrade: (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void
+}
+
+/**
+ * Builds the server's parts and its request handler without opening a port
+ * (as fastify separates build from listen): API tests may drive
+ * `handleRequest` directly; buildServer() adds the listeners.
+ */
+export async function createServerApp (input: Partial<ServerConfig>, logger: Logger): Promise<ServerApp> {
   const config = verifyServerConfig(input)
   mkdirSync(config.dataDir, { recursive: true })
+  const life = new Lifecycle()
   const store = new SqliteStore(join(config.dataDir, 'relaygate.db'))
+  life.onClose('store', () => store.close())
   const admin = loadAdminToken(config.dataDir, config.adminToken, logger)
   store.setMeta('adminTokenHash', hashToken(admin.token))
-
-  const hub = new RelayHub({
-    store,
-    logger: logger.child({ component: 'hub' }),
-    version: VERSION,
-    keepAliveMs: config.relayKeepAliveMs,
-    livenessTimeoutMs: config.relayLivenessTimeoutMs
-  })
-  const tunnels = new TunnelManager({ store, hub, logger: logger.child({ component: 'tunnels' }), adminWindowMs: config.tunnelAdminWindowMs })
-  hub.onRelayMessage('snapshot', (agent, msg) => {
-    store.saveSnapshot({ endpointId: agent.endpointId, edgeId: agent.edgeId, receivedAt: Date.now(), reason: msg.reason, snapshot: msg.snapshot })
-  })
-  const artifacts = new ArtifactStore({ dir: join(config.dataDir, 'artifacts'), store, logger: logger.child({ component: 'artifacts' }) })
-  hub.onRelayStream('artifact', (_relayId, stream, meta) => artifacts.serve(stream, meta.sha256, meta.offset))
-  const jobs = new JobManager({ store, hub, logger: logger.child({ component: 'jobs' }) })
-  const relayStats = new Map<string, Record<string, unknown>>()
   const authorize = bearerAuthorizer(hashToken(admin.token), tokenMatches)
-  const events = new EventHub({ logger: logger.child({ component: 'events' }) })
-  hub.onPresence(() => { events.publish('endpoints'); events.publish('relays') })
-  tunnels.onState(() => events.publish('endpoints'))
-  jobs.onChange(() => events.publish('jobs'))
-  hub.onRelayLevel('stats', (relayId, msg) => {
-    const { t: _t, ...figures } = msg
-    relayStats.set(relayId, figures)
-    events.publish('relays')
+
+  const hub = new RelayHub({ store, logger: logger.child({ component: 'hub' }), version: VERSION, keepAliveMs: config.relayKeepAliveMs, livenessTimeoutMs: config.relayLivenessTimeoutMs })
+  const jobs = new JobManager({ store, hub, logger: logger.child({ component: 'jobs' }) })
+  // Written last of all (reverse order): pending job updates reach the store before it closes.
+  life.onClose('job updates', () => jobs.flush())
+  const servers: Array<http.Server | https.Server> = []
+  life.onClose('listeners', () => {
+    for (const s of servers) {
+      s.close()
+      s.closeAllConnections()
+    }
   })
+  life.onClose('relay links', graceful => hub.close(graceful))
+  const tunnels = new TunnelManager({ store, hub, logger: logger.child({ component: 'tunnels' }), adminWindowMs: config.tunnelAdminWindowMs })
+  const tunnelProxy = createTunnelProxy({ tunnels, store, logger: logger.child({ component: 'proxy' }), openTimeoutMs: config.tunnelOpenTimeoutMs, authorize })
+  life.onClose('tunnel proxy', () => tunnelProxy.close())
+  life.onClose('tunnels', () => tunnels.close())
+  const artifacts = new ArtifactStore({ dir: join(config.dataDir, 'artifacts'), store, logger: logger.child({ component: 'artifacts' }) })
+  const events = new EventHub({ logger: logger.child({ component: 'events' }) })
+  life.onClose('events', () => events.close())
+  const relayStats = new Map<string, RelayFigures>()
+  wireRelayEvents({ hub, store, artifacts, tunnels, jobs, events, relayStats })
+
   // GET /metrics: behind the admin token unless metricsPublic (then keep the port off the internet).
   const metrics = createServerMetrics({ hub, tunnels, store, artifacts, authorize: config.metricsPublic ? undefined : authorize })
   const staticUi = createStaticUi({ logger: logger.child({ component: 'ui' }) })
-  const tunnelProxy = createTunnelProxy({ tunnels, store, logger: logger.child({ component: 'proxy' }), openTimeoutMs: config.tunnelOpenTimeoutMs, authorize })
-  let httpUrl = ''
+  const app: ServerApp = {
+    config, store, hub, tunnels, artifacts, jobs, events, life, servers, adminTokenFile: admin.file, baseUrl: '',
+    handleRequest: (req, res) => {
+      if (!metrics.handle(req, res) && !tunnelProxy.web(req, res) && !events.handle(req, res, authorize) && !staticUi(req, res)) api(req, res)
+    },
+    handleUpgrade: (req, socket, head) => {
+      socket.on('error', () => {})
+      if ((req.url ?? '').split('?')[0] === '/relay') hub.handleUpgrade(req, socket, head)
+      else if (!tunnelProxy.upgrade(req, socket, head)) socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n')
+    }
+  }
   const api = createApi({
-    store,
-    hub,
-    tunnels,
-    artifacts,
-    jobs,
+    store, hub, tunnels, artifacts, jobs, events,
     relayStats: id => relayStats.get(id),
     logger: logger.child({ component: 'api' }),
     version: VERSION,
     adminTokenHash: hashToken(admin.token),
     maxBodyBytes: config.maxBodyBytes,
-    publicUrl: () => config.publicUrl ?? httpUrl,
-    events
+    publicUrl: () => config.publicUrl ?? app.baseUrl
   })
-  const onUpgrade = (req: http.IncomingMessage, socket: import('node:stream').Duplex, head: Buffer): void => {
-    socket.on('error', () => {})
-    if ((req.url ?? '').split('?')[0] === '/relay') hub.handleUpgrade(req, socket, head)
-    else if (!tunnelProxy.upgrade(req, socket, head)) socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n')
-  }
-  const onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
-    if (!metrics.handle(req, res) && !tunnelProxy.web(req, res) && !events.handle(req, res, authorize) && !staticUi(req, res)) api(req, res)
-  }
+  return app
+}
 
-  const servers: Array<http.Server | https.Server> = []
-  const httpServer = http.createServer(onRequest)
-  httpServer.on('upgrade', onUpgrade)
-  servers.push(httpServer)
+/** What relays report that is not one module's business: snapshots, figures, and change notifications for the dashboard. */
+function wireRelayEvents (p: { hub: RelayHub, store: Store, artifacts: ArtifactStore, tunnels: TunnelManager, jobs: JobManager, events: EventHub, relayStats: Map<string, RelayFigures> }): void {
+  const { hub, store, artifacts, events } = p
+  hub.onRelayMessage('snapshot', (agent, msg) => {
+    store.saveSnapshot({ endpointId: agent.endpointId, edgeId: agent.edgeId, receivedAt: Date.now(), reason: msg.reason, snapshot: msg.snapshot })
+  })
+  hub.onRelayStream('artifact', (_relayId, stream, meta) => artifacts.serve(stream, meta.sha256, meta.offset))
+  hub.onRelayLevel('stats', (relayId, msg) => {
+    const { t: _t, ...figures } = msg
+    p.relayStats.set(relayId, figures)
+    events.publish('relays')
+  })
+  hub.onPresence(() => { events.publish('endpoints'); events.publish('relays') })
+  p.tunnels.onState(() => events.publish('endpoints'))
+  p.jobs.onChange(() => events.publish('jobs'))
+}
+
+/** Builds and starts a server: the app, then its HTTP and HTTPS listeners. Port 0 picks free ports; the URLs tell which. */
+export async function buildServer (input: Partial<ServerConfig>, logger: Logger): Promise<RelaygateServer> {
+  const app = await createServerApp(input, logger)
+  const { config } = app
+  const serve = async (server: http.Server | https.Server, port: number): Promise<number> => {
+    server.on('upgrade', app.handleUpgrade)
+    app.servers.push(server)
+    return await listen(server, port, config.host)
+  }
   let httpsUrl: string | null = null
   let fingerprint: string | null = null
   try {
-    const httpPort = await listen(httpServer, config.httpPort, config.host)
-    httpUrl = `http://${urlHost(config.host)}:${httpPort}`
+    app.baseUrl = `http://${urlHost(config.host)}:${await serve(http.createServer(app.handleRequest), config.httpPort)}`
     if (config.httpsPort >= 0) {
       const cert = await loadOrCreateCert({ dir: config.dataDir, certFile: config.tlsCert, keyFile: config.tlsKey, commonName: 'relaygate server', logger })
       fingerprint = cert.fingerprint
-      const httpsServer = https.createServer({ key: cert.key, cert: cert.cert }, onRequest)
-      httpsServer.on('upgrade', onUpgrade)
-      servers.push(httpsServer)
-      const httpsPort = await listen(httpsServer, config.httpsPort, config.host)
-      httpsUrl = `https://${urlHost(config.host)}:${httpsPort}`
+      httpsUrl = `https://${urlHost(config.host)}:${await serve(https.createServer({ key: cert.key, cert: cert.cert }, app.handleRequest), config.httpsPort)}`
     }
   } catch (err) {
-    await Promise.all(servers.map(s => new Promise(resolve => s.close(resolve))))
-    store.close()
+    await app.life.close(false)
     throw err
   }
-  logger.info({ httpUrl, httpsUrl, adminTokenFile: admin.file, fingerprint }, 'server ready')
-  writeReadyFile(config.readyFile, { httpUrl, httpsUrl, adminTokenFile: admin.file, fingerprint, pid: process.pid })
-
-  let closing: Promise<void> | null = null
-  const shutdown = (graceful: boolean): Promise<void> => {
-    if (closing !== null) return closing
-    closing = (async () => {
-      try {
-        events.close()
-        await tunnels.shutdown()
-        tunnelProxy.close()
-        await hub.close(graceful)
-        for (const s of servers) {
-          s.close()
-          s.closeAllConnections()
-        }
-      } finally {
-        jobs.flush()
-        store.close()
-      }
-    })()
-    return closing
-  }
-
+  const httpUrl = app.baseUrl
+  logger.info({ httpUrl, httpsUrl, adminTokenFile: app.adminTokenFile, fingerprint }, 'server ready')
+  writeReadyFile(config.readyFile, { httpUrl, httpsUrl, adminTokenFile: app.adminTokenFile, fingerprint, pid: process.pid })
   return {
     config,
-    store,
-    hub,
-    tunnels,
-    artifacts,
-    jobs,
-    events,
+    store: app.store,
+    hub: app.hub,
+    tunnels: app.tunnels,
+    artifacts: app.artifacts,
+    jobs: app.jobs,
+    events: app.events,
     httpUrl,
     httpsUrl,
-    adminTokenFile: admin.file,
+    adminTokenFile: app.adminTokenFile,
     fingerprint,
-    close: () => shutdown(true),
-    destroy: () => shutdown(false)
+    close: () => app.life.close(true),
+    destroy: () => app.life.close(false)
   }
 }

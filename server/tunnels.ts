@@ -192,7 +192,7 @@ export class TunnelManager {
   }
 
   /** Closes the tunnel and lowers the flag. */
-  close (endpointId: string, reason = 'closed by the admin'): boolean {
+  closeTunnel (endpointId: string, reason = 'closed by the admin'): boolean {
     const t = this.tunnels.get(endpointId)
     if (t === undefined) return false
     if (t.owner !== null && t.owner.online) t.owner.send({ t: 'tunnel-close', sid: t.owner.sid, tunnelId: t.tunnelId, reason })
@@ -239,7 +239,8 @@ export class TunnelManager {
     return t.agent
   }
 
-  async shutdown (): Promise<void> {
+  /** Closes every tunnel; the manager takes no more requests. */
+  async close (): Promise<void> {
     this.closed = true
     for (const t of [...this.tunnels.values()]) this.finish(t, 'server shutting down')
   }

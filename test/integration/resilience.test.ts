@@ -104,7 +104,7 @@ t.test('a raised flag is pushed to the agent at once, not at its next check-in',
   t.match((await api.ok('GET', `/api/endpoints/${ep.id}`)).tunnel.state, /^(requested|open)$/)
 
   // An agent arriving while the flag is up learns it on arrival.
-  server.tunnels.close(ep.id)
+  server.tunnels.closeTunnel(ep.id)
   server.hub.setFlags(ep.id, CheckinFlag.TUNNEL)
   await agent.close()
   const late = startAgent(t, ep.joinToken, { edgeId: agent.edgeId })

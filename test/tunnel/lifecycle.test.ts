@@ -123,7 +123,7 @@ t.test('one-time credentials: a replay, a stale tunnel id and a wrong proof are 
   t.match(await control(), { t: 'tunnel-result', tunnelId: offer.tunnelId, ok: true })
   client.send(open)
   t.match(await control(), { t: 'tunnel-result', ok: false, code: 'RG_ERR_CREDENTIAL_USED' }, 'a replay is refused')
-  server.tunnels.close(ep.id)
+  server.tunnels.closeTunnel(ep.id)
   t.match(await control(), { t: 'tunnel-close', tunnelId: offer.tunnelId })
   client.send(open)
   t.match(await control(), { t: 'tunnel-result', ok: false, code: 'RG_ERR_CREDENTIAL_USED' }, 'retired when the tunnel closed')

@@ -1,0 +1,181 @@
+import type { Logger } from 'pino'
+import { RelaygateError, ErrorCode, toRelaygateError, type Transport, type MuxStream } from '../protocol/index.js'
+import type { AgentUp, JobResultBody, RelayToServer, ServerToRelay, Settings } from '../protocol/messages.js'
+import type { ArtifactCache } from '../cache/index.js'
+import { AgentSession, type SessionHost, type SessionLimits } from './session.js'
+import { AgentRegistry } from './agents.js'
+import { onServerMessage, onServerStream, type ServerMessageContext } from './server-messages.js'
+import { IntervalTracker, OfflineBatch, sweep } from './liveness.js'
+import { ResultQueue } from './results.js'
+
+/** What the core needs of the server link (the real one, or a fake in unit tests). */
+export interface UpstreamLink {
+  readonly isReady: boolean
+  readonly relayId: string | null
+  readonly settings: Settings
+  /** Sends a control message; false when the link is down. */
+  send: (msg: RelayToServer) => boolean
+}
+
+export interface RelayStats {
+  agents: number
+  /** Tunnel streams joined (server side to agent side) since start. */
+  streams: number
+  checkins: number
+  pushes: number
+  authFailures: number
+}
+
+export interface RelayCoreOptions extends SessionLimits {
+  maxAgents: number
+  maxPendingAuth: number
+  authTimeoutMs: number
+}
+
+/**
+ * The relay without its sockets: agent sessions, the flag table, the
+ * authentication relayed to the server, durable job results, and the
+ * handlers of what the server sends. The listener hands it transports, the
+ * server link hands it messages; unit tests drive it over in-memory
+ * transports and a fake link.
+ */
+export class RelayCore implements SessionHost {
+  readonly agents = new AgentRegistry()
+  readonly stats: RelayStats
+  readonly intervals = new IntervalTracker()
+  private readonly pendingAuth = new Set<AgentSession>()
+  private readonly offline: OfflineBatch
+  private readonly ctx: ServerMessageContext
+  private closed = false
+
+  constructor (
+    private readonly opts: RelayCoreOptions,
+    private readonly link: UpstreamLink,
+    private readonly results: ResultQueue,
+    cache: ArtifactCache,
+    private readonly logger: Logger
+  ) {
+    const agents = this.agents
+    this.stats = { get agents () { return agents.size }, streams: 0, checkins: 0, pushes: 0, authFailures: 0 }
+    this.offline = new OfflineBatch(sids => link.send({ t: 'offline', sids }))
+    const core = this
+    this.ctx = {
+      agents,
+      cache,
+      results,
+      logger,
+      get relayId () { return link.relayId },
+      get intervalSeconds () { return core.intervals.current },
+      get snapshotIntervalSeconds () { return link.settings.snapshotIntervalSeconds },
+      settingsChanged: seconds => {
+        if (this.intervals.change(seconds)) logger.info({ intervalSeconds: seconds }, 'check-in interval changed')
+      },
+      countStream: () => { this.stats.streams++ },
+      countAuthFailure: () => { this.stats.authFailures++ }
+    }
+  }
+
+  // ---- from the listener ----
+
+  /** A new agent connection: a session, or a refusal when full or closing. */
+  accept (transport: Transport): AgentSession | null {
+    if (this.closed || this.agents.size >= this.opts.maxAgents) {
+      const code = this.closed ? 'RG_ERR_GOING_AWAY' : 'RG_ERR_QUEUE_FULL'
+      transport.close(ErrorCode[code].close, this.closed ? 'relay shutting down' : 'relay is full')
+      return null
+    }
+    const sid = this.agents.allocateSid()
+    const s = new AgentSession(sid, transport, this, this.opts, this.logger.child({ sid, remote: transport.remote }))
+    this.agents.add(s)
+    return s
+  }
+
+  // ---- from the server link ----
+
+  /** Linked (again): everyone authenticates again (the server trusts only what it verified) and stored results are replayed. */
+  linked (): void {
+    this.ctx.settingsChanged(this.link.settings.checkinIntervalSeconds)
+    this.pendingAuth.clear()
+    for (const s of this.agents.sessions.values()) if (s.introduced) this.beginAuth(s)
+    // The server applies each result once; replays of applied ones are acknowledged.
+    for (const r of this.results.all()) this.link.send({ t: 'job-result', key: r.key, endpointId: r.endpointId, jobId: r.jobId, attempt: r.attempt, result: r.result })
+  }
+
+  linkDown (): void {
+    this.offline.clear()
+  }
+
+  onMessage (msg: ServerToRelay): void {
+    onServerMessage(this.ctx, msg)
+  }
+
+  onStream (stream: MuxStream): void {
+    onServerStream(this.ctx, stream)
+  }
+
+  /** Drops agents that did not authenticate in time or stopped checking in (every second). */
+  sweep (): void {
+    sweep(this.agents, this.intervals, this.opts.authTimeoutMs)
+  }
+
+  /** Graceful: agents get a go-away and move to their next relay; otherwise they are dropped. */
+  async close (graceful: boolean): Promise<void> {
+    this.closed = true
+    this.offline.clear()
+    const err = new RelaygateError('RG_ERR_GOING_AWAY', 'relay shutting down')
+    const all = [...this.agents.sessions.values()]
+    await Promise.allSettled(all.map(s => graceful ? s.mux.close(err.closeCode, err.message) : s.mux.destroy(err)))
+    for (const s of all) s.mux.transport.terminate()
+  }
+
+  // ---- SessionHost: what sessions ask of the relay ----
+
+  get intervalSeconds (): number {
+    return this.intervals.current
+  }
+
+  flagsOf (endpointId: string): number {
+    return this.agents.flagsOf(endpointId)
+  }
+
+  beginAuth (s: AgentSession): void {
+    s.restartAuth()
+    if (this.link.send({ t: 'auth-begin', sid: s.sid, endpointId: s.endpointId, edgeId: s.edgeId })) return
+    if (this.pendingAuth.size >= this.opts.maxPendingAuth) {
+      s.fail(new RelaygateError('RG_ERR_UPSTREAM_UNAVAILABLE', 'relay has no link to the server and too many agents wait'))
+      return
+    }
+    this.pendingAuth.add(s)
+  }
+
+  sendProof (s: AgentSession, proof: string): boolean {
+    return this.link.send({ t: 'auth-proof', sid: s.sid, proof })
+  }
+
+  forwardUp (s: AgentSession, msg: AgentUp): void {
+    this.link.send({ ...msg, sid: s.sid })
+  }
+
+  storeResult (s: AgentSession, result: JobResultBody): void {
+    const key = ResultQueue.keyOf(result.jobId, s.endpointId, result.attempt)
+    const { jobId, attempt } = result
+    // On disk first: from then on the result survives a server outage and a relay restart.
+    this.results.add({ key, endpointId: s.endpointId, jobId, attempt, result, queuedAt: Date.now() }).then(() => {
+      s.send({ t: 'job-result-ack', jobId, attempt })
+      this.link.send({ t: 'job-result', key, endpointId: s.endpointId, jobId, attempt, result })
+    }, (err: unknown) => {
+      const coded = toRelaygateError(err)
+      s.log.warn({ code: coded.code, message: coded.message }, 'result not stored; the agent will send it again')
+    })
+  }
+
+  onClosed (s: AgentSession): void {
+    this.agents.remove(s)
+    this.pendingAuth.delete(s)
+    if (s.introduced && this.link.isReady) this.offline.add(s.sid)
+  }
+
+  count (what: 'checkins' | 'pushes'): void {
+    this.stats[what]++
+  }
+}

@@ -1,0 +1,46 @@
+import { sendJson, fail, readJson, rejectUnknownFields } from '../http-util.js'
+import { iso, type ApiContext } from './context.js'
+
+export interface ArtifactView { name: string, sha256: string, size: number, createdAt: string | null }
+
+export function artifactView (a: { name: string, sha256: string, size: number, createdAt: number }): ArtifactView {
+  return { name: a.name, sha256: a.sha256, size: a.size, createdAt: iso(a.createdAt) }
+}
+
+/** /api/artifacts: upload (raw body), list, show, delete, prestage on relays. */
+export function artifactRoutes (ctx: ApiContext): void {
+  const { store, hub, artifacts, route } = ctx
+  route('PUT', '/api/artifacts/:name', async (req, res, params) => {
+    const declared = req.headers['content-length'] === undefined ? undefined : Number(req.headers['content-length'])
+    const record = await artifacts.upload(params.name ?? '', req, declared, store.getSettings().maxUploadBytes)
+    ctx.publish('artifacts')
+    sendJson(res, 201, artifactView(record))
+  })
+
+  route('GET', '/api/artifacts', (_req, res) => sendJson(res, 200, store.listArtifacts().map(artifactView)))
+
+  route('GET', '/api/artifacts/:name', (_req, res, params) => {
+    const a = store.getArtifact(params.name ?? '')
+    if (a === undefined) fail('RG_ERR_ARTIFACT_UNKNOWN', `no artifact named ${params.name}`)
+    sendJson(res, 200, artifactView(a))
+  })
+
+  route('DELETE', '/api/artifacts/:name', (_req, res, params) => {
+    if (!artifacts.delete(params.name ?? '')) fail('RG_ERR_ARTIFACT_UNKNOWN', `no artifact named ${params.name}`)
+    ctx.publish('artifacts')
+    res.writeHead(204).end()
+  })
+
+  route('POST', '/api/artifacts/:name/prestage', async (req, res, params) => {
+    const a = store.getArtifact(params.name ?? '')
+    if (a === undefined) fail('RG_ERR_ARTIFACT_UNKNOWN', `no artifact named ${params.name}`)
+    const body = await readJson(req, ctx.maxBodyBytes)
+    rejectUnknownFields(body, ['relays'])
+    const relays = body.relays
+    if (relays !== undefined && (!Array.isArray(relays) || relays.some(r => typeof r !== 'string'))) fail('RG_ERR_BAD_REQUEST', 'field "relays" must be a list of relay ids')
+    const targets = (relays as string[] | undefined) ?? [undefined]
+    let sent = 0
+    for (const relayId of targets) sent += hub.sendToRelays({ t: 'prestage', sha256: a.sha256 }, relayId)
+    sendJson(res, 202, { name: a.name, sha256: a.sha256, relays: sent })
+  })
+}

@@ -1,0 +1,189 @@
+import { RelaygateError } from '../../protocol/index.js'
+import { deriveAuthKey, newSecret } from '../../protocol/auth.js'
+import { encodeJoinToken, type RelayAddress } from '../../protocol/token.js'
+import { deriveTunnelRoot } from '../../protocol/tunnel-crypto.js'
+import type { EndpointRecord } from '../store.js'
+import type { TunnelInfo } from '../tunnels.js'
+import { newId } from '../ids.js'
+import { sendJson, fail, readJson, bodyString, rejectUnknownFields } from '../http-util.js'
+import { iso, type ApiContext } from './context.js'
+
+/** Accepted tunnel targets: http(s)://host:port, tcp://host:port, unix:/path. */
+export function verifyTunnelTarget (value: string): string {
+  if (value.startsWith('unix:')) {
+    if (value.length < 7 || !value.startsWith('unix:/')) fail('RG_ERR_BAD_REQUEST', 'field "tunnelTarget": unix targets look like unix:/path/to.sock')
+    return value
+  }
+  let url: URL
+  try {
+    url = new URL(value)
+  } catch {
+    fail('RG_ERR_BAD_REQUEST', 'field "tunnelTarget" must be http://host:port, https://host:port, tcp://host:port or unix:/path')
+  }
+  if (!['http:', 'https:', 'tcp:'].includes(url.protocol) || url.hostname === '') {
+    fail('RG_ERR_BAD_REQUEST', 'field "tunnelTarget" must be http://host:port, https://host:port, tcp://host:port or unix:/path')
+  }
+  return value
+}
+
+export interface EndpointAgentView { edgeId: string, status: 'online' | 'offline', relayId: string | null, admittedAt: string | null, lastSeen: string | null }
+export interface RefusalView { edgeId: string, code: string, count: number, firstAt: string | null, lastAt: string | null }
+export interface SnapshotSummary { receivedAt: string | null, reason: string, edgeId: string, hostname: unknown, os: unknown, agentVersion: unknown, uptimeSeconds: unknown }
+export interface EndpointView {
+  id: string
+  name: string
+  edgeId: string | null
+  status: 'online' | 'offline'
+  relayId: string | null
+  lastSeen: string | null
+  tunnel: TunnelInfo
+  tunnelTarget: string | null
+  maxAgents: number
+  createdAt: string | null
+  agents: EndpointAgentView[]
+  refusedEdgeIds: RefusalView[]
+  snapshot?: SnapshotSummary | null
+}
+
+export function endpointView (ctx: ApiContext, e: EndpointRecord, detail = false): EndpointView {
+  const { hub, store, tunnels } = ctx
+  const online = hub.agentsOf(e.id)
+  const view: EndpointView = {
+    id: e.id,
+    name: e.name,
+    edgeId: e.edgeId,
+    status: online.length > 0 ? 'online' : 'offline',
+    relayId: online.length > 0 ? online[0].relayId : e.relayId,
+    lastSeen: online.length > 0 ? iso(Date.now()) : iso(e.lastSeen),
+    tunnel: tunnels.info(e.id),
+    tunnelTarget: e.tunnelTarget,
+    maxAgents: e.maxAgents,
+    createdAt: iso(e.createdAt),
+    agents: store.listEndpointAgents(e.id).map(a => {
+      const live = online.find(o => o.edgeId === a.edgeId)
+      return { edgeId: a.edgeId, status: live === undefined ? 'offline' : 'online', relayId: live?.relayId ?? null, admittedAt: iso(a.admittedAt), lastSeen: live === undefined ? iso(a.lastSeen) : iso(Date.now()) }
+    }),
+    refusedEdgeIds: store.listRefusals(e.id).map(r => ({ edgeId: r.edgeId, code: r.code, count: r.count, firstAt: iso(r.firstAt), lastAt: iso(r.lastAt) }))
+  }
+  if (detail) view.snapshot = snapshotSummary(ctx, e.id)
+  return view
+}
+
+function snapshotSummary (ctx: ApiContext, endpointId: string): SnapshotSummary | null {
+  const snap = ctx.store.getSnapshot(endpointId)
+  if (snap === undefined) return null
+  const body = snap.snapshot as Record<string, unknown>
+  return {
+    receivedAt: iso(snap.receivedAt),
+    reason: snap.reason,
+    edgeId: snap.edgeId,
+    hostname: body.hostname ?? null,
+    os: body.os ?? null,
+    agentVersion: body.agentVersion ?? null,
+    uptimeSeconds: body.uptimeSeconds ?? null
+  }
+}
+
+/** The relays a join token names: wss with its pinned fingerprint first, then ws. */
+function joinRelays (ctx: ApiContext): RelayAddress[] {
+  const out: RelayAddress[] = []
+  for (const r of ctx.store.listRelays()) {
+    if (r.revokedAt !== null) continue
+    if (r.wssUrl !== null) out.push({ url: r.wssUrl, fingerprints: r.fingerprint === null ? [] : [r.fingerprint] })
+    if (r.wsUrl !== null) out.push({ url: r.wsUrl, fingerprints: [] })
+  }
+  return out
+}
+
+function endpointOr404 (ctx: ApiContext, id: string | undefined): EndpointRecord {
+  const e = ctx.store.getEndpoint(id ?? '')
+  if (e === undefined) fail('RG_ERR_NOT_FOUND', `no endpoint ${id}`)
+  return e
+}
+
+/** /api/endpoints: create (with the join token), list and search, show, delete, free an agent's place. */
+export function endpointRoutes (ctx: ApiContext): void {
+  const { store, hub, tunnels, logger, route } = ctx
+  route('POST', '/api/endpoints', async (req, res) => {
+    const body = await readJson(req, ctx.maxBodyBytes)
+    rejectUnknownFields(body, ['name', 'tunnelTarget', 'maxAgents'])
+    const name = bodyString(body, 'name', { required: true, max: 128 })!
+    const target = bodyString(body, 'tunnelTarget', { max: 1024 })
+    const tunnelTarget = target === undefined ? null : verifyTunnelTarget(target)
+    const maxAgents = body.maxAgents ?? 1
+    if (typeof maxAgents !== 'number' || !Number.isInteger(maxAgents) || maxAgents < 1 || maxAgents > 64) {
+      fail('RG_ERR_BAD_REQUEST', 'field "maxAgents" must be an integer from 1 to 64 (more than 1 makes a cluster endpoint)')
+    }
+    const secret = newSecret(32)
+    const record: EndpointRecord = {
+      id: newId('e'),
+      name,
+      tunnelTarget,
+      authKey: deriveAuthKey(secret),
+      tunnelKey: deriveTunnelRoot(secret),
+      edgeId: null,
+      createdAt: Date.now(),
+      lastSeen: null,
+      relayId: null,
+      maxAgents
+    }
+    store.createEndpoint(record)
+    const relays = joinRelays(ctx)
+    const joinToken = encodeJoinToken({ serverUrl: ctx.publicUrl(), relays, endpointId: record.id, secret })
+    const command = `relaygate agent --join-token ${joinToken}${tunnelTarget === null ? '' : ` --tunnel-target ${tunnelTarget}`}`
+    logger.info({ endpointId: record.id, name }, 'endpoint created')
+    ctx.publish('endpoints')
+    const out: EndpointView & { joinToken: string, command: string, warning?: string } = { ...endpointView(ctx, record), joinToken, command }
+    if (relays.length === 0) out.warning = 'no relay has linked to the server yet: the join token names no relay; start a relay first or pass --relay to the agent'
+    sendJson(res, 201, out)
+  })
+
+  // Optional ?q= (substring of name, id or edge id), &offset=, &limit=: one page, and x-total-count for the pager.
+  route('GET', '/api/endpoints', (req, res) => {
+    const query = new URL(req.url ?? '/', 'http://x').searchParams
+    const count = (name: string, fallback: number): number => {
+      const raw = query.get(name)
+      if (raw === null || raw === '') return fallback
+      const n = Number(raw)
+      if (!Number.isInteger(n) || n < 0) fail('RG_ERR_BAD_REQUEST', `${name} must be a whole number >= 0`)
+      return n
+    }
+    const q = (query.get('q') ?? '').trim().toLowerCase()
+    const offset = count('offset', 0)
+    const limit = count('limit', Number.MAX_SAFE_INTEGER)
+    const all = store.listEndpoints()
+    const matching = q === '' ? all : all.filter(e => e.name.toLowerCase().includes(q) || e.id.toLowerCase().includes(q) || (e.edgeId ?? '').toLowerCase().includes(q))
+    res.setHeader('x-total-count', String(matching.length))
+    sendJson(res, 200, matching.slice(offset, offset + limit).map(e => endpointView(ctx, e)))
+  })
+
+  route('GET', '/api/endpoints/:id', (_req, res, params) => {
+    const e = store.getEndpoint(params.id ?? '')
+    if (e === undefined) fail('RG_ERR_NOT_FOUND', `no endpoint ${params.id}`)
+    sendJson(res, 200, endpointView(ctx, e, true))
+  })
+
+  route('DELETE', '/api/endpoints/:id', (_req, res, params) => {
+    const id = params.id ?? ''
+    if (!store.deleteEndpoint(id)) fail('RG_ERR_NOT_FOUND', `no endpoint ${id}`)
+    tunnels.closeTunnel(id, 'endpoint deleted')
+    hub.kickEndpoint(id, 'RG_ERR_ENDPOINT_DELETED', 'endpoint deleted by the admin')
+    logger.info({ endpointId: id }, 'endpoint deleted')
+    ctx.publish('endpoints')
+    res.writeHead(204).end()
+  })
+
+  route('GET', '/api/endpoints/:id/snapshot', (_req, res, params) => {
+    const e = endpointOr404(ctx, params.id)
+    const snap = store.getSnapshot(e.id)
+    if (snap === undefined) fail('RG_ERR_NOT_FOUND', `no snapshot from ${e.id} yet`)
+    sendJson(res, 200, { endpointId: e.id, edgeId: snap.edgeId, receivedAt: iso(snap.receivedAt), reason: snap.reason, snapshot: snap.snapshot })
+  })
+
+  route('DELETE', '/api/endpoints/:id/agents/:edgeId', (_req, res, params) => {
+    const e = endpointOr404(ctx, params.id)
+    if (!store.removeEndpointAgent(e.id, params.edgeId ?? '')) fail('RG_ERR_NOT_FOUND', `edge id ${params.edgeId} is not admitted for ${e.id}`)
+    logger.info({ endpointId: e.id, edgeId: params.edgeId }, 'agent place freed')
+    res.writeHead(204).end()
+  })
+}

@@ -1,0 +1,31 @@
+import { sendJson, fail, readJson, bodyString, rejectUnknownFields } from '../http-util.js'
+import type { ApiContext } from './context.js'
+
+/** /api/jobs: create (an artifact to deliver, optionally a command to run), list, show. */
+export function jobRoutes (ctx: ApiContext): void {
+  const { jobs, route } = ctx
+  route('POST', '/api/jobs', async (req, res) => {
+    const body = await readJson(req, ctx.maxBodyBytes)
+    rejectUnknownFields(body, ['artifact', 'endpoints', 'path', 'run'])
+    const artifact = bodyString(body, 'artifact', { required: true, max: 128 })!
+    const endpoints = body.endpoints
+    if (!Array.isArray(endpoints) || endpoints.length === 0 || endpoints.length > 10_000 || endpoints.some(e => typeof e !== 'string')) {
+      fail('RG_ERR_BAD_REQUEST', 'field "endpoints" must be a non-empty list of endpoint ids')
+    }
+    const path = bodyString(body, 'path', { max: 512 })
+    const run = body.run
+    if (run !== undefined && (!Array.isArray(run) || run.length === 0 || run.length > 64 || run.some(a => typeof a !== 'string' || a.length > 4096))) {
+      fail('RG_ERR_BAD_REQUEST', 'field "run" must be an argv list of strings, e.g. ["sh", "install.sh"]')
+    }
+    const job = jobs.create({ artifact, endpoints: endpoints as string[], path, run: run as string[] | undefined })
+    sendJson(res, 201, { id: job.id })
+  })
+
+  route('GET', '/api/jobs', (_req, res) => sendJson(res, 200, jobs.list(100)))
+
+  route('GET', '/api/jobs/:id', (_req, res, params) => {
+    const view = jobs.view(params.id ?? '')
+    if (view === undefined) fail('RG_ERR_NOT_FOUND', `no job ${params.id}`)
+    sendJson(res, 200, view)
+  })
+}

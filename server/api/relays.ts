@@ -1,0 +1,81 @@
+import { RelaygateError } from '../../protocol/index.js'
+import { hashToken, newSecret } from '../../protocol/auth.js'
+import type { RelayRecord } from '../store.js'
+import type { CacheStatsMessage } from '../../protocol/messages.js'
+import { newId } from '../ids.js'
+import { sendJson, fail, readJson, bodyString, rejectUnknownFields } from '../http-util.js'
+import { iso, type ApiContext } from './context.js'
+
+export interface RelayView {
+  id: string
+  name: string
+  connected: boolean
+  agents: number
+  fingerprint: string | null
+  wsUrl: string | null
+  wssUrl: string | null
+  version: string | null
+  revoked: boolean
+  cache: CacheStatsMessage | null
+  queuedResults: number | null
+  createdAt: string | null
+  lastSeen: string | null
+}
+
+export function relayView (ctx: ApiContext, r: RelayRecord): RelayView {
+  const status = ctx.hub.relayStatus(r.id)
+  const figures = ctx.relayStats(r.id)
+  return {
+    id: r.id,
+    name: r.name,
+    connected: status.connected,
+    agents: status.agents,
+    fingerprint: r.fingerprint,
+    wsUrl: r.wsUrl,
+    wssUrl: r.wssUrl,
+    version: r.version,
+    revoked: r.revokedAt !== null,
+    cache: figures?.cache ?? null,
+    queuedResults: figures?.queuedResults ?? null,
+    createdAt: iso(r.createdAt),
+    lastSeen: status.connected ? iso(Date.now()) : iso(r.lastSeen)
+  }
+}
+
+/** /api/relays: create (the token is shown once), list, show, revoke. */
+export function relayRoutes (ctx: ApiContext): void {
+  const { store, hub, logger, route } = ctx
+  route('POST', '/api/relays', async (req, res) => {
+    const body = await readJson(req, ctx.maxBodyBytes)
+    rejectUnknownFields(body, ['name'])
+    const name = bodyString(body, 'name', { required: true, max: 128 })!
+    const token = `rgr_${newSecret(32)}`
+    const record: RelayRecord = {
+      id: newId('r'), name, tokenHash: hashToken(token), createdAt: Date.now(), revokedAt: null,
+      fingerprint: null, wsUrl: null, wssUrl: null, version: null, lastSeen: null
+    }
+    store.createRelay(record)
+    logger.info({ relayId: record.id, name }, 'relay created')
+    ctx.publish('relays')
+    sendJson(res, 201, { id: record.id, name, token })
+  })
+
+  route('GET', '/api/relays', (_req, res) => sendJson(res, 200, store.listRelays().map(r => relayView(ctx, r))))
+
+  route('GET', '/api/relays/:id', (_req, res, params) => {
+    const r = store.getRelay(params.id ?? '')
+    if (r === undefined) fail('RG_ERR_NOT_FOUND', `no relay ${params.id}`)
+    sendJson(res, 200, relayView(ctx, r))
+  })
+
+  route('DELETE', '/api/relays/:id', (_req, res, params) => {
+    const id = params.id ?? ''
+    const r = store.getRelay(id)
+    if (r === undefined) fail('RG_ERR_NOT_FOUND', `no relay ${id}`)
+    store.revokeRelay(id, Date.now())
+    hub.disconnectRelay(id, new RelaygateError('RG_ERR_RELAY_REVOKED', 'relay token revoked'))
+    logger.info({ relayId: id }, 'relay revoked')
+    ctx.publish('relays')
+    res.writeHead(204).end()
+  })
+}
