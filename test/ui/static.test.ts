@@ -102,3 +102,24 @@ t.test('GET /api/endpoints pages and searches, with x-total-count', async t => {
     t.equal(res.body.error.code, 'RG_ERR_BAD_REQUEST', bad)
   }
 })
+
+t.test('the dashboard is flat ES modules: every import of every module is served, and every module is reached from app.js', async t => {
+  const { server } = await startServer(t)
+  const seen = new Set<string>()
+  const queue = ['/ui/app.js']
+  while (queue.length > 0) {
+    const path = queue.shift()!
+    if (seen.has(path)) continue
+    seen.add(path)
+    const res = await fetch(server.httpUrl + path)
+    t.equal(res.status, 200, `${path} is served`)
+    const text = await res.text()
+    for (const m of text.matchAll(/^import\s[^'"]*['"]([^'"]+)['"]/gm)) {
+      queue.push(new URL(m[1], `http://x${path}`).pathname)
+    }
+  }
+  const { readdirSync } = await import('node:fs')
+  const own = readdirSync(join(packageRoot(), 'server', 'ui')).filter(f => f.endsWith('.js')).map(f => `/ui/${f}`)
+  t.same(own.filter(f => !seen.has(f)), [], 'no module is left unused')
+  t.ok(own.length >= 10, `${own.length} modules`)
+})
