@@ -1,4 +1,5 @@
-import { FrameDecoder, encodeFrame, frames, FrameType, HEADER_SIZE, type Frame } from '../../protocol/index.js'
+import { FrameDecoder, encodeFrame, frames, FrameType, HEADER_SIZE, decodeAll, decodeJson, type Frame } from '../../protocol/index.js'
+import { readControl, RelayToServer, ServerToRelay, AgentToRelay } from '../../protocol/messages.js'
 import { writeResult, round, barChart, type BenchResult } from '../lib/report.js'
 
 /**
@@ -63,21 +64,28 @@ export async function run (options: { frames: number }): Promise<BenchResult> {
   const ours100 = decodeWith(() => new FrameDecoder(1 << 20), 100)
   const naive100 = decodeWith(() => new NaiveDecoder(), 100)
   if (ours16k.frames !== naive16k.frames || ours100.frames !== ours16k.frames) throw new Error('decoders disagree')
+  // control messages: read and validated against their direction's schema, vs JSON.parse alone (before the schemas)
+  const controls = controlSamples()
+  const m = Math.max(1, Math.floor(n / 4))
+  const parseControl = time(() => { for (let i = 0; i < m; i++) { const c = controls[i % controls.length]; readControl(c.frame, c.set) } })
+  const jsonOnly = time(() => { for (let i = 0; i < m; i++) decodeJson(controls[i % controls.length].frame.payload) })
   const mfps = (count: number, s: number): number => round(count / s / 1e6, 3)
   const figures = {
     encodeCheckinMframesPerSec: mfps(n, encCheckin),
     encodeData1kMframesPerSec: mfps(n, encData),
     decode16kChunksMframesPerSec: mfps(ours16k.frames, ours16k.seconds),
-    decode100BChunksMframesPerSec: mfps(ours100.frames, ours100.seconds)
+    decode100BChunksMframesPerSec: mfps(ours100.frames, ours100.seconds),
+    parseControlMmsgsPerSec: mfps(m, parseControl)
   }
   const baseline = {
     encodeCheckinMframesPerSec: mfps(n, naiveCheckin),
     encodeData1kMframesPerSec: mfps(n, naiveData),
     decode16kChunksMframesPerSec: mfps(naive16k.frames, naive16k.seconds),
-    decode100BChunksMframesPerSec: mfps(naive100.frames, naive100.seconds)
+    decode100BChunksMframesPerSec: mfps(naive100.frames, naive100.seconds),
+    parseControlMmsgsPerSec: mfps(m, jsonOnly)
   }
   const ratios = Object.fromEntries(Object.entries(figures).map(([k, v]) => [k, round(v / (baseline as Record<string, number>)[k], 2)]))
-  const labels = ['encode check-in', 'encode 1 KiB data', 'decode 16 KiB chunks', 'decode 100 B chunks']
+  const labels = ['encode check-in', 'encode 1 KiB data', 'decode 16 KiB chunks', 'decode 100 B chunks', 'parse control message']
   const svg = barChart('Codec throughput: relaygate vs naive reference (same run)', 'million frames / s', labels, [
     { name: 'relaygate', values: Object.values(figures), color: '#2563eb' },
     { name: 'naive reference', values: Object.values(baseline), color: '#9ca3af' }
@@ -88,8 +96,25 @@ export async function run (options: { frames: number }): Promise<BenchResult> {
     figures,
     baseline,
     ratios,
-    notes: ['baseline: concatenate header+payload to encode; concatenate every chunk onto one buffer and copy frames out to decode']
+    notes: [
+      'baseline: concatenate header+payload to encode; concatenate every chunk onto one buffer and copy frames out to decode',
+      'parse control message: JSON plus the compiled schema check of its direction (auth-begin, auth-challenge, job-progress, job, tunnel-offer, flags in turn); its baseline is JSON.parse alone, what the code did before the schemas (with hand-written checks scattered in the handlers), so the ratio is the schema\'s cost. Control messages are rare (changes, not check-ins)'
+    ]
   }
   writeResult(result, svg)
   return result
+}
+
+/** Representative control frames of three directions, with the set each is read against. */
+function controlSamples (): Array<{ frame: Frame, set: { parse: (v: unknown) => unknown } }> {
+  const sha = 'ab'.repeat(32)
+  const one = (body: object, set: { parse: (v: unknown) => unknown }): { frame: Frame, set: { parse: (v: unknown) => unknown } } => ({ frame: decodeAll(frames.control(body))[0], set })
+  return [
+    one({ t: 'auth-begin', sid: 1234, endpointId: 'eabcdefghj', edgeId: '0b6f5b1e-4c1e-4d3a-9d7e-0a1b2c3d4e5f' }, RelayToServer),
+    one({ t: 'auth-challenge', sid: 1234, nonce: 'bm9uY2Vub25jZW5vbmNlbm9uY2Vub25j' }, ServerToRelay),
+    one({ t: 'job-progress', jobId: 'jabcdefghj', attempt: 1, state: 'downloading', progress: 0.25, bytes: 1 << 20 }, AgentToRelay),
+    one({ t: 'job', sid: 1234, jobId: 'jabcdefghj', attempt: 1, sha256: sha, size: 50 << 20, path: 'tools/agent.tgz', run: ['sh', '-c', 'tar xzf agent.tgz'] }, ServerToRelay),
+    one({ t: 'tunnel-offer', sid: 1234, tunnelId: 'dHVubmVsaWQxMjM0', blob: 'YmxvYg'.repeat(20), target: 'http://127.0.0.1:2375', idleTimeoutSeconds: 300 }, ServerToRelay),
+    one({ t: 'flags', set: [['eabcdefghj', 1], ['eabcdefghk', 0]] }, ServerToRelay)
+  ]
 }

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url'
 import {
   ErrorCode,
   FATAL_CLOSE_CODES,
+  NEXT_PEER_CLOSE_CODES,
   RelaygateError,
   codeForClose,
   isErrorCode,
@@ -73,6 +74,12 @@ t.test('FATAL_CLOSE_CODES are relaygate close codes', async t => {
   t.ok(FATAL_CLOSE_CODES.has(ErrorCode.RG_ERR_AUTH.close), 'auth failure is fatal')
   t.notOk(FATAL_CLOSE_CODES.has(ErrorCode.RG_ERR_LIVENESS.close), 'a lost link is not fatal')
   t.notOk(FATAL_CLOSE_CODES.has(ErrorCode.RG_ERR_DRAIN_TIMEOUT.close), 'a slow reader may come back')
+})
+
+t.test('"try the next relay" codes are their own set, apart from the fatal ones', async t => {
+  t.ok(NEXT_PEER_CLOSE_CODES.has(ErrorCode.RG_ERR_GOING_AWAY.close), 'a relay shutting down: try the next one')
+  t.ok(NEXT_PEER_CLOSE_CODES.has(ErrorCode.RG_ERR_PIN_MISMATCH.close), 'a relay that is not pinned: try the next one')
+  for (const close of NEXT_PEER_CLOSE_CODES) t.notOk(FATAL_CLOSE_CODES.has(close), `${close} is not also fatal`)
 })
 
 t.test('RelaygateError carries code, close code and status', async t => {
