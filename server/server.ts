@@ -26,18 +26,10 @@ import { bearerAuthorizer } from './http-util.js'
 import { tokenMatches } from '../protocol/auth.js'
 import { createServerMetrics } from './metrics.js'
 
-export interface RelaygateServer {
-  readonly config: ServerConfig
-  readonly store: Store
-  readonly hub: RelayHub
-  readonly tunnels: TunnelManager
-  readonly artifacts: ArtifactStore
-  readonly jobs: JobManager
-  /** Change notifications for the dashboard (`GET /api/events`): call `events.publish(topic)` after a change. */
-  readonly events: EventHub
+/** A started server: its parts (as built by createServerApp) and where it listens. */
+export interface RelaygateServer extends Pick<ServerApp, 'config' | 'store' | 'hub' | 'tunnels' | 'artifacts' | 'jobs' | 'events' | 'adminTokenFile'> {
   readonly httpUrl: string
   readonly httpsUrl: string | null
-  readonly adminTokenFile: string
   /** The HTTPS certificate's sha256, for relays that pin the server. */
   readonly fingerprint: string | null
   close: () => Promise<void>
@@ -89,6 +81,7 @@ export interface ServerApp {
   readonly tunnels: TunnelManager
   readonly artifacts: ArtifactStore
   readonly jobs: JobManager
+  /** Change notifications for the dashboard (`GET /api/events`): call `events.publish(topic)` after a change. */
   readonly events: EventHub
   readonly adminTokenFile: string
   /** Close steps, registered as each part was built; listen() adds its servers. */

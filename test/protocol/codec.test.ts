@@ -29,20 +29,9 @@ import {
   type Frame,
   type FrameTypeValue
 } from '../../protocol/index.js'
+import { prng } from '../helpers/message-samples.js'
 
 const MAX = 4096
-
-/** Small deterministic PRNG (mulberry32) so random splits are reproducible. */
-function prng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 function bytes (n: number, seed = n): Buffer {
   const rand = prng(seed)
