@@ -5,11 +5,13 @@ import { join } from 'node:path'
 import type { Logger } from 'pino'
 import {
   Mux, FrameType, AGENT_MAX_PAYLOAD, HEADER_SIZE, RelaygateError, FATAL_CLOSE_CODES, NEXT_PEER_CLOSE_CODES,
-  decodeCheckinAnswer, decodeCodeReason, frames, toRelaygateError, codeForClose, type CheckinAnswer, type Frame
+  decodeCheckinAnswer, decodeCodeReason, frames, toRelaygateError, codeForClose, isErrorCode, type CheckinAnswer, type Frame
 } from '../protocol/index.js'
 import {
-  Hellos, helloFrame, readHello, controlFrame, readControl, RelayToAgent, type AgentToRelay
+  Hellos, helloFrame, readHello, controlFrame, readControl, RelayToAgent, OrderGate, deriveE2eKeys, newAgentNonce, reportMac,
+  type E2eKeys, type UnsignedReport, type UnsignedJobResult, type AgentDown
 } from '../protocol/messages.js'
+import { deriveTunnelRoot } from '../protocol/tunnel-crypto.js'
 import { WsTransport } from '../protocol/ws-transport.js'
 import { dialWebSocket } from '../common/dial.js'
 import { Backoff } from '../common/backoff.js'
@@ -85,6 +87,16 @@ export class RelaygateAgent extends EventEmitter {
   private currentRelay: RelayAddress | null = null
   private downloadToken: string | null = null
   snapshotsSent = 0
+  /** Keys shared end to end with the server (the relay has none of them). */
+  private readonly e2e: E2eKeys
+  private readonly orders: OrderGate
+  /** Orders refused since start (forged or replayed): each is reported to the server. */
+  ordersRefused = 0
+  /** Accepted once in this process: from then on only a verified stop order ends the agent for good. */
+  private everOnline = false
+  /** The server's verified stop order, if one came. */
+  private stopOrder: RelaygateError | null = null
+  private snapshotEveryMs = 600_000
 
   constructor (input: Partial<AgentConfig>, logger: Logger) {
     super()
@@ -94,18 +106,20 @@ export class RelaygateAgent extends EventEmitter {
     this.log = logger.child({ endpointId: this.endpointId, edgeId: this.edgeId })
     this.authKey = deriveAuthKey(this.config.token.secret)
     this.backoff = new Backoff({ baseMs: 250, maxMs: 30_000, giveUpAfterMs: this.config.giveUpAfterMs })
+    this.e2e = deriveE2eKeys(deriveTunnelRoot(this.config.token.secret), this.edgeId)
+    this.orders = new OrderGate(this.e2e, { endpointId: this.endpointId, edgeId: this.edgeId })
     const self = this
     this.tunnel = new TunnelEndpoint({
       endpointId: this.endpointId,
       edgeId: this.edgeId,
       get relayId () { return self.relayId },
       logger: this.log,
-      send: msg => this.control(msg),
+      send: msg => this.report(msg),
       snapshot: reason => this.sendSnapshot(reason)
     }, { secret: this.config.token.secret, tunnelTarget: this.config.tunnelTarget, allowTcp: this.config.allowTcp })
     this.jobs = new JobRunner({
       logger: this.log,
-      send: msg => this.control(msg),
+      send: msg => this.report(msg),
       relay: () => this.currentRelay === null || this.downloadToken === null || this.state !== 'online'
         ? null
         : { url: this.currentRelay.url, fingerprints: this.currentRelay.fingerprints, downloadToken: this.downloadToken }
@@ -113,17 +127,19 @@ export class RelaygateAgent extends EventEmitter {
   }
 
   /** Sends a control message to the relay (dropped when offline). */
-  private control (msg: AgentToRelay): void {
+  /** Sends a report up to the server with its end-to-end MAC (dropped when offline). */
+  private report (msg: UnsignedReport | ({ t: 'job-result' } & UnsignedJobResult)): void {
     const mux = this.mux
     if (mux === null || mux.closed) return
-    mux.send(controlFrame(msg))
+    const mac = reportMac(this.e2e, { endpointId: this.endpointId, edgeId: this.edgeId }, msg)
+    mux.send(controlFrame({ ...msg, mac } as Parameters<typeof controlFrame>[0]))
   }
 
   /** Sends a snapshot of this machine up to the server. */
   async sendSnapshot (reason: string): Promise<void> {
     const snapshot = await takeSnapshot({ edgeId: this.edgeId, dataDir: this.config.dataDir, tunnelTarget: this.config.tunnelTarget, startedAt: this.startedAt })
     if (this.state !== 'online') return
-    this.control({ t: 'snapshot', reason, snapshot })
+    this.report({ t: 'snapshot', reason, snapshot, takenAt: Date.now() })
     this.snapshotsSent++
     this.emit('snapshot', { reason })
   }
@@ -272,9 +288,14 @@ export class RelaygateAgent extends EventEmitter {
           const wasOnline = this.state === 'online'
           if (wasOnline) this.emit('offline', { code, reason })
           this.log.info({ relay: relay.url, code, reason }, 'relay link closed')
-          if (FATAL_CLOSE_CODES.has(code)) {
+          if (this.stopOrder !== null) {
+            resolve({ accepted, fatal: this.stopOrder })
+          } else if (FATAL_CLOSE_CODES.has(code) && !this.everOnline) {
             resolve({ accepted, fatal: error ?? new RelaygateError(codeForClose(code) ?? 'RG_ERR_AUTH', reason) })
           } else {
+            // Once accepted, a refusal must come from the server (a verified stop order):
+            // a relay closing with a refusal code may be lying, so try again (with backoff).
+            if (FATAL_CLOSE_CODES.has(code)) this.log.warn({ code: codeForClose(code), relay: relay.url }, 'relay closed with a refusal the server did not confirm: trying again')
             // The relay is shutting down (it sent a go-away first) or is not pinned: move on to the next one.
             resolve({ accepted, goingAway: NEXT_PEER_CLOSE_CODES.has(code) })
           }
@@ -308,19 +329,60 @@ export class RelaygateAgent extends EventEmitter {
   private onControl (mux: Mux, relay: RelayAddress, msg: RelayToAgent): boolean {
     switch (msg.t) {
       case 'challenge': {
+        // A fresh nonce per round: the server binds this session's orders to it.
+        const agentNonce = newAgentNonce()
+        this.orders.addNonce(agentNonce)
         const proof = computeProof(this.authKey, { nonce: msg.nonce, endpointId: this.endpointId, edgeId: this.edgeId, relayId: msg.relayId })
-        mux.send(controlFrame({ t: 'proof', proof }))
+        mux.send(controlFrame({ t: 'proof', proof, agentNonce }))
         return false
       }
       case 'welcome': return this.onWelcome(mux, relay, msg)
-      case 'job':
       case 'job-result-ack':
         if (this.state === 'online') this.jobs.onControl(msg)
         return false
       default:
-        if (this.state === 'online') this.tunnel.onControl(msg)
+        if (this.state === 'online' && this.verified(msg)) this.onOrder(mux, msg)
         return false
     }
+  }
+
+  /** An order from the server, verified end to end. */
+  private onOrder (mux: Mux, msg: AgentDown): void {
+    switch (msg.t) {
+      case 'job': return this.jobs.onControl(msg)
+      case 'agent-settings':
+        this.snapshotEveryMs = msg.snapshotIntervalSeconds * 1000
+        return this.scheduleSnapshots()
+      case 'stop':
+        this.stopOrder = new RelaygateError(isErrorCode(msg.code) ? msg.code : 'RG_ERR_ENDPOINT_DELETED', msg.message)
+        this.log.error({ code: this.stopOrder.code }, 'the server stopped this agent for good')
+        void mux.close(1000, 'stopped by the server')
+        return
+      default: return this.tunnel.onControl(msg)
+    }
+  }
+
+  /**
+   * True for an order that verifies end to end. Anything else (forged by the
+   * relay or the network, or replayed) is refused, and the refusal is reported
+   * to the server, authenticated, so it shows on the server.
+   */
+  private verified (msg: AgentDown): boolean {
+    const verdict = this.orders.check(msg)
+    if (verdict === 'ok') return true
+    const code = verdict === 'forged' ? 'RG_ERR_ORDER_FORGED' : 'RG_ERR_ORDER_REPLAYED'
+    const ref = 'jobId' in msg ? msg.jobId : ('tunnelId' in msg ? msg.tunnelId : '')
+    this.ordersRefused++
+    this.log.warn({ code, kind: msg.t, ref }, 'refused an order that did not come from the server as sent')
+    this.emit('order-refused', { code, kind: msg.t, ref })
+    this.report({ t: 'order-refused', kind: msg.t, ref, code, message: verdict === 'forged' ? 'the order does not verify end to end' : 'the order was already received' })
+    return false
+  }
+
+  private scheduleSnapshots (): void {
+    if (this.snapshotTimer !== null) clearInterval(this.snapshotTimer)
+    this.snapshotTimer = setInterval(() => { void this.sendSnapshot('interval').catch(() => {}) }, this.snapshotEveryMs)
+    this.snapshotTimer.unref()
   }
 
   private onWelcome (mux: Mux, relay: RelayAddress, msg: Extract<RelayToAgent, { t: 'welcome' }>): boolean {
@@ -339,9 +401,8 @@ export class RelaygateAgent extends EventEmitter {
     this.scheduleCheckin(mux)
     this.emit('online', { relay: relay.url })
     this.jobs.onOnline()
-    if (this.snapshotTimer !== null) clearInterval(this.snapshotTimer)
-    this.snapshotTimer = setInterval(() => { void this.sendSnapshot('interval').catch(() => {}) }, msg.snapshotIntervalSeconds * 1000)
-    this.snapshotTimer.unref()
+    this.everOnline = true
+    this.scheduleSnapshots()
     void this.sendSnapshot('connect').catch(err => this.log.warn({ err: (err as Error).message }, 'snapshot failed'))
     return true
   }

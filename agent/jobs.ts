@@ -12,11 +12,11 @@ import { RelaygateError, toRelaygateError, type ErrorCodeName } from '../protoco
 import { normalizeFingerprint } from '../protocol/token.js'
 import { hashFile, SHA256_HEX } from '../common/sha256.js'
 import { TransferProgress } from '../common/progress.js'
-import { MAX_ERROR_MESSAGE, MAX_JOB_OUTPUT, type AgentToRelay, type RelayToAgent, type JobResultBody } from '../protocol/messages.js'
+import { MAX_ERROR_MESSAGE, MAX_JOB_OUTPUT, type UnsignedReport, type RelayToAgent, type UnsignedJobResult } from '../protocol/messages.js'
 
 export interface JobHost {
   /** Sends a control message to the relay (dropped while offline). */
-  send: (msg: AgentToRelay) => void
+  send: (msg: UnsignedReport | ({ t: 'job-result' } & UnsignedJobResult)) => void
   /** The relay link's URL (ws:// or wss://) and accepted fingerprints, and our download token. */
   relay: () => { url: string, fingerprints: string[], downloadToken: string } | null
   readonly logger: Logger
@@ -43,7 +43,7 @@ interface Job {
   run: string[] | null
 }
 
-type Result = JobResultBody
+type Result = UnsignedJobResult
 
 /** Resolves a job path inside the files dir, refusing anything that leaves it (also through symlinks). */
 export function placeInside (filesDir: string, path: string): string {

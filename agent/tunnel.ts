@@ -3,7 +3,7 @@ import tls from 'node:tls'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import { RelaygateError, type MuxStream } from '../protocol/index.js'
-import { parseStreamMeta, AgentStreams, type AgentToRelay, type RelayToAgent } from '../protocol/messages.js'
+import { parseStreamMeta, AgentStreams, type UnsignedReport, type RelayToAgent } from '../protocol/messages.js'
 import { deriveCredentialKey, deriveTunnelRoot, openCredential, tunnelProof } from '../protocol/tunnel-crypto.js'
 import { splice } from '../protocol/splice.js'
 
@@ -12,7 +12,7 @@ export interface TunnelHost {
   readonly edgeId: string
   readonly relayId: string | null
   /** Sends a control message up to the server (through the relay). */
-  send: (msg: AgentToRelay) => void
+  send: (msg: UnsignedReport) => void
   /** Sends a snapshot (awaited before an idle close). */
   snapshot: (reason: string) => Promise<void>
   readonly logger: Logger

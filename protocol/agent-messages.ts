@@ -27,6 +27,7 @@
 import {
   Type, Id, B64, Sha256Hex, Text, NonEmpty, U32, Size, Code, Seconds, message, strict, messageSet, type Static
 } from './schema.js'
+import type { TProperties } from '@sinclair/typebox'
 
 /** Longest command output kept with a job result (characters, the tail). */
 export const MAX_JOB_OUTPUT = 4096
@@ -36,34 +37,46 @@ export const MAX_ERROR_MESSAGE = 1000
 const Attempt = U32
 const Reason = Text(200)
 const ErrorBody = strict({ code: Code, message: Text(MAX_ERROR_MESSAGE) })
+/** HMAC-SHA256, base64url (protocol/e2e.ts): the relay cannot make one. */
+const Mac = B64(64)
+/** An order's counter under the agent's nonce of the session: it only grows. */
+const Counter = Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })
+/** Every report an agent sends up carries its MAC (keyed by the endpoint secret and edge id). */
+const report = <N extends string, P extends TProperties>(t: N, fields: P) => message(t, { ...fields, mac: Mac })
+/** Every order the server sends down carries a counter and a MAC bound to the agent's session nonce. */
+const order = <N extends string, P extends TProperties>(t: N, fields: P) => message(t, { ...fields, n: Counter, mac: Mac })
 
 // --- passed up: agent -> server -------------------------------------------------
 
-export const TunnelOpen = message('tunnel-open', { tunnelId: Id, proof: B64(128) })
-export const TunnelClosed = message('tunnel-closed', { tunnelId: Id, reason: Reason })
-export const TunnelNeed = message('tunnel-need', {})
-export const Snapshot = message('snapshot', {
+export const TunnelOpen = report('tunnel-open', { tunnelId: Id, proof: B64(128) })
+export const TunnelClosed = report('tunnel-closed', { tunnelId: Id, reason: Reason })
+export const TunnelNeed = report('tunnel-need', {})
+export const Snapshot = report('snapshot', {
   reason: NonEmpty(32),
+  /** When the agent took it (its clock, ms): the server keeps only newer ones, so an old one cannot be replayed. */
+  takenAt: Size,
   snapshot: Type.Record(Type.String({ maxLength: 128 }), Type.Unknown(), { maxProperties: 256 })
 })
 export const ProgressState = Type.Union([Type.Literal('downloading'), Type.Literal('verifying'), Type.Literal('running')])
-export const JobProgress = message('job-progress', {
+export const JobProgress = report('job-progress', {
   jobId: Id, attempt: Attempt, state: ProgressState, progress: Type.Number({ minimum: 0, maximum: 1 }), bytes: Size
 })
-export const AGENT_UP = [TunnelOpen, TunnelClosed, TunnelNeed, Snapshot, JobProgress] as const
+/** The agent refused an order (forged or replayed): it tells the server, authenticated, so the relay cannot hide it by forging. */
+export const OrderRefused = report('order-refused', { kind: NonEmpty(32), ref: Text(64), code: Code, message: Text(MAX_ERROR_MESSAGE) })
+export const AGENT_UP = [TunnelOpen, TunnelClosed, TunnelNeed, Snapshot, JobProgress, OrderRefused] as const
 export type AgentUp = Static<(typeof AGENT_UP)[number]>
 
 // --- passed down: server -> agent -----------------------------------------------
 
-export const TunnelOffer = message('tunnel-offer', {
+export const TunnelOffer = order('tunnel-offer', {
   tunnelId: Id, blob: B64(512), target: Type.Union([NonEmpty(2048), Type.Null()]), idleTimeoutSeconds: Type.Integer({ minimum: 1, maximum: 86_400 })
 })
-export const TunnelResult = message('tunnel-result', {
+export const TunnelResult = order('tunnel-result', {
   tunnelId: Id, ok: Type.Boolean(), code: Type.Optional(Code), message: Type.Optional(Text(MAX_ERROR_MESSAGE))
 })
-export const TunnelKeepalive = message('tunnel-keepalive', { tunnelId: Id })
-export const TunnelClose = message('tunnel-close', { tunnelId: Id, reason: Reason })
-export const Job = message('job', {
+export const TunnelKeepalive = order('tunnel-keepalive', { tunnelId: Id })
+export const TunnelClose = order('tunnel-close', { tunnelId: Id, reason: Reason })
+export const Job = order('job', {
   jobId: Id,
   attempt: Attempt,
   sha256: Sha256Hex,
@@ -71,7 +84,11 @@ export const Job = message('job', {
   path: NonEmpty(512),
   run: Type.Union([Type.Array(Text(4096), { minItems: 1, maxItems: 64 }), Type.Null()])
 })
-export const AGENT_DOWN = [TunnelOffer, TunnelResult, TunnelKeepalive, TunnelClose, Job] as const
+/** Settings that change what the agent does (the relay cannot make an agent snapshot every second). */
+export const AgentSettings = order('agent-settings', { snapshotIntervalSeconds: Type.Integer({ minimum: 10, maximum: 86_400 }) })
+/** The server refuses this agent for good (its endpoint was deleted): the agent stops (exit 3). */
+export const Stop = order('stop', { code: Code, message: Text(MAX_ERROR_MESSAGE) })
+export const AGENT_DOWN = [TunnelOffer, TunnelResult, TunnelKeepalive, TunnelClose, Job, AgentSettings, Stop] as const
 export type AgentDown = Static<(typeof AGENT_DOWN)[number]>
 
 // --- agent <-> relay ------------------------------------------------------------
@@ -85,15 +102,17 @@ export const JobResultBody = strict({
   exitCode: Type.Optional(Type.Integer({ minimum: -1, maximum: 255 })),
   error: Type.Optional(ErrorBody),
   output: Type.Optional(Text(MAX_JOB_OUTPUT)),
-  bytes: Type.Optional(Size)
+  bytes: Type.Optional(Size),
+  mac: Mac
 })
 export type JobResultBody = Static<typeof JobResultBody>
 export const JobResult = message('job-result', JobResultBody.properties)
 
-export const Proof = message('proof', { proof: B64(128) })
+/** The proof of the endpoint secret, and the agent's fresh nonce that this session's orders will be bound to. */
+export const Proof = message('proof', { proof: B64(128), agentNonce: B64(64) })
 export const Challenge = message('challenge', { nonce: B64(64), relayId: Id })
 export const Welcome = message('welcome', {
-  endpointId: Id, relayId: Id, intervalSeconds: Seconds, snapshotIntervalSeconds: Type.Integer({ minimum: 1, maximum: 86_400 }), downloadToken: B64(64)
+  endpointId: Id, relayId: Id, intervalSeconds: Seconds, downloadToken: B64(64)
 })
 export const JobResultAck = message('job-result-ack', { jobId: Id, attempt: Attempt })
 
@@ -110,3 +129,10 @@ export const AGENT_DOWN_KINDS: ReadonlySet<string> = new Set(AGENT_DOWN.map(s =>
 export function isAgentUp (msg: AgentToRelay): msg is AgentUp {
   return AGENT_UP_KINDS.has(msg.t)
 }
+
+/** A report before the agent adds its MAC. */
+export type UnsignedReport = AgentUp extends infer R ? R extends { mac: string } ? Omit<R, 'mac'> : never : never
+/** A job result before the agent adds its MAC. */
+export type UnsignedJobResult = Omit<JobResultBody, 'mac'>
+/** An order before the server adds its counter and MAC. */
+export type UnsignedOrder = AgentDown extends infer O ? O extends { n: number, mac: string } ? Omit<O, 'n' | 'mac'> : never : never

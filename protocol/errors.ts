@@ -32,6 +32,7 @@ export const ErrorCode = {
   RG_ERR_TARGET_UNREACHABLE: { close: 4024, status: 502, message: 'the agent could not reach its tunnel target' },
   RG_ERR_ARTIFACT_UNKNOWN: { close: 4025, status: 404, message: 'no artifact with that name or digest' },
   RG_ERR_DIGEST_MISMATCH: { close: 4026, status: 502, message: 'bytes do not match their sha256' },
+  RG_ERR_TUNNEL_TAMPERED: { close: 4027, status: 502, message: 'tunnel bytes failed end-to-end authentication' },
   RG_ERR_BAD_REQUEST: { close: 0, status: 400, message: 'bad request' },
   RG_ERR_BAD_JSON: { close: 0, status: 400, message: 'request body is not valid JSON' },
   RG_ERR_UNAUTHORIZED: { close: 0, status: 401, message: 'missing or wrong admin token' },
@@ -48,7 +49,10 @@ export const ErrorCode = {
   RG_ERR_PATH_ESCAPE: { close: 0, status: 400, message: 'path leaves the agent\'s files directory' },
   RG_ERR_EXEC_NOT_ALLOWED: { close: 0, status: 403, message: 'the agent does not allow running commands' },
   RG_ERR_EXEC_FAILED: { close: 0, status: 500, message: 'the command failed' },
-  RG_ERR_DOWNLOAD_FAILED: { close: 0, status: 502, message: 'the artifact download failed' }
+  RG_ERR_DOWNLOAD_FAILED: { close: 0, status: 502, message: 'the artifact download failed' },
+  RG_ERR_ORDER_FORGED: { close: 0, status: 403, message: 'the agent refused an order that does not verify end to end' },
+  RG_ERR_ORDER_REPLAYED: { close: 0, status: 409, message: 'the agent refused an order it had already seen' },
+  RG_ERR_REPORT_FORGED: { close: 0, status: 403, message: 'the server refused a report that does not verify end to end' }
 } as const
 
 export type ErrorCodeName = keyof typeof ErrorCode

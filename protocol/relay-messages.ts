@@ -19,12 +19,12 @@
 import { Type, Id, EdgeId, B64, Sha256Hex, Text, U8, U32, Size, Sid, Code, message, strict, messageSet, withSid, type Static } from './schema.js'
 import { SettingsSchema } from './settings.js'
 import {
-  TunnelOpen, TunnelClosed, TunnelNeed, Snapshot, JobProgress, TunnelOffer, TunnelResult, TunnelKeepalive, TunnelClose, Job,
+  TunnelOpen, TunnelClosed, TunnelNeed, Snapshot, JobProgress, OrderRefused, TunnelOffer, TunnelResult, TunnelKeepalive, TunnelClose, Job, AgentSettings, Stop,
   JobResultBody, MAX_ERROR_MESSAGE
 } from './agent-messages.js'
 
 export const AuthBegin = message('auth-begin', { sid: Sid, endpointId: Id, edgeId: EdgeId })
-export const AuthProof = message('auth-proof', { sid: Sid, proof: B64(128) })
+export const AuthProof = message('auth-proof', { sid: Sid, proof: B64(128), agentNonce: B64(64) })
 export const Offline = message('offline', { sids: Type.Array(Sid, { maxItems: 100_000 }) })
 export const CacheStatsSchema = strict({
   hits: Size,
@@ -41,7 +41,8 @@ export const CacheStatsSchema = strict({
 export const Stats = message('stats', { agents: U32, queuedResults: U32, cache: CacheStatsSchema })
 /** Key of a stored result on the relay: `jobId_endpointId_attempt`. */
 const ResultKey = Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9_-]+$' })
-export const RelayJobResult = message('job-result', { key: ResultKey, endpointId: Id, jobId: Id, attempt: U32, result: JobResultBody })
+/** A stored job result, with the edge id of the agent that reported it (its MAC is checked with that agent's key). */
+export const RelayJobResult = message('job-result', { key: ResultKey, endpointId: Id, edgeId: EdgeId, jobId: Id, attempt: U32, result: JobResultBody })
 
 export const AuthChallenge = message('auth-challenge', { sid: Sid, nonce: B64(64) })
 export const AuthResult = Type.Union([
@@ -55,10 +56,10 @@ export const Prestage = message('prestage', { sha256: Sha256Hex })
 export const RelayJobResultAck = message('job-result-ack', { key: ResultKey })
 
 /** Agent messages on their way up, naming the agent by its session. */
-const AGENT_UP_WITH_SID = [withSid(TunnelOpen), withSid(TunnelClosed), withSid(TunnelNeed), withSid(Snapshot), withSid(JobProgress)] as const
+const AGENT_UP_WITH_SID = [withSid(TunnelOpen), withSid(TunnelClosed), withSid(TunnelNeed), withSid(Snapshot), withSid(JobProgress), withSid(OrderRefused)] as const
 export type AgentUpWithSid = Static<(typeof AGENT_UP_WITH_SID)[number]>
 /** Server messages on their way down to one agent. */
-const AGENT_DOWN_WITH_SID = [withSid(TunnelOffer), withSid(TunnelResult), withSid(TunnelKeepalive), withSid(TunnelClose), withSid(Job)] as const
+const AGENT_DOWN_WITH_SID = [withSid(TunnelOffer), withSid(TunnelResult), withSid(TunnelKeepalive), withSid(TunnelClose), withSid(Job), withSid(AgentSettings), withSid(Stop)] as const
 export type AgentDownWithSid = Static<(typeof AGENT_DOWN_WITH_SID)[number]>
 
 export const RelayToServer = messageSet('relay message', [

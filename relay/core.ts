@@ -66,7 +66,6 @@ export class RelayCore implements SessionHost {
       logger,
       get relayId () { return link.relayId },
       get intervalSeconds () { return core.intervals.current },
-      get snapshotIntervalSeconds () { return link.settings.snapshotIntervalSeconds },
       settingsChanged: seconds => {
         if (this.intervals.change(seconds)) logger.info({ intervalSeconds: seconds }, 'check-in interval changed')
       },
@@ -98,7 +97,7 @@ export class RelayCore implements SessionHost {
     this.pendingAuth.clear()
     for (const s of this.agents.sessions.values()) if (s.introduced) this.beginAuth(s)
     // The server applies each result once; replays of applied ones are acknowledged.
-    for (const r of this.results.all()) this.link.send({ t: 'job-result', key: r.key, endpointId: r.endpointId, jobId: r.jobId, attempt: r.attempt, result: r.result })
+    for (const r of this.results.all()) this.link.send({ t: 'job-result', key: r.key, endpointId: r.endpointId, edgeId: r.edgeId, jobId: r.jobId, attempt: r.attempt, result: r.result })
   }
 
   linkDown (): void {
@@ -148,8 +147,8 @@ export class RelayCore implements SessionHost {
     this.pendingAuth.add(s)
   }
 
-  sendProof (s: AgentSession, proof: string): boolean {
-    return this.link.send({ t: 'auth-proof', sid: s.sid, proof })
+  sendProof (s: AgentSession, proof: string, agentNonce: string): boolean {
+    return this.link.send({ t: 'auth-proof', sid: s.sid, proof, agentNonce })
   }
 
   forwardUp (s: AgentSession, msg: AgentUp): void {
@@ -160,9 +159,9 @@ export class RelayCore implements SessionHost {
     const key = ResultQueue.keyOf(result.jobId, s.endpointId, result.attempt)
     const { jobId, attempt } = result
     // On disk first: from then on the result survives a server outage and a relay restart.
-    this.results.add({ key, endpointId: s.endpointId, jobId, attempt, result, queuedAt: Date.now() }).then(() => {
+    this.results.add({ key, endpointId: s.endpointId, edgeId: s.edgeId, jobId, attempt, result, queuedAt: Date.now() }).then(() => {
       s.send({ t: 'job-result-ack', jobId, attempt })
-      this.link.send({ t: 'job-result', key, endpointId: s.endpointId, jobId, attempt, result })
+      this.link.send({ t: 'job-result', key, endpointId: s.endpointId, edgeId: s.edgeId, jobId, attempt, result })
     }, (err: unknown) => {
       const coded = toRelaygateError(err)
       s.log.warn({ code: coded.code, message: coded.message }, 'result not stored; the agent will send it again')

@@ -3,13 +3,15 @@ import { join } from 'node:path'
 import { writeFileAtomicAsync } from '../common/files.js'
 import type { Logger } from 'pino'
 import { RelaygateError } from '../protocol/errors.js'
-import { compile, Type, Id, Size, strict } from '../protocol/schema.js'
+import { compile, Type, Id, EdgeId, Size, strict } from '../protocol/schema.js'
 import { JobResultBody } from '../protocol/messages.js'
 
 /** A job result on its way to the server, with the endpoint its agent authenticated as. */
 export interface QueuedResult {
   key: string
   endpointId: string
+  /** The agent that reported it: the server checks the result's MAC with that agent's key. */
+  edgeId: string
   jobId: string
   attempt: number
   result: JobResultBody
@@ -20,6 +22,7 @@ export interface QueuedResult {
 const parseStored = compile('stored job result', strict({
   key: Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9_-]+$' }),
   endpointId: Id,
+  edgeId: EdgeId,
   jobId: Id,
   attempt: Type.Integer({ minimum: 0, maximum: 0xffffffff }),
   result: JobResultBody,

@@ -14,7 +14,6 @@ export interface ServerMessageContext {
   readonly logger: Logger
   readonly relayId: string | null
   readonly intervalSeconds: number
-  readonly snapshotIntervalSeconds: number
   /** The server changed the fleet settings. */
   settingsChanged: (checkinIntervalSeconds: number) => void
   /** A tunnel stream was joined (for /metrics). */
@@ -53,7 +52,6 @@ function onAuthAccepted (ctx: ServerMessageContext, sid: number, flags: number):
     endpointId: s.endpointId,
     relayId: ctx.relayId,
     intervalSeconds: ctx.intervalSeconds,
-    snapshotIntervalSeconds: ctx.snapshotIntervalSeconds,
     downloadToken: s.downloadToken
   })
   if (first) s.log.info({ endpointId: s.endpointId }, 'agent authenticated')

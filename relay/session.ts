@@ -42,8 +42,8 @@ export interface SessionHost {
   flagsOf: (endpointId: string) => number
   /** Starts (or restarts) authentication with the server. */
   beginAuth: (s: AgentSession) => void
-  /** Passes the agent's proof to the server; false when the link is down. */
-  sendProof: (s: AgentSession, proof: string) => boolean
+  /** Passes the agent's proof (and its nonce for this round's orders) to the server; false when the link is down. */
+  sendProof: (s: AgentSession, proof: string, agentNonce: string) => boolean
   /** Passes an agent message up to the server. */
   forwardUp: (s: AgentSession, msg: AgentUp) => void
   /** Stores a job result durably, then acknowledges it to the agent. */
@@ -205,7 +205,7 @@ export class AgentSession {
   private onControl (frame: Frame): void {
     if (this.state === SessionState.HELLO) throw new RelaygateError('RG_ERR_PROTOCOL', 'hello first')
     const msg = readControl(frame, AgentToRelay)
-    if (msg.t === 'proof') return this.onProof(msg.proof)
+    if (msg.t === 'proof') return this.onProof(msg.proof, msg.agentNonce)
     if (!this.ready) throw new RelaygateError('RG_ERR_PROTOCOL', `${msg.t} before authentication`)
     if (msg.t === 'job-result') {
       const { t: _t, ...result } = msg
@@ -217,10 +217,10 @@ export class AgentSession {
     }
   }
 
-  private onProof (proof: string): void {
+  private onProof (proof: string, agentNonce: string): void {
     if (this.authStep !== AuthStep.PROVING) throw new RelaygateError('RG_ERR_PROTOCOL', 'proof without a challenge')
     this.authStep = AuthStep.VERIFYING
-    if (!this.host.sendProof(this, proof)) this.host.beginAuth(this)
+    if (!this.host.sendProof(this, proof, agentNonce)) this.host.beginAuth(this)
   }
 
   private onCheckin (frame: Frame): void {

@@ -7,8 +7,10 @@ import { WsTransport } from '../protocol/ws-transport.js'
 import { hashToken, newNonce, verifyProof } from '../protocol/auth.js'
 import {
   Hellos, helloFrame, readHello, controlFrame, readControl, parseStreamMeta, encodeStreamMeta, RelayToServer, RelayStreams,
-  type Settings, type ServerToRelay, type AgentUpWithSid, type RelayStreamMeta, type TunnelStreamMeta
+  deriveE2eKeys, orderMac, verifyReportMac,
+  type Settings, type ServerToRelay, type AgentUpWithSid, type RelayStreamMeta, type TunnelStreamMeta, type UnsignedOrder, type E2eKeys
 } from '../protocol/messages.js'
+import type { SecurityLog } from './security.js'
 import type { Store } from './store.js'
 
 export interface HubOptions {
@@ -23,6 +25,8 @@ export interface HubOptions {
   helloTimeoutMs?: number
   /** Agent sessions one relay may hold. */
   maxSessionsPerRelay?: number
+  /** Where tampering caught end to end is recorded. */
+  security: SecurityLog
 }
 
 interface Session {
@@ -39,8 +43,10 @@ export interface AgentRef {
   readonly sid: number
   readonly endpointId: string
   readonly edgeId: string
-  /** Sends a control message to this agent's relay. */
-  send: (message: ServerToRelay) => void
+  /** Sends an order to the agent (through its relay), with its counter and end-to-end MAC. */
+  order: (order: UnsignedOrder) => void
+  /** True when a report carries this agent's end-to-end MAC. */
+  verifies: (report: { mac?: unknown }) => boolean
   /** Opens a tunnel stream to the agent (through its relay, which adds nothing secret). */
   openStream: (meta: TunnelStreamMeta) => MuxStream
   readonly online: boolean
@@ -198,11 +204,21 @@ export class RelayHub {
 
   settingsChanged (settings: Settings): void {
     for (const link of this.links.values()) link.send({ t: 'settings', settings })
+    for (const set of this.presence.values()) for (const s of set) s.ref.order({ t: 'agent-settings', snapshotIntervalSeconds: settings.snapshotIntervalSeconds })
+  }
+
+  /** True when a stored report (a job result replayed by a relay) carries the MAC of that agent of the endpoint. */
+  verifyStoredReport (endpointId: string, edgeId: string, report: { t: string, mac?: unknown }): boolean {
+    const endpoint = this.opts.store.getEndpoint(endpointId)
+    if (endpoint === undefined) return false
+    return verifyReportMac(deriveE2eKeys(endpoint.tunnelKey, edgeId), { endpointId, edgeId }, report)
   }
 
   /** Disconnects and refuses an endpoint's agents (after deletion). */
   kickEndpoint (endpointId: string, code: 'RG_ERR_ENDPOINT_DELETED' | 'RG_ERR_ENDPOINT_UNKNOWN', message: string): void {
     this.flags.delete(endpointId)
+    // The agents hear it from the server, authenticated: a relay's close code alone does not stop an agent that was online.
+    for (const ref of this.agentsOf(endpointId)) ref.order({ t: 'stop', code, message })
     for (const link of this.links.values()) {
       link.send({ t: 'kick', endpointId, code, message })
       for (const s of [...link.sessions.values()]) {
@@ -301,7 +317,7 @@ export class RelayHub {
     const msg = readControl(frame, RelayToServer)
     switch (msg.t) {
       case 'auth-begin': return this.onAuthBegin(link, msg.sid, msg.endpointId, msg.edgeId)
-      case 'auth-proof': return this.onAuthProof(link, msg.sid, msg.proof)
+      case 'auth-proof': return this.onAuthProof(link, msg.sid, msg.proof, msg.agentNonce)
       case 'offline': return this.onOffline(link, msg.sids)
       case 'stats':
       case 'job-result': return this.onRelayLevelMessage(link, msg)
@@ -334,7 +350,16 @@ export class RelayHub {
       link.log.debug({ t: msg.t, sid: msg.sid }, 'message about an agent not online through this relay: ignored')
       return
     }
-    handler((session as Session & { ref: AgentRef }).ref, msg)
+    const ref = (session as Session & { ref: AgentRef }).ref
+    if (!ref.verifies(msg)) {
+      this.opts.security.record({
+        code: 'RG_ERR_REPORT_FORGED', relayId: link.relayId, endpointId: ref.endpointId, edgeId: ref.edgeId, kind: msg.t,
+        ref: 'jobId' in msg ? msg.jobId : ('tunnelId' in msg ? msg.tunnelId : ''),
+        message: `a ${msg.t} report does not verify end to end: dropped`
+      })
+      return
+    }
+    handler(ref, msg)
   }
 
   private onAuthBegin (link: RelayLink, sid: number, endpointId: string, edgeId: string): void {
@@ -355,7 +380,7 @@ export class RelayHub {
     link.send({ t: 'auth-challenge', sid, nonce })
   }
 
-  private onAuthProof (link: RelayLink, sid: number, proof: string): void {
+  private onAuthProof (link: RelayLink, sid: number, proof: string, agentNonce: string): void {
     const session = link.sessions.get(sid)
     if (session === undefined || session.nonce === null) {
       link.send({ t: 'auth-result', sid, ok: false, code: 'RG_ERR_AUTH', message: 'no challenge outstanding' })
@@ -384,19 +409,12 @@ export class RelayHub {
       set = new Set()
       this.presence.set(session.endpointId, set)
     }
-    const ref: AgentRef = {
-      relayId: link.relayId,
-      sid,
-      endpointId: session.endpointId,
-      edgeId: session.edgeId,
-      send: message => link.send(message),
-      openStream: meta => link.mux.openStream(encodeStreamMeta({ ...meta, sid })),
-      get online () { return session.online && !link.mux.closed }
-    }
+    const ref = agentRef(link, session, sid, deriveE2eKeys(endpoint.tunnelKey, session.edgeId), agentNonce)
     set.add(Object.assign(session, { link, ref }))
     this.opts.store.touchEndpoint(session.endpointId, Date.now(), link.relayId)
     link.log.info({ endpointId: session.endpointId, edgeId: session.edgeId }, 'agent online')
     link.send({ t: 'auth-result', sid, ok: true, flags: this.getFlags(session.endpointId) })
+    ref.order({ t: 'agent-settings', snapshotIntervalSeconds: this.opts.store.getSettings().snapshotIntervalSeconds })
     for (const listener of this.presenceListeners) listener(ref, true)
   }
 
@@ -438,3 +456,25 @@ export class RelayHub {
   }
 }
 
+/**
+ * An authenticated agent as other server modules see it: orders go down with
+ * a counter and a MAC bound to the agent's nonce of this session; reports
+ * come up with the agent's MAC.
+ */
+function agentRef (link: RelayLink, session: Session, sid: number, keys: E2eKeys, agentNonce: string): AgentRef {
+  const party = { endpointId: session.endpointId, edgeId: session.edgeId }
+  let counter = 0
+  return {
+    relayId: link.relayId,
+    sid,
+    endpointId: session.endpointId,
+    edgeId: session.edgeId,
+    order: order => {
+      const body = { ...order, n: ++counter }
+      link.send({ ...body, mac: orderMac(keys, party, agentNonce, body), sid } as ServerToRelay)
+    },
+    verifies: report => verifyReportMac(keys, party, report),
+    openStream: meta => link.mux.openStream(encodeStreamMeta({ ...meta, sid })),
+    get online () { return session.online && !link.mux.closed }
+  }
+}

@@ -3,6 +3,7 @@ import { RelaygateError } from '../protocol/index.js'
 import type { Store, JobRecord, JobTargetRecord, JobTargetState } from './store.js'
 import type { RelayHub, AgentRef, AgentMessage, RelayLevelMessage } from './hub.js'
 import type { ServerToRelay } from '../protocol/messages.js'
+import type { SecurityLog } from './security.js'
 import { newId } from './ids.js'
 
 const FINAL: ReadonlySet<JobTargetState> = new Set(['succeeded', 'failed'])
@@ -53,12 +54,16 @@ export class JobManager {
   private readonly pending = new Map<string, { jobId: string, endpointId: string, patch: Partial<JobTargetRecord>, acks: Array<() => void> }>()
   private flushTimer: NodeJS.Timeout | null = null
 
-  constructor (options: { store: Store, hub: RelayHub, logger: Logger }) {
+  private readonly security: SecurityLog
+
+  constructor (options: { store: Store, hub: RelayHub, logger: Logger, security: SecurityLog }) {
     this.store = options.store
     this.hub = options.hub
     this.logger = options.logger
+    this.security = options.security
     this.hub.onPresence((agent, online) => { if (online) this.dispatchFor(agent) })
     this.hub.onRelayMessage('job-progress', (agent, msg) => this.onProgress(agent, msg))
+    this.hub.onRelayMessage('order-refused', (agent, msg) => this.onOrderRefused(agent, msg))
     this.hub.onRelayLevel('job-result', (relayId, msg, reply) => this.onResult(relayId, msg, reply))
   }
 
@@ -179,7 +184,7 @@ export class JobManager {
   private dispatch (job: JobRecord, agent: AgentRef, target: JobTargetRecord): void {
     const attempt = target.attempt + 1
     this.store.updateJobTarget(job.id, target.endpointId, { attempt, relayId: agent.relayId, updatedAt: Date.now() })
-    agent.send({ t: 'job', sid: agent.sid, jobId: job.id, attempt, sha256: job.sha256, size: job.size, path: job.path, run: job.run })
+    agent.order({ t: 'job', jobId: job.id, attempt, sha256: job.sha256, size: job.size, path: job.path, run: job.run })
     this.logger.info({ jobId: job.id, endpointId: target.endpointId, attempt, relayId: agent.relayId }, 'job dispatched')
   }
 
@@ -191,7 +196,8 @@ export class JobManager {
     const last = this.lastProgress.get(key)
     if (last !== undefined && last.state === msg.state && now - last.at < 1000) return
     const target = this.target(msg.jobId, agent.endpointId)
-    if (target === undefined || FINAL.has(target.state)) {
+    // Progress of an earlier attempt (late, or replayed by a relay) says nothing about this one.
+    if (target === undefined || FINAL.has(target.state) || msg.attempt !== target.attempt) {
       this.lastProgress.delete(key)
       return
     }
@@ -202,9 +208,16 @@ export class JobManager {
 
   private onResult (relayId: string, msg: RelayLevelMessage<'job-result'>, reply: (m: ServerToRelay) => void): void {
     const ack = (): void => reply({ t: 'job-result-ack', key: msg.key })
-    const { jobId, endpointId, result } = msg
+    const { jobId, endpointId, edgeId, result } = msg
+    // The relay stores and replays results; it cannot make or alter one: the agent's MAC must verify.
+    if (result.jobId !== jobId || result.attempt !== msg.attempt || !this.hub.verifyStoredReport(endpointId, edgeId, { t: 'job-result', ...result })) {
+      this.security.record({ code: 'RG_ERR_REPORT_FORGED', relayId, endpointId, edgeId, kind: 'job-result', ref: jobId, message: 'a job result does not verify end to end: dropped' })
+      return ack()
+    }
     const target = this.target(jobId, endpointId)
     if (target === undefined) return ack()
+    // A result of an earlier attempt (a replay, or one overtaken by a new dispatch) does not end this one.
+    if (result.attempt !== target.attempt) return ack()
     // A relay speaks only for agents that went through it: the job was sent via this relay.
     if (target.relayId !== relayId) {
       this.logger.warn({ jobId, endpointId, relayId, expected: target.relayId }, 'job result from a relay the job did not go through: ignored')
@@ -224,6 +237,19 @@ export class JobManager {
       updatedAt: Date.now()
     }, ack) // acked once written: the relay keeps the result until then
     this.logger.info({ jobId, endpointId, state, exitCode: result.exitCode }, 'job result applied')
+  }
+
+  /**
+   * The agent refused an order (forged or replayed on the way). Recorded;
+   * a job order refused as forged also shows on its target (which keeps its
+   * state: the genuine order may still come, and a result then replaces this).
+   */
+  private onOrderRefused (agent: AgentRef, msg: AgentMessage<'order-refused'>): void {
+    this.security.record({ code: msg.code, relayId: agent.relayId, endpointId: agent.endpointId, edgeId: agent.edgeId, kind: msg.kind, ref: msg.ref, message: `the agent refused a ${msg.kind} order: ${msg.message}` })
+    if (msg.kind !== 'job' || msg.code !== 'RG_ERR_ORDER_FORGED') return
+    const target = this.target(msg.ref, agent.endpointId)
+    if (target === undefined || FINAL.has(target.state)) return
+    this.queueUpdate(msg.ref, agent.endpointId, { errorCode: msg.code, errorMessage: `the agent refused a job order that did not verify end to end (relay ${agent.relayId})`, updatedAt: Date.now() })
   }
 
   private changed (jobId: string): void {

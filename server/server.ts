@@ -25,9 +25,10 @@ import { createStaticUi } from './static.js'
 import { bearerAuthorizer } from './http-util.js'
 import { tokenMatches } from '../protocol/auth.js'
 import { createServerMetrics } from './metrics.js'
+import { SecurityLog } from './security.js'
 
 /** A started server: its parts (as built by createServerApp) and where it listens. */
-export interface RelaygateServer extends Pick<ServerApp, 'config' | 'store' | 'hub' | 'tunnels' | 'artifacts' | 'jobs' | 'events' | 'adminTokenFile'> {
+export interface RelaygateServer extends Pick<ServerApp, 'config' | 'store' | 'hub' | 'tunnels' | 'artifacts' | 'jobs' | 'events' | 'security' | 'adminTokenFile'> {
   readonly httpUrl: string
   readonly httpsUrl: string | null
   /** The HTTPS certificate's sha256, for relays that pin the server. */
@@ -83,6 +84,8 @@ export interface ServerApp {
   readonly jobs: JobManager
   /** Change notifications for the dashboard (`GET /api/events`): call `events.publish(topic)` after a change. */
   readonly events: EventHub
+  /** Tampering caught end to end (forged or replayed orders and reports). */
+  readonly security: SecurityLog
   readonly adminTokenFile: string
   /** Close steps, registered as each part was built; listen() adds its servers. */
   readonly life: Lifecycle
@@ -109,8 +112,9 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
   store.setMeta('adminTokenHash', hashToken(admin.token))
   const authorize = bearerAuthorizer(hashToken(admin.token), tokenMatches)
 
-  const hub = new RelayHub({ store, logger: logger.child({ component: 'hub' }), version: VERSION, keepAliveMs: config.relayKeepAliveMs, livenessTimeoutMs: config.relayLivenessTimeoutMs })
-  const jobs = new JobManager({ store, hub, logger: logger.child({ component: 'jobs' }) })
+  const security = new SecurityLog(logger.child({ component: 'security' }))
+  const hub = new RelayHub({ store, security, logger: logger.child({ component: 'hub' }), version: VERSION, keepAliveMs: config.relayKeepAliveMs, livenessTimeoutMs: config.relayLivenessTimeoutMs })
+  const jobs = new JobManager({ store, hub, security, logger: logger.child({ component: 'jobs' }) })
   // Written last of all (reverse order): pending job updates reach the store before it closes.
   life.onClose('job updates', () => jobs.flush())
   const servers: Array<http.Server | https.Server> = []
@@ -130,12 +134,13 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
   life.onClose('events', () => events.close())
   const relayStats = new Map<string, RelayFigures>()
   wireRelayEvents({ hub, store, artifacts, tunnels, jobs, events, relayStats })
+  security.onEvent(() => events.publish('relays'))
 
   // GET /metrics: behind the admin token unless metricsPublic (then keep the port off the internet).
   const metrics = createServerMetrics({ hub, tunnels, store, artifacts, authorize: config.metricsPublic ? undefined : authorize })
   const staticUi = createStaticUi({ logger: logger.child({ component: 'ui' }) })
   const app: ServerApp = {
-    config, store, hub, tunnels, artifacts, jobs, events, life, servers, adminTokenFile: admin.file, baseUrl: '',
+    config, store, hub, tunnels, artifacts, jobs, events, security, life, servers, adminTokenFile: admin.file, baseUrl: '',
     handleRequest: (req, res) => {
       if (!metrics.handle(req, res) && !tunnelProxy.web(req, res) && !events.handle(req, res, authorize) && !staticUi(req, res)) api(req, res)
     },
@@ -146,7 +151,7 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
     }
   }
   const api = createApi({
-    store, hub, tunnels, artifacts, jobs, events,
+    store, hub, tunnels, artifacts, jobs, events, security,
     relayStats: id => relayStats.get(id),
     logger: logger.child({ component: 'api' }),
     version: VERSION,
@@ -161,7 +166,10 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
 function wireRelayEvents (p: { hub: RelayHub, store: Store, artifacts: ArtifactStore, tunnels: TunnelManager, jobs: JobManager, events: EventHub, relayStats: Map<string, RelayFigures> }): void {
   const { hub, store, artifacts, events } = p
   hub.onRelayMessage('snapshot', (agent, msg) => {
-    store.saveSnapshot({ endpointId: agent.endpointId, edgeId: agent.edgeId, receivedAt: Date.now(), reason: msg.reason, snapshot: msg.snapshot })
+    // Only a newer one than kept: an old snapshot replayed by a relay verifies, but does not replace a newer one.
+    const kept = store.getSnapshot(agent.endpointId)
+    if (kept !== undefined && kept.edgeId === agent.edgeId && Number(kept.snapshot.takenAt ?? 0) >= msg.takenAt) return
+    store.saveSnapshot({ endpointId: agent.endpointId, edgeId: agent.edgeId, receivedAt: Date.now(), reason: msg.reason, snapshot: { ...msg.snapshot, takenAt: msg.takenAt } })
   })
   hub.onRelayStream('artifact', (_relayId, stream, meta) => artifacts.serve(stream, meta.sha256, meta.offset))
   hub.onRelayLevel('stats', (relayId, msg) => {
@@ -207,6 +215,7 @@ export async function buildServer (input: Partial<ServerConfig>, logger: Logger)
     artifacts: app.artifacts,
     jobs: app.jobs,
     events: app.events,
+    security: app.security,
     httpUrl,
     httpsUrl,
     adminTokenFile: app.adminTokenFile,

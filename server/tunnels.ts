@@ -195,7 +195,7 @@ export class TunnelManager {
   closeTunnel (endpointId: string, reason = 'closed by the admin'): boolean {
     const t = this.tunnels.get(endpointId)
     if (t === undefined) return false
-    if (t.owner !== null && t.owner.online) t.owner.send({ t: 'tunnel-close', sid: t.owner.sid, tunnelId: t.tunnelId, reason })
+    if (t.owner !== null && t.owner.online) t.owner.order({ t: 'tunnel-close', tunnelId: t.tunnelId, reason })
     this.finish(t, reason)
     return true
   }
@@ -251,9 +251,8 @@ export class TunnelManager {
     const settings = this.store.getSettings()
     const key = deriveCredentialKey(endpoint.tunnelKey, agent.edgeId)
     const blob = sealCredential(key, t.endpointId, agent.edgeId, { tunnelId: t.tunnelId, credential: t.credential })
-    agent.send({
+    agent.order({
       t: 'tunnel-offer',
-      sid: agent.sid,
       tunnelId: t.tunnelId,
       blob,
       target: endpoint.tunnelTarget,
@@ -266,7 +265,7 @@ export class TunnelManager {
     const t = this.tunnels.get(agent.endpointId)
     const refuse = (code: 'RG_ERR_CREDENTIAL_USED' | 'RG_ERR_AUTH', message: string): void => {
       this.logger.info({ endpointId: agent.endpointId, edgeId: agent.edgeId, code }, 'tunnel open refused')
-      agent.send({ t: 'tunnel-result', sid: agent.sid, tunnelId, ok: false, code, message })
+      agent.order({ t: 'tunnel-result', tunnelId, ok: false, code, message })
     }
     if (t === undefined || t.tunnelId !== tunnelId || t.used) return refuse('RG_ERR_CREDENTIAL_USED', 'these credentials were used or retired')
     const input = { tunnelId, endpointId: agent.endpointId, edgeId: agent.edgeId, relayId: agent.relayId }
@@ -278,7 +277,7 @@ export class TunnelManager {
     t.openedAt = Date.now()
     this.opens++
     t.log.info({ edgeId: agent.edgeId, relayId: agent.relayId, ms: t.openedAt - t.requestedAt }, 'tunnel open')
-    agent.send({ t: 'tunnel-result', sid: agent.sid, tunnelId, ok: true })
+    agent.order({ t: 'tunnel-result', tunnelId, ok: true })
     this.startKeepAlive(t)
     this.changed(t.endpointId, 'open')
     for (const listener of this.openListeners) listener((t.openedAt - t.requestedAt) / 1000)
@@ -327,7 +326,7 @@ export class TunnelManager {
     const everyMs = this.store.getSettings().keepAliveSeconds * 1000
     t.keepAliveTimer = setInterval(() => {
       const active = t.sessions > 0 || t.streams.size > 0 || Date.now() - t.lastAdminActivity < this.adminWindowMs
-      if (active && t.owner !== null && t.owner.online) t.owner.send({ t: 'tunnel-keepalive', sid: t.owner.sid, tunnelId: t.tunnelId })
+      if (active && t.owner !== null && t.owner.online) t.owner.order({ t: 'tunnel-keepalive', tunnelId: t.tunnelId })
     }, everyMs)
     t.keepAliveTimer.unref()
   }

@@ -18,6 +18,8 @@ export interface RelayView {
   revoked: boolean
   cache: CacheStatsMessage | null
   queuedResults: number | null
+  /** Tampering caught end to end in messages that came through this relay (GET /api/security-events?relay=). */
+  securityEvents: number
   createdAt: string | null
   lastSeen: string | null
 }
@@ -37,6 +39,7 @@ export function relayView (ctx: ApiContext, r: RelayRecord): RelayView {
     revoked: r.revokedAt !== null,
     cache: figures?.cache ?? null,
     queuedResults: figures?.queuedResults ?? null,
+    securityEvents: ctx.security.countFor(r.id),
     createdAt: iso(r.createdAt),
     lastSeen: status.connected ? iso(Date.now()) : iso(r.lastSeen)
   }

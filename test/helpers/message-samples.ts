@@ -10,47 +10,52 @@ export type Sample = Record<string, unknown>
 /** One valid message of every kind of every direction; tests derive the bad ones from these. */
 export function messageSamples (): { sha: string, jobResult: Sample, good: Record<string, { set: MessageSetLike, samples: Sample[] }> } {
   const sha = 'ab'.repeat(32)
-  const jobResult = { jobId: 'jabc', attempt: 2, state: 'failed', exitCode: 3, error: { code: 'RG_ERR_EXEC_FAILED', message: 'exited with 3' }, output: 'oops', bytes: 10 }
+  const mac = 'bWFjbWFjbWFjbWFjbWFjbWFjbWFjbWFjbWFjbWFjbWE'
+  const jobResult = { jobId: 'jabc', attempt: 2, state: 'failed', exitCode: 3, error: { code: 'RG_ERR_EXEC_FAILED', message: 'exited with 3' }, output: 'oops', bytes: 10, mac }
 
   const good: Record<string, { set: MessageSetLike, samples: Array<Record<string, unknown>> }> = {
     'agent -> relay': {
       set: AgentToRelay,
       samples: [
-        { t: 'proof', proof: 'cHJvb2Y' },
+        { t: 'proof', proof: 'cHJvb2Y', agentNonce: 'bm9uY2U' },
         { t: 'job-result', ...jobResult },
-        { t: 'tunnel-open', tunnelId: 'tAbC_-1', proof: 'cHJvb2Y' },
-        { t: 'tunnel-closed', tunnelId: 'tAbC', reason: 'idle' },
-        { t: 'tunnel-need' },
-        { t: 'snapshot', reason: 'connect', snapshot: { hostname: 'h', load: [1, 2, 3] } },
-        { t: 'job-progress', jobId: 'jabc', attempt: 1, state: 'downloading', progress: 0.5, bytes: 1024 }
+        { t: 'tunnel-open', tunnelId: 'tAbC_-1', proof: 'cHJvb2Y', mac },
+        { t: 'tunnel-closed', tunnelId: 'tAbC', reason: 'idle', mac },
+        { t: 'tunnel-need', mac },
+        { t: 'snapshot', reason: 'connect', takenAt: 1764892800000, snapshot: { hostname: 'h', load: [1, 2, 3] }, mac },
+        { t: 'job-progress', jobId: 'jabc', attempt: 1, state: 'downloading', progress: 0.5, bytes: 1024, mac },
+        { t: 'order-refused', kind: 'job', ref: 'jabc', code: 'RG_ERR_ORDER_FORGED', message: 'does not verify', mac }
       ]
     },
     'relay -> agent': {
       set: RelayToAgent,
       samples: [
         { t: 'challenge', nonce: 'bm9uY2U', relayId: 'rabc' },
-        { t: 'welcome', endpointId: 'eabc', relayId: 'rabc', intervalSeconds: 5, snapshotIntervalSeconds: 600, downloadToken: 'dG9rZW4' },
+        { t: 'welcome', endpointId: 'eabc', relayId: 'rabc', intervalSeconds: 5, downloadToken: 'dG9rZW4' },
         { t: 'job-result-ack', jobId: 'jabc', attempt: 1 },
-        { t: 'tunnel-offer', tunnelId: 'tAbC', blob: 'YmxvYg', target: 'http://127.0.0.1:2375', idleTimeoutSeconds: 300 },
-        { t: 'tunnel-result', tunnelId: 'tAbC', ok: false, code: 'RG_ERR_AUTH', message: 'wrong proof' },
-        { t: 'tunnel-keepalive', tunnelId: 'tAbC' },
-        { t: 'tunnel-close', tunnelId: 'tAbC', reason: 'closed by the admin' },
-        { t: 'job', jobId: 'jabc', attempt: 1, sha256: sha, size: 100, path: 'a/b.tgz', run: ['sh', '-c', 'true'] }
+        { t: 'tunnel-offer', tunnelId: 'tAbC', blob: 'YmxvYg', target: 'http://127.0.0.1:2375', idleTimeoutSeconds: 300, n: 1, mac },
+        { t: 'tunnel-result', tunnelId: 'tAbC', ok: false, code: 'RG_ERR_AUTH', message: 'wrong proof', n: 2, mac },
+        { t: 'tunnel-keepalive', tunnelId: 'tAbC', n: 3, mac },
+        { t: 'tunnel-close', tunnelId: 'tAbC', reason: 'closed by the admin', n: 4, mac },
+        { t: 'job', jobId: 'jabc', attempt: 1, sha256: sha, size: 100, path: 'a/b.tgz', run: ['sh', '-c', 'true'], n: 5, mac },
+        { t: 'agent-settings', snapshotIntervalSeconds: 600, n: 6, mac },
+        { t: 'stop', code: 'RG_ERR_ENDPOINT_DELETED', message: 'deleted', n: 7, mac }
       ]
     },
     'relay -> server': {
       set: RelayToServer,
       samples: [
         { t: 'auth-begin', sid: 1, endpointId: 'eabc', edgeId: '0b6f5b1e-4c1e-4d3a-9d7e-0a1b2c3d4e5f' },
-        { t: 'auth-proof', sid: 1, proof: 'cHJvb2Y' },
+        { t: 'auth-proof', sid: 1, proof: 'cHJvb2Y', agentNonce: 'bm9uY2U' },
         { t: 'offline', sids: [1, 2, 3] },
         { t: 'stats', agents: 3, queuedResults: 0, cache: { hits: 1, misses: 2, bytesServed: 3, bytesFetched: 4, entries: 5, bytesUsed: 6, maxBytes: 7, fillsInProgress: 0, corruptDropped: 0, hashedServes: 0 } },
-        { t: 'job-result', key: 'jabc_eabc_2', endpointId: 'eabc', jobId: 'jabc', attempt: 2, result: jobResult },
-        { t: 'tunnel-open', sid: 4, tunnelId: 'tAbC', proof: 'cHJvb2Y' },
-        { t: 'tunnel-closed', sid: 4, tunnelId: 'tAbC', reason: 'idle' },
-        { t: 'tunnel-need', sid: 4 },
-        { t: 'snapshot', sid: 4, reason: 'interval', snapshot: {} },
-        { t: 'job-progress', sid: 4, jobId: 'jabc', attempt: 1, state: 'running', progress: 1, bytes: 0 }
+        { t: 'job-result', key: 'jabc_eabc_2', endpointId: 'eabc', edgeId: 'e-1', jobId: 'jabc', attempt: 2, result: jobResult },
+        { t: 'tunnel-open', sid: 4, tunnelId: 'tAbC', proof: 'cHJvb2Y', mac },
+        { t: 'tunnel-closed', sid: 4, tunnelId: 'tAbC', reason: 'idle', mac },
+        { t: 'tunnel-need', sid: 4, mac },
+        { t: 'snapshot', sid: 4, reason: 'interval', takenAt: 1, snapshot: {}, mac },
+        { t: 'job-progress', sid: 4, jobId: 'jabc', attempt: 1, state: 'running', progress: 1, bytes: 0, mac },
+        { t: 'order-refused', sid: 4, kind: 'tunnel-offer', ref: 'tAbC', code: 'RG_ERR_ORDER_REPLAYED', message: 'seen', mac }
       ]
     },
     'server -> relay': {
@@ -63,11 +68,13 @@ export function messageSamples (): { sha: string, jobResult: Sample, good: Recor
         { t: 'kick', endpointId: 'eabc', code: 'RG_ERR_ENDPOINT_DELETED', message: 'endpoint deleted' },
         { t: 'prestage', sha256: sha },
         { t: 'job-result-ack', key: 'jabc_eabc_2' },
-        { t: 'tunnel-offer', sid: 2, tunnelId: 'tAbC', blob: 'YmxvYg', target: null, idleTimeoutSeconds: 30 },
-        { t: 'tunnel-result', sid: 2, tunnelId: 'tAbC', ok: true },
-        { t: 'tunnel-keepalive', sid: 2, tunnelId: 'tAbC' },
-        { t: 'tunnel-close', sid: 2, tunnelId: 'tAbC', reason: 'bye' },
-        { t: 'job', sid: 2, jobId: 'jabc', attempt: 1, sha256: sha, size: 0, path: 'x', run: null }
+        { t: 'tunnel-offer', sid: 2, tunnelId: 'tAbC', blob: 'YmxvYg', target: null, idleTimeoutSeconds: 30, n: 1, mac },
+        { t: 'tunnel-result', sid: 2, tunnelId: 'tAbC', ok: true, n: 2, mac },
+        { t: 'tunnel-keepalive', sid: 2, tunnelId: 'tAbC', n: 3, mac },
+        { t: 'tunnel-close', sid: 2, tunnelId: 'tAbC', reason: 'bye', n: 4, mac },
+        { t: 'job', sid: 2, jobId: 'jabc', attempt: 1, sha256: sha, size: 0, path: 'x', run: null, n: 5, mac },
+        { t: 'agent-settings', sid: 2, snapshotIntervalSeconds: 60, n: 6, mac },
+        { t: 'stop', sid: 2, code: 'RG_ERR_ENDPOINT_DELETED', message: 'deleted', n: 7, mac }
       ]
     },
     'server stream metadata': { set: ServerStreams, samples: [{ t: 'tunnel', sid: 3, tunnelId: 'tAbC', kind: 'tcp', port: 22 }] },

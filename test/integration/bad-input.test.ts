@@ -57,7 +57,7 @@ t.test('an agent checking in far too often is told, then disconnected', async t 
   const challenge = decodeJson((await client.next(f => f.type === FrameType.CONTROL)).payload)
   t.equal(challenge.t, 'challenge')
   const proof = computeProof(deriveAuthKey(token.secret), { nonce: challenge.nonce as string, endpointId: token.endpointId, edgeId, relayId: challenge.relayId as string })
-  client.send(frames.control({ t: 'proof', proof }))
+  client.send(frames.control({ t: 'proof', proof, agentNonce: 'bm9uY2U' }))
   const welcome = decodeJson((await client.next(f => f.type === FrameType.CONTROL)).payload)
   t.equal(welcome.t, 'welcome')
 

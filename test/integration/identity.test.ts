@@ -125,11 +125,11 @@ t.test('a relay speaks only for agents that authenticated through it', async t =
   const challenge = decodeJson((await rogue.next(f => f.type === FrameType.CONTROL)).payload)
   t.equal(challenge.t, 'auth-challenge')
   const wrongKey = deriveAuthKey(newSecret())
-  rogue.send(frames.control({ t: 'auth-proof', sid: 1, proof: computeProof(wrongKey, { nonce: challenge.nonce as string, endpointId: ep.id, edgeId: agent.edgeId, relayId: second.id }) }))
+  rogue.send(frames.control({ t: 'auth-proof', sid: 1, proof: computeProof(wrongKey, { nonce: challenge.nonce as string, endpointId: ep.id, edgeId: agent.edgeId, relayId: second.id }), agentNonce: 'bm9uY2U' }))
   const result = decodeJson((await rogue.next(f => f.type === FrameType.CONTROL)).payload)
   t.match(result, { t: 'auth-result', sid: 1, ok: false, code: 'RG_ERR_AUTH' })
   // A second proof for the same nonce is not even considered.
-  rogue.send(frames.control({ t: 'auth-proof', sid: 1, proof: 'x' }))
+  rogue.send(frames.control({ t: 'auth-proof', sid: 1, proof: 'eA', agentNonce: 'bm9uY2U' }))
   const replay = decodeJson((await rogue.next(f => f.type === FrameType.CONTROL)).payload)
   t.match(replay, { ok: false, code: 'RG_ERR_AUTH' })
 

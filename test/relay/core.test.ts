@@ -90,7 +90,7 @@ async function admit (core: RelayCore, link: FakeLink, agent: FakeAgent, flags =
   link.sent.length = 0
   core.onMessage({ t: 'auth-challenge', sid: begin.sid, nonce: 'bm9uY2U' })
   await agent.control('challenge')
-  agent.mux.send(frames.control({ t: 'proof', proof: 'cHJvb2Y' }))
+  agent.mux.send(frames.control({ t: 'proof', proof: 'cHJvb2Y', agentNonce: 'bm9uY2U' }))
   await link.next('auth-proof')
   core.onMessage({ t: 'auth-result', sid: begin.sid, ok: true, flags })
   await agent.control('welcome')
@@ -109,8 +109,8 @@ t.test('a session goes hello -> authenticating -> ready through the server, and 
   core.onMessage({ t: 'auth-challenge', sid: begin.sid, nonce: 'bm9uY2U' })
   await agent.control('challenge')
   t.equal(session.authStep, AuthStep.PROVING)
-  agent.mux.send(frames.control({ t: 'proof', proof: 'cHJvb2Y' }))
-  await link.next('auth-proof')
+  agent.mux.send(frames.control({ t: 'proof', proof: 'cHJvb2Y', agentNonce: 'bm9uY2U' }))
+  t.match(await link.next('auth-proof'), { proof: 'cHJvb2Y', agentNonce: 'bm9uY2U' }, 'the agent\'s nonce goes up with its proof')
   t.equal(session.authStep, AuthStep.VERIFYING)
   core.onMessage({ t: 'auth-result', sid: begin.sid, ok: true, flags: 0 })
   const welcome = await agent.control('welcome')
@@ -137,7 +137,7 @@ t.test('with pushFlags off, a tunnel offer waits for the agent\'s next check-in'
   const { core, link, connect } = await setup(t, { pushFlags: false })
   const agent = connect()
   const sid = await admit(core, link, agent)
-  core.onMessage({ t: 'tunnel-offer', sid, tunnelId: 'tun1', blob: 'YmxvYg', target: null, idleTimeoutSeconds: 30 })
+  core.onMessage({ t: 'tunnel-offer', sid, tunnelId: 'tun1', blob: 'YmxvYg', target: null, idleTimeoutSeconds: 30, n: 1, mac: 'bWFj' })
   await new Promise(resolve => setTimeout(resolve, 30))
   t.equal(agent.controls.filter(m => m.t === 'tunnel-offer').length, 0, 'held')
   agent.mux.send(frames.checkin(1))
@@ -150,11 +150,11 @@ t.test('agent messages go up with the sid; server messages for an agent come dow
   const agent = connect()
   const sid = await admit(core, link, agent)
   link.sent.length = 0
-  agent.mux.send(frames.control({ t: 'tunnel-need' }))
-  t.same(await link.next('tunnel-need'), { t: 'tunnel-need', sid })
-  core.onMessage({ t: 'tunnel-keepalive', sid, tunnelId: 'tun1' })
-  t.same(await agent.control('tunnel-keepalive'), { t: 'tunnel-keepalive', tunnelId: 'tun1' })
-  core.onMessage({ t: 'tunnel-keepalive', sid: sid + 1000, tunnelId: 'tun2' })
+  agent.mux.send(frames.control({ t: 'tunnel-need', mac: 'bWFj' }))
+  t.same(await link.next('tunnel-need'), { t: 'tunnel-need', mac: 'bWFj', sid })
+  core.onMessage({ t: 'tunnel-keepalive', sid, tunnelId: 'tun1', n: 1, mac: 'bWFj' })
+  t.same(await agent.control('tunnel-keepalive'), { t: 'tunnel-keepalive', tunnelId: 'tun1', n: 1, mac: 'bWFj' })
+  core.onMessage({ t: 'tunnel-keepalive', sid: sid + 1000, tunnelId: 'tun2', n: 2, mac: 'bWFj' })
   await new Promise(resolve => setTimeout(resolve, 20))
   t.equal(agent.controls.filter(m => m.t === 'tunnel-keepalive').length, 1, 'a message for another sid reaches nobody')
 })
@@ -163,9 +163,9 @@ t.test('a job result is stored on disk before the agent gets its ack and the ser
   const { core, link, connect } = await setup(t)
   const agent = connect()
   await admit(core, link, agent)
-  agent.mux.send(frames.control({ t: 'job-result', jobId: 'jone', attempt: 1, state: 'succeeded', exitCode: 0 }))
+  agent.mux.send(frames.control({ t: 'job-result', jobId: 'jone', attempt: 1, state: 'succeeded', exitCode: 0, mac: 'bWFj' }))
   t.same(await agent.control('job-result-ack'), { t: 'job-result-ack', jobId: 'jone', attempt: 1 })
-  t.match(await link.next('job-result'), { key: 'jone_eone_1', endpointId: 'eone', jobId: 'jone', attempt: 1, result: { state: 'succeeded' } })
+  t.match(await link.next('job-result'), { key: 'jone_eone_1', endpointId: 'eone', edgeId: 'edge-1', jobId: 'jone', attempt: 1, result: { state: 'succeeded', mac: 'bWFj' } })
   core.onMessage({ t: 'job-result-ack', key: 'jone_eone_1' })
 })
 
@@ -174,10 +174,10 @@ t.test('bad input from one agent closes it with the protocol-error code; other a
   const good = connect()
   await admit(core, link, good)
   const cases: Array<[string, (a: FakeAgent) => void]> = [
-    ['a control message before hello', a => a.mux.send(frames.control({ t: 'tunnel-need' }))],
+    ['a control message before hello', a => a.mux.send(frames.control({ t: 'tunnel-need', mac: 'bWFj' }))],
     ['a message of an unknown kind', a => { a.hello(); a.mux.send(frames.control({ t: 'rm-rf' })) }],
     ['a field of the wrong type', a => { a.hello(); a.mux.send(frames.control({ t: 'proof', proof: 42 })) }],
-    ['a proof without a challenge', a => { a.hello(); a.mux.send(frames.control({ t: 'proof', proof: 'cHJvb2Y' })) }],
+    ['a proof without a challenge', a => { a.hello(); a.mux.send(frames.control({ t: 'proof', proof: 'cHJvb2Y', agentNonce: 'bm9uY2U' })) }],
     ['a check-in before authentication', a => { a.hello(); a.mux.send(frames.checkin(1)) }],
     ['a second hello', a => { a.hello(); a.hello() }],
     ['a hello of another role', a => a.mux.send(frames.hello(PROTOCOL_VERSION, { role: 'relay', version: '1' }))]

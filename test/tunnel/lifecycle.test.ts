@@ -1,4 +1,5 @@
 import t from 'tap'
+import { deriveE2eKeys, reportMac } from '../../protocol/messages.js'
 import { join } from 'node:path'
 import WebSocket, { WebSocketServer } from 'ws'
 import type { AddressInfo } from 'node:net'
@@ -101,9 +102,12 @@ t.test('one-time credentials: a replay, a stale tunnel id and a wrong proof are 
   client.send(frames.hello(PROTOCOL_VERSION, { role: 'agent', endpointId: ep.id, edgeId, agentVersion: 'raw' }))
   const challenge = decodeJson((await client.next(f => f.type === FrameType.CONTROL)).payload)
   const relayId = challenge.relayId as string
-  client.send(frames.control({ t: 'proof', proof: computeProof(deriveAuthKey(token.secret), { nonce: challenge.nonce as string, endpointId: ep.id, edgeId, relayId }) }))
+  client.send(frames.control({ t: 'proof', proof: computeProof(deriveAuthKey(token.secret), { nonce: challenge.nonce as string, endpointId: ep.id, edgeId, relayId }), agentNonce: 'bm9uY2U' }))
   t.equal(decodeJson((await client.next(f => f.type === FrameType.CONTROL)).payload).t, 'welcome')
-  const control = async (): Promise<Record<string, unknown>> => decodeJson((await client.next(f => f.type === FrameType.CONTROL && decodeJson(f.payload).t !== 'welcome')).payload)
+  const control = async (): Promise<Record<string, unknown>> => decodeJson((await client.next(f => f.type === FrameType.CONTROL && !['welcome', 'agent-settings'].includes(decodeJson(f.payload).t as string))).payload)
+  // Reports carry the agent's end-to-end MAC (a raw client computes it as the agent does).
+  const e2e = deriveE2eKeys(deriveTunnelRoot(token.secret), edgeId)
+  const report = (msg: Record<string, unknown>): Buffer => frames.control({ ...msg, mac: reportMac(e2e, { endpointId: ep.id, edgeId }, msg) })
 
   server.tunnels.request(ep.id)
   const offer = await control()
@@ -114,11 +118,11 @@ t.test('one-time credentials: a replay, a stale tunnel id and a wrong proof are 
     { code: 'RG_ERR_AUTH' }, 'sealed for this edge id only')
 
   const wrong = tunnelProof(credential, { tunnelId: offer.tunnelId as string, endpointId: ep.id, edgeId, relayId: 'r-elsewhere' })
-  client.send(frames.control({ t: 'tunnel-open', tunnelId: offer.tunnelId, proof: wrong }))
+  client.send(report({ t: 'tunnel-open', tunnelId: offer.tunnelId, proof: wrong }))
   t.match(await control(), { t: 'tunnel-result', ok: false, code: 'RG_ERR_AUTH' }, 'a proof bound to another relay fails')
 
   const proof = tunnelProof(credential, { tunnelId: offer.tunnelId as string, endpointId: ep.id, edgeId, relayId })
-  const open = frames.control({ t: 'tunnel-open', tunnelId: offer.tunnelId, proof })
+  const open = report({ t: 'tunnel-open', tunnelId: offer.tunnelId, proof })
   client.send(open)
   t.match(await control(), { t: 'tunnel-result', tunnelId: offer.tunnelId, ok: true })
   client.send(open)
