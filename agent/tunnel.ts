@@ -6,6 +6,10 @@ import { RelaygateError, type MuxStream } from '../protocol/index.js'
 import { parseStreamMeta, AgentStreams, type UnsignedReport, type RelayToAgent } from '../protocol/messages.js'
 import { deriveCredentialKey, deriveTunnelRoot, openCredential, tunnelProof } from '../protocol/tunnel-crypto.js'
 import { splice } from '../protocol/splice.js'
+import { SealedStream, deriveTunnelStreamKey } from '../protocol/tunnel-stream.js'
+
+/** Streams one tunnel may carry over its life (each nonce is remembered to refuse replays). */
+const MAX_STREAMS_PER_TUNNEL = 100_000
 
 export interface TunnelHost {
   readonly endpointId: string
@@ -26,7 +30,11 @@ interface OpenTunnel {
   target: string | null
   idleMs: number
   lastServerActivity: number
-  streams: Set<MuxStream>
+  streams: Set<Duplex>
+  /** Key of this tunnel's end-to-end encrypted streams. */
+  streamKey: Buffer
+  /** Stream nonces seen in this tunnel (a repeat is a replay). */
+  nonces: Set<string>
   idleTimer: NodeJS.Timeout
 }
 
@@ -55,7 +63,7 @@ export class TunnelEndpoint {
   private readonly key: Buffer
   private readonly tunnelTarget: string | undefined
   private readonly allowTcp: ReadonlySet<number>
-  private pending: { tunnelId: string, target: string | null, idleMs: number } | null = null
+  private pending: { tunnelId: string, target: string | null, idleMs: number, credential: string } | null = null
   private open: OpenTunnel | null = null
   private lastNeed = 0
   opened = 0
@@ -98,18 +106,28 @@ export class TunnelEndpoint {
   }
 
   /** A stream opened by the server through the relay. */
-  onStream (stream: MuxStream): void {
+  onStream (raw: MuxStream): void {
     // Bad metadata throws: the mux closes the link with the protocol-error code.
-    const meta = parseStreamMeta(stream, AgentStreams)
+    const meta = parseStreamMeta(raw, AgentStreams)
     const t = this.open
     if (t === null || meta.tunnelId !== t.tunnelId) {
-      stream.destroy(new RelaygateError('RG_ERR_STREAM_REFUSED', 'no such open tunnel'))
+      raw.destroy(new RelaygateError('RG_ERR_STREAM_REFUSED', 'no such open tunnel'))
       return
     }
+    const log = this.host.logger.child({ tunnelId: t.tunnelId, streamId: raw.id })
+    // Each stream's keys come from its nonce: one seen before in this tunnel is a recorded stream played again.
+    if (t.nonces.has(meta.nonce) || t.nonces.size >= MAX_STREAMS_PER_TUNNEL) {
+      this.refuseStream(raw, t, log, 'RG_ERR_ORDER_REPLAYED', 'a tunnel stream nonce seen before in this tunnel: a replay')
+      return
+    }
+    t.nonces.add(meta.nonce)
+    const stream = new SealedStream(raw, t.streamKey, meta.nonce, 'agent')
+    stream.once('error', err => {
+      if ((err as RelaygateError).code === 'RG_ERR_TUNNEL_TAMPERED') this.reportTampering(t, log, 'RG_ERR_TUNNEL_TAMPERED', err.message)
+    })
     t.lastServerActivity = Date.now()
     t.streams.add(stream)
     stream.once('close', () => t.streams.delete(stream))
-    const log = this.host.logger.child({ tunnelId: t.tunnelId, streamId: stream.id })
     if (meta.kind === 'tcp') {
       const port = meta.port
       if (port === undefined || !this.allowTcp.has(port)) {
@@ -145,7 +163,18 @@ export class TunnelEndpoint {
     this.linkLost()
   }
 
-  private join (stream: MuxStream, socket: Duplex, log: Logger, statusByte: boolean): void {
+  private refuseStream (raw: MuxStream, t: OpenTunnel, log: Logger, code: 'RG_ERR_ORDER_REPLAYED', why: string): void {
+    raw.destroy(new RelaygateError('RG_ERR_TUNNEL_TAMPERED', why))
+    this.reportTampering(t, log, code, why)
+  }
+
+  /** Tampering with a tunnel stream, told to the server (authenticated) so it shows there. */
+  private reportTampering (t: OpenTunnel, log: Logger, code: 'RG_ERR_ORDER_REPLAYED' | 'RG_ERR_TUNNEL_TAMPERED', why: string): void {
+    log.warn({ code }, `tunnel stream refused: ${why}`)
+    this.host.send({ t: 'order-refused', kind: 'tunnel-stream', ref: t.tunnelId, code, message: why })
+  }
+
+  private join (stream: Duplex, socket: Duplex, log: Logger, statusByte: boolean): void {
     let connected = false
     const connectEvent = socket instanceof tls.TLSSocket ? 'secureConnect' : 'connect'
     socket.once(connectEvent, () => {
@@ -179,7 +208,7 @@ export class TunnelEndpoint {
       this.host.logger.warn({ code: (err as RelaygateError).code }, 'tunnel offer does not open with our key')
       return
     }
-    this.pending = { tunnelId: msg.tunnelId, target: msg.target, idleMs: msg.idleTimeoutSeconds * 1000 }
+    this.pending = { tunnelId: msg.tunnelId, target: msg.target, idleMs: msg.idleTimeoutSeconds * 1000, credential }
     const proof = tunnelProof(credential, { tunnelId: msg.tunnelId, endpointId: this.host.endpointId, edgeId: this.host.edgeId, relayId: this.host.relayId ?? '' })
     this.host.send({ t: 'tunnel-open', tunnelId: msg.tunnelId, proof })
   }
@@ -198,6 +227,8 @@ export class TunnelEndpoint {
       tunnelId: pending.tunnelId,
       target: pending.target,
       idleMs: pending.idleMs,
+      streamKey: deriveTunnelStreamKey(pending.credential, pending.tunnelId),
+      nonces: new Set(),
       lastServerActivity: Date.now(),
       streams: new Set(),
       idleTimer: setInterval(() => {

@@ -2,12 +2,13 @@
  * Stream kinds: the OPEN metadata of each (JSON, one schema per direction)
  * and the bytes a stream starts with where it has a header.
  *
- *   server -> relay  {t:'tunnel', sid, tunnelId, kind:'http'|'tcp', port?}   a tunnel stream for one agent
- *   relay -> agent   {t:'tunnel', tunnelId, kind, port?}                     the same, without the sid
+ *   server -> relay  {t:'tunnel', sid, tunnelId, kind:'http'|'tcp', port?, nonce}   a tunnel stream for one agent
+ *   relay -> agent   {t:'tunnel', tunnelId, kind, port?, nonce}                     the same, without the sid
+ *                    (its bytes are end-to-end encrypted records: tunnel-stream.ts)
  *   relay -> server  {t:'artifact', sha256, offset}   a cache fill; the server answers with the
  *                    16-byte artifact header (u64 size, u64 offset it serves from), then the bytes
  */
-import { Type, Id, Sha256Hex, Size, message, messageSet, withSid, type Static } from './schema.js'
+import { Type, Id, B64, Sha256Hex, Size, message, messageSet, withSid, type Static } from './schema.js'
 import { RelaygateError } from './errors.js'
 import { decodeJson } from './decode.js'
 import { encodeJson } from './encode.js'
@@ -15,7 +16,11 @@ import type { MuxStream } from './stream.js'
 
 const Port = Type.Integer({ minimum: 1, maximum: 65535 })
 export const TunnelStream = message('tunnel', {
-  tunnelId: Id, kind: Type.Union([Type.Literal('http'), Type.Literal('tcp')]), port: Type.Optional(Port)
+  tunnelId: Id,
+  kind: Type.Union([Type.Literal('http'), Type.Literal('tcp')]),
+  port: Type.Optional(Port),
+  /** The stream's nonce: its end-to-end keys come from it and the tunnel's credential (tunnel-stream.ts). */
+  nonce: B64(32)
 })
 export type TunnelStreamMeta = Static<typeof TunnelStream>
 export const ArtifactStream = message('artifact', { sha256: Sha256Hex, offset: Size })

@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import httpProxy from 'http-proxy'
 import type { Logger } from 'pino'
-import { RelaygateError, toRelaygateError, type MuxStream } from '../protocol/index.js'
+import { RelaygateError, toRelaygateError } from '../protocol/index.js'
 import type { Store } from './store.js'
 import type { TunnelManager } from './tunnels.js'
 import { sendError } from './http-util.js'
@@ -151,7 +151,7 @@ export function createTunnelProxy (options: ProxyOptions): {
 }
 
 /** The agent answers one status byte once it reached the TCP port (0 = connected), or resets the stream. */
-function readStatusByte (stream: MuxStream): Promise<number> {
+function readStatusByte (stream: Duplex): Promise<number> {
   return new Promise<number>((resolve, reject) => {
     stream.once('readable', () => {
       const first = stream.read(1) as Buffer | null

@@ -125,7 +125,7 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
     }
   })
   life.onClose('relay links', graceful => hub.close(graceful))
-  const tunnels = new TunnelManager({ store, hub, logger: logger.child({ component: 'tunnels' }), adminWindowMs: config.tunnelAdminWindowMs })
+  const tunnels = new TunnelManager({ store, hub, security, logger: logger.child({ component: 'tunnels' }), adminWindowMs: config.tunnelAdminWindowMs })
   const tunnelProxy = createTunnelProxy({ tunnels, store, logger: logger.child({ component: 'proxy' }), openTimeoutMs: config.tunnelOpenTimeoutMs, authorize })
   life.onClose('tunnel proxy', () => tunnelProxy.close())
   life.onClose('tunnels', () => tunnels.close())

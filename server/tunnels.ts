@@ -3,9 +3,11 @@ import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import { CheckinFlag, RelaygateError, type MuxStream } from '../protocol/index.js'
 import { deriveCredentialKey, newCredential, sealCredential, verifyTunnelProof } from '../protocol/tunnel-crypto.js'
+import { SealedStream, deriveTunnelStreamKey, newStreamNonce } from '../protocol/tunnel-stream.js'
 import type { TunnelStreamMeta } from '../protocol/messages.js'
 import type { Store } from './store.js'
 import type { RelayHub, AgentRef, AgentMessage } from './hub.js'
+import type { SecurityLog } from './security.js'
 
 export type TunnelStateName = 'closed' | 'requested' | 'open'
 
@@ -21,6 +23,8 @@ interface Tunnel {
   state: 'requested' | 'open'
   tunnelId: string
   credential: string
+  /** Key of the tunnel's end-to-end encrypted streams (from the credential). */
+  streamKey: Buffer
   used: boolean
   owner: AgentRef | null
   requestedAt: number
@@ -29,7 +33,7 @@ interface Tunnel {
   lastAdminActivity: number
   /** Proxied WebSockets and raw TCP sessions open now. */
   sessions: number
-  streams: Set<MuxStream>
+  streams: Set<Duplex>
   keepAliveTimer: NodeJS.Timeout | null
   agent: TunnelHttpAgent | null
   log: Logger
@@ -46,8 +50,8 @@ export interface TunnelInfo {
 }
 
 /** Node's HTTP client needs a few socket methods a mux stream does not have. */
-function asSocket (stream: MuxStream): MuxStream {
-  const s = stream as MuxStream & Record<string, unknown>
+function asSocket (stream: Duplex): Duplex {
+  const s = stream as Duplex & Record<string, unknown>
   s.setNoDelay = () => s
   s.setKeepAlive = () => s
   s.setTimeout = (_ms: number, cb?: () => void) => { if (cb !== undefined) s.once('timeout', cb); return s }
@@ -60,7 +64,7 @@ function asSocket (stream: MuxStream): MuxStream {
 
 /** An http.Agent whose connections are tunnel streams (keep-alive reuses them). */
 export class TunnelHttpAgent extends http.Agent {
-  constructor (private readonly open: () => MuxStream) {
+  constructor (private readonly open: () => Duplex) {
     super({ keepAlive: true, maxSockets: 64, maxFreeSockets: 8, timeout: 120_000 })
   }
 
@@ -92,8 +96,11 @@ export class TunnelManager {
   /** Requests within this window count as an open admin session (keep-alives are sent). */
   private readonly adminWindowMs: number
 
-  constructor (options: { hub: RelayHub, store: Store, logger: Logger, adminWindowMs?: number }) {
+  private readonly security: SecurityLog | undefined
+
+  constructor (options: { hub: RelayHub, store: Store, logger: Logger, adminWindowMs?: number, security?: SecurityLog }) {
     this.adminWindowMs = options.adminWindowMs ?? 60_000
+    this.security = options.security
     this.hub = options.hub
     this.store = options.store
     this.logger = options.logger
@@ -154,6 +161,7 @@ export class TunnelManager {
         state: 'requested',
         tunnelId: cred.tunnelId,
         credential: cred.credential,
+        streamKey: deriveTunnelStreamKey(cred.credential, cred.tunnelId),
         used: false,
         owner: null,
         requestedAt: Date.now(),
@@ -220,11 +228,22 @@ export class TunnelManager {
     }
   }
 
-  /** Opens a stream through the open tunnel to the agent's target (or an allowed TCP port). */
-  openStream (endpointId: string, meta: Pick<TunnelStreamMeta, 'kind' | 'port'>): MuxStream {
+  /**
+   * Opens a stream through the open tunnel to the agent's target (or an
+   * allowed TCP port): plaintext here, encrypted records end to end, so the
+   * relay forwards bytes it cannot read or alter.
+   */
+  openStream (endpointId: string, meta: Pick<TunnelStreamMeta, 'kind' | 'port'>): Duplex {
     const t = this.tunnels.get(endpointId)
     if (t === undefined || t.state !== 'open' || t.owner === null) throw new RelaygateError('RG_ERR_TUNNEL_CLOSED', `no open tunnel to ${endpointId}`)
-    const stream = t.owner.openStream({ t: 'tunnel', tunnelId: t.tunnelId, kind: meta.kind, ...(meta.port !== undefined ? { port: meta.port } : {}) })
+    const nonce = newStreamNonce()
+    const raw = t.owner.openStream({ t: 'tunnel', tunnelId: t.tunnelId, kind: meta.kind, ...(meta.port !== undefined ? { port: meta.port } : {}), nonce })
+    const stream = new SealedStream(raw, t.streamKey, nonce, 'server')
+    const owner = t.owner
+    stream.once('error', err => {
+      if ((err as RelaygateError).code !== 'RG_ERR_TUNNEL_TAMPERED') return
+      this.security?.record({ code: 'RG_ERR_TUNNEL_TAMPERED', relayId: owner.relayId, endpointId, edgeId: owner.edgeId, kind: 'tunnel-stream', ref: t.tunnelId, message: err.message })
+    })
     t.streams.add(stream)
     t.lastAdminActivity = Date.now()
     stream.once('close', () => t.streams.delete(stream))
@@ -312,6 +331,7 @@ export class TunnelManager {
     const cred = newCredential()
     t.tunnelId = cred.tunnelId
     t.credential = cred.credential
+    t.streamKey = deriveTunnelStreamKey(cred.credential, cred.tunnelId)
     t.used = false
     t.owner = null
     t.state = 'requested'

@@ -77,9 +77,9 @@ export function messageSamples (): { sha: string, jobResult: Sample, good: Recor
         { t: 'stop', sid: 2, code: 'RG_ERR_ENDPOINT_DELETED', message: 'deleted', n: 7, mac }
       ]
     },
-    'server stream metadata': { set: ServerStreams, samples: [{ t: 'tunnel', sid: 3, tunnelId: 'tAbC', kind: 'tcp', port: 22 }] },
+    'server stream metadata': { set: ServerStreams, samples: [{ t: 'tunnel', sid: 3, tunnelId: 'tAbC', kind: 'tcp', port: 22, nonce: 'bm9uY2Vub25jZQ' }] },
     'relay stream metadata (to the server)': { set: RelayStreams, samples: [{ t: 'artifact', sha256: sha, offset: 1024 }] },
-    'relay stream metadata (to an agent)': { set: AgentStreams, samples: [{ t: 'tunnel', tunnelId: 'tAbC', kind: 'http' }] }
+    'relay stream metadata (to an agent)': { set: AgentStreams, samples: [{ t: 'tunnel', tunnelId: 'tAbC', kind: 'http', nonce: 'bm9uY2Vub25jZQ' }] }
   }
   return { sha, jobResult, good }
 }
