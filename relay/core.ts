@@ -26,6 +26,22 @@ export interface RelayStats {
   authFailures: number
 }
 
+/**
+ * Taps on what a relay passes between the server and its agents, for tests
+ * that play a relay taken over by an attacker (test/helpers/hostile-relay.ts):
+ * end-to-end authentication is what must stop it. Unset in production.
+ */
+export interface RelayTaps {
+  /** A message from the server, before the relay acts on it: the messages to act on instead. */
+  fromServer?: (msg: ServerToRelay) => ServerToRelay[]
+  /** A message to the server, before it is sent: the messages to send instead. */
+  toServer?: (msg: RelayToServer) => RelayToServer[]
+  /** A piece of a tunnel stream on its way through: the bytes to pass on instead. */
+  tunnelChunk?: (chunk: Buffer, direction: 'to-agent' | 'to-server') => Buffer
+  /** Called once with functions that make the relay act on or send a message of the test's own. */
+  attach?: (inject: { fromServer: (msg: ServerToRelay) => void, toServer: (msg: RelayToServer) => boolean }) => void
+}
+
 export interface RelayCoreOptions extends SessionLimits {
   maxAgents: number
   maxPendingAuth: number
@@ -50,11 +66,13 @@ export class RelayCore implements SessionHost {
 
   constructor (
     private readonly opts: RelayCoreOptions,
-    private readonly link: UpstreamLink,
+    upstream: UpstreamLink,
     private readonly results: ResultQueue,
     cache: ArtifactCache,
-    private readonly logger: Logger
+    private readonly logger: Logger,
+    private readonly taps: RelayTaps = {}
   ) {
+    const link = this.link = tapped(upstream, taps)
     const agents = this.agents
     this.stats = { get agents () { return agents.size }, streams: 0, checkins: 0, pushes: 0, authFailures: 0 }
     this.offline = new OfflineBatch(sids => link.send({ t: 'offline', sids }))
@@ -70,9 +88,13 @@ export class RelayCore implements SessionHost {
         if (this.intervals.change(seconds)) logger.info({ intervalSeconds: seconds }, 'check-in interval changed')
       },
       countStream: () => { this.stats.streams++ },
-      countAuthFailure: () => { this.stats.authFailures++ }
+      countAuthFailure: () => { this.stats.authFailures++ },
+      tunnelChunk: taps.tunnelChunk
     }
+    taps.attach?.({ fromServer: msg => onServerMessage(this.ctx, msg), toServer: msg => upstream.send(msg) })
   }
+
+  private readonly link: UpstreamLink
 
   // ---- from the listener ----
 
@@ -105,7 +127,8 @@ export class RelayCore implements SessionHost {
   }
 
   onMessage (msg: ServerToRelay): void {
-    onServerMessage(this.ctx, msg)
+    if (this.taps.fromServer === undefined) return onServerMessage(this.ctx, msg)
+    for (const m of this.taps.fromServer(msg)) onServerMessage(this.ctx, m)
   }
 
   onStream (stream: MuxStream): void {
@@ -176,5 +199,21 @@ export class RelayCore implements SessionHost {
 
   count (what: 'checkins' | 'pushes'): void {
     this.stats[what]++
+  }
+}
+
+/** The server link as the core sees it: through the toServer tap when one is set. */
+function tapped (link: UpstreamLink, taps: RelayTaps): UpstreamLink {
+  const toServer = taps.toServer
+  if (toServer === undefined) return link
+  return {
+    get isReady () { return link.isReady },
+    get relayId () { return link.relayId },
+    get settings () { return link.settings },
+    send: msg => {
+      let ok = link.isReady
+      for (const m of toServer(msg)) ok = link.send(m) && ok
+      return ok
+    }
   }
 }

@@ -10,7 +10,7 @@ import { VERSION } from '../common/version.js'
 import { ArtifactCache, type Upstream } from '../cache/index.js'
 import { verifyRelayConfig, type RelayConfig } from './config.js'
 import { ServerLink } from './server-link.js'
-import { RelayCore, type RelayStats } from './core.js'
+import { RelayCore, type RelayStats, type RelayTaps } from './core.js'
 import { AgentListener } from './listener.js'
 import { serveArtifact } from './downloads.js'
 import { ResultQueue } from './results.js'
@@ -38,6 +38,8 @@ export interface RelaygateRelay {
 export interface RelayHooks {
   /** The server refused this relay for good, or it gave up; the relay has stopped. */
   onFatal?: (err: RelaygateError) => void
+  /** Tests that play a hostile relay (never set in production). */
+  taps?: RelayTaps
 }
 
 /**
@@ -107,7 +109,7 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
     await link.close()
   })
 
-  const core = new RelayCore(config, link, results, cache, logger)
+  const core = new RelayCore(config, link, results, cache, logger, hooks.taps)
   life.onClose('agents', graceful => core.close(graceful))
   const metrics = createRelayMetrics({ stats: core.stats, cache, link, queuedResults: () => results.size })
   const listener = await AgentListener.listen({ host: config.host, port: config.port, tlsPort: config.tlsPort, cert, logger }, {

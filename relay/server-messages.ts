@@ -1,6 +1,7 @@
 import type { Logger } from 'pino'
 import { RelaygateError, toRelaygateError, isErrorCode, type MuxStream } from '../protocol/index.js'
 import { parseStreamMeta, ServerStreams, encodeStreamMeta, type ServerToRelay, type AgentDownWithSid } from '../protocol/messages.js'
+import { Transform } from 'node:stream'
 import { spliceStreams } from '../protocol/splice.js'
 import type { ArtifactCache } from '../cache/index.js'
 import type { AgentRegistry } from './agents.js'
@@ -19,6 +20,8 @@ export interface ServerMessageContext {
   /** A tunnel stream was joined (for /metrics). */
   countStream: () => void
   countAuthFailure: () => void
+  /** Tests of hostile relays only (RelayTaps.tunnelChunk). */
+  tunnelChunk?: (chunk: Buffer, direction: 'to-agent' | 'to-server') => Buffer
 }
 
 /** Handles one validated message from the server: parse first, then one call per kind. */
@@ -105,5 +108,14 @@ export function onServerStream (ctx: ServerMessageContext, up: MuxStream): void 
   }
   ctx.countStream()
   s.log.trace({ meta: forAgent, streamId: down.id }, 'tunnel stream')
-  spliceStreams(up, down)
+  if (ctx.tunnelChunk === undefined) return spliceStreams(up, down)
+  up.pipe(tapStream(ctx.tunnelChunk, 'to-agent')).pipe(down)
+  down.pipe(tapStream(ctx.tunnelChunk, 'to-server')).pipe(up)
+  up.once('error', err => down.destroy(err))
+  down.once('error', err => up.destroy(err))
+}
+
+/** A pass-through that lets a hostile-relay test change tunnel bytes (see RelayTaps). */
+function tapStream (fn: (chunk: Buffer, direction: 'to-agent' | 'to-server') => Buffer, direction: 'to-agent' | 'to-server'): Transform {
+  return new Transform({ transform: (chunk: Buffer, _enc, cb) => cb(null, fn(chunk, direction)) })
 }
