@@ -80,7 +80,8 @@ export class SealedStream extends Duplex {
   private ended = false
 
   constructor (inner: Duplex, tunnelKey: Buffer, nonce: string, side: StreamSide) {
-    super({ allowHalfOpen: true })
+    // Buffers as deep as a mux stream's window (512 KiB): a shallower one paused the flow at every record (P4 halved).
+    super({ allowHalfOpen: true, readableHighWaterMark: 512 * 1024, writableHighWaterMark: 512 * 1024 })
     this.inner = inner
     this.sendKey = directionKey(tunnelKey, nonce, side)
     this.recvKey = directionKey(tunnelKey, nonce, side === 'server' ? 'agent' : 'server')
