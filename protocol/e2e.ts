@@ -86,7 +86,7 @@ export function orderMac (keys: E2eKeys, party: E2eParty, agentNonce: string, ms
   return hmac(keys.down, orderText(party, agentNonce, msg))
 }
 
-export function verifyOrderMac (keys: E2eKeys, party: E2eParty, agentNonce: string, msg: { mac?: unknown }): boolean {
+export function verifyOrderMac (keys: E2eKeys, party: E2eParty, agentNonce: string, msg: { mac?: unknown, [field: string]: unknown }): boolean {
   return same(orderMac(keys, party, agentNonce, msg), msg.mac)
 }
 
@@ -95,33 +95,42 @@ export function reportMac (keys: E2eKeys, party: E2eParty, msg: object): string 
   return hmac(keys.up, reportText(party, msg))
 }
 
-export function verifyReportMac (keys: E2eKeys, party: E2eParty, msg: { mac?: unknown }): boolean {
+export function verifyReportMac (keys: E2eKeys, party: E2eParty, msg: { mac?: unknown, [field: string]: unknown }): boolean {
   return same(reportMac(keys, party, msg), msg.mac)
 }
 
 /**
  * The agent's check of incoming orders: the MAC under one of its recent
  * nonces (the current round's, and a few before it, for orders in flight
- * across a re-authentication), and a counter above every one seen under
- * that nonce. Bounded: the oldest nonce is forgotten first.
+ * across a re-authentication), and a counter not seen before under that
+ * nonce. Counters may arrive out of order (a relay in polling mode holds a
+ * tunnel offer until the next check-in while later orders pass), so, as
+ * IPsec's anti-replay window does, any counter within WINDOW of the highest
+ * is accepted once; older ones are refused. Bounded: the oldest nonce is
+ * forgotten first, and each keeps at most WINDOW counters.
  */
 export class OrderGate {
-  private readonly seen = new Map<string, number>()
+  static readonly WINDOW = 1024
+  private readonly seen = new Map<string, { highest: number, used: Set<number> }>()
 
   constructor (private readonly keys: E2eKeys, private readonly party: E2eParty, private readonly keep = 4) {}
 
   /** A new authentication round: orders will be bound to this nonce. */
   addNonce (nonce: string): void {
-    this.seen.set(nonce, 0)
+    this.seen.set(nonce, { highest: 0, used: new Set() })
     while (this.seen.size > this.keep) this.seen.delete(this.seen.keys().next().value!)
   }
 
-  /** 'ok', or why the order is refused ('forged': no nonce of ours verifies it; 'replayed': its counter was used). */
+  /** 'ok', or why the order is refused ('forged': no nonce of ours verifies it; 'replayed': its counter was used or is too old). */
   check (msg: { n: number, mac: string }): 'ok' | 'forged' | 'replayed' {
-    for (const [nonce, highest] of this.seen) {
+    for (const [nonce, state] of this.seen) {
       if (!verifyOrderMac(this.keys, this.party, nonce, msg)) continue
-      if (msg.n <= highest) return 'replayed'
-      this.seen.set(nonce, msg.n)
+      if (state.used.has(msg.n) || msg.n <= state.highest - OrderGate.WINDOW) return 'replayed'
+      state.used.add(msg.n)
+      if (msg.n > state.highest) {
+        state.highest = msg.n
+        for (const n of state.used) if (n <= state.highest - OrderGate.WINDOW) state.used.delete(n)
+      }
       return 'ok'
     }
     return 'forged'
