@@ -1,15 +1,15 @@
 import type { Logger } from 'pino'
+import type { Store, SecurityEventRecord } from './store.js'
 
 /** Something a relay (or the network) did that end-to-end authentication caught. */
 export interface SecurityEvent {
-  at: number
-  /** RG_ERR_REPORT_FORGED (the server refused a report), RG_ERR_ORDER_FORGED / RG_ERR_ORDER_REPLAYED (an agent refused an order). */
+  /** RG_ERR_REPORT_FORGED (the server refused a report), RG_ERR_ORDER_FORGED / RG_ERR_ORDER_REPLAYED (an agent refused an order), RG_ERR_TUNNEL_TAMPERED. */
   code: string
   /** The relay the message came through. */
   relayId: string
   endpointId: string | null
   edgeId: string | null
-  /** The message kind (job, job-result, snapshot, tunnel-offer, ...). */
+  /** The message kind (job, job-result, snapshot, tunnel-offer, tunnel-stream, ...). */
   kind: string
   /** What it was about: a job id, a tunnel id, or ''. */
   ref: string
@@ -17,38 +17,33 @@ export interface SecurityEvent {
 }
 
 /**
- * The server's record of tampering caught end to end, newest first, bounded
- * (`GET /api/security-events`, a count per relay in `GET /api/relays`, and a
- * warn log line each). Kept in memory: a restart starts a new record.
+ * The server's record of tampering caught end to end: kept in the store,
+ * aggregated per (relay, endpoint, edge id, code, kind) with a count, so a
+ * relay flooding forgeries updates rows instead of adding them and cannot
+ * push older evidence out (`GET /api/security-events`, a count per relay in
+ * `GET /api/relays`, and a warn log line each).
  */
 export class SecurityLog {
-  private readonly events: SecurityEvent[] = []
-  private readonly perRelay = new Map<string, number>()
   private readonly listeners: Array<(e: SecurityEvent) => void> = []
 
-  constructor (private readonly logger: Logger, private readonly max = 1000) {}
+  constructor (private readonly store: Store, private readonly logger: Logger) {}
 
-  record (event: Omit<SecurityEvent, 'at'>): void {
-    const e: SecurityEvent = { at: Date.now(), ...event }
-    this.events.unshift(e)
-    if (this.events.length > this.max) this.events.pop()
-    this.perRelay.set(e.relayId, (this.perRelay.get(e.relayId) ?? 0) + 1)
+  record (e: SecurityEvent): void {
     this.logger.warn({ code: e.code, relayId: e.relayId, endpointId: e.endpointId, edgeId: e.edgeId, kind: e.kind, ref: e.ref }, `tampering caught: ${e.message}`)
+    try {
+      this.store.recordSecurityEvent({ ...e, count: 1, firstAt: Date.now(), lastAt: Date.now() })
+    } catch (err) {
+      this.logger.error({ err: (err as Error).message }, 'could not store a security event')
+    }
     for (const l of this.listeners) l(e)
   }
 
-  list (limit = 100, filter: { relayId?: string, endpointId?: string } = {}): SecurityEvent[] {
-    return this.events.filter(e => (filter.relayId === undefined || e.relayId === filter.relayId) && (filter.endpointId === undefined || e.endpointId === filter.endpointId)).slice(0, limit)
+  list (limit = 100, filter: { relayId?: string, endpointId?: string } = {}): SecurityEventRecord[] {
+    return this.store.listSecurityEvents(limit, filter)
   }
 
   countFor (relayId: string): number {
-    return this.perRelay.get(relayId) ?? 0
-  }
-
-  get total (): number {
-    let n = 0
-    for (const c of this.perRelay.values()) n += c
-    return n
+    return this.store.countSecurityEvents(relayId)
   }
 
   onEvent (listener: (e: SecurityEvent) => void): void {

@@ -112,7 +112,7 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
   store.setMeta('adminTokenHash', hashToken(admin.token))
   const authorize = bearerAuthorizer(hashToken(admin.token), tokenMatches)
 
-  const security = new SecurityLog(logger.child({ component: 'security' }))
+  const security = new SecurityLog(store, logger.child({ component: 'security' }))
   const hub = new RelayHub({ store, security, logger: logger.child({ component: 'hub' }), version: VERSION, keepAliveMs: config.relayKeepAliveMs, livenessTimeoutMs: config.relayLivenessTimeoutMs })
   const jobs = new JobManager({ store, hub, security, logger: logger.child({ component: 'jobs' }) })
   // Written last of all (reverse order): pending job updates reach the store before it closes.

@@ -1,7 +1,7 @@
 import Database from 'better-sqlite3'
 import type { Database as DB, Statement } from 'better-sqlite3'
 import { DEFAULT_SETTINGS, type Settings } from '../protocol/messages.js'
-import type { Store, RelayRecord, EndpointRecord, RefusalRecord, EndpointAgentRecord, SnapshotRecord, ArtifactRecord, JobRecord, JobTargetRecord, JobTargetState } from './store.js'
+import type { Store, RelayRecord, EndpointRecord, RefusalRecord, EndpointAgentRecord, SnapshotRecord, ArtifactRecord, JobRecord, JobTargetRecord, JobTargetState, SecurityEventRecord } from './store.js'
 
 const SCHEMA_VERSION = 2
 
@@ -84,6 +84,20 @@ CREATE TABLE IF NOT EXISTS refusals (
   last_at INTEGER NOT NULL,
   PRIMARY KEY (endpoint_id, edge_id, code)
 );
+CREATE TABLE IF NOT EXISTS security_events (
+  relay_id TEXT NOT NULL,
+  endpoint_id TEXT NOT NULL,
+  edge_id TEXT NOT NULL,
+  code TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  ref TEXT NOT NULL,
+  message TEXT NOT NULL,
+  count INTEGER NOT NULL,
+  first_at INTEGER NOT NULL,
+  last_at INTEGER NOT NULL,
+  PRIMARY KEY (relay_id, endpoint_id, edge_id, code, kind)
+);
+CREATE INDEX IF NOT EXISTS security_events_last ON security_events(last_at);
 `
 
 interface RelayRow {
@@ -330,6 +344,30 @@ export class SqliteStore implements Store {
     // Bounded: refusals are written for unauthenticated attempts too.
     this.stmt(`DELETE FROM refusals WHERE endpoint_id = ? AND rowid NOT IN
       (SELECT rowid FROM refusals WHERE endpoint_id = ? ORDER BY last_at DESC LIMIT 50)`).run(endpointId, endpointId)
+  }
+
+  recordSecurityEvent (e: SecurityEventRecord): void {
+    this.stmt(`INSERT INTO security_events (relay_id, endpoint_id, edge_id, code, kind, ref, message, count, first_at, last_at) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)
+      ON CONFLICT(relay_id, endpoint_id, edge_id, code, kind) DO UPDATE SET count = count + 1, last_at = excluded.last_at, ref = excluded.ref, message = excluded.message`)
+      .run(e.relayId, e.endpointId ?? '', e.edgeId ?? '', e.code, e.kind, e.ref, e.message, e.lastAt, e.lastAt)
+    // Bounded: a flood from one relay updates its rows; only new combinations add rows.
+    this.stmt('DELETE FROM security_events WHERE rowid NOT IN (SELECT rowid FROM security_events ORDER BY last_at DESC LIMIT 10000)').run()
+  }
+
+  listSecurityEvents (limit: number, filter: { relayId?: string, endpointId?: string }): SecurityEventRecord[] {
+    const rows = this.stmt(`SELECT * FROM security_events WHERE (? IS NULL OR relay_id = ?) AND (? IS NULL OR endpoint_id = ?) ORDER BY last_at DESC LIMIT ?`)
+      .all(filter.relayId ?? null, filter.relayId ?? null, filter.endpointId ?? null, filter.endpointId ?? null, limit) as Array<{
+        relay_id: string, endpoint_id: string, edge_id: string, code: string, kind: string, ref: string, message: string, count: number, first_at: number, last_at: number
+      }>
+    return rows.map(r => ({
+      relayId: r.relay_id, endpointId: r.endpoint_id === '' ? null : r.endpoint_id, edgeId: r.edge_id === '' ? null : r.edge_id,
+      code: r.code, kind: r.kind, ref: r.ref, message: r.message, count: r.count, firstAt: r.first_at, lastAt: r.last_at
+    }))
+  }
+
+  countSecurityEvents (relayId: string): number {
+    const row = this.stmt('SELECT COALESCE(SUM(count), 0) AS n FROM security_events WHERE relay_id = ?').get(relayId) as { n: number }
+    return row.n
   }
 
   listRefusals (endpointId: string): RefusalRecord[] {

@@ -130,6 +130,10 @@ export interface Store {
   deleteEndpoint: (id: string) => boolean
 
   recordRefusal: (endpointId: string, edgeId: string, code: string, at: number) => void
+  /** Tampering caught end to end, aggregated per (relay, endpoint, edge id, code, kind). */
+  recordSecurityEvent: (e: SecurityEventRecord) => void
+  listSecurityEvents: (limit: number, filter: { relayId?: string, endpointId?: string }) => SecurityEventRecord[]
+  countSecurityEvents: (relayId: string) => number
   listRefusals: (endpointId: string) => RefusalRecord[]
 
   putArtifact: (artifact: ArtifactRecord) => void
@@ -152,4 +156,21 @@ export interface Store {
   updateJobTarget: (jobId: string, endpointId: string, patch: Partial<Omit<JobTargetRecord, 'jobId' | 'endpointId'>>) => void
 
   close: () => void
+}
+
+/** Tampering caught end to end: one row per (relay, endpoint, edge id, code, kind), counted, with the latest ref and message. */
+export interface SecurityEventRecord {
+  relayId: string
+  endpointId: string | null
+  edgeId: string | null
+  /** RG_ERR_REPORT_FORGED, RG_ERR_ORDER_FORGED, RG_ERR_ORDER_REPLAYED, RG_ERR_TUNNEL_TAMPERED. */
+  code: string
+  /** The message kind: job, job-result, snapshot, tunnel-offer, tunnel-stream, ... */
+  kind: string
+  /** What the latest one was about: a job id, a tunnel id, or ''. */
+  ref: string
+  message: string
+  count: number
+  firstAt: number
+  lastAt: number
 }

@@ -8,6 +8,6 @@ export function securityRoutes (ctx: ApiContext): void {
     const limit = Number(query.get('limit') ?? 100)
     if (!Number.isInteger(limit) || limit < 1 || limit > 1000) fail('RG_ERR_BAD_REQUEST', 'limit must be a whole number from 1 to 1000')
     const events = ctx.security.list(limit, { relayId: query.get('relay') ?? undefined, endpointId: query.get('endpoint') ?? undefined })
-    sendJson(res, 200, events.map(e => ({ ...e, at: iso(e.at) })))
+    sendJson(res, 200, events.map(e => ({ ...e, firstAt: iso(e.firstAt), lastAt: iso(e.lastAt) })))
   })
 }

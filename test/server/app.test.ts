@@ -56,3 +56,24 @@ t.test('close steps run once, in reverse order of building: the store closes las
   await closing
   t.throws(() => app.store.listEndpoints(), 'the store is closed')
 })
+
+t.test('security events are kept in the store, one counted row per relay, endpoint, edge id, code and kind; they survive a restart', async t => {
+  const dataDir = join(tempDir(t), 'server')
+  const first = await createServerApp({ dataDir }, pino({ level: 'silent' }))
+  const e = { code: 'RG_ERR_REPORT_FORGED', relayId: 'rone', endpointId: 'eone', edgeId: 'edge-1', kind: 'job-result', ref: 'j1', message: 'forged' }
+  for (let i = 0; i < 500; i++) first.security.record({ ...e, ref: `j${i}` })
+  first.security.record({ ...e, kind: 'snapshot', ref: '' })
+  first.security.record({ ...e, relayId: 'rtwo' })
+  t.equal(first.security.countFor('rone'), 501)
+  t.equal(first.security.list(10, { relayId: 'rone' }).length, 2, 'a flood of one kind is one row')
+  await first.life.close(true)
+  const again = await createServerApp({ dataDir }, pino({ level: 'silent' }))
+  t.teardown(() => again.life.close(false))
+  const token = readFileSync(again.adminTokenFile, 'utf8').trim()
+  const res = await inject(again.handleRequest, { method: 'GET', url: '/api/security-events?relay=rone', headers: { authorization: `Bearer ${token}` } })
+  const rows = res.json() as Array<{ kind: string, count: number, ref: string }>
+  t.same(rows.map(r => [r.kind, r.count]).sort(), [['job-result', 500], ['snapshot', 1]], 'after a restart')
+  t.equal(rows.find(r => r.kind === 'job-result')?.ref, 'j499', 'with the latest ref')
+  const bad = await inject(again.handleRequest, { method: 'GET', url: '/api/security-events?limit=0', headers: { authorization: `Bearer ${token}` } })
+  t.equal(bad.statusCode, 400)
+})
