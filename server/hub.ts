@@ -371,7 +371,8 @@ export class RelayHub {
       return
     }
     const endpoint = this.opts.store.getEndpoint(endpointId)
-    if (endpoint === undefined) {
+    // A deleted endpoint's agent is challenged too: once it proves itself it gets a verified stop order.
+    if (endpoint === undefined && this.opts.store.getTombstone(endpointId) === undefined) {
       link.send({ t: 'auth-result', sid, ok: false, code: 'RG_ERR_ENDPOINT_UNKNOWN', message: `no endpoint ${endpointId}` })
       return
     }
@@ -395,8 +396,11 @@ export class RelayHub {
       link.send({ t: 'auth-result', sid, ok: false, code, message })
     }
     const endpoint = this.opts.store.getEndpoint(session.endpointId)
-    if (endpoint === undefined) return refuse('RG_ERR_ENDPOINT_UNKNOWN', `no endpoint ${session.endpointId}`)
     const input = { nonce, endpointId: session.endpointId, edgeId: session.edgeId, relayId: link.relayId }
+    if (endpoint === undefined) {
+      if (!this.stopDeleted(link, session, sid, input, proof, agentNonce)) refuse('RG_ERR_ENDPOINT_UNKNOWN', `no endpoint ${session.endpointId}`)
+      return
+    }
     if (!verifyProof(endpoint.authKey, input, proof)) return refuse('RG_ERR_AUTH', 'wrong endpoint secret')
     if (!this.opts.store.admitEdgeId(session.endpointId, session.edgeId, Date.now())) {
       return refuse('RG_ERR_EDGE_ID_MISMATCH', endpoint.maxAgents > 1
@@ -416,6 +420,24 @@ export class RelayHub {
     link.send({ t: 'auth-result', sid, ok: true, flags: this.getFlags(session.endpointId) })
     ref.order({ t: 'agent-settings', snapshotIntervalSeconds: this.opts.store.getSettings().snapshotIntervalSeconds })
     for (const listener of this.presenceListeners) listener(ref, true)
+  }
+
+  /**
+   * An agent of a deleted endpoint came back (it was offline at deletion):
+   * accept it for one moment on its relay, send it a stop order it can
+   * verify (the relay's refusal alone no longer stops an agent that was
+   * online), then have the relay drop it. False when the proof fails.
+   */
+  private stopDeleted (link: RelayLink, session: Session, sid: number, input: { nonce: string, endpointId: string, edgeId: string, relayId: string }, proof: string, agentNonce: string): boolean {
+    const tomb = this.opts.store.getTombstone(session.endpointId)
+    if (tomb === undefined || !verifyProof(tomb.authKey, input, proof)) return false
+    link.sessions.delete(sid)
+    link.log.info({ endpointId: session.endpointId, edgeId: session.edgeId }, 'agent of a deleted endpoint returned: stopping it')
+    link.send({ t: 'auth-result', sid, ok: true, flags: 0 })
+    const message = 'endpoint deleted by the admin'
+    agentRef(link, session, sid, deriveE2eKeys(tomb.tunnelKey, session.edgeId), agentNonce).order({ t: 'stop', code: 'RG_ERR_ENDPOINT_DELETED', message })
+    link.send({ t: 'kick', endpointId: session.endpointId, code: 'RG_ERR_ENDPOINT_DELETED', message })
+    return true
   }
 
   private dropSession (link: RelayLink, session: Session): void {

@@ -98,6 +98,12 @@ CREATE TABLE IF NOT EXISTS security_events (
   PRIMARY KEY (relay_id, endpoint_id, edge_id, code, kind)
 );
 CREATE INDEX IF NOT EXISTS security_events_last ON security_events(last_at);
+CREATE TABLE IF NOT EXISTS endpoint_tombstones (
+  id TEXT PRIMARY KEY,
+  auth_key BLOB NOT NULL,
+  tunnel_key BLOB NOT NULL,
+  deleted_at INTEGER NOT NULL
+);
 `
 
 interface RelayRow {
@@ -335,7 +341,20 @@ export class SqliteStore implements Store {
   }
 
   deleteEndpoint (id: string): boolean {
-    return this.stmt('DELETE FROM endpoints WHERE id = ?').run(id).changes > 0
+    const e = this.getEndpoint(id)
+    if (e === undefined) return false
+    // Its keys stay behind for a while: an agent that was offline at deletion can still be told, verifiably, to stop.
+    this.db.transaction(() => {
+      this.stmt('INSERT OR REPLACE INTO endpoint_tombstones (id, auth_key, tunnel_key, deleted_at) VALUES (?, ?, ?, ?)').run(id, e.authKey, e.tunnelKey, Date.now())
+      this.stmt('DELETE FROM endpoint_tombstones WHERE rowid NOT IN (SELECT rowid FROM endpoint_tombstones ORDER BY deleted_at DESC LIMIT 10000)').run()
+      this.stmt('DELETE FROM endpoints WHERE id = ?').run(id)
+    })()
+    return true
+  }
+
+  getTombstone (id: string): { authKey: Buffer, tunnelKey: Buffer, deletedAt: number } | undefined {
+    const row = this.stmt('SELECT auth_key, tunnel_key, deleted_at FROM endpoint_tombstones WHERE id = ?').get(id) as { auth_key: Buffer, tunnel_key: Buffer, deleted_at: number } | undefined
+    return row === undefined ? undefined : { authKey: row.auth_key, tunnelKey: row.tunnel_key, deletedAt: row.deleted_at }
   }
 
   recordRefusal (endpointId: string, edgeId: string, code: string, at: number): void {

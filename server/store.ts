@@ -128,6 +128,8 @@ export interface Store {
   getSnapshot: (endpointId: string) => SnapshotRecord | undefined
   touchEndpoint: (id: string, lastSeen: number, relayId: string | null) => void
   deleteEndpoint: (id: string) => boolean
+  /** The keys of a deleted endpoint (the last 10,000), to stop its agents verifiably when they return. */
+  getTombstone: (id: string) => { authKey: Buffer, tunnelKey: Buffer, deletedAt: number } | undefined
 
   recordRefusal: (endpointId: string, edgeId: string, code: string, at: number) => void
   /** Tampering caught end to end, aggregated per (relay, endpoint, edge id, code, kind). */

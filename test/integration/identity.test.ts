@@ -75,7 +75,7 @@ t.test('deleting an endpoint disconnects and refuses its agents', async t => {
   t.equal(res.status, 204)
   t.equal((await fatal).code, 'RG_ERR_ENDPOINT_DELETED')
   const again = await fatalOf(startAgent(t, ep.joinToken, { edgeId: agent.edgeId }))
-  t.equal(again.code, 'RG_ERR_ENDPOINT_UNKNOWN', 'coming back is refused')
+  t.equal(again.code, 'RG_ERR_ENDPOINT_DELETED', 'coming back is refused: the server still knows it was deleted (a verified stop)')
   t.equal(other.state, 'online', 'other endpoints are untouched')
   t.equal((await api.request('GET', `/api/endpoints/${ep.id}`)).status, 404)
 })

@@ -2,7 +2,7 @@ import t from 'tap'
 import fs from 'node:fs'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
-import { startServer, startAgent, startTarget, eventually, capturingLogger, tempDir, type TapLike } from '../helpers/cluster.js'
+import { startServer, startRelay, startAgent, startTarget, eventually, capturingLogger, tempDir, freePort, type TapLike } from '../helpers/cluster.js'
 import { uploadArtifact, waitJob, sha256 } from '../helpers/artifacts.js'
 import { HostileRelay } from '../helpers/hostile-relay.js'
 import { buildServer } from '../../server/server.js'
@@ -188,4 +188,22 @@ t.test('a relay closing an agent with a refusal code does not stop it for good; 
   const stopped = new Promise<{ code: string }>(resolve => agent.once('fatal', resolve))
   t.equal((await api.request('DELETE', `/api/endpoints/${endpointId}`)).status, 204)
   t.equal((await stopped).code, 'RG_ERR_ENDPOINT_DELETED')
+})
+
+t.test('an agent offline when its endpoint is deleted is told to stop, verifiably, when it returns', async t => {
+  const { server, api } = await startServer(t)
+  const created = await api.ok('POST', '/api/relays', { name: 'bouncing' })
+  const dataDir = join(tempDir(t), 'relay')
+  const port = await freePort()
+  const first = await startRelay(t, server.httpUrl, created.token, { dataDir, port, tlsPort: -1 })
+  const ep = await api.ok('POST', '/api/endpoints', { name: 'decommissioned' })
+  const agent = startAgent(t, ep.joinToken)
+  await agent.whenOnline()
+  const stopped = new Promise<{ code: string }>(resolve => agent.once('fatal', resolve))
+  await first.destroy()
+  await eventually(async () => (await api.ok('GET', `/api/endpoints/${ep.id as string}`)).status === 'offline' || undefined)
+  t.equal((await api.request('DELETE', `/api/endpoints/${ep.id as string}`)).status, 204)
+  await startRelay(t, server.httpUrl, created.token, { dataDir, port, tlsPort: -1 })
+  t.equal((await stopped).code, 'RG_ERR_ENDPOINT_DELETED', 'the returning agent stopped for good')
+  t.equal(agent.ordersRefused, 0, 'on an order that verified')
 })
