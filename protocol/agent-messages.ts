@@ -122,9 +122,8 @@ export type AgentToRelay = ReturnType<typeof AgentToRelay.parse>
 export const RelayToAgent = messageSet('relay message', [Challenge, Welcome, JobResultAck, ...AGENT_DOWN])
 export type RelayToAgent = ReturnType<typeof RelayToAgent.parse>
 
-/** Kinds the relay passes up to the server (adding the sid) and down to the agent (removing it). */
+/** Kinds the relay passes up to the server (adding the sid). */
 export const AGENT_UP_KINDS: ReadonlySet<string> = new Set(AGENT_UP.map(s => s.properties.t.const))
-export const AGENT_DOWN_KINDS: ReadonlySet<string> = new Set(AGENT_DOWN.map(s => s.properties.t.const))
 
 export function isAgentUp (msg: AgentToRelay): msg is AgentUp {
   return AGENT_UP_KINDS.has(msg.t)

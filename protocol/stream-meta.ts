@@ -24,7 +24,6 @@ export const TunnelStream = message('tunnel', {
 })
 export type TunnelStreamMeta = Static<typeof TunnelStream>
 export const ArtifactStream = message('artifact', { sha256: Sha256Hex, offset: Size })
-export type ArtifactStreamMeta = Static<typeof ArtifactStream>
 
 /** Streams the server opens on a relay link. */
 export const ServerStreams = messageSet('server stream metadata', [withSid(TunnelStream)])

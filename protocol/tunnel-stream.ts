@@ -91,11 +91,6 @@ export class SealedStream extends Duplex {
     inner.on('close', () => { if (!this.ended && !this.destroyed) this.destroy(tampered('the stream closed without its authenticated end')) })
   }
 
-  /** The stream under the records (a mux stream). */
-  get raw (): Duplex {
-    return this.inner
-  }
-
   override _write (chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
     this.sealAll([chunk], cb)
   }

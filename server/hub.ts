@@ -6,11 +6,11 @@ import { Mux, DEFAULT_MAX_PAYLOAD, HEADER_SIZE, RelaygateError, ErrorCode, type 
 import { WsTransport } from '../protocol/ws-transport.js'
 import { hashToken, newNonce, verifyProof } from '../protocol/auth.js'
 import {
-  Hellos, helloFrame, readHello, controlFrame, readControl, parseStreamMeta, encodeStreamMeta, RelayToServer, RelayStreams,
-  deriveE2eKeys, orderMac, verifyReportMac,
-  type Settings, type ServerToRelay, type AgentUpWithSid, type RelayStreamMeta, type TunnelStreamMeta, type UnsignedOrder, type E2eKeys
+  Hellos, helloFrame, readHello, controlFrame, readControl, parseStreamMeta, RelayToServer, RelayStreams, deriveE2eKeys, verifyReportMac,
+  type Settings, type ServerToRelay, type AgentUpWithSid, type RelayStreamMeta
 } from '../protocol/messages.js'
 import type { SecurityLog } from './security.js'
+import { agentRef, type AgentRef } from './agent-ref.js'
 import type { Store } from './store.js'
 
 export interface HubOptions {
@@ -37,20 +37,7 @@ interface Session {
   online: boolean
 }
 
-/** An authenticated agent as other server modules see it. */
-export interface AgentRef {
-  readonly relayId: string
-  readonly sid: number
-  readonly endpointId: string
-  readonly edgeId: string
-  /** Sends an order to the agent (through its relay), with its counter and end-to-end MAC. */
-  order: (order: UnsignedOrder) => void
-  /** True when a report carries this agent's end-to-end MAC. */
-  verifies: (report: { mac?: unknown }) => boolean
-  /** Opens a tunnel stream to the agent (through its relay, which adds nothing secret). */
-  openStream: (meta: TunnelStreamMeta) => MuxStream
-  readonly online: boolean
-}
+export type { AgentRef } from './agent-ref.js'
 
 /** An agent's message passed up by its relay (kind K). */
 export type AgentMessage<K extends AgentUpWithSid['t']> = Extract<AgentUpWithSid, { t: K }>
@@ -475,28 +462,5 @@ export class RelayHub {
       } catch {}
     }
     link.log.info({ code, reason }, 'relay link closed')
-  }
-}
-
-/**
- * An authenticated agent as other server modules see it: orders go down with
- * a counter and a MAC bound to the agent's nonce of this session; reports
- * come up with the agent's MAC.
- */
-function agentRef (link: RelayLink, session: Session, sid: number, keys: E2eKeys, agentNonce: string): AgentRef {
-  const party = { endpointId: session.endpointId, edgeId: session.edgeId }
-  let counter = 0
-  return {
-    relayId: link.relayId,
-    sid,
-    endpointId: session.endpointId,
-    edgeId: session.edgeId,
-    order: order => {
-      const body = { ...order, n: ++counter }
-      link.send({ ...body, mac: orderMac(keys, party, agentNonce, body), sid } as ServerToRelay)
-    },
-    verifies: report => verifyReportMac(keys, party, report),
-    openStream: meta => link.mux.openStream(encodeStreamMeta({ ...meta, sid })),
-    get online () { return session.online && !link.mux.closed }
   }
 }

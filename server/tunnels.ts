@@ -1,7 +1,7 @@
 import http from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
-import { CheckinFlag, RelaygateError, type MuxStream } from '../protocol/index.js'
+import { CheckinFlag, RelaygateError } from '../protocol/index.js'
 import { deriveCredentialKey, newCredential, sealCredential, verifyTunnelProof } from '../protocol/tunnel-crypto.js'
 import { SealedStream, deriveTunnelStreamKey, newStreamNonce } from '../protocol/tunnel-stream.js'
 import type { TunnelStreamMeta } from '../protocol/messages.js'

@@ -1,4 +1,3 @@
-import { RelaygateError } from '../../protocol/index.js'
 import { deriveAuthKey, newSecret } from '../../protocol/auth.js'
 import { encodeJoinToken, type RelayAddress } from '../../protocol/token.js'
 import { deriveTunnelRoot } from '../../protocol/tunnel-crypto.js'

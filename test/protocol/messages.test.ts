@@ -1,7 +1,7 @@
 import t from 'tap'
 import type { TSchema } from '@sinclair/typebox'
 import {
-  AgentToRelay, RelayToAgent, RelayToServer, ServerToRelay, ServerStreams, RelayStreams, AgentStreams,
+  AgentToRelay, RelayToAgent, RelayToServer, ServerToRelay, ServerStreams, RelayStreams,
   Hellos, DEFAULT_SETTINGS, parseSettings, decodeArtifactHeader, encodeArtifactHeader, helloFrame, readHello
 } from '../../protocol/messages.js'
 import { RelaygateError, FrameType, PROTOCOL_VERSION, encodeFrame, encodeHello, decodeAll } from '../../protocol/index.js'
