@@ -54,7 +54,7 @@ async function withFallback<T> (build: (port: number) => Promise<T>, port: numbe
   try {
     return await build(port)
   } catch (err) {
-    if (port === 0 || !(err instanceof RelaygateError) || err.code !== 'RG_ERR_CONFIG' || !/cannot listen/.test(err.message)) throw err
+    if (port === 0 || !(err instanceof RelaygateError) || err.code !== 'RG_ERR_PORT_IN_USE') throw err
     logger.warn({ port }, `${what} port ${port} is taken; using a free port instead`)
     return await build(0)
   }

@@ -16,11 +16,20 @@ import { opt, parsePort, parsePortOrOff, parseCount, parseBytes, parseSeconds, c
 /** Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration, 3 refused by the peer for good. */
 const EXIT_USAGE = 2
 const EXIT_REFUSED = 3
+const USAGE_CODES = new Set(['RG_ERR_CONFIG', 'RG_ERR_BAD_JOIN_TOKEN', 'RG_ERR_PORT_IN_USE'])
+/** Ends that are not a refusal: no peer could be reached for --give-up-after; a supervisor should try again later. */
+const GAVE_UP_CODES = new Set(['RG_ERR_UPSTREAM_UNAVAILABLE', 'RG_ERR_NO_RELAY'])
 
 function fail (err: unknown): never {
   const coded = toRelaygateError(err)
   process.stderr.write(`relaygate: error: ${coded.message} (${coded.code})\n`)
-  process.exit(coded.code === 'RG_ERR_CONFIG' || coded.code === 'RG_ERR_BAD_JOIN_TOKEN' ? EXIT_USAGE : 1)
+  process.exit(USAGE_CODES.has(coded.code) ? EXIT_USAGE : 1)
+}
+
+/** A relay or an agent that stopped on its own: refused for good (3), or gave up waiting (1). */
+function stopped (err: RelaygateError): never {
+  process.stderr.write(`relaygate: error: ${err.message} (${err.code})\n`)
+  process.exit(GAVE_UP_CODES.has(err.code) ? 1 : EXIT_REFUSED)
 }
 
 /** Runs until SIGINT/SIGTERM, then closes gracefully; a second signal exits at once. */
@@ -94,6 +103,7 @@ program.command('relay')
   .addOption(opt('--name <name>', 'name reported to the server'))
   .addOption(opt('--cache-max-bytes <n>', 'artifact cache budget, e.g. 10GiB').default(10 * 1024 ** 3).argParser(parseBytes))
   .addOption(opt('--give-up-after <seconds>', 'stop after this long without reaching the server (0 = never)').default(86_400).argParser(parseSeconds))
+  .addOption(opt('--listen-retry <seconds>', 'keep trying an address that cannot be listened on yet (not up at boot) this long; a port another process holds fails at once').default(60).argParser(parseSeconds))
   .addOption(opt('--no-push-flags', 'do not push raised flags to agents: they learn at their next check-in (polling only)'))
   .addOption(opt('--ready-file <file>', 'write {wsUrl, wssUrl, fingerprint} here once linked to the server'))
   .addOption(configOption())
@@ -103,12 +113,9 @@ program.command('relay')
       const relay = await buildRelay({
         server: o.server, token: o.token, dataDir: o.dataDir, host: o.host, port: o.port, tlsPort: o.tlsPort, tlsCert: o.tlsCert, tlsKey: o.tlsKey,
         publicUrls: o.publicUrl ?? [], serverFingerprint: o.serverFingerprint, name: o.name, cacheMaxBytes: o.cacheMaxBytes,
-        giveUpAfterMs: o.giveUpAfter * 1000, readyFile: o.readyFile, pushFlags: o.pushFlags !== false
+        giveUpAfterMs: o.giveUpAfter * 1000, listenRetryMs: o.listenRetry * 1000, readyFile: o.readyFile, pushFlags: o.pushFlags !== false
       }, logger, {
-        onFatal: err => {
-          process.stderr.write(`relaygate: error: ${err.message} (${err.code})\n`)
-          process.exit(EXIT_REFUSED)
-        }
+        onFatal: stopped
       })
       runUntilSignal(logger, () => relay.close())
     } catch (err) { fail(err) }
@@ -137,10 +144,7 @@ program.command('agent')
         tunnelTarget: o.tunnelTarget, allowTcp: o.allowTcp ?? [], allowExec: o.allowExec === true, filesDir: o.filesDir, giveUpAfterMs: o.giveUpAfter * 1000, readyFile: o.readyFile,
         drainTimeoutMs: o.stopTimeout * 1000
       }, logger)
-      agent.on('fatal', (err: RelaygateError) => {
-        process.stderr.write(`relaygate: error: ${err.message} (${err.code})\n`)
-        process.exit(EXIT_REFUSED)
-      })
+      agent.on('fatal', stopped)
       agent.start()
       runUntilSignal(logger, () => agent.close(), o.stopTimeout * 1000 + 15_000)
     } catch (err) {

@@ -40,6 +40,8 @@ export const ErrorCode = {
   RG_ERR_METHOD_NOT_ALLOWED: { close: 0, status: 405, message: 'method not allowed' },
   RG_ERR_BODY_TOO_LARGE: { close: 0, status: 413, message: 'request body too large' },
   RG_ERR_CONFIG: { close: 0, status: 400, message: 'invalid configuration' },
+  RG_ERR_PORT_IN_USE: { close: 0, status: 409, message: 'another process listens on the port' },
+  RG_ERR_LISTEN: { close: 0, status: 503, message: 'could not listen on the address for a while' },
   RG_ERR_BAD_JOIN_TOKEN: { close: 0, status: 400, message: 'join token cannot be decoded' },
   RG_ERR_CLOSED: { close: 0, status: 503, message: 'already closed' },
   RG_ERR_NO_RELAY: { close: 0, status: 503, message: 'no relay could be reached' },

@@ -29,6 +29,8 @@ export interface RelayConfig {
   readyFile?: string
   /** Stop trying to reach the server after this long without success (ms); 0 = never. */
   giveUpAfterMs: number
+  /** Keep trying to listen on an address that is not usable yet (not up at boot, crash leftovers) this long (ms). */
+  listenRetryMs: number
   /** Agents refused while the server link is down and this many are already waiting. */
   maxPendingAuth: number
   /** Most agents at once. */
@@ -55,6 +57,7 @@ export const relayDefaults: Omit<RelayConfig, 'server' | 'token' | 'dataDir'> = 
   statsIntervalMs: 5000,
   pushFlags: true,
   giveUpAfterMs: 24 * 3600 * 1000,
+  listenRetryMs: 60_000,
   maxPendingAuth: 20_000,
   maxAgents: 50_000,
   checkinBurst: 5,

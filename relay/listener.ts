@@ -1,7 +1,10 @@
 import uWS from 'uWebSockets.js'
+import { createServer } from 'node:net'
 import { hostname } from 'node:os'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import { AGENT_MAX_PAYLOAD, HEADER_SIZE, ErrorCode, RelaygateError } from '../protocol/index.js'
+import { Backoff } from '../common/backoff.js'
 import { UwsTransport, type AgentSocketData } from './uws-transport.js'
 
 /** The HTTP routes the relay serves beside the agent WebSocket. */
@@ -20,6 +23,8 @@ export interface ListenerOptions {
   tlsPort: number
   cert: { certFile: string, keyFile: string } | null
   logger: Logger
+  /** How long to keep trying an address that cannot be listened on yet (ms); see listenOn. */
+  retryForMs: number
 }
 
 /** The relay's uWebSockets.js listeners: `/agent` (WebSocket) and a few HTTP routes, on the plain and TLS ports. */
@@ -33,11 +38,11 @@ export class AgentListener {
   static async listen (options: ListenerOptions, routes: ListenerRoutes): Promise<AgentListener> {
     const l = new AgentListener()
     try {
-      const port = await l.listenOn(l.app(uWS.App(), routes), options.host, options.port)
+      const port = await l.listenOn(l.app(uWS.App(), routes), options.host, options.port, options)
       l.wsUrl = `ws://${advertisedHost(options.host)}:${port}`
       if (options.cert !== null && options.tlsPort >= 0) {
         const secure = uWS.SSLApp({ key_file_name: options.cert.keyFile, cert_file_name: options.cert.certFile })
-        const tlsPort = await l.listenOn(l.app(secure, routes), options.host, options.tlsPort)
+        const tlsPort = await l.listenOn(l.app(secure, routes), options.host, options.tlsPort, options)
         l.wssUrl = `wss://${advertisedHost(options.host)}:${tlsPort}`
       }
     } catch (err) {
@@ -61,16 +66,50 @@ export class AgentListener {
       .any('/*', notFound)
   }
 
-  private async listenOn (app: uWS.TemplatedApp, host: string, port: number): Promise<number> {
-    const socket = await new Promise<uWS.us_listen_socket>((resolve, reject) => {
-      app.listen(host, port, token => {
-        if (token === false) reject(new RelaygateError('RG_ERR_CONFIG', `cannot listen on ${host}:${port}`))
-        else resolve(token)
-      })
-    })
-    this.sockets.push(socket)
-    return uWS.us_socket_local_port(socket)
+  /**
+   * Listens with an exclusive port: without it uWS sets SO_REUSEPORT, and a
+   * second relay on the same port would start silently and take half the
+   * agents. When the listen fails, a plain probe tells why: another process
+   * listening is a configuration error (exit 2, at once); anything else (an
+   * address not up yet at boot, leftovers of a crash) is tried again with
+   * backoff for `retryForMs`, then ends as RG_ERR_LISTEN (exit 1: a
+   * supervisor restarts the relay later).
+   */
+  private async listenOn (app: uWS.TemplatedApp, host: string, port: number, options: ListenerOptions): Promise<number> {
+    const backoff = new Backoff({ baseMs: 250, maxMs: 5000, giveUpAfterMs: options.retryForMs })
+    for (;;) {
+      const socket = await new Promise<uWS.us_listen_socket | false>(resolve => (app as unknown as ExclusiveListen).listen(host, port, LIBUS_LISTEN_EXCLUSIVE_PORT, resolve))
+      if (socket !== false) {
+        this.sockets.push(socket)
+        return uWS.us_socket_local_port(socket)
+      }
+      const why = await probeListen(host, port)
+      if (why === 'EADDRINUSE') throw new RelaygateError('RG_ERR_PORT_IN_USE', `cannot listen on ${host}:${port}: another process listens on it`)
+      if (why === 'EACCES') throw new RelaygateError('RG_ERR_CONFIG', `cannot listen on ${host}:${port}: permission denied`)
+      const delay = backoff.next()
+      if (delay === undefined) throw new RelaygateError('RG_ERR_LISTEN', `cannot listen on ${host}:${port} (${why ?? 'refused'}); gave up after ${Math.round(options.retryForMs / 1000)} s`)
+      options.logger.warn({ host, port, reason: why ?? 'refused', retryInMs: Math.round(delay) }, 'cannot listen yet; trying again')
+      await sleep(delay)
+    }
   }
+}
+
+/**
+ * uWS.js's native listen takes (host, port, options, cb); its typings list
+ * the options only without a host (ListenOptions.LIBUS_LISTEN_EXCLUSIVE_PORT = 1).
+ */
+const LIBUS_LISTEN_EXCLUSIVE_PORT = 1
+interface ExclusiveListen {
+  listen: (host: string, port: number, options: number, cb: (socket: uWS.us_listen_socket | false) => void) => unknown
+}
+
+/** Why a plain listen on host:port fails now (an errno code), or null if it would succeed. */
+async function probeListen (host: string, port: number): Promise<string | null> {
+  return await new Promise(resolve => {
+    const probe = createServer()
+    probe.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message))
+    probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve(null)))
+  })
 }
 
 function agentBehavior (onAgent: (transport: UwsTransport) => void): uWS.WebSocketBehavior<AgentSocketData> {

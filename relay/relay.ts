@@ -112,10 +112,10 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
   const core = new RelayCore(config, link, results, cache, logger, hooks.taps)
   life.onClose('agents', graceful => core.close(graceful))
   const metrics = createRelayMetrics({ stats: core.stats, cache, link, queuedResults: () => results.size })
-  const listener = await AgentListener.listen({ host: config.host, port: config.port, tlsPort: config.tlsPort, cert, logger }, {
+  const listener = await AgentListener.listen({ host: config.host, port: config.port, tlsPort: config.tlsPort, cert, logger, retryForMs: config.listenRetryMs }, {
     onAgent: transport => core.accept(transport),
-    healthz: res => res.writeHeader('content-type', 'application/json')
-      .end(JSON.stringify({ ok: true, linked: link.isReady, relayId: link.relayId, agents: core.agents.size, version: VERSION })),
+    healthz: res => res.writeStatus(link.isReady ? '200 OK' : '503 Service Unavailable').writeHeader('content-type', 'application/json')
+      .end(JSON.stringify({ ok: link.isReady, linked: link.isReady, relayId: link.relayId, agents: core.agents.size, version: VERSION })),
     metrics: res => metrics.serve(res),
     artifact: (res, req) => serveArtifact(res, req, { cache, authorize: token => core.agents.mayDownload(token), logger })
   })

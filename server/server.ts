@@ -40,7 +40,8 @@ export interface RelaygateServer extends Pick<ServerApp, 'config' | 'store' | 'h
 function listen (server: http.Server | https.Server, port: number, host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
-      reject(new RelaygateError('RG_ERR_CONFIG', `cannot listen on ${host}:${port}: ${err.code ?? err.message}`))
+      const taken = err.code === 'EADDRINUSE'
+      reject(new RelaygateError(taken ? 'RG_ERR_PORT_IN_USE' : 'RG_ERR_CONFIG', `cannot listen on ${host}:${port}: ${taken ? 'another process listens on it' : err.code ?? err.message}`))
     }
     server.once('error', onError)
     server.listen(port, host, () => {
