@@ -73,19 +73,23 @@ export async function connectTcp (options: ConnectOptions): Promise<void> {
     request.on('error', err => reject(new RelaygateError('RG_ERR_NO_RELAY', `cannot reach the server: ${err.message}`)))
     request.end()
   })
-  await new Promise<void>(resolve => {
+  await new Promise<void>((resolve, reject) => {
     let done = false
-    const finish = (): void => {
+    const finish = (err?: Error): void => {
       if (done) return
       done = true
       // The caller exits next; stdout (a pipe: asynchronous) may still hold
       // the last bytes. This write's callback runs once all before it are out.
-      options.output.write(Buffer.alloc(0), () => resolve())
+      options.output.write(Buffer.alloc(0), () => err === undefined ? resolve() : reject(err))
     }
     options.input.pipe(socket)
     socket.pipe(options.output, { end: false })
-    socket.on('end', finish)
-    socket.on('close', finish)
-    socket.on('error', finish)
+    // The target's end comes as a FIN ('end'); the server resets the
+    // connection when the tunnel drops (relay or agent gone).
+    socket.on('end', () => finish())
+    socket.on('error', (err: NodeJS.ErrnoException) => finish(new RelaygateError('RG_ERR_TUNNEL_CLOSED', err.code === 'ECONNRESET'
+      ? 'the tunnel dropped (relay or agent gone, or the session was cut); see the server log'
+      : `the connection to the server failed: ${err.code ?? err.message}`)))
+    socket.on('close', () => finish(new RelaygateError('RG_ERR_TUNNEL_CLOSED', 'the connection to the server closed without an end')))
   })
 }

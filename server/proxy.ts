@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
+import { Socket } from 'node:net'
 import httpProxy from 'http-proxy'
 import type { Logger } from 'pino'
 import { RelaygateError, toRelaygateError } from '../protocol/index.js'
@@ -138,9 +139,22 @@ export function createTunnelProxy (options: ProxyOptions): {
     socket.write('HTTP/1.1 101 Switching Protocols\r\nupgrade: relaygate-tcp\r\nconnection: Upgrade\r\n\r\n')
     if (head.length > 0) stream.write(head)
     const finish = (): void => { done(); socket.destroy(); stream.destroy() }
-    stream.on('error', finish)
+    // A tunnel that drops (relay or agent gone, a reset, tampering) resets the
+    // client's connection, so `relaygate connect` fails instead of taking it
+    // for the target's clean end (a FIN, which the pipe passes on).
+    const cut = (err?: Error): void => {
+      if (err !== undefined) logger.warn({ endpointId, port, code: toRelaygateError(err).code, err: err.message }, 'tcp session cut: the tunnel dropped')
+      done()
+      if (socket instanceof Socket) socket.resetAndDestroy()
+      else socket.destroy()
+      stream.destroy()
+    }
+    stream.on('error', cut)
     socket.on('error', finish)
-    stream.once('close', finish)
+    stream.once('close', () => {
+      if (stream.readableEnded) done()
+      else cut(new RelaygateError('RG_ERR_TUNNEL_CLOSED', 'the stream closed without its end'))
+    })
     socket.once('close', finish)
     stream.pipe(socket)
     socket.pipe(stream)
