@@ -382,6 +382,10 @@ export class Mux implements StreamHost {
         this.dispatch(frame)
         if (this.closedInfo !== null) return
       }
+      // Every sender puts whole frames in a message: a message that ends
+      // inside one is truncated (waiting for the rest let a peer hold the
+      // link until a timeout).
+      if (this.decoder.pending !== 0) throw new RelaygateError('RG_ERR_PROTOCOL', `a message ended inside a frame (${this.decoder.pending} bytes of it)`)
     } catch (err) {
       const coded = toRelaygateError(err, 'RG_ERR_PROTOCOL')
       this.opts.logger?.warn({ err: { code: coded.code, message: coded.message }, remote: this.transport.remote }, 'closing link on bad input')

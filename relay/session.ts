@@ -244,7 +244,8 @@ export class AgentSession {
   private onClose (code: number): void {
     const was = this.state
     this.state = SessionState.CLOSED
-    if (was === SessionState.READY) this.log.info({ endpointId: this.endpointId, code }, 'agent disconnected')
+    if (code === ErrorCode.RG_ERR_FRAME_TOO_LARGE.close) this.log.warn({ endpointId: this.endpointId, code: 'RG_ERR_FRAME_TOO_LARGE' }, 'agent cut: a WebSocket message above the limit')
+    else if (was === SessionState.READY) this.log.info({ endpointId: this.endpointId, code }, 'agent disconnected')
     this.host.onClosed(this, code)
   }
 

@@ -1,3 +1,4 @@
+import { ErrorCode } from '../protocol/index.js'
 import type uWS from 'uWebSockets.js'
 import type { Transport, TransportEvents } from '../protocol/transport.js'
 
@@ -64,6 +65,14 @@ export class UwsTransport implements Transport {
 
   onClose (code: number, message: ArrayBuffer): void {
     this.closed = true
-    this.events?.close(code, Buffer.from(message).toString())
+    const reason = Buffer.from(message).toString()
+    // uWS cuts a message above maxPayloadLength before reading it (memory
+    // stays bounded) and closes without a close frame: the peer sees 1006;
+    // our side records the coded reason.
+    if (code === 1006 && reason === 'Received too big message') {
+      this.events?.close(ErrorCode.RG_ERR_FRAME_TOO_LARGE.close, 'a WebSocket message above the limit, cut before it was read')
+      return
+    }
+    this.events?.close(code, reason)
   }
 }

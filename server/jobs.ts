@@ -10,11 +10,16 @@ const FINAL: ReadonlySet<JobTargetState> = new Set(['succeeded', 'failed'])
 /** How long target updates wait to be written together. */
 const FLUSH_MS = 100
 
+/** The longest file name (bytes) of the agents' file systems (Linux, macOS, Windows). */
+const NAME_MAX = 255
+
 /** A job path: relative, no "..", no empty or dot segments, no backslashes or NULs. */
 export function verifyJobPath (path: string): string {
   const bad = path === '' || path.length > 512 || path.startsWith('/') || path.includes('\\') || path.includes('\0') ||
     path.split('/').some(seg => seg === '' || seg === '.' || seg === '..')
   if (bad) throw new RelaygateError('RG_ERR_PATH_ESCAPE', `path "${path.slice(0, 80)}" must be relative to the agent's files dir, without ".." or empty segments`)
+  const long = path.split('/').find(seg => Buffer.byteLength(seg) > NAME_MAX)
+  if (long !== undefined) throw new RelaygateError('RG_ERR_BAD_REQUEST', `path segment "${long.slice(0, 40)}…" is ${Buffer.byteLength(long)} bytes; a file name has at most ${NAME_MAX}`)
   return path
 }
 

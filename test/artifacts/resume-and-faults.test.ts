@@ -187,6 +187,16 @@ t.test('API: bad input is refused with coded errors', async t => {
     t.same(await api.ok('GET', '/api/jobs'), [], 'no job created')
   })
 
+  t.test('a path segment longer than a file name may be (it failed on the agent as RG_ERR_INTERNAL, ENAMETOOLONG)', async t => {
+    for (const path of ['a'.repeat(300), `dir/${'b'.repeat(256)}/x`, `${'é'.repeat(128)}`]) {
+      const res = await api.request('POST', '/api/jobs', { artifact: 'ok.bin', endpoints: [ep.id], path })
+      t.equal(res.status, 400, path.slice(0, 20))
+      t.equal(res.body.error.code, 'RG_ERR_BAD_REQUEST')
+      t.match(res.body.error.message, /at most 255/)
+    }
+    t.equal((await api.request('POST', '/api/jobs', { artifact: 'ok.bin', endpoints: [ep.id], path: 'c'.repeat(255) })).status, 201, '255 bytes pass')
+  })
+
   t.test('an unknown artifact or endpoint', async t => {
     const res = await api.request('POST', '/api/jobs', { artifact: 'nope.bin', endpoints: [ep.id] })
     t.equal(res.status, 404)

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { startSite, startAgent } from '../helpers/cluster.js'
+import { startSite, startAgent, capturingLogger, eventually } from '../helpers/cluster.js'
 import { RawClient } from '../helpers/raw.js'
 import {
   frames, FrameType, PROTOCOL_VERSION, HEADER_SIZE, encodeFrame, encodeHello, decodeJson, decodeCodeReason, ErrorCode
@@ -26,7 +26,11 @@ const cases: Array<{ name: string, send: (c: RawClient) => void, code: number }>
   { name: 'hello missing fields', send: c => c.send(frames.hello(PROTOCOL_VERSION, { role: 'agent' })), code: ErrorCode.RG_ERR_PROTOCOL.close },
   { name: 'check-in before authentication', send: c => c.send(frames.checkin(1)), code: ErrorCode.RG_ERR_PROTOCOL.close },
   { name: 'control before hello', send: c => c.send(frames.control({ t: 'proof', proof: 'x' })), code: ErrorCode.RG_ERR_PROTOCOL.close },
-  { name: 'text message', send: c => c.ws.send('hello'), code: ErrorCode.RG_ERR_PROTOCOL.close }
+  { name: 'text message', send: c => c.ws.send('hello'), code: ErrorCode.RG_ERR_PROTOCOL.close },
+  // Truncated frames waited for the 20 s authentication timeout.
+  { name: 'a frame header alone', send: c => c.send(encodeFrame(FrameType.HELLO, 0, 0, Buffer.alloc(40)).subarray(0, HEADER_SIZE)), code: ErrorCode.RG_ERR_PROTOCOL.close },
+  { name: 'a hello cut short', send: c => { const f = frames.hello(PROTOCOL_VERSION, { role: 'agent', endpointId: 'e', edgeId: 'x' }); c.send(f.subarray(0, f.length - 3)) }, code: ErrorCode.RG_ERR_PROTOCOL.close },
+  { name: 'half a header', send: c => c.send(Buffer.from([FrameType.HELLO, 0, 0, 0])), code: ErrorCode.RG_ERR_PROTOCOL.close }
 ]
 
 t.test('malformed input from an agent closes that agent only, with a protocol close code', async t => {
@@ -44,6 +48,22 @@ t.test('malformed input from an agent closes that agent only, with a protocol cl
   t.equal(bystander.state, 'online', 'other agents are unaffected')
   const res = await fetch(relay.wsUrl!.replace('ws:', 'http:') + '/healthz')
   t.match(await res.json(), { ok: true, linked: true, agents: 1 })
+})
+
+t.test('a 1.5 MB WebSocket message is cut by the listener before it is read, and the relay records RG_ERR_FRAME_TOO_LARGE', async t => {
+  const { logger, lines } = capturingLogger('info')
+  const { api, relay } = await startSite(t, { relayLogger: logger })
+  const ep = await api.ok('POST', '/api/endpoints', { name: 'bystander' })
+  const bystander = startAgent(t, ep.joinToken)
+  await bystander.whenOnline()
+  const client = await RawClient.connect(`${relay.wsUrl!}/agent`)
+  t.teardown(() => client.close())
+  client.send(Buffer.alloc(1_500_000))
+  const { code } = await client.closed
+  t.equal(code, 1006, 'no close frame: uWS drops the socket without buffering the message (memory stays bounded)')
+  const line = await eventually(() => lines.find(l => l.includes('RG_ERR_FRAME_TOO_LARGE')), 5000)
+  t.match(JSON.parse(line as string), { level: 40, msg: 'agent cut: a WebSocket message above the limit' })
+  t.equal(bystander.state, 'online', 'other agents are unaffected')
 })
 
 t.test('an agent checking in far too often is told, then disconnected', async t => {
