@@ -138,30 +138,37 @@ export function createTunnelProxy (options: ProxyOptions): {
     const done = tunnels.session(endpointId)
     socket.write('HTTP/1.1 101 Switching Protocols\r\nupgrade: relaygate-tcp\r\nconnection: Upgrade\r\n\r\n')
     if (head.length > 0) stream.write(head)
-    const finish = (): void => { done(); socket.destroy(); stream.destroy() }
-    // A tunnel that drops (relay or agent gone, a reset, tampering) resets the
-    // client's connection, so `relaygate connect` fails instead of taking it
-    // for the target's clean end (a FIN, which the pipe passes on).
-    const cut = (err?: Error): void => {
-      if (err !== undefined) logger.warn({ endpointId, port, code: toRelaygateError(err).code, err: err.message }, 'tcp session cut: the tunnel dropped')
-      done()
-      if (socket instanceof Socket) socket.resetAndDestroy()
-      else socket.destroy()
-      stream.destroy()
-    }
-    stream.on('error', cut)
-    socket.on('error', finish)
-    stream.once('close', () => {
-      if (stream.readableEnded) done()
-      else cut(new RelaygateError('RG_ERR_TUNNEL_CLOSED', 'the stream closed without its end'))
-    })
-    socket.once('close', finish)
-    stream.pipe(socket)
-    socket.pipe(stream)
+    joinTcpSession(socket, stream, done, err => logger.warn({ endpointId, port, code: err.code, err: err.message }, 'tcp session cut: the tunnel dropped'))
     logger.info({ endpointId, port }, 'tcp session through the tunnel')
   }
 
   return { web, upgrade, close: () => proxy.close() }
+}
+
+/**
+ * Joins the client's upgraded connection and the tunnel stream. A tunnel
+ * that drops (relay or agent gone, a reset, tampering) resets the client's
+ * connection, so `relaygate connect` fails instead of taking it for the
+ * target's clean end (a FIN, which the pipe passes on).
+ */
+function joinTcpSession (socket: Duplex, stream: Duplex, done: () => void, onCut: (err: RelaygateError) => void): void {
+  const finish = (): void => { done(); socket.destroy(); stream.destroy() }
+  const cut = (err: Error): void => {
+    onCut(toRelaygateError(err))
+    done()
+    if (socket instanceof Socket) socket.resetAndDestroy()
+    else socket.destroy()
+    stream.destroy()
+  }
+  stream.on('error', cut)
+  socket.on('error', finish)
+  stream.once('close', () => {
+    if (stream.readableEnded) done()
+    else cut(new RelaygateError('RG_ERR_TUNNEL_CLOSED', 'the stream closed without its end'))
+  })
+  socket.once('close', finish)
+  stream.pipe(socket)
+  socket.pipe(stream)
 }
 
 /** The agent answers one status byte once it reached the TCP port (0 = connected), or resets the stream. */
