@@ -123,7 +123,7 @@ export class RelaygateAgent extends EventEmitter {
       relay: () => this.currentRelay === null || this.downloadToken === null || this.state !== 'online'
         ? null
         : { url: this.currentRelay.url, fingerprints: this.currentRelay.fingerprints, downloadToken: this.downloadToken }
-    }, { dataDir: this.config.dataDir, filesDir: this.config.filesDir!, allowExec: this.config.allowExec })
+    }, { dataDir: this.config.dataDir, filesDir: this.config.filesDir!, allowExec: this.config.allowExec, ...(this.config.downloadRetries === undefined ? {} : { downloadRetries: this.config.downloadRetries }) })
   }
 
   /** Sends a control message to the relay (dropped when offline). */

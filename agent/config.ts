@@ -25,6 +25,8 @@ export interface AgentConfig {
   acceptTimeoutMs: number
   /** close() waits this long for running jobs to finish and their results to be acknowledged (ms). */
   drainTimeoutMs: number
+  /** Failed download tries (while a relay is connected) before a job fails; time without a relay does not count. */
+  downloadRetries?: number
 }
 
 export const agentDefaults: Omit<AgentConfig, 'joinToken'> = {

@@ -41,6 +41,7 @@ interface Job {
   size: number
   path: string
   run: string[] | null
+  deadline: number
 }
 
 type Result = UnsignedJobResult
@@ -83,6 +84,11 @@ async function connectRelay (url: URL, fingerprints: string[]): Promise<net.Sock
   return sock
 }
 
+/** Partial downloads older than this are removed at start. */
+const PART_MAX_AGE_MS = 24 * 3600 * 1000
+/** How often a download waiting for a relay looks again (ms). */
+const RELAY_POLL_MS = 250
+
 /**
  * Runs jobs the server sends through the relay: download the artifact from
  * the relay (resuming with Range after an interruption), verify its sha256,
@@ -112,6 +118,18 @@ export class JobRunner {
     this.downloadsDir = join(options.dataDir, 'downloads')
     fs.mkdirSync(this.downloadsDir, { recursive: true })
     fs.mkdirSync(options.filesDir, { recursive: true })
+    this.sweepParts()
+  }
+
+  /** Partial downloads untouched for a day belong to no job any more (jobs resume theirs well within that). */
+  private sweepParts (): void {
+    const before = Date.now() - PART_MAX_AGE_MS
+    for (const name of fs.readdirSync(this.downloadsDir)) {
+      const file = join(this.downloadsDir, name)
+      try {
+        if (name.endsWith('.part') && fs.statSync(file).mtimeMs < before) fs.rmSync(file, { force: true })
+      } catch {}
+    }
   }
 
   get running (): number {
@@ -170,17 +188,20 @@ export class JobRunner {
   }
 
   private onJob (msg: Extract<RelayToAgent, { t: 'job' }>): void {
-    const job: Job = { jobId: msg.jobId, attempt: msg.attempt, sha256: msg.sha256, size: msg.size, path: msg.path, run: msg.run }
+    const job: Job = { jobId: msg.jobId, attempt: msg.attempt, sha256: msg.sha256, size: msg.size, path: msg.path, run: msg.run, deadline: msg.deadline }
     const running = this.active.get(job.jobId)
     if (running !== undefined) {
       running.attempt = job.attempt
       return
     }
     const done = this.finished.get(job.jobId)
-    if (done !== undefined) {
+    // A new attempt of a job that failed here runs again (resuming its
+    // download); a success is reported again, not repeated.
+    if (done !== undefined && (done.state === 'succeeded' || job.attempt <= done.attempt)) {
       this.report({ ...done, attempt: job.attempt })
       return
     }
+    this.finished.delete(job.jobId)
     if (this.draining || this.closed) {
       this.host.logger.info({ jobId: job.jobId }, 'stopping: job left for the next start')
       return
@@ -300,17 +321,17 @@ export class JobRunner {
     })
   }
 
-  /** Downloads into `part`, resuming what is there; retries with jittered backoff. */
+  /**
+   * Downloads into `part`, resuming what is there; retries with jittered
+   * backoff. Time without a relay is spent waiting for one (until the job's
+   * deadline), not counted as failed tries: a relay outage longer than the
+   * retry budget failed downloads for good.
+   */
   private async download (job: Job, part: string, log: Logger, verify: boolean): Promise<void> {
     let lastError: RelaygateError | null = null
-    for (let attempt = 0; attempt <= this.opts.downloadRetries; attempt++) {
-      if (this.closed) throw new RelaygateError('RG_ERR_CLOSED', 'agent stopping')
-      if (attempt > 0) await new Promise(r => setTimeout(r, Math.min(5000, 100 * 2 ** attempt) * (0.5 + Math.random() / 2)))
-      const relay = this.host.relay()
-      if (relay === null) {
-        lastError = new RelaygateError('RG_ERR_NO_RELAY', 'not connected to a relay')
-        continue
-      }
+    let failures = 0
+    for (;;) {
+      const relay = await this.waitForRelay(job, log)
       try {
         await this.fetchOnce(job, part, relay, log, verify)
         return
@@ -320,9 +341,26 @@ export class JobRunner {
         log.info({ code: lastError.code, have, size: job.size }, 'download interrupted; will resume')
         if (lastError.code === 'RG_ERR_ARTIFACT_UNKNOWN' || lastError.code === 'RG_ERR_PIN_MISMATCH') break
       }
+      await new Promise(r => setTimeout(r, Math.min(5000, 100 * 2 ** (failures + 1)) * (0.5 + Math.random() / 2)))
+      // The relay went away meanwhile: the cut was its, not the download's.
+      if (this.host.relay() !== null && ++failures > this.opts.downloadRetries) break
     }
     throw new RelaygateError(lastError?.code === 'RG_ERR_ARTIFACT_UNKNOWN' ? 'RG_ERR_ARTIFACT_UNKNOWN' : 'RG_ERR_DOWNLOAD_FAILED',
       `download failed: ${lastError?.message ?? 'unknown'}`)
+  }
+
+  /** The relay to download from, once there is one; RG_ERR_JOB_DEADLINE once the job's deadline passed. */
+  private async waitForRelay (job: Job, log: Logger): Promise<{ url: string, fingerprints: string[], downloadToken: string }> {
+    let logged = false
+    for (;;) {
+      if (this.closed) throw new RelaygateError('RG_ERR_CLOSED', 'agent stopping')
+      if (Date.now() >= job.deadline) throw new RelaygateError('RG_ERR_JOB_DEADLINE', `the job's deadline (${new Date(job.deadline).toISOString()}) passed while the download waited for a relay`)
+      const relay = this.host.relay()
+      if (relay !== null) return relay
+      if (!logged) log.info({ deadline: new Date(job.deadline).toISOString() }, 'download waits for a relay')
+      logged = true
+      await new Promise(r => setTimeout(r, Math.min(RELAY_POLL_MS, Math.max(1, job.deadline - Date.now()))))
+    }
   }
 
   private async fetchOnce (job: Job, part: string, relay: { url: string, fingerprints: string[], downloadToken: string }, log: Logger, verify: boolean): Promise<void> {

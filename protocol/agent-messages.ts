@@ -82,7 +82,9 @@ export const Job = order('job', {
   sha256: Sha256Hex,
   size: Size,
   path: NonEmpty(512),
-  run: Type.Union([Type.Array(Text(4096), { minItems: 1, maxItems: 64 }), Type.Null()])
+  run: Type.Union([Type.Array(Text(4096), { minItems: 1, maxItems: 64 }), Type.Null()]),
+  /** The agent stops waiting for a relay (and the server fails the target) then: ms since the epoch. */
+  deadline: Type.Integer({ minimum: 0, maximum: 2 ** 53 - 1 })
 })
 /** Settings that change what the agent does (the relay cannot make an agent snapshot every second). */
 export const AgentSettings = order('agent-settings', { snapshotIntervalSeconds: Type.Integer({ minimum: 10, maximum: 86_400 }) })

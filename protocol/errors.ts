@@ -52,6 +52,7 @@ export const ErrorCode = {
   RG_ERR_EXEC_NOT_ALLOWED: { close: 0, status: 403, message: 'the agent does not allow running commands' },
   RG_ERR_EXEC_FAILED: { close: 0, status: 500, message: 'the command failed' },
   RG_ERR_DOWNLOAD_FAILED: { close: 0, status: 502, message: 'the artifact download failed' },
+  RG_ERR_JOB_DEADLINE: { close: 0, status: 504, message: 'the job\'s deadline passed before it finished here' },
   RG_ERR_ORDER_FORGED: { close: 0, status: 403, message: 'the agent refused an order that does not verify end to end' },
   RG_ERR_ORDER_REPLAYED: { close: 0, status: 409, message: 'the agent refused an order it had already seen' },
   RG_ERR_REPORT_FORGED: { close: 0, status: 403, message: 'the server refused a report that does not verify end to end' }

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import { RelaygateError } from '../protocol/index.js'
-import type { Store, JobRecord, JobTargetRecord, JobTargetState } from './store.js'
+import { DEFAULT_JOB_DEADLINE_MS, type Store, type JobRecord, type JobTargetRecord, type JobTargetState } from './store.js'
 import type { RelayHub, AgentRef, AgentMessage, RelayLevelMessage } from './hub.js'
 import type { ServerToRelay } from '../protocol/messages.js'
 import type { SecurityLog } from './security.js'
@@ -9,6 +9,8 @@ import { newId } from './ids.js'
 const FINAL: ReadonlySet<JobTargetState> = new Set(['succeeded', 'failed'])
 /** How long target updates wait to be written together. */
 const FLUSH_MS = 100
+/** How often targets are checked against their job's deadline (ms). */
+const DEADLINE_CHECK_MS = 1000
 
 /** The longest file name (bytes) of the agents' file systems (Linux, macOS, Windows). */
 const NAME_MAX = 255
@@ -32,6 +34,7 @@ export interface JobView {
   path: string
   run: string[] | null
   createdAt: string
+  deadline: string
   targets: Array<Record<string, unknown>>
 }
 
@@ -58,6 +61,8 @@ export class JobManager {
    */
   private readonly pending = new Map<string, { jobId: string, endpointId: string, patch: Partial<JobTargetRecord>, acks: Array<() => void> }>()
   private flushTimer: NodeJS.Timeout | null = null
+  /** Fails targets whose job's deadline passed (see failOverdue). */
+  private readonly deadlineTimer: NodeJS.Timeout
 
   private readonly security: SecurityLog
 
@@ -70,6 +75,36 @@ export class JobManager {
     this.hub.onRelayMessage('job-progress', (agent, msg) => this.onProgress(agent, msg))
     this.hub.onRelayMessage('order-refused', (agent, msg) => this.onOrderRefused(agent, msg))
     this.hub.onRelayLevel('job-result', (relayId, msg, reply) => this.onResult(relayId, msg, reply))
+    this.deadlineTimer = setInterval(() => this.failOverdue(), DEADLINE_CHECK_MS)
+    this.deadlineTimer.unref()
+  }
+
+  /** Stops the deadline checks and writes what is pending. */
+  close (): void {
+    clearInterval(this.deadlineTimer)
+    this.flush()
+  }
+
+  /**
+   * Every target ends: one still waiting when its job's deadline passes
+   * (its agent offline, its download waiting for a relay, its result held
+   * by a relay that never came back) fails with RG_ERR_JOB_DEADLINE, saying
+   * what it was doing then. A late result for it is not applied.
+   */
+  failOverdue (now = Date.now()): void {
+    for (const overdue of this.store.overdueTargets(now, 1000)) {
+      const target = this.target(overdue.jobId, overdue.endpointId)
+      if (target === undefined || FINAL.has(target.state)) continue
+      const online = this.hub.agentsOf(target.endpointId).length > 0
+      const doing = target.state === 'queued' ? (online ? 'queued' : 'queued, its agent offline') : `${target.state} (attempt ${target.attempt})`
+      this.queueUpdate(target.jobId, target.endpointId, {
+        state: 'failed',
+        errorCode: 'RG_ERR_JOB_DEADLINE',
+        errorMessage: `the job's deadline passed while this target was ${doing}`,
+        updatedAt: now
+      })
+      this.logger.warn({ jobId: target.jobId, endpointId: target.endpointId, was: target.state }, 'job target failed: deadline passed')
+    }
   }
 
   /** A target as it will be once pending updates are written. */
@@ -115,7 +150,7 @@ export class JobManager {
     this.listeners.push(listener)
   }
 
-  create (input: { artifact: string, endpoints: string[], path?: string, run?: string[] }): JobRecord {
+  create (input: { artifact: string, endpoints: string[], path?: string, run?: string[], deadlineSeconds?: number }): JobRecord {
     const artifact = this.store.getArtifact(input.artifact)
     if (artifact === undefined) throw new RelaygateError('RG_ERR_ARTIFACT_UNKNOWN', `no artifact named ${input.artifact}`)
     const unique = [...new Set(input.endpoints)]
@@ -129,7 +164,8 @@ export class JobManager {
       size: artifact.size,
       path: verifyJobPath(input.path ?? artifact.name),
       run: input.run ?? null,
-      createdAt: Date.now()
+      createdAt: Date.now(),
+      deadline: Date.now() + (input.deadlineSeconds === undefined ? DEFAULT_JOB_DEADLINE_MS : input.deadlineSeconds * 1000)
     }
     this.store.createJob(job, unique)
     this.logger.info({ jobId: job.id, artifact: job.artifact, targets: unique.length }, 'job created')
@@ -157,6 +193,7 @@ export class JobManager {
       path: job.path,
       run: job.run,
       createdAt: new Date(job.createdAt).toISOString(),
+      deadline: new Date(job.deadline).toISOString(),
       targets: targets.map(t => {
         const out: Record<string, unknown> = {
           endpointId: t.endpointId,
@@ -189,7 +226,7 @@ export class JobManager {
   private dispatch (job: JobRecord, agent: AgentRef, target: JobTargetRecord): void {
     const attempt = target.attempt + 1
     this.store.updateJobTarget(job.id, target.endpointId, { attempt, relayId: agent.relayId, updatedAt: Date.now() })
-    agent.order({ t: 'job', jobId: job.id, attempt, sha256: job.sha256, size: job.size, path: job.path, run: job.run })
+    agent.order({ t: 'job', jobId: job.id, attempt, sha256: job.sha256, size: job.size, path: job.path, run: job.run, deadline: job.deadline })
     this.logger.info({ jobId: job.id, endpointId: target.endpointId, attempt, relayId: agent.relayId }, 'job dispatched')
   }
 

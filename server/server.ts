@@ -117,7 +117,7 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
   const hub = new RelayHub({ store, security, logger: logger.child({ component: 'hub' }), version: VERSION, keepAliveMs: config.relayKeepAliveMs, livenessTimeoutMs: config.relayLivenessTimeoutMs })
   const jobs = new JobManager({ store, hub, security, logger: logger.child({ component: 'jobs' }) })
   // Written last of all (reverse order): pending job updates reach the store before it closes.
-  life.onClose('job updates', () => jobs.flush())
+  life.onClose('job updates', () => jobs.close())
   const servers: Array<http.Server | https.Server> = []
   life.onClose('listeners', () => {
     for (const s of servers) {

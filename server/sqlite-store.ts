@@ -1,9 +1,10 @@
 import Database from 'better-sqlite3'
 import type { Database as DB, Statement } from 'better-sqlite3'
 import { DEFAULT_SETTINGS, type Settings } from '../protocol/messages.js'
+import { DEFAULT_JOB_DEADLINE_MS } from './store.js'
 import type { Store, RelayRecord, EndpointRecord, RefusalRecord, EndpointAgentRecord, SnapshotRecord, ArtifactRecord, JobRecord, JobTargetRecord, JobTargetState, SecurityEventRecord } from './store.js'
 
-const SCHEMA_VERSION = 2
+const SCHEMA_VERSION = 3
 
 const schema = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -57,7 +58,8 @@ CREATE TABLE IF NOT EXISTS jobs (
   size INTEGER NOT NULL,
   path TEXT NOT NULL,
   run TEXT,
-  created_at INTEGER NOT NULL
+  created_at INTEGER NOT NULL,
+  deadline INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS job_targets (
   job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
@@ -146,14 +148,14 @@ const relayColumns: Record<string, string> = {
   wsUrl: 'ws_url', wssUrl: 'wss_url', version: 'version', lastSeen: 'last_seen'
 }
 
-interface JobRow { id: string, artifact: string, sha256: string, size: number, path: string, run: string | null, created_at: number }
+interface JobRow { id: string, artifact: string, sha256: string, size: number, path: string, run: string | null, created_at: number, deadline: number }
 interface TargetRow {
   job_id: string, endpoint_id: string, state: string, progress: number, bytes: number, attempt: number, relay_id: string | null,
   exit_code: number | null, error_code: string | null, error_message: string | null, output: string | null, updated_at: number
 }
 
 const jobFromRow = (r: JobRow): JobRecord => ({
-  id: r.id, artifact: r.artifact, sha256: r.sha256, size: r.size, path: r.path, run: r.run === null ? null : JSON.parse(r.run) as string[], createdAt: r.created_at
+  id: r.id, artifact: r.artifact, sha256: r.sha256, size: r.size, path: r.path, run: r.run === null ? null : JSON.parse(r.run) as string[], createdAt: r.created_at, deadline: r.deadline
 })
 
 const targetFromRow = (r: TargetRow): JobTargetRecord => ({
@@ -194,6 +196,13 @@ export class SqliteStore implements Store {
   private migrate (): void {
     const columns = (this.stmt('PRAGMA table_info(endpoints)').all() as Array<{ name: string }>).map(c => c.name)
     if (!columns.includes('max_agents')) this.db.exec('ALTER TABLE endpoints ADD COLUMN max_agents INTEGER NOT NULL DEFAULT 1')
+    const jobColumns = (this.stmt('PRAGMA table_info(jobs)').all() as Array<{ name: string }>).map(c => c.name)
+    if (!jobColumns.includes('deadline')) {
+      // Jobs from before deadlines: the default one, from their creation.
+      this.db.exec(`ALTER TABLE jobs ADD COLUMN deadline INTEGER NOT NULL DEFAULT 0;
+        UPDATE jobs SET deadline = created_at + ${DEFAULT_JOB_DEADLINE_MS}`)
+    }
+    this.db.exec('CREATE INDEX IF NOT EXISTS jobs_deadline ON jobs (deadline)')
     // Version 1 kept only endpoints.edge_id: admit those edge ids.
     this.db.exec(`INSERT OR IGNORE INTO endpoint_agents (endpoint_id, edge_id, admitted_at, last_seen)
       SELECT id, edge_id, created_at, last_seen FROM endpoints WHERE edge_id IS NOT NULL`)
@@ -425,8 +434,8 @@ export class SqliteStore implements Store {
 
   createJob (job: JobRecord, endpointIds: string[]): void {
     this.db.transaction(() => {
-      this.stmt('INSERT INTO jobs (id, artifact, sha256, size, path, run, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)')
-        .run(job.id, job.artifact, job.sha256, job.size, job.path, job.run === null ? null : JSON.stringify(job.run), job.createdAt)
+      this.stmt('INSERT INTO jobs (id, artifact, sha256, size, path, run, created_at, deadline) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+        .run(job.id, job.artifact, job.sha256, job.size, job.path, job.run === null ? null : JSON.stringify(job.run), job.createdAt, job.deadline)
       const insert = this.stmt('INSERT INTO job_targets (job_id, endpoint_id, state, updated_at) VALUES (?, ?, \'queued\', ?)')
       for (const id of endpointIds) insert.run(job.id, id, job.createdAt)
     })()
@@ -458,6 +467,11 @@ export class SqliteStore implements Store {
   unfinishedTargets (endpointId: string): JobTargetRecord[] {
     return (this.stmt(`SELECT t.* FROM job_targets t JOIN jobs j ON j.id = t.job_id
       WHERE t.endpoint_id = ? AND t.state NOT IN ('succeeded', 'failed') ORDER BY j.created_at, j.id`).all(endpointId) as TargetRow[]).map(targetFromRow)
+  }
+
+  overdueTargets (now: number, limit: number): JobTargetRecord[] {
+    return (this.stmt(`SELECT t.* FROM job_targets t JOIN jobs j ON j.id = t.job_id
+      WHERE j.deadline <= ? AND t.state NOT IN ('succeeded', 'failed') ORDER BY j.deadline, j.id LIMIT ?`).all(now, limit) as TargetRow[]).map(targetFromRow)
   }
 
   updateJobTarget (jobId: string, endpointId: string, patch: Partial<Omit<JobTargetRecord, 'jobId' | 'endpointId'>>): void {

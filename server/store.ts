@@ -69,6 +69,9 @@ export interface ArtifactRecord {
 
 export type JobTargetState = 'queued' | 'downloading' | 'verifying' | 'running' | 'succeeded' | 'failed'
 
+/** A job's deadline when its creator names none: a day. */
+export const DEFAULT_JOB_DEADLINE_MS = 24 * 3600 * 1000
+
 export interface JobRecord {
   id: string
   artifact: string
@@ -78,6 +81,8 @@ export interface JobRecord {
   path: string
   run: string[] | null
   createdAt: number
+  /** Targets not finished by then fail with RG_ERR_JOB_DEADLINE; agents stop waiting for a relay then (ms since the epoch). */
+  deadline: number
 }
 
 export interface JobTargetRecord {
@@ -155,6 +160,8 @@ export interface Store {
   countJobTargets?: () => Record<string, number>
   /** Targets of an endpoint not yet succeeded or failed, oldest job first. */
   unfinishedTargets: (endpointId: string) => JobTargetRecord[]
+  /** Targets not yet succeeded or failed whose job's deadline is at or before `now` (at most `limit`). */
+  overdueTargets: (now: number, limit: number) => JobTargetRecord[]
   updateJobTarget: (jobId: string, endpointId: string, patch: Partial<Omit<JobTargetRecord, 'jobId' | 'endpointId'>>) => void
 
   close: () => void

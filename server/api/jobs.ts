@@ -6,7 +6,7 @@ export function jobRoutes (ctx: ApiContext): void {
   const { jobs, route } = ctx
   route('POST', '/api/jobs', async (req, res) => {
     const body = await readJson(req, ctx.maxBodyBytes)
-    rejectUnknownFields(body, ['artifact', 'endpoints', 'path', 'run'])
+    rejectUnknownFields(body, ['artifact', 'endpoints', 'path', 'run', 'deadlineSeconds'])
     const artifact = bodyString(body, 'artifact', { required: true, max: 128 })!
     const endpoints = body.endpoints
     if (!Array.isArray(endpoints) || endpoints.length === 0 || endpoints.length > 10_000 || endpoints.some(e => typeof e !== 'string')) {
@@ -17,7 +17,11 @@ export function jobRoutes (ctx: ApiContext): void {
     if (run !== undefined && (!Array.isArray(run) || run.length === 0 || run.length > 64 || run.some(a => typeof a !== 'string' || a.length > 4096))) {
       fail('RG_ERR_BAD_REQUEST', 'field "run" must be an argv list of strings, e.g. ["sh", "install.sh"]')
     }
-    const job = jobs.create({ artifact, endpoints: endpoints as string[], path, run: run as string[] | undefined })
+    const deadlineSeconds = body.deadlineSeconds
+    if (deadlineSeconds !== undefined && (!Number.isInteger(deadlineSeconds) || (deadlineSeconds as number) < 1 || (deadlineSeconds as number) > 30 * 86_400)) {
+      fail('RG_ERR_BAD_REQUEST', 'field "deadlineSeconds" must be a whole number of seconds from 1 to 2592000 (30 days)')
+    }
+    const job = jobs.create({ artifact, endpoints: endpoints as string[], path, run: run as string[] | undefined, deadlineSeconds: deadlineSeconds as number | undefined })
     sendJson(res, 201, { id: job.id })
   })
 

@@ -15,6 +15,8 @@ export class CuttingProxy {
   readonly downloads: string[] = []
   port = 0
   cutsLeft: number
+  /** Called when a download is cut (after its last byte went to the client). */
+  onCut: (() => void) | null = null
 
   constructor (readonly targetPort: number, readonly cutAfterBytes: number, cuts = 1) {
     this.cutsLeft = cuts
@@ -52,6 +54,7 @@ export class CuttingProxy {
         }
         client.end(chunk.subarray(0, room))
         upstream.destroy()
+        this.onCut?.()
       })
       for (const [a, b] of [[client, upstream], [upstream, client]] as const) {
         a.on('end', () => b.end())

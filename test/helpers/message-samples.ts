@@ -37,7 +37,7 @@ export function messageSamples (): { sha: string, jobResult: Sample, good: Recor
         { t: 'tunnel-result', tunnelId: 'tAbC', ok: false, code: 'RG_ERR_AUTH', message: 'wrong proof', n: 2, mac },
         { t: 'tunnel-keepalive', tunnelId: 'tAbC', n: 3, mac },
         { t: 'tunnel-close', tunnelId: 'tAbC', reason: 'closed by the admin', n: 4, mac },
-        { t: 'job', jobId: 'jabc', attempt: 1, sha256: sha, size: 100, path: 'a/b.tgz', run: ['sh', '-c', 'true'], n: 5, mac },
+        { t: 'job', jobId: 'jabc', attempt: 1, sha256: sha, size: 100, path: 'a/b.tgz', run: ['sh', '-c', 'true'], deadline: 1764892800000, n: 5, mac },
         { t: 'agent-settings', snapshotIntervalSeconds: 600, n: 6, mac },
         { t: 'stop', code: 'RG_ERR_ENDPOINT_DELETED', message: 'deleted', n: 7, mac }
       ]
@@ -72,7 +72,7 @@ export function messageSamples (): { sha: string, jobResult: Sample, good: Recor
         { t: 'tunnel-result', sid: 2, tunnelId: 'tAbC', ok: true, n: 2, mac },
         { t: 'tunnel-keepalive', sid: 2, tunnelId: 'tAbC', n: 3, mac },
         { t: 'tunnel-close', sid: 2, tunnelId: 'tAbC', reason: 'bye', n: 4, mac },
-        { t: 'job', sid: 2, jobId: 'jabc', attempt: 1, sha256: sha, size: 0, path: 'x', run: null, n: 5, mac },
+        { t: 'job', sid: 2, jobId: 'jabc', attempt: 1, sha256: sha, size: 0, path: 'x', run: null, deadline: 1764892800000, n: 5, mac },
         { t: 'agent-settings', sid: 2, snapshotIntervalSeconds: 60, n: 6, mac },
         { t: 'stop', sid: 2, code: 'RG_ERR_ENDPOINT_DELETED', message: 'deleted', n: 7, mac }
       ]

@@ -45,7 +45,7 @@ const logged = (lines: string[], code: string): boolean => lines.some(l => l.inc
 
 /** A job order that looks like the server's: the relay has everything but the key. */
 function forgedJob (sid: number, run: string[], marker: string): ServerToRelay {
-  return { t: 'job', sid, jobId: 'jforged0001', attempt: 1, sha256: 'a'.repeat(64), size: 1, path: 'x.bin', run: [...run, marker], n: 1_000_000, mac: randomBytes(32).toString('base64url') }
+  return { t: 'job', sid, jobId: 'jforged0001', attempt: 1, sha256: 'a'.repeat(64), size: 1, path: 'x.bin', run: [...run, marker], deadline: Date.now() + 60_000, n: 1_000_000, mac: randomBytes(32).toString('base64url') }
 }
 
 t.test('an injected job with a command is refused by the agent and never runs', async t => {
