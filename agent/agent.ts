@@ -338,6 +338,7 @@ export class RelaygateAgent extends EventEmitter {
       }
       case 'welcome': return this.onWelcome(mux, relay, msg)
       case 'job-result-ack':
+      case 'job-result-nack':
         if (this.state === 'online') this.jobs.onControl(msg)
         return false
       default:

@@ -86,6 +86,8 @@ async function connectRelay (url: URL, fingerprints: string[]): Promise<net.Sock
 
 /** Partial downloads older than this are removed at start. */
 const PART_MAX_AGE_MS = 24 * 3600 * 1000
+/** Resends of one result the relay refused to store, per connection. */
+const RESEND_TRIES = 20
 /** How often a download waiting for a relay looks again (ms). */
 const RELAY_POLL_MS = 250
 
@@ -103,6 +105,9 @@ export class JobRunner {
   private readonly queue = new PQueue({ concurrency: 2 })
   private readonly active = new Map<string, Job>()
   private readonly unacked = new Map<string, Result>()
+  /** Refusals (job-result-nack) per unacknowledged result since the last connect, and their resend timers. */
+  private readonly refusals = new Map<string, number>()
+  private readonly resendTimers = new Map<string, NodeJS.Timeout>()
   /** Finished jobs, so a re-dispatch gets the result again instead of a second run (bounded). */
   private readonly finished = new Map<string, Result>()
   private readonly downloadsDir: string
@@ -136,19 +141,47 @@ export class JobRunner {
     return this.active.size
   }
 
-  onControl (msg: Extract<RelayToAgent, { t: 'job' | 'job-result-ack' }>): void {
+  onControl (msg: Extract<RelayToAgent, { t: 'job' | 'job-result-ack' | 'job-result-nack' }>): void {
     if (msg.t === 'job') return this.onJob(msg)
     const r = this.unacked.get(msg.jobId)
-    if (r !== undefined && r.attempt === msg.attempt) this.unacked.delete(r.jobId)
+    if (r === undefined || r.attempt !== msg.attempt) return
+    if (msg.t === 'job-result-ack') {
+      this.unacked.delete(r.jobId)
+      this.refusals.delete(r.jobId)
+      return
+    }
+    this.resendLater(r, msg.retryInSeconds * 1000, msg.code)
+  }
+
+  /**
+   * The relay could not store a result (its disk full): it goes again after
+   * the relay's delay, growing with each refusal (jittered, at most a minute
+   * apart, at most RESEND_TRIES times; a reconnect sends it again anyway).
+   */
+  private resendLater (r: Result, delayMs: number, code: string): void {
+    const tries = (this.refusals.get(r.jobId) ?? 0) + 1
+    this.refusals.set(r.jobId, tries)
+    if (tries > RESEND_TRIES || this.resendTimers.has(r.jobId)) return
+    const wait = Math.min(60_000, delayMs * 2 ** Math.min(tries - 1, 4)) * (0.5 + Math.random() / 2)
+    this.host.logger.warn({ jobId: r.jobId, code, tries, retryInMs: Math.round(wait) }, 'the relay could not store a result; sending it again later')
+    const timer = setTimeout(() => {
+      this.resendTimers.delete(r.jobId)
+      if (!this.closed && this.unacked.get(r.jobId) === r) this.host.send({ t: 'job-result', ...r })
+    }, wait)
+    timer.unref()
+    this.resendTimers.set(r.jobId, timer)
   }
 
   /** After a (re)connect: results the relay has not confirmed go again. */
   onOnline (): void {
+    this.refusals.clear()
     for (const r of this.unacked.values()) this.host.send({ t: 'job-result', ...r })
   }
 
   async close (): Promise<void> {
     this.closed = true
+    for (const timer of this.resendTimers.values()) clearTimeout(timer)
+    this.resendTimers.clear()
     this.queue.clear()
   }
 

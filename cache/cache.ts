@@ -73,6 +73,8 @@ class Fill extends EventEmitter {
   committed = false
   /** The current upstream body (destroyed by close()). */
   upstream: Readable | null = null
+  /** Not kept: the upstream answer, for the first reader to take (nothing is written). */
+  private through: Upstream | null = null
   readonly ready: Promise<void>
   resolveReady!: () => void
   rejectReady!: (err: RelaygateError) => void
@@ -84,6 +86,20 @@ class Fill extends EventEmitter {
     this.tmpPath = tmpPath
     this.ready = new Promise((resolve, reject) => { this.resolveReady = resolve; this.rejectReady = reject })
     this.ready.catch(() => {})
+  }
+
+  /** Ends a fill that is not kept: its upstream answer waits for a reader, and no byte goes to disk. */
+  passThrough (upstream: Upstream): void {
+    this.through = upstream
+    this.done = true
+    this.resolveReady()
+  }
+
+  /** The upstream answer of a pass-through fill, once (later readers fetch their own). */
+  takeThrough (): Upstream | null {
+    const up = this.through
+    this.through = null
+    return up
   }
 
   fail (err: RelaygateError): void {
@@ -328,6 +344,7 @@ export class ArtifactCache {
     this.stats.misses++
     const fill = this.fills.get(sha256) ?? this.startFill(sha256)
     await fill.ready
+    if (!fill.keep) return await this.getThrough(fill, start)
     const fd = fs.openSync(fill.tmpPath, 'r')
     const from = Math.min(start, fill.size)
     return { size: fill.size, stream: this.meter(new FollowingReader(fill, fd, from, this.buffers), sha256, null), hit: false, recycle: this.recycle }
@@ -340,6 +357,28 @@ export class ArtifactCache {
    */
   readonly recycle = (chunk: Buffer): void => { this.buffers.give(chunk) }
 
+  /**
+   * An artifact this cache does not keep (above the budget, or below the
+   * disk floor: a full disk) goes from upstream to the reader without
+   * touching the disk; each reader after the first fetches its own bytes.
+   */
+  private async getThrough (fill: Fill, start: number): Promise<{ size: number, stream: Readable, hit: boolean, recycle: (chunk: Buffer) => void }> {
+    let up = fill.takeThrough()
+    if (up !== null && start > 0) {
+      up.body.destroy()
+      up = null
+    }
+    up ??= await this.opts.fetch(fill.sha256, start)
+    const fetched = new Transform({
+      transform: (chunk: Buffer, _enc, cb) => {
+        this.stats.bytesFetched += chunk.length
+        cb(null, chunk)
+      }
+    })
+    pipeline(up.body, fetched, () => {})
+    return { size: up.size, stream: this.meter(fetched, fill.sha256, null), hit: false, recycle: this.recycle }
+  }
+
   /** Fetches an artifact into the cache ahead of need (no-op when cached or filling). */
   async prestage (sha256: string): Promise<void> {
     if (this.index.has(sha256)) return
@@ -347,6 +386,11 @@ export class ArtifactCache {
     if (negative !== undefined && negative > Date.now()) throw new RelaygateError('RG_ERR_ARTIFACT_UNKNOWN', `no artifact ${sha256}`)
     const fill = this.fills.get(sha256) ?? this.startFill(sha256)
     await fill.ready
+    // Not kept here: nothing to stage.
+    if (!fill.keep) {
+      fill.takeThrough()?.body.destroy()
+      return
+    }
     await new Promise<void>((resolve, reject) => {
       const check = (): void => {
         if (!fill.done) return
@@ -465,7 +509,12 @@ export class ArtifactCache {
         if (fill.size < 0) {
           fill.size = upstream.size
           fill.keep = this.reserve(upstream.size)
-          if (!fill.keep) log.info({ size: upstream.size }, 'artifact served through, not kept (budget or disk floor)')
+          if (!fill.keep) {
+            log.info({ size: upstream.size }, 'artifact served through, not kept (budget or disk floor)')
+            fill.upstream = null
+            fill.passThrough(upstream)
+            return
+          }
           fill.resolveReady()
         }
         try {

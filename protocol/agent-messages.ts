@@ -9,6 +9,8 @@
  *   relay -> agent  welcome {endpointId, relayId, intervalSeconds, snapshotIntervalSeconds, downloadToken}
  *   agent -> relay  job-result {jobId, attempt, state, exitCode?, error?, output?, bytes?}
  *   relay -> agent  job-result-ack {jobId, attempt}  once stored on the relay's disk
+ *   relay -> agent  job-result-nack {jobId, attempt, code, message, retryInSeconds}  not stored (disk full,
+ *                   queue full): the agent sends the result again after the delay, while connected
  *
  * Passed up, agent -> server:
  *   tunnel-open {tunnelId, proof}        HMAC with the one-time credential: first valid one wins
@@ -117,11 +119,12 @@ export const Welcome = message('welcome', {
   endpointId: Id, relayId: Id, intervalSeconds: Seconds, downloadToken: B64(64)
 })
 export const JobResultAck = message('job-result-ack', { jobId: Id, attempt: Attempt })
+export const JobResultNack = message('job-result-nack', { jobId: Id, attempt: Attempt, code: Code, message: Text(MAX_ERROR_MESSAGE), retryInSeconds: Seconds })
 
 export const AgentToRelay = messageSet('agent message', [Proof, JobResult, ...AGENT_UP])
 export type AgentToRelay = ReturnType<typeof AgentToRelay.parse>
 
-export const RelayToAgent = messageSet('relay message', [Challenge, Welcome, JobResultAck, ...AGENT_DOWN])
+export const RelayToAgent = messageSet('relay message', [Challenge, Welcome, JobResultAck, JobResultNack, ...AGENT_DOWN])
 export type RelayToAgent = ReturnType<typeof RelayToAgent.parse>
 
 /** Kinds the relay passes up to the server (adding the sid). */

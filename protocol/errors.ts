@@ -92,6 +92,9 @@ export function isErrorCode (value: unknown): value is ErrorCodeName {
 export function toRelaygateError (err: unknown, fallback: ErrorCodeName = 'RG_ERR_INTERNAL'): RelaygateError {
   if (err instanceof RelaygateError) return err
   const message = err instanceof Error ? err.message : String(err)
+  // A full disk is the same condition wherever it is met (cache, results, an agent's files).
+  const errno = (err as { code?: unknown } | null)?.code
+  if (errno === 'ENOSPC' || errno === 'EDQUOT') return new RelaygateError('RG_ERR_DISK_FULL', message, { cause: err })
   return new RelaygateError(fallback, message, { cause: err })
 }
 

@@ -15,6 +15,8 @@
  *   relay -> server  stats {agents, queuedResults, cache}  (every few seconds, when changed)
  *   relay -> server  job-result {key, endpointId, jobId, attempt, result}   durable, replayed after outages
  *   server -> relay  job-result-ack {key}                applied (or already applied): the relay forgets it
+ *   relay -> server  result-held {endpointId, jobId, attempt, code, message}   a result the relay could not
+ *                    store (disk full): the target shows why it waits
  */
 import { Type, Id, EdgeId, B64, Sha256Hex, Text, U8, U32, Size, Sid, Code, message, strict, messageSet, withSid, type Static } from './schema.js'
 import { SettingsSchema } from './settings.js'
@@ -43,6 +45,8 @@ export const Stats = message('stats', { agents: U32, queuedResults: U32, cache: 
 const ResultKey = Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9_-]+$' })
 /** A stored job result, with the edge id of the agent that reported it (its MAC is checked with that agent's key). */
 export const RelayJobResult = message('job-result', { key: ResultKey, endpointId: Id, edgeId: EdgeId, jobId: Id, attempt: U32, result: JobResultBody })
+/** A result the relay could not store (so did not take from the agent): informational, the agent keeps it and retries. */
+export const ResultHeld = message('result-held', { endpointId: Id, jobId: Id, attempt: U32, code: Code, message: Text(MAX_ERROR_MESSAGE) })
 
 export const AuthChallenge = message('auth-challenge', { sid: Sid, nonce: B64(64) })
 export const AuthResult = Type.Union([
@@ -63,7 +67,7 @@ const AGENT_DOWN_WITH_SID = [withSid(TunnelOffer), withSid(TunnelResult), withSi
 export type AgentDownWithSid = Static<(typeof AGENT_DOWN_WITH_SID)[number]>
 
 export const RelayToServer = messageSet('relay message', [
-  AuthBegin, AuthProof, Offline, Stats, RelayJobResult, ...AGENT_UP_WITH_SID
+  AuthBegin, AuthProof, Offline, Stats, RelayJobResult, ResultHeld, ...AGENT_UP_WITH_SID
 ])
 export type RelayToServer = ReturnType<typeof RelayToServer.parse>
 

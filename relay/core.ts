@@ -8,6 +8,9 @@ import { onServerMessage, onServerStream, type ServerMessageContext } from './se
 import { IntervalTracker, OfflineBatch, sweep } from './liveness.js'
 import { ResultQueue } from './results.js'
 
+/** An agent whose result the relay could not store sends it again after this long (s). */
+const RESULT_RETRY_SECONDS = 5
+
 /** What the core needs of the server link (the real one, or a fake in unit tests). */
 export interface UpstreamLink {
   readonly isReady: boolean
@@ -186,8 +189,12 @@ export class RelayCore implements SessionHost {
       s.send({ t: 'job-result-ack', jobId, attempt })
       this.link.send({ t: 'job-result', key, endpointId: s.endpointId, edgeId: s.edgeId, jobId, attempt, result })
     }, (err: unknown) => {
+      // Not taken: the agent keeps the result and sends it again after the delay; the server shows why it waits.
       const coded = toRelaygateError(err)
-      s.log.warn({ code: coded.code, message: coded.message }, 'result not stored; the agent will send it again')
+      const message = coded.message.slice(0, 200)
+      s.log.warn({ code: coded.code, message }, 'result not stored; the agent will send it again')
+      s.send({ t: 'job-result-nack', jobId, attempt, code: coded.code, message, retryInSeconds: RESULT_RETRY_SECONDS })
+      this.link.send({ t: 'result-held', endpointId: s.endpointId, jobId, attempt, code: coded.code, message: `the relay could not store this result (${message}); the agent sends it again` })
     })
   }
 

@@ -46,7 +46,7 @@ export type PresenceListener = (agent: AgentRef, online: boolean) => void
 /** A stream a relay opened (an artifact fill), with its validated metadata. */
 export type RelayStreamHandler = (relayId: string, stream: MuxStream, meta: RelayStreamMeta) => void
 /** Relay-level messages (not about one agent): its figures, a durable job result. */
-export type RelayLevelKind = 'stats' | 'job-result'
+export type RelayLevelKind = 'stats' | 'job-result' | 'result-held'
 export type RelayLevelMessage<K extends RelayLevelKind> = Extract<RelayToServer, { t: K }>
 export type RelayLevelHandler<K extends RelayLevelKind> = (relayId: string, msg: RelayLevelMessage<K>, reply: (message: ServerToRelay) => void) => void
 
@@ -307,7 +307,8 @@ export class RelayHub {
       case 'auth-proof': return this.onAuthProof(link, msg.sid, msg.proof, msg.agentNonce)
       case 'offline': return this.onOffline(link, msg.sids)
       case 'stats':
-      case 'job-result': return this.onRelayLevelMessage(link, msg)
+      case 'job-result':
+      case 'result-held': return this.onRelayLevelMessage(link, msg)
       default: return this.onAgentMessage(link, msg)
     }
   }

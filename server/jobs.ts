@@ -75,6 +75,7 @@ export class JobManager {
     this.hub.onRelayMessage('job-progress', (agent, msg) => this.onProgress(agent, msg))
     this.hub.onRelayMessage('order-refused', (agent, msg) => this.onOrderRefused(agent, msg))
     this.hub.onRelayLevel('job-result', (relayId, msg, reply) => this.onResult(relayId, msg, reply))
+    this.hub.onRelayLevel('result-held', (relayId, msg) => this.onResultHeld(relayId, msg))
     this.deadlineTimer = setInterval(() => this.failOverdue(), DEADLINE_CHECK_MS)
     this.deadlineTimer.unref()
   }
@@ -279,6 +280,16 @@ export class JobManager {
       updatedAt: Date.now()
     }, ack) // acked once written: the relay keeps the result until then
     this.logger.info({ jobId, endpointId, state, exitCode: result.exitCode }, 'job result applied')
+  }
+
+  /**
+   * A relay could not store a result (its disk full): the target keeps its
+   * state and shows why it waits, until the result arrives or the deadline.
+   */
+  private onResultHeld (relayId: string, msg: RelayLevelMessage<'result-held'>): void {
+    const target = this.target(msg.jobId, msg.endpointId)
+    if (target === undefined || FINAL.has(target.state) || target.attempt !== msg.attempt || target.relayId !== relayId) return
+    this.queueUpdate(msg.jobId, msg.endpointId, { errorCode: msg.code, errorMessage: msg.message, updatedAt: Date.now() })
   }
 
   /**
