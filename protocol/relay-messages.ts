@@ -55,7 +55,8 @@ export const AuthResult = Type.Union([
 ])
 export const Flags = message('flags', { set: Type.Array(Type.Tuple([Id, U8]), { maxItems: 100_000 }) })
 export const SettingsMessage = message('settings', { settings: SettingsSchema })
-export const Kick = message('kick', { endpointId: Id, code: Code, message: Text(MAX_ERROR_MESSAGE) })
+/** Closes an endpoint's sessions on the relay, or only session `sid`. */
+export const Kick = message('kick', { endpointId: Id, sid: Type.Optional(Sid), code: Code, message: Text(MAX_ERROR_MESSAGE) })
 export const Prestage = message('prestage', { sha256: Sha256Hex })
 export const RelayJobResultAck = message('job-result-ack', { key: ResultKey })
 

@@ -7,6 +7,7 @@ import { AgentRegistry } from './agents.js'
 import { onServerMessage, onServerStream, type ServerMessageContext } from './server-messages.js'
 import { IntervalTracker, OfflineBatch, sweep } from './liveness.js'
 import { ResultQueue } from './results.js'
+import { FailureLimiter } from '../common/failure-limiter.js'
 
 /** An agent whose result the relay could not store sends it again after this long (s). */
 const RESULT_RETRY_SECONDS = 5
@@ -27,6 +28,8 @@ export interface RelayStats {
   checkins: number
   pushes: number
   authFailures: number
+  /** Connections closed at once because their address sent too many wrong proofs. */
+  peersTurnedAway: number
 }
 
 /**
@@ -77,7 +80,7 @@ export class RelayCore implements SessionHost {
   ) {
     const link = this.link = tapped(upstream, taps)
     const agents = this.agents
-    this.stats = { get agents () { return agents.size }, streams: 0, checkins: 0, pushes: 0, authFailures: 0 }
+    this.stats = { get agents () { return agents.size }, streams: 0, checkins: 0, pushes: 0, authFailures: 0, peersTurnedAway: 0 }
     this.offline = new OfflineBatch(sids => link.send({ t: 'offline', sids }))
     const core = this
     this.ctx = {
@@ -91,13 +94,18 @@ export class RelayCore implements SessionHost {
         if (this.intervals.change(seconds)) logger.info({ intervalSeconds: seconds }, 'check-in interval changed')
       },
       countStream: () => { this.stats.streams++ },
-      countAuthFailure: () => { this.stats.authFailures++ },
+      countAuthFailure: (remote, code) => {
+        this.stats.authFailures++
+        if (code === 'RG_ERR_AUTH' || code === 'RG_ERR_RATE_LIMIT') this.peerFailures.fail(remote)
+      },
       tunnelChunk: taps.tunnelChunk
     }
     taps.attach?.({ fromServer: msg => onServerMessage(this.ctx, msg), toServer: msg => upstream.send(msg) })
   }
 
   private readonly link: UpstreamLink
+  /** Wrong proofs per peer address: a burst of 10, then one every 2 s (failures only: a site behind one NAT address reconnects at full speed). */
+  private readonly peerFailures = new FailureLimiter({ burst: 10, perSecond: 0.5, maxKeys: 10_000 })
 
   // ---- from the listener ----
 
@@ -106,6 +114,12 @@ export class RelayCore implements SessionHost {
     if (this.closed || this.agents.size >= this.opts.maxAgents) {
       const code = this.closed ? 'RG_ERR_GOING_AWAY' : 'RG_ERR_QUEUE_FULL'
       transport.close(ErrorCode[code].close, this.closed ? 'relay shutting down' : 'relay is full')
+      return null
+    }
+    // A peer sending wrong proofs is turned away here, before the server is asked again.
+    if (!this.peerFailures.allows(transport.remote)) {
+      this.stats.peersTurnedAway++
+      transport.close(ErrorCode.RG_ERR_RATE_LIMIT.close, `too many failed authentications from ${transport.remote}; try again in ${this.peerFailures.retryAfter(transport.remote)} s`)
       return null
     }
     const sid = this.agents.allocateSid()

@@ -5,7 +5,7 @@ import type { CacheStats } from '../cache/index.js'
 
 /** What the relay's metrics read at scrape time. */
 export interface RelayMetricsSources {
-  stats: { agents: number, streams: number, checkins: number, pushes: number, authFailures: number }
+  stats: { agents: number, streams: number, checkins: number, pushes: number, authFailures: number, peersTurnedAway: number }
   cache: { getStats: () => CacheStats }
   link: { readonly isReady: boolean, readonly bytes: { in: number, out: number }, readonly connects: number }
   queuedResults: () => number
@@ -39,6 +39,7 @@ export function createRelayMetrics (src: RelayMetricsSources): RelayMetrics {
   counter('relaygate_relay_checkins_total', 'Check-ins answered by this relay.', () => src.stats.checkins)
   counter('relaygate_relay_pushes_total', 'Check-in answers pushed to agents without waiting for a check-in.', () => src.stats.pushes)
   counter('relaygate_relay_auth_failures_total', 'Agents the server refused.', () => src.stats.authFailures)
+  counter('relaygate_relay_peers_turned_away_total', 'Connections closed at once: their address sent too many wrong proofs.', () => src.stats.peersTurnedAway)
   counter('relaygate_relay_tunnel_streams_total', 'Tunnel streams joined from the server to an agent.', () => src.stats.streams)
   counter('relaygate_relay_cache_hits_total', 'Artifact requests served from the cache.', () => src.cache.getStats().hits)
   counter('relaygate_relay_cache_misses_total', 'Artifact requests that needed a fill from the server.', () => src.cache.getStats().misses)

@@ -19,7 +19,8 @@ export interface ServerMessageContext {
   settingsChanged: (checkinIntervalSeconds: number) => void
   /** A tunnel stream was joined (for /metrics). */
   countStream: () => void
-  countAuthFailure: () => void
+  /** The server refused an agent (counted per peer address: see RelayCore.accept). */
+  countAuthFailure: (remote: string, code: string) => void
   /** Tests of hostile relays only (RelayTaps.tunnelChunk). */
   tunnelChunk?: (chunk: Buffer, direction: 'to-agent' | 'to-server') => Buffer
 }
@@ -31,7 +32,7 @@ export function onServerMessage (ctx: ServerMessageContext, msg: ServerToRelay):
     case 'auth-result': return msg.ok ? onAuthAccepted(ctx, msg.sid, msg.flags) : onAuthRefused(ctx, msg.sid, msg.code, msg.message)
     case 'flags': return onFlags(ctx, msg.set)
     case 'settings': return ctx.settingsChanged(msg.settings.checkinIntervalSeconds)
-    case 'kick': return onKick(ctx, msg.endpointId, msg.code, msg.message)
+    case 'kick': return onKick(ctx, msg.endpointId, msg.sid, msg.code, msg.message)
     case 'prestage': return onPrestage(ctx, msg.sha256)
     case 'job-result-ack': return ctx.results.remove(msg.key)
     default: return toAgent(ctx, msg)
@@ -64,8 +65,8 @@ function onAuthAccepted (ctx: ServerMessageContext, sid: number, flags: number):
 function onAuthRefused (ctx: ServerMessageContext, sid: number, code: string, message: string): void {
   const s = ctx.agents.get(sid)
   if (s === undefined) return
-  ctx.countAuthFailure()
   const coded = isErrorCode(code) ? code : 'RG_ERR_AUTH'
+  ctx.countAuthFailure(s.remote, coded)
   s.log.warn({ endpointId: s.endpointId, code: coded }, 'agent refused by the server')
   s.fail(new RelaygateError(coded, message))
 }
@@ -75,8 +76,11 @@ function onFlags (ctx: ServerMessageContext, set: Array<[string, number]>): void
   for (const [endpointId, flags] of set) ctx.agents.setFlags(endpointId, flags, true)
 }
 
-function onKick (ctx: ServerMessageContext, endpointId: string, code: string, message: string): void {
-  ctx.agents.kick(endpointId, new RelaygateError(isErrorCode(code) ? code : 'RG_ERR_ENDPOINT_DELETED', message))
+function onKick (ctx: ServerMessageContext, endpointId: string, sid: number | undefined, code: string, message: string): void {
+  const err = new RelaygateError(isErrorCode(code) ? code : 'RG_ERR_ENDPOINT_DELETED', message)
+  if (sid === undefined) return ctx.agents.kick(endpointId, err)
+  const s = ctx.agents.get(sid)
+  if (s !== undefined && s.endpointId === endpointId) s.fail(err)
 }
 
 function onPrestage (ctx: ServerMessageContext, sha256: string): void {

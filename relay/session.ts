@@ -100,6 +100,8 @@ export class AgentSession {
   readonly mux: Mux
   readonly log: Logger
   readonly createdAt = Date.now()
+  /** The peer's address, as the transport reports it. */
+  readonly remote: string
   state: SessionStateName = SessionState.HELLO
   authStep: AuthStepName = AuthStep.NONE
   endpointId = ''
@@ -116,6 +118,7 @@ export class AgentSession {
 
   constructor (sid: number, transport: Transport, host: SessionHost, limits: SessionLimits, log: Logger) {
     this.sid = sid
+    this.remote = transport.remote
     this.host = host
     this.limits = limits
     this.log = log

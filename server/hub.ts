@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http'
+import { FailureLimiter } from '../common/failure-limiter.js'
 import type { Duplex } from 'node:stream'
 import { WebSocketServer, type WebSocket } from 'ws'
 import type { Logger } from 'pino'
@@ -27,6 +28,9 @@ export interface HubOptions {
   maxSessionsPerRelay?: number
   /** Where tampering caught end to end is recorded. */
   security: SecurityLog
+  /** Wrong-secret proofs allowed per endpoint: a burst, then this many per second (over every relay). */
+  authFailureBurst?: number
+  authFailuresPerSecond?: number
 }
 
 interface Session {
@@ -91,6 +95,8 @@ export class RelayHub {
   private readonly closedBytes = { in: 0, out: 0 }
   /** Agent authentications relays have asked for (auth-begin messages), for metrics. */
   authBegins = 0
+  /** Wrong-secret proofs per endpoint: a flood is refused before any proof is checked. */
+  private readonly authFailures: FailureLimiter
 
   constructor (options: HubOptions) {
     this.opts = {
@@ -98,8 +104,11 @@ export class RelayHub {
       livenessTimeoutMs: 45_000,
       helloTimeoutMs: 10_000,
       maxSessionsPerRelay: 50_000,
+      authFailureBurst: 20,
+      authFailuresPerSecond: 0.5,
       ...options
     }
+    this.authFailures = new FailureLimiter({ burst: this.opts.authFailureBurst, perSecond: this.opts.authFailuresPerSecond, maxKeys: 100_000 })
     this.wss = new WebSocketServer({ noServer: true, maxPayload: DEFAULT_MAX_PAYLOAD + HEADER_SIZE, perMessageDeflate: false })
   }
 
@@ -364,6 +373,12 @@ export class RelayHub {
       link.send({ t: 'auth-result', sid, ok: false, code: 'RG_ERR_ENDPOINT_UNKNOWN', message: `no endpoint ${endpointId}` })
       return
     }
+    if (!this.authFailures.allows(endpointId)) {
+      const wait = this.authFailures.retryAfter(endpointId)
+      this.opts.store.recordRefusal(endpointId, edgeId, 'RG_ERR_RATE_LIMIT', Date.now())
+      link.send({ t: 'auth-result', sid, ok: false, code: 'RG_ERR_RATE_LIMIT', message: `too many wrong proofs for this endpoint; try again in ${wait} s` })
+      return
+    }
     const nonce = newNonce()
     link.sessions.set(sid, { sid, endpointId, edgeId, nonce, online: false })
     link.send({ t: 'auth-challenge', sid, nonce })
@@ -380,6 +395,7 @@ export class RelayHub {
     const refuse = (code: 'RG_ERR_AUTH' | 'RG_ERR_EDGE_ID_MISMATCH' | 'RG_ERR_ENDPOINT_UNKNOWN', message: string): void => {
       link.sessions.delete(sid)
       if (code !== 'RG_ERR_ENDPOINT_UNKNOWN') this.opts.store.recordRefusal(session.endpointId, session.edgeId, code, Date.now())
+      if (code === 'RG_ERR_AUTH') this.authFailures.fail(session.endpointId)
       link.log.warn({ endpointId: session.endpointId, edgeId: session.edgeId, code }, 'agent refused')
       link.send({ t: 'auth-result', sid, ok: false, code, message })
     }
@@ -395,6 +411,7 @@ export class RelayHub {
         ? `this cluster endpoint already has its ${endpoint.maxAgents} agents`
         : 'this endpoint is associated with another edge id')
     }
+    this.replaceClones(session)
     session.online = true
     let set = this.presence.get(session.endpointId)
     if (set === undefined) {
@@ -408,6 +425,24 @@ export class RelayHub {
     link.send({ t: 'auth-result', sid, ok: true, flags: this.getFlags(session.endpointId) })
     ref.order({ t: 'agent-settings', snapshotIntervalSeconds: this.opts.store.getSettings().snapshotIntervalSeconds })
     for (const listener of this.presenceListeners) listener(ref, true)
+  }
+
+  /**
+   * One edge id has one live session: a second agent with the same edge id
+   * and secret (a cloned machine, or the same agent reconnecting through
+   * another relay before the first link timed out) replaces the older
+   * session, which its relay closes with RG_ERR_REPLACED. Each replacement
+   * is recorded as a refusal of that edge id, so a clone shows on the endpoint.
+   */
+  private replaceClones (session: Session): void {
+    for (const old of [...(this.presence.get(session.endpointId) ?? [])]) {
+      if (old.edgeId !== session.edgeId) continue
+      const message = 'a newer connection with the same edge id replaced this one (a cloned machine?)'
+      old.link.send({ t: 'kick', endpointId: old.endpointId, sid: old.sid, code: 'RG_ERR_REPLACED', message })
+      this.dropSession(old.link, old)
+      this.opts.store.recordRefusal(session.endpointId, session.edgeId, 'RG_ERR_REPLACED', Date.now())
+      old.link.log.warn({ endpointId: session.endpointId, edgeId: session.edgeId, relayId: old.link.relayId }, 'duplicate edge id: the older session is replaced')
+    }
   }
 
   /**

@@ -5,6 +5,8 @@ import { DEFAULT_JOB_DEADLINE_MS } from './store.js'
 import type { Store, RelayRecord, EndpointRecord, RefusalRecord, EndpointAgentRecord, SnapshotRecord, ArtifactRecord, JobRecord, JobTargetRecord, JobTargetState, SecurityEventRecord } from './store.js'
 
 const SCHEMA_VERSION = 3
+/** Distinct edge ids kept per (endpoint, refusal code); more count together as edge id '*'. */
+const REFUSED_EDGE_IDS_PER_CODE = 20
 
 const schema = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -366,12 +368,21 @@ export class SqliteStore implements Store {
     return row === undefined ? undefined : { authKey: row.auth_key, tunnelKey: row.tunnel_key, deletedAt: row.deleted_at }
   }
 
+  /**
+   * One counted row per (endpoint, edge id, code), at most
+   * REFUSED_EDGE_IDS_PER_CODE edge ids per code; further edge ids count in
+   * the code's '*' row. Bounded (refusals are written for unauthenticated
+   * attempts too), and a flood of one code cannot push out the evidence of
+   * another (a cloned join token's RG_ERR_EDGE_ID_MISMATCH).
+   */
   recordRefusal (endpointId: string, edgeId: string, code: string, at: number): void {
-    this.stmt(`INSERT INTO refusals (endpoint_id, edge_id, code, count, first_at, last_at) VALUES (?, ?, ?, 1, ?, ?)
-      ON CONFLICT(endpoint_id, edge_id, code) DO UPDATE SET count = count + 1, last_at = excluded.last_at`).run(endpointId, edgeId, code, at, at)
-    // Bounded: refusals are written for unauthenticated attempts too.
-    this.stmt(`DELETE FROM refusals WHERE endpoint_id = ? AND rowid NOT IN
-      (SELECT rowid FROM refusals WHERE endpoint_id = ? ORDER BY last_at DESC LIMIT 50)`).run(endpointId, endpointId)
+    this.db.transaction(() => {
+      const known = this.stmt('SELECT 1 FROM refusals WHERE endpoint_id = ? AND edge_id = ? AND code = ?').get(endpointId, edgeId, code) !== undefined
+      const distinct = (this.stmt('SELECT COUNT(*) AS n FROM refusals WHERE endpoint_id = ? AND code = ? AND edge_id <> \'*\'').get(endpointId, code) as { n: number }).n
+      const as = known || distinct < REFUSED_EDGE_IDS_PER_CODE ? edgeId : '*'
+      this.stmt(`INSERT INTO refusals (endpoint_id, edge_id, code, count, first_at, last_at) VALUES (?, ?, ?, 1, ?, ?)
+        ON CONFLICT(endpoint_id, edge_id, code) DO UPDATE SET count = count + 1, last_at = excluded.last_at`).run(endpointId, as, code, at, at)
+    })()
   }
 
   recordSecurityEvent (e: SecurityEventRecord): void {
@@ -399,7 +410,7 @@ export class SqliteStore implements Store {
   }
 
   listRefusals (endpointId: string): RefusalRecord[] {
-    const rows = this.stmt('SELECT * FROM refusals WHERE endpoint_id = ? ORDER BY last_at DESC LIMIT 50').all(endpointId) as Array<{
+    const rows = this.stmt('SELECT * FROM refusals WHERE endpoint_id = ? ORDER BY last_at DESC').all(endpointId) as Array<{
       endpoint_id: string, edge_id: string, code: string, count: number, first_at: number, last_at: number
     }>
     return rows.map(r => ({ endpointId: r.endpoint_id, edgeId: r.edge_id, code: r.code, count: r.count, firstAt: r.first_at, lastAt: r.last_at }))

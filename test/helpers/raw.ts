@@ -19,8 +19,9 @@ export class RawClient {
     ws.on('error', () => {})
   }
 
-  static async connect (url: string): Promise<RawClient> {
-    const ws = new WebSocket(url, { rejectUnauthorized: false })
+  /** `localAddress`: the source address (any of 127.0.0.0/8 on loopback), to look like another peer. */
+  static async connect (url: string, options: { localAddress?: string } = {}): Promise<RawClient> {
+    const ws = new WebSocket(url, { rejectUnauthorized: false, ...options })
     await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject) })
     return new RawClient(ws)
   }

@@ -1,7 +1,27 @@
 import t from 'tap'
 import { Backoff } from '../../common/backoff.js'
+import { FailureLimiter } from '../../common/failure-limiter.js'
 import { encodeJoinToken, decodeJoinToken, normalizeFingerprint } from '../../protocol/token.js'
 import { computeProof, verifyProof, deriveAuthKey, newSecret, hashToken, tokenMatches, redact } from '../../protocol/auth.js'
+
+t.test('failure limiter: a burst of failures, then a steady rate; successes cost nothing; bounded keys', async t => {
+  let now = 0
+  const l = new FailureLimiter({ burst: 3, perSecond: 0.5, maxKeys: 2, now: () => now })
+  for (let i = 0; i < 3; i++) {
+    t.ok(l.allows('a'), `failure ${i + 1} of the burst`)
+    l.fail('a')
+  }
+  t.notOk(l.allows('a'), 'the burst is spent')
+  t.equal(l.retryAfter('a'), 2, 'one more in 2 s')
+  t.ok(l.allows('b'), 'another key is not affected')
+  now = 2000
+  t.ok(l.allows('a'), 'refilled')
+  t.equal(l.retryAfter('a'), 0)
+  l.fail('b')
+  l.fail('c')
+  t.equal(l.size, 2, 'at most maxKeys remembered')
+  t.ok(l.allows('a'), 'the least recently failed key was forgotten')
+})
 
 t.test('backoff: exponential, jittered, capped, and it ends', async t => {
   let now = 0
