@@ -279,7 +279,8 @@ export class JobRunner {
     const log = this.host.logger.child({ jobId: job.jobId })
     if (!SHA256_HEX.test(job.sha256)) throw new RelaygateError('RG_ERR_PROTOCOL', 'job without a valid sha256')
     const dest = placeInside(this.opts.filesDir, job.path)
-    const part = join(this.downloadsDir, `${job.sha256}.part`)
+    // One part file per job: jobs for the same artifact at once each download and place their own (a shared one was renamed away under the other).
+    const part = join(this.downloadsDir, `${job.sha256}.${job.jobId}.part`)
     let verified = false
     for (let round = 0; round < 3 && !verified; round++) {
       // After a mismatch, ask the relay to hash what it serves: a cache file

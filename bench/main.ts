@@ -39,6 +39,20 @@ program.command('p3-tunnel-open')
     print(await run(o))
   })
 
+program.command('p8-chaos-soak')
+  .description('P8: agents behind 3 relays run jobs and proxied requests while faults are injected at random (kills, black holes, a full disk); then everything must settle with 0 anomalies')
+  .option('--duration <s>', 'how long faults are injected, seconds', int, 600)
+  .option('--agents <n>', 'real agents', int, 200)
+  .option('--agents-per-host <n>', 'agents per host process (a SIGKILL takes them all down)', int, 20)
+  .option('--job-every <s>', 'a new job (10 targets, a command) every this many seconds', int, 3)
+  .option('--settle <s>', 'after the faults stop, wait at most this long for everything to settle', int, 240)
+  .action(async (o: { duration: number, agents: number, agentsPerHost: number, jobEvery: number, settle: number }) => {
+    const { run } = await import('./scenarios/p8-chaos-soak.js')
+    const result = await run({ durationS: o.duration, agents: o.agents, agentsPerHost: o.agentsPerHost, jobEveryS: o.jobEvery, settleS: o.settle })
+    print(result)
+    if (result.targets?.anomalies?.met !== true) process.exitCode = 1
+  })
+
 program.command('p4-tunnel-throughput')
   .description('P4: large GETs through server, relay and agent vs direct to the target (same run)')
   .option('--sizes <mb>', 'comma-separated sizes in MB', '100,1024')

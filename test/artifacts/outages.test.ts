@@ -84,3 +84,18 @@ t.test('a job whose deadline passes while its download waits for a relay fails w
   t.equal(fields.status, 400, 'a deadline of 0 s is refused')
   t.equal(fields.body.error.code, 'RG_ERR_BAD_REQUEST')
 })
+
+t.test('two jobs for the same artifact at once on one agent both succeed (they shared one .part file: one failed with ENOENT)', async t => {
+  const site = await siteWithFixedRelay(t)
+  const body = randomBytes(4 * 1024 * 1024)
+  t.equal((await uploadArtifact(site.api, 'shared.bin', body)).status, 201)
+  const ep = await site.api.ok('POST', '/api/endpoints', { name: 'busy' })
+  const agent = startAgent(t, ep.joinToken, { relays: [`ws://127.0.0.1:${site.relayPort}`] })
+  await agent.whenOnline()
+  const jobs = await Promise.all(['one/shared.bin', 'two/shared.bin', 'three/shared.bin'].map(async path => await site.api.ok('POST', '/api/jobs', { artifact: 'shared.bin', endpoints: [ep.id], path })))
+  for (const job of jobs) {
+    const done = await waitJob(site.api, job.id, 30_000)
+    t.match(done.targets[0], { state: 'succeeded' }, done.path)
+    t.equal(sha256(fs.readFileSync(join(agent.config.filesDir!, done.path))), sha256(body))
+  }
+})
