@@ -3,7 +3,7 @@ import { createServer } from 'node:net'
 import { hostname } from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
-import { AGENT_MAX_PAYLOAD, HEADER_SIZE, ErrorCode, RelaygateError } from '../protocol/index.js'
+import { ErrorCode, RelaygateError } from '../protocol/index.js'
 import { Backoff } from '../common/backoff.js'
 import { UwsTransport, type AgentSocketData } from './uws-transport.js'
 
@@ -94,6 +94,9 @@ export class AgentListener {
   }
 }
 
+/** The largest WebSocket message read from an agent, and the most bytes held for one on their way out. */
+const MAX_MESSAGE_BYTES = 2 * 1024 * 1024
+
 /**
  * uWS.js's native listen takes (host, port, options, cb); its typings list
  * the options only without a host (ListenOptions.LIBUS_LISTEN_EXCLUSIVE_PORT = 1).
@@ -115,8 +118,12 @@ async function probeListen (host: string, port: number): Promise<string | null> 
 function agentBehavior (onAgent: (transport: UwsTransport) => void): uWS.WebSocketBehavior<AgentSocketData> {
   return {
     compression: uWS.DISABLED,
-    maxPayloadLength: 4 * (AGENT_MAX_PAYLOAD + HEADER_SIZE),
-    maxBackpressure: 2 * 1024 * 1024,
+    // A message up to the same 2 MiB a socket may hold on its way out reaches
+    // the mux, which closes with our code (RG_ERR_FRAME_TOO_LARGE or
+    // RG_ERR_PROTOCOL); above it, uWS drops the socket unread (1006) and the
+    // relay logs RG_ERR_FRAME_TOO_LARGE (UwsTransport.onClose).
+    maxPayloadLength: MAX_MESSAGE_BYTES,
+    maxBackpressure: MAX_MESSAGE_BYTES,
     idleTimeout: 0,
     sendPingsAutomatically: false,
     open: ws => {

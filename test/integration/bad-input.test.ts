@@ -50,18 +50,27 @@ t.test('malformed input from an agent closes that agent only, with a protocol cl
   t.match(await res.json(), { ok: true, linked: true, agents: 1 })
 })
 
-t.test('a 1.5 MB WebSocket message is cut by the listener before it is read, and the relay records RG_ERR_FRAME_TOO_LARGE', async t => {
+t.test('a 1.5 MB WebSocket message gets our close code (uWS closed it without one); above 2 MiB it is cut unread and recorded', async t => {
   const { logger, lines } = capturingLogger('info')
   const { api, relay } = await startSite(t, { relayLogger: logger })
   const ep = await api.ok('POST', '/api/endpoints', { name: 'bystander' })
   const bystander = startAgent(t, ep.joinToken)
   await bystander.whenOnline()
-  const client = await RawClient.connect(`${relay.wsUrl!}/agent`)
-  t.teardown(() => client.close())
-  client.send(Buffer.alloc(1_500_000))
-  const { code } = await client.closed
-  t.equal(code, 1006, 'no close frame: uWS drops the socket without buffering the message (memory stays bounded)')
-  const line = await eventually(() => lines.find(l => l.includes('RG_ERR_FRAME_TOO_LARGE')), 5000)
+
+  const big = await RawClient.connect(`${relay.wsUrl!}/agent`)
+  t.teardown(() => big.close())
+  // A frame header announcing 1.5 MB of payload, with the payload: one message.
+  const frame = Buffer.alloc(HEADER_SIZE + 1_500_000)
+  frame[0] = FrameType.HELLO
+  frame.writeUInt32BE(1_500_000, 6)
+  big.send(frame)
+  t.equal((await big.closed).code, ErrorCode.RG_ERR_FRAME_TOO_LARGE.close, '1.5 MB: RG_ERR_FRAME_TOO_LARGE')
+
+  const huge = await RawClient.connect(`${relay.wsUrl!}/agent`)
+  t.teardown(() => huge.close())
+  huge.send(Buffer.alloc(3 * 1024 * 1024))
+  t.equal((await huge.closed).code, 1006, 'above 2 MiB: no close frame (uWS drops the socket without buffering the message: memory stays bounded)')
+  const line = await eventually(() => lines.find(l => l.includes('RG_ERR_FRAME_TOO_LARGE') && l.includes('above the limit')), 5000)
   t.match(JSON.parse(line as string), { level: 40, msg: 'agent cut: a WebSocket message above the limit' })
   t.equal(bystander.state, 'online', 'other agents are unaffected')
 })
