@@ -85,3 +85,27 @@ t.test('a result the relay cannot store is refused; the agent sends it again whi
   t.match(done.targets[0], { state: 'succeeded' })
   t.equal(done.targets[0].error, undefined, 'the reason it waited is gone')
 })
+
+t.test('a disk that fills during a fill: the fill stops, and the agent\'s next try is streamed through (the agent never got past the disk size)', async t => {
+  const disk = smallDisk(t, '256m')
+  const { api, relayId } = await site(t, disk)
+  const body = randomBytes(160 * MiB)
+  t.equal((await uploadArtifact(api, 'grows.bin', body)).status, 201)
+  const ep = await api.ok('POST', '/api/endpoints', { name: 'during' })
+  const agent = startAgent(t, ep.joinToken)
+  await agent.whenOnline()
+  const tmp = join(disk, 'relay', 'cache', 'tmp')
+  const job = await api.ok('POST', '/api/jobs', { artifact: 'grows.bin', endpoints: [ep.id] })
+  // Once the fill has written something, something else takes the rest of the disk.
+  await eventually(() => {
+    const files = fs.existsSync(tmp) ? fs.readdirSync(tmp) : []
+    return files.some(f => fs.statSync(join(tmp, f)).size > 8 * MiB) || undefined
+  }, 20_000, 2)
+  const unfill = fillUp(disk, 0)
+  t.teardown(unfill)
+  const done = await waitJob(api, job.id, 90_000)
+  t.match(done.targets[0], { state: 'succeeded', bytes: body.length })
+  t.equal(sha256(fs.readFileSync(join(agent.config.filesDir!, 'grows.bin'))), sha256(body), 'placed intact')
+  const figures = await relayFigures(api, relayId, r => r.cache !== undefined)
+  t.equal(figures.cache.entries, 0, 'not kept')
+})
