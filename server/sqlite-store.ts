@@ -299,6 +299,17 @@ export class SqliteStore implements Store {
     return (this.stmt('SELECT * FROM endpoints ORDER BY created_at, id').all() as EndpointRow[]).map(endpointFromRow)
   }
 
+  findEndpoints ({ q, offset, limit }: { q: string, offset: number, limit: number }): { total: number, page: EndpointRecord[] } {
+    // LIKE with its wildcards escaped: a search for "50%" or "a_b" means those characters.
+    const like = `%${q.toLowerCase().replace(/[\\%_]/g, c => `\\${c}`)}%`
+    const where = `WHERE ? = '' OR lower(e.name) LIKE ? ESCAPE '\\' OR lower(e.id) LIKE ? ESCAPE '\\' OR lower(coalesce(e.edge_id, '')) LIKE ? ESCAPE '\\'
+      OR e.id IN (SELECT a.endpoint_id FROM endpoint_agents a WHERE lower(a.edge_id) LIKE ? ESCAPE '\\')`
+    const args = [q, like, like, like, like]
+    const total = (this.stmt(`SELECT COUNT(*) AS n FROM endpoints e ${where}`).get(...args) as { n: number }).n
+    const rows = this.stmt(`SELECT e.* FROM endpoints e ${where} ORDER BY e.created_at, e.id LIMIT ? OFFSET ?`).all(...args, limit, offset) as EndpointRow[]
+    return { total, page: rows.map(endpointFromRow) }
+  }
+
   admitEdgeId (endpointId: string, edgeId: string, at: number): boolean {
     return this.db.transaction(() => {
       const known = this.stmt('SELECT 1 FROM endpoint_agents WHERE endpoint_id = ? AND edge_id = ?').get(endpointId, edgeId)

@@ -122,6 +122,12 @@ export interface Store {
   getEndpoint: (id: string) => EndpointRecord | undefined
   listEndpoints: () => EndpointRecord[]
   /**
+   * One page of the endpoints whose name, id or an admitted edge id contains
+   * `q` (case-insensitive; '' matches all), in creation order, and how many
+   * match: the search and the paging happen in the database.
+   */
+  findEndpoints: (query: { q: string, offset: number, limit: number }) => { total: number, page: EndpointRecord[] }
+  /**
    * Admits an edge id for an endpoint: already admitted, or a free place
    * (fewer than maxAgents admitted) takes it. Returns false when refused.
    */

@@ -147,13 +147,11 @@ export function endpointRoutes (ctx: ApiContext): void {
       if (!Number.isInteger(n) || n < 0) fail('RG_ERR_BAD_REQUEST', `${name} must be a whole number >= 0`)
       return n
     }
-    const q = (query.get('q') ?? '').trim().toLowerCase()
-    const offset = count('offset', 0)
-    const limit = count('limit', Number.MAX_SAFE_INTEGER)
-    const all = store.listEndpoints()
-    const matching = q === '' ? all : all.filter(e => e.name.toLowerCase().includes(q) || e.id.toLowerCase().includes(q) || (e.edgeId ?? '').toLowerCase().includes(q))
-    res.setHeader('x-total-count', String(matching.length))
-    sendJson(res, 200, matching.slice(offset, offset + limit).map(e => endpointView(ctx, e)))
+    const q = (query.get('q') ?? '').trim()
+    if (q.length > 200) fail('RG_ERR_BAD_REQUEST', 'q must be at most 200 characters')
+    const found = store.findEndpoints({ q, offset: count('offset', 0), limit: count('limit', Number.MAX_SAFE_INTEGER) })
+    res.setHeader('x-total-count', String(found.total))
+    sendJson(res, 200, found.page.map(e => endpointView(ctx, e)))
   })
 
   route('GET', '/api/endpoints/:id', (_req, res, params) => {

@@ -54,3 +54,26 @@ t.test('a data dir from before job deadlines is migrated: old jobs get the defau
   t.teardown(() => after.close())
   t.equal(after.getJob('j1')?.deadline, 5000 + DEFAULT_JOB_DEADLINE_MS)
 })
+
+t.test('endpoints: search and paging in SQL (name, id, any admitted edge id; LIKE wildcards are plain characters)', async t => {
+  const s = store(t)
+  const add = (id: string, name: string, createdAt: number): void => s.createEndpoint({ id, name, tunnelTarget: null, authKey: Buffer.alloc(32), tunnelKey: Buffer.alloc(32), edgeId: null, createdAt, lastSeen: null, relayId: null, maxAgents: 4 })
+  add('e2', 'Web_50%', 2)
+  add('e3', 'web-b', 3)
+  add('e4', 'db', 4)
+  s.admitEdgeId('e4', 'aaaa-EDGE-bbbb', 5)
+  s.admitEdgeId('e4', 'cccc-second-dddd', 6)
+  const names = (q: string, offset = 0, limit = 100): { total: number, names: string[] } => {
+    const r = s.findEndpoints({ q, offset, limit })
+    return { total: r.total, names: r.page.map(e => e.name) }
+  }
+  t.same(names(''), { total: 4, names: ['e1', 'Web_50%', 'web-b', 'db'] }, 'all, in creation order')
+  t.same(names('WEB'), { total: 2, names: ['Web_50%', 'web-b'] }, 'case-insensitive')
+  t.same(names('web', 1, 1), { total: 2, names: ['web-b'] }, 'one page, with the total')
+  t.same(names('_'), { total: 1, names: ['Web_50%'] }, '_ is a plain character')
+  t.same(names('%'), { total: 1, names: ['Web_50%'] }, '% is a plain character')
+  t.same(names('edge'), { total: 1, names: ['db'] }, 'the first edge id')
+  t.same(names('SECOND'), { total: 1, names: ['db'] }, 'another admitted edge id of a cluster')
+  t.same(names('e3'), { total: 1, names: ['web-b'] }, 'the id')
+  t.same(names('nothing'), { total: 0, names: [] })
+})
