@@ -12,6 +12,7 @@ import { RelaygateError, toRelaygateError, type ErrorCodeName } from '../protoco
 import { normalizeFingerprint } from '../protocol/token.js'
 import { hashFile, SHA256_HEX } from '../common/sha256.js'
 import { TransferProgress } from '../common/progress.js'
+import { Backoff } from '../common/backoff.js'
 import { MAX_ERROR_MESSAGE, MAX_JOB_OUTPUT, type UnsignedReport, type RelayToAgent, type UnsignedJobResult } from '../protocol/messages.js'
 
 export interface JobHost {
@@ -86,8 +87,8 @@ async function connectRelay (url: URL, fingerprints: string[]): Promise<net.Sock
 
 /** Partial downloads older than this are removed at start. */
 const PART_MAX_AGE_MS = 24 * 3600 * 1000
-/** Resends of one result the relay refused to store, per connection. */
-const RESEND_TRIES = 20
+/** How long a result the relay refuses to store is sent again, per connection (ms). */
+const RESEND_FOR_MS = 30 * 60_000
 /** How often a download waiting for a relay looks again (ms). */
 const RELAY_POLL_MS = 250
 
@@ -105,8 +106,8 @@ export class JobRunner {
   private readonly queue = new PQueue({ concurrency: 2 })
   private readonly active = new Map<string, Job>()
   private readonly unacked = new Map<string, Result>()
-  /** Refusals (job-result-nack) per unacknowledged result since the last connect, and their resend timers. */
-  private readonly refusals = new Map<string, number>()
+  /** Backoff per unacknowledged result the relay refused to store (job-result-nack) since the last connect, and the resend timers. */
+  private readonly refusals = new Map<string, Backoff>()
   private readonly resendTimers = new Map<string, NodeJS.Timeout>()
   /** Finished jobs, so a re-dispatch gets the result again instead of a second run (bounded). */
   private readonly finished = new Map<string, Result>()
@@ -156,14 +157,18 @@ export class JobRunner {
   /**
    * The relay could not store a result (its disk full): it goes again after
    * the relay's delay, growing with each refusal (jittered, at most a minute
-   * apart, at most RESEND_TRIES times; a reconnect sends it again anyway).
+   * apart, for at most RESEND_FOR_MS; a reconnect sends it again anyway).
    */
   private resendLater (r: Result, delayMs: number, code: string): void {
-    const tries = (this.refusals.get(r.jobId) ?? 0) + 1
-    this.refusals.set(r.jobId, tries)
-    if (tries > RESEND_TRIES || this.resendTimers.has(r.jobId)) return
-    const wait = Math.min(60_000, delayMs * 2 ** Math.min(tries - 1, 4)) * (0.5 + Math.random() / 2)
-    this.host.logger.warn({ jobId: r.jobId, code, tries, retryInMs: Math.round(wait) }, 'the relay could not store a result; sending it again later')
+    let backoff = this.refusals.get(r.jobId)
+    if (backoff === undefined) {
+      backoff = new Backoff({ baseMs: delayMs, maxMs: 60_000, giveUpAfterMs: RESEND_FOR_MS })
+      this.refusals.set(r.jobId, backoff)
+    }
+    if (this.resendTimers.has(r.jobId)) return
+    const wait = backoff.next()
+    if (wait === undefined) return
+    this.host.logger.warn({ jobId: r.jobId, code, tries: backoff.attempts, retryInMs: wait }, 'the relay could not store a result; sending it again later')
     const timer = setTimeout(() => {
       this.resendTimers.delete(r.jobId)
       if (!this.closed && this.unacked.get(r.jobId) === r) this.host.send({ t: 'job-result', ...r })
@@ -364,6 +369,7 @@ export class JobRunner {
   private async download (job: Job, part: string, log: Logger, verify: boolean): Promise<void> {
     let lastError: RelaygateError | null = null
     let failures = 0
+    const backoff = new Backoff({ baseMs: 200, maxMs: 5000 })
     for (;;) {
       const relay = await this.waitForRelay(job, log)
       try {
@@ -375,7 +381,7 @@ export class JobRunner {
         log.info({ code: lastError.code, have, size: job.size }, 'download interrupted; will resume')
         if (lastError.code === 'RG_ERR_ARTIFACT_UNKNOWN' || lastError.code === 'RG_ERR_PIN_MISMATCH') break
       }
-      await new Promise(r => setTimeout(r, Math.min(5000, 100 * 2 ** (failures + 1)) * (0.5 + Math.random() / 2)))
+      await new Promise(r => setTimeout(r, backoff.next()))
       // The relay went away meanwhile: the cut was its, not the download's.
       if (this.host.relay() !== null && ++failures > this.opts.downloadRetries) break
     }

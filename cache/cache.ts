@@ -369,14 +369,7 @@ export class ArtifactCache {
       up = null
     }
     up ??= await this.opts.fetch(fill.sha256, start)
-    const fetched = new Transform({
-      transform: (chunk: Buffer, _enc, cb) => {
-        this.stats.bytesFetched += chunk.length
-        cb(null, chunk)
-      }
-    })
-    pipeline(up.body, fetched, () => {})
-    return { size: up.size, stream: this.meter(fetched, fill.sha256, null), hit: false, recycle: this.recycle }
+    return { size: up.size, stream: this.meter(up.body, fill.sha256, null, true), hit: false, recycle: this.recycle }
   }
 
   /** Fetches an artifact into the cache ahead of need (no-op when cached or filling). */
@@ -422,11 +415,12 @@ export class ArtifactCache {
   }
 
   /**
-   * Counts bytes served. With `verify`, the bytes are hashed too: a whole
-   * file that matches marks the entry verified as of `stamp`; one that does
-   * not is dropped.
+   * Counts bytes served (and fetched, for bytes passed straight through from
+   * upstream). With `verify`, the bytes are hashed too: a whole file that
+   * matches marks the entry verified as of `stamp`; one that does not is
+   * dropped.
    */
-  private meter (source: Readable, sha256: string, verify: { entry: Entry, stamp: Stamp } | null): Readable {
+  private meter (source: Readable, sha256: string, verify: { entry: Entry, stamp: Stamp } | null, fetched = false): Readable {
     const hash = verify !== null ? createHash('sha256') : null
     let seen = 0
     // A Transform, not a 'data' listener: that would start the flow before
@@ -435,6 +429,7 @@ export class ArtifactCache {
       highWaterMark: 64 * 1024,
       transform: (chunk: Buffer, _enc, cb) => {
         this.stats.bytesServed += chunk.length
+        if (fetched) this.stats.bytesFetched += chunk.length
         seen += chunk.length
         hash?.update(chunk)
         cb(null, chunk)

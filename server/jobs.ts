@@ -158,6 +158,7 @@ export class JobManager {
     for (const id of unique) {
       if (this.store.getEndpoint(id) === undefined) throw new RelaygateError('RG_ERR_NOT_FOUND', `no endpoint ${id}`)
     }
+    const now = Date.now()
     const job: JobRecord = {
       id: newId('j'),
       artifact: artifact.name,
@@ -165,8 +166,8 @@ export class JobManager {
       size: artifact.size,
       path: verifyJobPath(input.path ?? artifact.name),
       run: input.run ?? null,
-      createdAt: Date.now(),
-      deadline: Date.now() + (input.deadlineSeconds === undefined ? DEFAULT_JOB_DEADLINE_MS : input.deadlineSeconds * 1000)
+      createdAt: now,
+      deadline: now + (input.deadlineSeconds === undefined ? DEFAULT_JOB_DEADLINE_MS : input.deadlineSeconds * 1000)
     }
     this.store.createJob(job, unique)
     this.logger.info({ jobId: job.id, artifact: job.artifact, targets: unique.length }, 'job created')

@@ -20,6 +20,12 @@ function relayArgs (serverUrl: string, token: string, dataDir: string, host: str
   return ['relay', '--server', serverUrl, '--token', token, '--host', host, '--port', String(port), '--tls-port', 'off', '--data-dir', dataDir, ...extra]
 }
 
+/** A relay on 127.0.0.1:`port` with its data in `dir/data`, once linked (its ready file, `dir/<run>.json`, read: one per run). */
+async function linkedRelay (t: TapLike, site: { serverUrl: string, relayToken: string }, dir: string, data: string, run: string, port: number, timeoutMs?: number): Promise<{ relay: Child, ready: any }> {
+  const relay = start(t, relayArgs(site.serverUrl, site.relayToken, join(dir, data), '127.0.0.1', port, ['--ready-file', join(dir, `${run}.json`)]))
+  return { relay, ready: await readyFile(relay, join(dir, `${run}.json`), timeoutMs) }
+}
+
 async function exited (child: Child, timeoutMs: number): Promise<number | null> {
   const timer = setTimeout(() => child.proc.kill('SIGKILL'), timeoutMs)
   const exit = await child.closed
@@ -28,11 +34,11 @@ async function exited (child: Child, timeoutMs: number): Promise<number | null> 
 }
 
 t.test('a relay SIGKILLed with agents online restarts on its fixed port at once, and the agents come back', async t => {
-  const { serverUrl, relayToken, api } = await site(t)
+  const s = await site(t)
+  const { api } = s
   const dir = tempDir(t)
   const port = await freePort()
-  const first = start(t, relayArgs(serverUrl, relayToken, join(dir, 'relay'), '127.0.0.1', port, ['--ready-file', join(dir, 'r1.json')]))
-  await readyFile(first, join(dir, 'r1.json'))
+  const { relay: first } = await linkedRelay(t, s, dir, 'relay', 'r1', port)
   const endpoints = []
   for (let i = 0; i < 8; i++) {
     const ep = await api.ok('POST', '/api/endpoints', { name: `a${i}` })
@@ -44,8 +50,7 @@ t.test('a relay SIGKILLed with agents online restarts on its fixed port at once,
 
   first.proc.kill('SIGKILL')
   await first.closed
-  const second = start(t, relayArgs(serverUrl, relayToken, join(dir, 'relay'), '127.0.0.1', port, ['--ready-file', join(dir, 'r2.json')]))
-  const ready = await readyFile(second, join(dir, 'r2.json'), 10_000)
+  const { relay: second, ready } = await linkedRelay(t, s, dir, 'relay', 'r2', port, 10_000)
   t.equal(ready.wsUrl, `ws://127.0.0.1:${port}`, 'listening on the same port')
   t.equal(second.exit, null, 'still running')
   await eventually(async () => (await online()) === endpoints.length || undefined, 30_000)
@@ -53,12 +58,11 @@ t.test('a relay SIGKILLed with agents online restarts on its fixed port at once,
 })
 
 t.test('a second relay on a taken port exits 2 with one line naming it, and the first keeps every agent', async t => {
-  const { serverUrl, relayToken } = await site(t)
+  const s = await site(t)
   const dir = tempDir(t)
   const port = await freePort()
-  const first = start(t, relayArgs(serverUrl, relayToken, join(dir, 'one'), '127.0.0.1', port, ['--ready-file', join(dir, 'one.json')]))
-  await readyFile(first, join(dir, 'one.json'))
-  const second = start(t, relayArgs(serverUrl, relayToken, join(dir, 'two'), '127.0.0.1', port))
+  const { relay: first } = await linkedRelay(t, s, dir, 'one', 'one', port)
+  const second = start(t, relayArgs(s.serverUrl, s.relayToken, join(dir, 'two'), '127.0.0.1', port))
   t.equal(await exited(second, 20_000), 2, 'exit status 2: a configuration to fix, not a crash to restart')
   const lines = second.stderr.trim().split('\n').filter(l => l.startsWith('relaygate:'))
   t.equal(lines.length, 1, 'one line')
@@ -122,11 +126,9 @@ t.test('giving up after --give-up-after exits 1 (try again later), not 3 (refuse
 })
 
 t.test('a second demo moves its relay to a free port instead of sharing a taken one', async t => {
-  const { serverUrl, relayToken } = await site(t)
   const dir = tempDir(t)
   const taken = await freePort()
-  const relay = start(t, relayArgs(serverUrl, relayToken, join(dir, 'relay'), '127.0.0.1', taken, ['--ready-file', join(dir, 'relay.json')]))
-  await readyFile(relay, join(dir, 'relay.json'))
+  const { relay } = await linkedRelay(t, await site(t), dir, 'relay', 'relay', taken)
   const demo = start(t, ['demo', '--agents', '1', '--http-port', '0', '--https-port', 'off', '--relay-port', String(taken), '--relay-tls-port', '0', '--data-dir', join(dir, 'demo'), '--ready-file', join(dir, 'demo.json')])
   const ready = await readyFile(demo, join(dir, 'demo.json'), 45_000)
   t.not(ready.wsUrl, `ws://127.0.0.1:${taken}`, 'the demo relay is elsewhere')
