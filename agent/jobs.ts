@@ -1,25 +1,20 @@
 import fs from 'node:fs'
-import http from 'node:http'
-import tls from 'node:tls'
-import net from 'node:net'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { join, resolve, sep, dirname } from 'node:path'
-import { once } from 'node:events'
 import { randomBytes } from 'node:crypto'
 import PQueue from 'p-queue'
 import type { Logger } from 'pino'
-import { RelaygateError, toRelaygateError, type ErrorCodeName } from '../protocol/errors.js'
-import { normalizeFingerprint } from '../protocol/token.js'
+import { RelaygateError, toRelaygateError } from '../protocol/errors.js'
 import { hashFile, SHA256_HEX } from '../common/sha256.js'
-import { TransferProgress } from '../common/progress.js'
 import { Backoff } from '../common/backoff.js'
+import { download, type DownloadContext, type RelayAccess } from './download.js'
 import { MAX_ERROR_MESSAGE, MAX_JOB_OUTPUT, type UnsignedReport, type RelayToAgent, type UnsignedJobResult } from '../protocol/messages.js'
 
 export interface JobHost {
   /** Sends a control message to the relay (dropped while offline). */
   send: (msg: UnsignedReport | ({ t: 'job-result' } & UnsignedJobResult)) => void
   /** The relay link's URL (ws:// or wss://) and accepted fingerprints, and our download token. */
-  relay: () => { url: string, fingerprints: string[], downloadToken: string } | null
+  relay: () => RelayAccess | null
   readonly logger: Logger
 }
 
@@ -63,34 +58,10 @@ export function placeInside (filesDir: string, path: string): string {
   return dest
 }
 
-/** Opens a connection to the relay's HTTP port, checking the certificate pin before any byte is sent. */
-async function connectRelay (url: URL, fingerprints: string[]): Promise<net.Socket> {
-  const port = Number(url.port === '' ? (url.protocol === 'https:' ? 443 : 80) : url.port)
-  const host = url.hostname.replace(/^\[|\]$/g, '')
-  if (url.protocol !== 'https:') {
-    const sock = net.connect({ host, port })
-    await once(sock, 'connect')
-    return sock
-  }
-  const pins = fingerprints.map(normalizeFingerprint)
-  const sock = tls.connect({ host, port, servername: net.isIP(host) === 0 ? host : undefined, rejectUnauthorized: pins.length === 0 })
-  await once(sock, 'secureConnect')
-  if (pins.length > 0) {
-    const fp = normalizeFingerprint(sock.getPeerCertificate().fingerprint256 ?? '')
-    if (!pins.includes(fp)) {
-      sock.destroy()
-      throw new RelaygateError('RG_ERR_PIN_MISMATCH', `relay certificate ${fp} is not a pinned one`)
-    }
-  }
-  return sock
-}
-
 /** Partial downloads older than this are removed at start. */
 const PART_MAX_AGE_MS = 24 * 3600 * 1000
 /** How long a result the relay refuses to store is sent again, per connection (ms). */
 const RESEND_FOR_MS = 30 * 60_000
-/** How often a download waiting for a relay looks again (ms). */
-const RELAY_POLL_MS = 250
 
 /**
  * Runs jobs the server sends through the relay: download the artifact from
@@ -280,6 +251,17 @@ export class JobRunner {
     this.host.send({ t: 'job-progress', jobId: job.jobId, attempt: job.attempt, state, progress, bytes })
   }
 
+  /** What a download of `job` needs from this runner. */
+  private downloads (job: Job): DownloadContext {
+    return {
+      relay: () => this.host.relay(),
+      closed: () => this.closed,
+      progress: bytes => this.progress(job, 'downloading', bytes),
+      retries: this.opts.downloadRetries,
+      progressTty: this.opts.progressTty
+    }
+  }
+
   private async execute (job: Job): Promise<Result> {
     const log = this.host.logger.child({ jobId: job.jobId })
     if (!SHA256_HEX.test(job.sha256)) throw new RelaygateError('RG_ERR_PROTOCOL', 'job without a valid sha256')
@@ -290,7 +272,7 @@ export class JobRunner {
     for (let round = 0; round < 3 && !verified; round++) {
       // After a mismatch, ask the relay to hash what it serves: a cache file
       // damaged on disk is then dropped and the next round refetches it.
-      await this.download(job, part, log, round > 0)
+      await download(job, part, log, round > 0, this.downloads(job))
       this.progress(job, 'verifying', job.size)
       const actual = await hashFile(part)
       if (actual === job.sha256) verified = true
@@ -360,121 +342,6 @@ export class JobRunner {
     })
   }
 
-  /**
-   * Downloads into `part`, resuming what is there; retries with jittered
-   * backoff. Time without a relay is spent waiting for one (until the job's
-   * deadline), not counted as failed tries: a relay outage longer than the
-   * retry budget failed downloads for good.
-   */
-  private async download (job: Job, part: string, log: Logger, verify: boolean): Promise<void> {
-    let lastError: RelaygateError | null = null
-    let failures = 0
-    const backoff = new Backoff({ baseMs: 200, maxMs: 5000 })
-    for (;;) {
-      const relay = await this.waitForRelay(job, log)
-      try {
-        await this.fetchOnce(job, part, relay, log, verify)
-        return
-      } catch (err) {
-        lastError = toRelaygateError(err, 'RG_ERR_DOWNLOAD_FAILED')
-        const have = fs.existsSync(part) ? fs.statSync(part).size : 0
-        log.info({ code: lastError.code, have, size: job.size }, 'download interrupted; will resume')
-        if (lastError.code === 'RG_ERR_ARTIFACT_UNKNOWN' || lastError.code === 'RG_ERR_PIN_MISMATCH') break
-      }
-      await new Promise(r => setTimeout(r, backoff.next()))
-      // The relay went away meanwhile: the cut was its, not the download's.
-      if (this.host.relay() !== null && ++failures > this.opts.downloadRetries) break
-    }
-    throw new RelaygateError(lastError?.code === 'RG_ERR_ARTIFACT_UNKNOWN' ? 'RG_ERR_ARTIFACT_UNKNOWN' : 'RG_ERR_DOWNLOAD_FAILED',
-      `download failed: ${lastError?.message ?? 'unknown'}`)
-  }
-
-  /** The relay to download from, once there is one; RG_ERR_JOB_DEADLINE once the job's deadline passed. */
-  private async waitForRelay (job: Job, log: Logger): Promise<{ url: string, fingerprints: string[], downloadToken: string }> {
-    let logged = false
-    for (;;) {
-      if (this.closed) throw new RelaygateError('RG_ERR_CLOSED', 'agent stopping')
-      if (Date.now() >= job.deadline) throw new RelaygateError('RG_ERR_JOB_DEADLINE', `the job's deadline (${new Date(job.deadline).toISOString()}) passed while the download waited for a relay`)
-      const relay = this.host.relay()
-      if (relay !== null) return relay
-      if (!logged) log.info({ deadline: new Date(job.deadline).toISOString() }, 'download waits for a relay')
-      logged = true
-      await new Promise(r => setTimeout(r, Math.min(RELAY_POLL_MS, Math.max(1, job.deadline - Date.now()))))
-    }
-  }
-
-  private async fetchOnce (job: Job, part: string, relay: { url: string, fingerprints: string[], downloadToken: string }, log: Logger, verify: boolean): Promise<void> {
-    const base = new URL(relay.url.replace(/^ws/, 'http'))
-    let have = fs.existsSync(part) ? fs.statSync(part).size : 0
-    if (job.size >= 0 && have > job.size) {
-      fs.truncateSync(part, 0)
-      have = 0
-    }
-    if (job.size >= 0 && have === job.size) return
-    const socket = await connectRelay(base, relay.fingerprints)
-    const headers: Record<string, string> = { authorization: `Bearer ${relay.downloadToken}`, host: base.host }
-    if (have > 0) {
-      headers.range = `bytes=${have}-`
-      headers['if-range'] = `"${job.sha256}"`
-    }
-    const res = await new Promise<http.IncomingMessage>((resolvePromise, reject) => {
-      const req = http.request({ createConnection: () => socket, path: `/artifacts/${job.sha256}${verify ? '?verify=1' : ''}`, method: 'GET', headers })
-      req.once('response', resolvePromise)
-      req.once('error', reject)
-      req.end()
-    })
-    if (res.statusCode === 416) {
-      res.resume()
-      fs.truncateSync(part, 0)
-      throw new RelaygateError('RG_ERR_DOWNLOAD_FAILED', 'range not satisfiable; starting over')
-    }
-    if (res.statusCode !== 200 && res.statusCode !== 206) {
-      const chunks: Buffer[] = []
-      for await (const c of res) chunks.push(c as Buffer)
-      let code: ErrorCodeName = 'RG_ERR_DOWNLOAD_FAILED'
-      let message = `relay answered ${res.statusCode ?? '?'}`
-      try {
-        const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { error?: { code?: string, message?: string } }
-        if (body.error?.code === 'RG_ERR_ARTIFACT_UNKNOWN') code = 'RG_ERR_ARTIFACT_UNKNOWN'
-        message = body.error?.message ?? message
-      } catch {}
-      throw new RelaygateError(code, message)
-    }
-    const append = res.statusCode === 206
-    if (!append) have = 0
-    log.debug({ status: res.statusCode, from: have }, append ? 'resuming download' : 'downloading')
-    const out = fs.createWriteStream(part, { flags: append ? 'a' : 'w' })
-    let received = have
-    let lastReport = 0
-    this.progress(job, 'downloading', received)
-    const meter = new TransferProgress({
-      label: `job ${job.jobId}`,
-      total: job.size >= 0 ? job.size : null,
-      start: have,
-      tty: this.opts.progressTty ? process.stderr : null,
-      log: fields => log.info(fields, 'download progress')
-    })
-    try {
-      for await (const chunk of res) {
-        const buf = chunk as Buffer
-        received += buf.length
-        if (!out.write(buf)) await once(out, 'drain')
-        meter.update(received)
-        const now = Date.now()
-        if (now - lastReport > 250) {
-          lastReport = now
-          this.progress(job, 'downloading', received)
-        }
-      }
-    } finally {
-      meter.done()
-      await new Promise<void>(r => out.end(() => r()))
-    }
-    if (!res.complete || (job.size >= 0 && received < job.size)) {
-      throw new RelaygateError('RG_ERR_DOWNLOAD_FAILED', `connection ended at ${received} of ${job.size} bytes`)
-    }
-    this.progress(job, 'downloading', received)
-  }
 }
 
 /** Polls `check` every 50 ms; true once it holds, false after `timeoutMs`. */
