@@ -16,7 +16,7 @@ import { opt, parsePort, parsePortOrOff, parseCount, parseBytes, parseSeconds, c
 /** Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration, 3 refused by the peer for good. */
 const EXIT_USAGE = 2
 const EXIT_REFUSED = 3
-const USAGE_CODES = new Set(['RG_ERR_CONFIG', 'RG_ERR_BAD_JOIN_TOKEN', 'RG_ERR_PORT_IN_USE'])
+const USAGE_CODES = new Set(['RG_ERR_CONFIG', 'RG_ERR_BAD_JOIN_TOKEN', 'RG_ERR_PORT_IN_USE', 'RG_ERR_STORE_UNAVAILABLE'])
 /** Ends that are not a refusal: no peer could be reached for --give-up-after; a supervisor should try again later. */
 const GAVE_UP_CODES = new Set(['RG_ERR_UPSTREAM_UNAVAILABLE', 'RG_ERR_NO_RELAY'])
 
@@ -76,11 +76,15 @@ program.command('server')
   .addOption(opt('--public-url <url>', 'URL agents and relays use to reach this server (goes into join tokens)'))
   .addOption(opt('--ready-file <file>', 'write {httpUrl, httpsUrl, adminTokenFile} here once ready'))
   .addOption(opt('--metrics-public', 'serve GET /metrics without the admin token (default: it needs the bearer token)'))
+  .addOption(opt('--database-url <url>', 'keep the state in PostgreSQL: postgres://user@host:5432/db (default: SQLite in the data dir)'))
+  .addOption(opt('--database-password-file <file>', 'read the database password from this file (else the URL\'s, PGPASSWORD or ~/.pgpass)'))
+  .addOption(opt('--database-retry <seconds>', 'keep trying to reach the database at start this long, then exit 2').default(30).argParser(parseSeconds))
   .addOption(configOption())
   .action(async (o: Record<string, any>) => {
     const logger = createLogger(program.opts().logLevel)
     try {
       const server = await buildServer({
+        databaseUrl: o.databaseUrl, databasePasswordFile: o.databasePasswordFile, databaseRetryMs: Math.round(o.databaseRetry * 1000),
         dataDir: o.dataDir, host: o.host, httpPort: o.httpPort, httpsPort: o.httpsPort, tlsCert: o.tlsCert, tlsKey: o.tlsKey,
         publicUrl: o.publicUrl, readyFile: o.readyFile, adminToken: process.env.RELAYGATE_ADMIN_TOKEN, metricsPublic: o.metricsPublic === true
       }, logger)

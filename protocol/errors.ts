@@ -55,7 +55,8 @@ export const ErrorCode = {
   RG_ERR_JOB_DEADLINE: { close: 0, status: 504, message: 'the job\'s deadline passed before it finished here' },
   RG_ERR_ORDER_FORGED: { close: 0, status: 403, message: 'the agent refused an order that does not verify end to end' },
   RG_ERR_ORDER_REPLAYED: { close: 0, status: 409, message: 'the agent refused an order it had already seen' },
-  RG_ERR_REPORT_FORGED: { close: 0, status: 403, message: 'the server refused a report that does not verify end to end' }
+  RG_ERR_REPORT_FORGED: { close: 0, status: 403, message: 'the server refused a report that does not verify end to end' },
+  RG_ERR_STORE_UNAVAILABLE: { close: 0, status: 503, message: 'the server\'s database cannot be reached' }
 } as const
 
 export type ErrorCodeName = keyof typeof ErrorCode

@@ -85,24 +85,24 @@ export class ArtifactStore {
     const final = this.pathOf(sha256)
     if (existsSync(final)) rmSync(tmp, { force: true })
     else renameSync(tmp, final)
-    const previous = this.store.getArtifact(name)
+    const previous = await this.store.getArtifact(name)
     const record: ArtifactRecord = { name, sha256, size, createdAt: Date.now() }
-    this.store.putArtifact(record)
-    if (previous !== undefined && previous.sha256 !== sha256) this.collect(previous.sha256)
+    await this.store.putArtifact(record)
+    if (previous !== undefined && previous.sha256 !== sha256) await this.collect(previous.sha256)
     this.logger.info({ name, sha256, size }, 'artifact stored')
     return record
   }
 
   /** Removes a name; the file goes when nothing references its digest any more. */
-  delete (name: string): boolean {
-    const record = this.store.getArtifact(name)
-    if (record === undefined || !this.store.deleteArtifact(name)) return false
-    this.collect(record.sha256)
+  async delete (name: string): Promise<boolean> {
+    const record = await this.store.getArtifact(name)
+    if (record === undefined || !await this.store.deleteArtifact(name)) return false
+    await this.collect(record.sha256)
     return true
   }
 
-  private collect (sha256: string): void {
-    if (!this.store.digestInUse(sha256)) rmSync(this.pathOf(sha256), { force: true })
+  private async collect (sha256: string): Promise<void> {
+    if (!await this.store.digestInUse(sha256)) rmSync(this.pathOf(sha256), { force: true })
   }
 
   /**

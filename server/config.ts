@@ -25,6 +25,12 @@ export interface ServerConfig {
   tunnelAdminWindowMs: number
   /** Serve GET /metrics without the admin token (default: the bearer token is required). */
   metricsPublic: boolean
+  /** postgres://… : keep the state in PostgreSQL instead of the SQLite file in the data dir. */
+  databaseUrl?: string
+  /** A file holding the database password (else the URL's, PGPASSWORD or ~/.pgpass). */
+  databasePasswordFile?: string
+  /** How long to keep trying to reach the database at start (ms). */
+  databaseRetryMs: number
 }
 
 export const serverDefaults: Omit<ServerConfig, 'dataDir'> = {
@@ -36,7 +42,8 @@ export const serverDefaults: Omit<ServerConfig, 'dataDir'> = {
   relayLivenessTimeoutMs: 45_000,
   tunnelOpenTimeoutMs: 30_000,
   tunnelAdminWindowMs: 60_000,
-  metricsPublic: false
+  metricsPublic: false,
+  databaseRetryMs: 30_000
 }
 
 export function verifyPort (value: unknown, field: string, allowOff = false): number {
@@ -72,6 +79,13 @@ export function verifyServerConfig (input: Partial<ServerConfig> & { dataDir?: s
   if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) {
     throw new RelaygateError('RG_ERR_CONFIG', '--tls-cert and --tls-key must be given together')
   }
+  if (config.databaseUrl !== undefined) {
+    // Not echoed back: the URL may hold the password.
+    let scheme = ''
+    try { scheme = new URL(config.databaseUrl).protocol } catch {}
+    if (scheme !== 'postgres:' && scheme !== 'postgresql:') throw new RelaygateError('RG_ERR_CONFIG', '--database-url must be a postgres://user@host:5432/db URL')
+  }
+  if (!Number.isInteger(config.databaseRetryMs) || config.databaseRetryMs < 0) throw new RelaygateError('RG_ERR_CONFIG', '--database-retry must be a whole number of seconds >= 0')
   if (config.adminToken !== undefined && config.adminToken.length < 16) {
     throw new RelaygateError('RG_ERR_CONFIG', 'RELAYGATE_ADMIN_TOKEN must be at least 16 characters')
   }

@@ -3,7 +3,7 @@ import { FailureLimiter } from '../common/failure-limiter.js'
 import type { Duplex } from 'node:stream'
 import { WebSocketServer, type WebSocket } from 'ws'
 import type { Logger } from 'pino'
-import { Mux, DEFAULT_MAX_PAYLOAD, HEADER_SIZE, RelaygateError, ErrorCode, type Frame, type MuxStream } from '../protocol/index.js'
+import { Mux, DEFAULT_MAX_PAYLOAD, HEADER_SIZE, RelaygateError, ErrorCode, toRelaygateError, type Frame, type MuxStream } from '../protocol/index.js'
 import { WsTransport } from '../protocol/ws-transport.js'
 import { hashToken, newNonce, verifyProof } from '../protocol/auth.js'
 import {
@@ -12,10 +12,13 @@ import {
 } from '../protocol/messages.js'
 import type { SecurityLog } from './security.js'
 import { agentRef, type AgentRef } from './agent-ref.js'
-import type { Store } from './store.js'
+import type { Store, SettingsRef } from './store.js'
+import { PresenceWriter } from './presence.js'
+import type { RelayHello } from '../protocol/handshake.js'
 
 export interface HubOptions {
   store: Store
+  settings: SettingsRef
   logger: Logger
   version: string
   /** Ping the relay after this much silence (ms). */
@@ -45,14 +48,17 @@ export type { AgentRef } from './agent-ref.js'
 
 /** An agent's message passed up by its relay (kind K). */
 export type AgentMessage<K extends AgentUpWithSid['t']> = Extract<AgentUpWithSid, { t: K }>
-export type RelayMessageHandler<K extends AgentUpWithSid['t']> = (agent: AgentRef, msg: AgentMessage<K>) => void
+export type RelayMessageHandler<K extends AgentUpWithSid['t']> = (agent: AgentRef, msg: AgentMessage<K>) => Promise<void> | void
 export type PresenceListener = (agent: AgentRef, online: boolean) => void
 /** A stream a relay opened (an artifact fill), with its validated metadata. */
 export type RelayStreamHandler = (relayId: string, stream: MuxStream, meta: RelayStreamMeta) => void
 /** Relay-level messages (not about one agent): its figures, a durable job result. */
 export type RelayLevelKind = 'stats' | 'job-result' | 'result-held'
 export type RelayLevelMessage<K extends RelayLevelKind> = Extract<RelayToServer, { t: K }>
-export type RelayLevelHandler<K extends RelayLevelKind> = (relayId: string, msg: RelayLevelMessage<K>, reply: (message: ServerToRelay) => void) => void
+export type RelayLevelHandler<K extends RelayLevelKind> = (relayId: string, msg: RelayLevelMessage<K>, reply: (message: ServerToRelay) => void) => Promise<void> | void
+
+/** Messages a link may have waiting for the store; a relay that sends more is cut off (it reconnects). */
+const MAX_QUEUED_PER_LINK = 100_000
 
 /** The server's side of one relay's link. */
 class RelayLink {
@@ -61,6 +67,13 @@ class RelayLink {
   readonly sessions = new Map<number, Session>()
   readonly log: Logger
   connectedAt = Date.now()
+  /**
+   * Work waiting for the store, chained per agent session (and 0 for the
+   * relay's own messages): one agent's messages are handled in order,
+   * different agents' concurrently.
+   */
+  private readonly chains = new Map<number, { tail: Promise<void>, waiting: number }>()
+  private queued = 0
 
   constructor (relayId: string, mux: Mux, log: Logger) {
     this.relayId = relayId
@@ -70,6 +83,30 @@ class RelayLink {
 
   send (message: ServerToRelay): void {
     this.mux.send(controlFrame(message))
+  }
+
+  /** Runs `work` after the earlier work of chain `key`; a failure is logged (and answered by `onError`). */
+  enqueue (key: number, work: () => Promise<void>, onError?: (err: RelaygateError) => void): void {
+    if (this.queued >= MAX_QUEUED_PER_LINK) {
+      void this.mux.destroy(new RelaygateError('RG_ERR_QUEUE_FULL', `more than ${MAX_QUEUED_PER_LINK} messages waiting for the store`))
+      return
+    }
+    let chain = this.chains.get(key)
+    if (chain === undefined) {
+      chain = { tail: Promise.resolve(), waiting: 0 }
+      this.chains.set(key, chain)
+    }
+    const c = chain
+    c.waiting++
+    this.queued++
+    c.tail = c.tail.then(work).catch((err: Error) => {
+      const coded = toRelaygateError(err)
+      this.log.error({ err: err.message, code: coded.code }, 'relay message not handled')
+      onError?.(coded)
+    }).finally(() => {
+      this.queued--
+      if (--c.waiting === 0) this.chains.delete(key)
+    })
   }
 }
 
@@ -97,6 +134,8 @@ export class RelayHub {
   authBegins = 0
   /** Wrong-secret proofs per endpoint: a flood is refused before any proof is checked. */
   private readonly authFailures: FailureLimiter
+  /** Last seen times and relays of endpoints, written in batches. */
+  private readonly presenceWriter: PresenceWriter
 
   constructor (options: HubOptions) {
     this.opts = {
@@ -109,6 +148,7 @@ export class RelayHub {
       ...options
     }
     this.authFailures = new FailureLimiter({ burst: this.opts.authFailureBurst, perSecond: this.opts.authFailuresPerSecond, maxKeys: 100_000 })
+    this.presenceWriter = new PresenceWriter(this.opts.store, this.opts.logger)
     this.wss = new WebSocketServer({ noServer: true, maxPayload: DEFAULT_MAX_PAYLOAD + HEADER_SIZE, perMessageDeflate: false })
   }
 
@@ -204,8 +244,8 @@ export class RelayHub {
   }
 
   /** True when a stored report (a job result replayed by a relay) carries the MAC of that agent of the endpoint. */
-  verifyStoredReport (endpointId: string, edgeId: string, report: { t: string, mac?: unknown }): boolean {
-    const endpoint = this.opts.store.getEndpoint(endpointId)
+  async verifyStoredReport (endpointId: string, edgeId: string, report: { t: string, mac?: unknown }): Promise<boolean> {
+    const endpoint = await this.opts.store.getEndpoint(endpointId)
     if (endpoint === undefined) return false
     return verifyReportMac(deriveE2eKeys(endpoint.tunnelKey, edgeId), { endpointId, edgeId }, report)
   }
@@ -239,11 +279,15 @@ export class RelayHub {
     await Promise.allSettled(all)
     for (const client of this.wss.clients) client.terminate()
     await new Promise<void>(resolve => this.wss.close(() => resolve()))
+    await this.presenceWriter.close()
   }
 
   private accept (ws: WebSocket, remote: string): void {
     const log = this.opts.logger.child({ relayRemote: remote })
     let link: RelayLink | null = null
+    /** Messages that came while the hello was being checked (null before the hello and once linked). */
+    let early: Frame[] | null = null
+    let gone = false
     const mux: Mux = new Mux(new WsTransport(ws, remote), {
       role: 'listener',
       maxPayload: DEFAULT_MAX_PAYLOAD,
@@ -265,10 +309,23 @@ export class RelayHub {
       // A throw (bad hello, malformed or unknown message) closes the link with its code: the mux catches it.
       onFrame: frame => {
         if (this.closed) return
-        if (link === null) link = this.onHello(mux, frame, log)
-        else this.onControl(link, frame)
+        if (link !== null) return this.onControl(link, frame)
+        if (early !== null) {
+          if (early.length >= 1000) throw new RelaygateError('RG_ERR_PROTOCOL', 'too many messages before the hello was answered')
+          early.push(frame)
+          return
+        }
+        const hello = readHello(frame, Hellos.fromRelay)
+        early = []
+        this.onHello(mux, hello, log).then(linked => {
+          if (gone || this.closed) return
+          link = linked
+          for (const f of early ?? []) this.onControl(linked, f)
+          early = null
+        }).catch(err => { void mux.destroy(toRelaygateError(err)) })
       },
       onClose: ({ code, reason }) => {
+        gone = true
         clearTimeout(helloTimer)
         this.pending.delete(mux)
         if (link !== null) this.onLinkClosed(link, code, reason)
@@ -281,12 +338,12 @@ export class RelayHub {
     helloTimer.unref()
   }
 
-  private onHello (mux: Mux, frame: Frame, log: Logger): RelayLink {
-    const hello = readHello(frame, Hellos.fromRelay)
-    const record = this.opts.store.findRelayByTokenHash(hashToken(hello.token))
+  private async onHello (mux: Mux, hello: RelayHello, log: Logger): Promise<RelayLink> {
+    const record = await this.opts.store.findRelayByTokenHash(hashToken(hello.token))
     if (record === undefined || record.revokedAt !== null) {
       throw new RelaygateError('RG_ERR_RELAY_REVOKED', 'relay token unknown or revoked')
     }
+    if (this.closed || !this.pending.has(mux)) throw new RelaygateError('RG_ERR_GOING_AWAY', 'the link closed during its hello')
     const previous = this.links.get(record.id)
     if (previous !== undefined) {
       previous.log.info('relay linked again; dropping the older link')
@@ -302,43 +359,51 @@ export class RelayHub {
       wsUrl: hello.wsUrl ?? null,
       wssUrl: hello.wssUrl ?? null,
       fingerprint: hello.fingerprint ?? null
-    })
-    mux.send(helloFrame({ role: 'server', relayId: record.id, settings: this.opts.store.getSettings(), version: this.opts.version }))
+    }).catch((err: Error) => link.log.warn({ err: err.message }, 'relay record not updated'))
+    mux.send(helloFrame({ role: 'server', relayId: record.id, settings: this.opts.settings.current, version: this.opts.version }))
     link.log.info({ wsUrl: hello.wsUrl, wssUrl: hello.wssUrl }, 'relay linked')
     return link
   }
 
-  /** One validated message from a relay: one call per kind. */
+  /**
+   * One validated message from a relay: one call per kind, queued behind
+   * the earlier messages about the same agent (handlers wait for the store).
+   */
   private onControl (link: RelayLink, frame: Frame): void {
     const msg = readControl(frame, RelayToServer)
     switch (msg.t) {
-      case 'auth-begin': return this.onAuthBegin(link, msg.sid, msg.endpointId, msg.edgeId)
-      case 'auth-proof': return this.onAuthProof(link, msg.sid, msg.proof, msg.agentNonce)
-      case 'offline': return this.onOffline(link, msg.sids)
+      case 'auth-begin':
+      case 'auth-proof': {
+        const refuse = (err: RelaygateError): void => {
+          link.sessions.delete(msg.sid)
+          link.send({ t: 'auth-result', sid: msg.sid, ok: false, code: err.code, message: err.message })
+        }
+        if (msg.t === 'auth-begin') return link.enqueue(msg.sid, () => this.onAuthBegin(link, msg.sid, msg.endpointId, msg.edgeId), refuse)
+        return link.enqueue(msg.sid, () => this.onAuthProof(link, msg.sid, msg.proof, msg.agentNonce), refuse)
+      }
+      case 'offline':
+        // Each after what is queued for that agent; presence is written in batches (a site going dark costs one commit).
+        for (const sid of msg.sids) link.enqueue(sid, async () => this.onOffline(link, sid))
+        return
       case 'stats':
       case 'job-result':
-      case 'result-held': return this.onRelayLevelMessage(link, msg)
-      default: return this.onAgentMessage(link, msg)
+      case 'result-held': return link.enqueue(0, () => this.onRelayLevelMessage(link, msg))
+      default: return link.enqueue(msg.sid, () => this.onAgentMessage(link, msg))
     }
   }
 
-  private onOffline (link: RelayLink, sids: number[]): void {
-    // One transaction for the whole batch: a site going dark costs one commit, not thousands.
-    this.opts.store.batch(() => {
-      for (const sid of sids) {
-        const s = link.sessions.get(sid)
-        if (s !== undefined) this.dropSession(link, s)
-      }
-    })
+  private onOffline (link: RelayLink, sid: number): void {
+    const s = link.sessions.get(sid)
+    if (s !== undefined) this.dropSession(link, s)
   }
 
-  private onRelayLevelMessage (link: RelayLink, msg: RelayLevelMessage<RelayLevelKind>): void {
+  private async onRelayLevelMessage (link: RelayLink, msg: RelayLevelMessage<RelayLevelKind>): Promise<void> {
     const handler = this.relayHandlers.get(msg.t) as unknown as RelayLevelHandler<RelayLevelKind> | undefined
     if (handler === undefined) throw new RelaygateError('RG_ERR_PROTOCOL', `no handler for ${msg.t}`)
-    handler(link.relayId, msg, reply => link.send(reply))
+    await handler(link.relayId, msg, reply => link.send(reply))
   }
 
-  private onAgentMessage (link: RelayLink, msg: AgentUpWithSid): void {
+  private async onAgentMessage (link: RelayLink, msg: AgentUpWithSid): Promise<void> {
     const handler = this.handlers.get(msg.t) as unknown as RelayMessageHandler<AgentUpWithSid['t']> | undefined
     if (handler === undefined) throw new RelaygateError('RG_ERR_PROTOCOL', `no handler for ${msg.t}`)
     // A relay speaks only for agents that authenticated through it.
@@ -349,17 +414,17 @@ export class RelayHub {
     }
     const ref = (session as Session & { ref: AgentRef }).ref
     if (!ref.verifies(msg)) {
-      this.opts.security.record({
+      await this.opts.security.record({
         code: 'RG_ERR_REPORT_FORGED', relayId: link.relayId, endpointId: ref.endpointId, edgeId: ref.edgeId, kind: msg.t,
         ref: 'jobId' in msg ? msg.jobId : ('tunnelId' in msg ? msg.tunnelId : ''),
         message: `a ${msg.t} report does not verify end to end: dropped`
       })
       return
     }
-    handler(ref, msg)
+    await handler(ref, msg)
   }
 
-  private onAuthBegin (link: RelayLink, sid: number, endpointId: string, edgeId: string): void {
+  private async onAuthBegin (link: RelayLink, sid: number, endpointId: string, edgeId: string): Promise<void> {
     this.authBegins++
     const existing = link.sessions.get(sid)
     if (existing !== undefined) this.dropSession(link, existing)
@@ -367,15 +432,15 @@ export class RelayHub {
       link.send({ t: 'auth-result', sid, ok: false, code: 'RG_ERR_QUEUE_FULL', message: 'relay holds too many agents' })
       return
     }
-    const endpoint = this.opts.store.getEndpoint(endpointId)
+    const endpoint = await this.opts.store.getEndpoint(endpointId)
     // A deleted endpoint's agent is challenged too: once it proves itself it gets a verified stop order.
-    if (endpoint === undefined && this.opts.store.getTombstone(endpointId) === undefined) {
+    if (endpoint === undefined && await this.opts.store.getTombstone(endpointId) === undefined) {
       link.send({ t: 'auth-result', sid, ok: false, code: 'RG_ERR_ENDPOINT_UNKNOWN', message: `no endpoint ${endpointId}` })
       return
     }
     if (!this.authFailures.allows(endpointId)) {
       const wait = this.authFailures.retryAfter(endpointId)
-      this.opts.store.recordRefusal(endpointId, edgeId, 'RG_ERR_RATE_LIMIT', Date.now())
+      await this.opts.store.recordRefusal(endpointId, edgeId, 'RG_ERR_RATE_LIMIT', Date.now())
       link.send({ t: 'auth-result', sid, ok: false, code: 'RG_ERR_RATE_LIMIT', message: `too many wrong proofs for this endpoint; try again in ${wait} s` })
       return
     }
@@ -384,7 +449,7 @@ export class RelayHub {
     link.send({ t: 'auth-challenge', sid, nonce })
   }
 
-  private onAuthProof (link: RelayLink, sid: number, proof: string, agentNonce: string): void {
+  private async onAuthProof (link: RelayLink, sid: number, proof: string, agentNonce: string): Promise<void> {
     const session = link.sessions.get(sid)
     if (session === undefined || session.nonce === null) {
       link.send({ t: 'auth-result', sid, ok: false, code: 'RG_ERR_AUTH', message: 'no challenge outstanding' })
@@ -392,25 +457,27 @@ export class RelayHub {
     }
     const nonce = session.nonce
     session.nonce = null // one proof per nonce
-    const refuse = (code: 'RG_ERR_AUTH' | 'RG_ERR_EDGE_ID_MISMATCH' | 'RG_ERR_ENDPOINT_UNKNOWN', message: string): void => {
+    const refuse = async (code: 'RG_ERR_AUTH' | 'RG_ERR_EDGE_ID_MISMATCH' | 'RG_ERR_ENDPOINT_UNKNOWN', message: string): Promise<void> => {
       link.sessions.delete(sid)
-      if (code !== 'RG_ERR_ENDPOINT_UNKNOWN') this.opts.store.recordRefusal(session.endpointId, session.edgeId, code, Date.now())
       if (code === 'RG_ERR_AUTH') this.authFailures.fail(session.endpointId)
       link.log.warn({ endpointId: session.endpointId, edgeId: session.edgeId, code }, 'agent refused')
       link.send({ t: 'auth-result', sid, ok: false, code, message })
+      if (code !== 'RG_ERR_ENDPOINT_UNKNOWN') await this.opts.store.recordRefusal(session.endpointId, session.edgeId, code, Date.now())
     }
-    const endpoint = this.opts.store.getEndpoint(session.endpointId)
+    const endpoint = await this.opts.store.getEndpoint(session.endpointId)
     const input = { nonce, endpointId: session.endpointId, edgeId: session.edgeId, relayId: link.relayId }
     if (endpoint === undefined) {
-      if (!this.stopDeleted(link, session, sid, input, proof, agentNonce)) refuse('RG_ERR_ENDPOINT_UNKNOWN', `no endpoint ${session.endpointId}`)
+      if (!await this.stopDeleted(link, session, sid, input, proof, agentNonce)) await refuse('RG_ERR_ENDPOINT_UNKNOWN', `no endpoint ${session.endpointId}`)
       return
     }
-    if (!verifyProof(endpoint.authKey, input, proof)) return refuse('RG_ERR_AUTH', 'wrong endpoint secret')
-    if (!this.opts.store.admitEdgeId(session.endpointId, session.edgeId, Date.now())) {
-      return refuse('RG_ERR_EDGE_ID_MISMATCH', endpoint.maxAgents > 1
+    if (!verifyProof(endpoint.authKey, input, proof)) return await refuse('RG_ERR_AUTH', 'wrong endpoint secret')
+    if (!await this.opts.store.admitEdgeId(session.endpointId, session.edgeId, Date.now())) {
+      return await refuse('RG_ERR_EDGE_ID_MISMATCH', endpoint.maxAgents > 1
         ? `this cluster endpoint already has its ${endpoint.maxAgents} agents`
         : 'this endpoint is associated with another edge id')
     }
+    // The agent or its link may have gone while the store answered.
+    if (link.sessions.get(sid) !== session || this.links.get(link.relayId) !== link) return
     this.replaceClones(session)
     session.online = true
     let set = this.presence.get(session.endpointId)
@@ -420,10 +487,10 @@ export class RelayHub {
     }
     const ref = agentRef(link, session, sid, deriveE2eKeys(endpoint.tunnelKey, session.edgeId), agentNonce)
     set.add(Object.assign(session, { link, ref }))
-    this.opts.store.touchEndpoint(session.endpointId, Date.now(), link.relayId)
+    this.presenceWriter.touch(session.endpointId, Date.now(), link.relayId)
     link.log.info({ endpointId: session.endpointId, edgeId: session.edgeId }, 'agent online')
     link.send({ t: 'auth-result', sid, ok: true, flags: this.getFlags(session.endpointId) })
-    ref.order({ t: 'agent-settings', snapshotIntervalSeconds: this.opts.store.getSettings().snapshotIntervalSeconds })
+    ref.order({ t: 'agent-settings', snapshotIntervalSeconds: this.opts.settings.current.snapshotIntervalSeconds })
     for (const listener of this.presenceListeners) listener(ref, true)
   }
 
@@ -441,6 +508,7 @@ export class RelayHub {
       old.link.send({ t: 'kick', endpointId: old.endpointId, sid: old.sid, code: 'RG_ERR_REPLACED', message })
       this.dropSession(old.link, old)
       this.opts.store.recordRefusal(session.endpointId, session.edgeId, 'RG_ERR_REPLACED', Date.now())
+        .catch((err: Error) => old.link.log.warn({ err: err.message }, 'refusal not recorded'))
       old.link.log.warn({ endpointId: session.endpointId, edgeId: session.edgeId, relayId: old.link.relayId }, 'duplicate edge id: the older session is replaced')
     }
   }
@@ -451,8 +519,8 @@ export class RelayHub {
    * verify (the relay's refusal alone no longer stops an agent that was
    * online), then have the relay drop it. False when the proof fails.
    */
-  private stopDeleted (link: RelayLink, session: Session, sid: number, input: { nonce: string, endpointId: string, edgeId: string, relayId: string }, proof: string, agentNonce: string): boolean {
-    const tomb = this.opts.store.getTombstone(session.endpointId)
+  private async stopDeleted (link: RelayLink, session: Session, sid: number, input: { nonce: string, endpointId: string, edgeId: string, relayId: string }, proof: string, agentNonce: string): Promise<boolean> {
+    const tomb = await this.opts.store.getTombstone(session.endpointId)
     if (tomb === undefined || !verifyProof(tomb.authKey, input, proof)) return false
     link.sessions.delete(sid)
     link.log.info({ endpointId: session.endpointId, edgeId: session.edgeId }, 'agent of a deleted endpoint returned: stopping it')
@@ -479,7 +547,7 @@ export class RelayHub {
       if (set.size === 0) this.presence.delete(session.endpointId)
     }
     if (ref !== undefined) for (const listener of this.presenceListeners) listener(ref, false)
-    if (!this.closed) this.opts.store.touchEndpoint(session.endpointId, Date.now(), null)
+    if (!this.closed) this.presenceWriter.touch(session.endpointId, Date.now(), null)
     link.log.info({ endpointId: session.endpointId }, 'agent offline')
   }
 
@@ -489,13 +557,10 @@ export class RelayHub {
       this.closedBytes.in += link.mux.bytesIn
       this.closedBytes.out += link.mux.bytesOut
     }
-    const sessions = [...link.sessions.values()]
-    if (this.closed) for (const s of sessions) this.dropSession(link, s)
-    else this.opts.store.batch(() => { for (const s of sessions) this.dropSession(link, s) })
+    for (const s of [...link.sessions.values()]) this.dropSession(link, s)
     if (!this.closed) {
-      try {
-        this.opts.store.updateRelay(link.relayId, { lastSeen: Date.now() })
-      } catch {}
+      this.opts.store.updateRelay(link.relayId, { lastSeen: Date.now() })
+        .catch((err: Error) => link.log.warn({ err: err.message }, 'relay record not updated'))
     }
     link.log.info({ code, reason }, 'relay link closed')
   }

@@ -59,8 +59,10 @@ export class JobManager {
    * them on the event loop) stopped the server for 26 s when 1,000 agents
    * finished at once on a busy disk (bench P5 profile).
    */
-  private readonly pending = new Map<string, { jobId: string, endpointId: string, patch: Partial<JobTargetRecord>, acks: Array<() => void> }>()
+  private readonly pending = new Map<string, PendingUpdate>()
   private flushTimer: NodeJS.Timeout | null = null
+  /** The flush being written: flushes run one after another, so a later update is never overwritten by an earlier one. */
+  private flushing: Promise<void> | null = null
   /** Fails targets whose job's deadline passed (see failOverdue). */
   private readonly deadlineTimer: NodeJS.Timeout
 
@@ -71,19 +73,23 @@ export class JobManager {
     this.hub = options.hub
     this.logger = options.logger
     this.security = options.security
-    this.hub.onPresence((agent, online) => { if (online) this.dispatchFor(agent) })
+    this.hub.onPresence((agent, online) => {
+      if (online) this.dispatchFor(agent).catch((err: Error) => this.logger.warn({ err: err.message, endpointId: agent.endpointId }, 'jobs not dispatched; they go out when the agent returns'))
+    })
     this.hub.onRelayMessage('job-progress', (agent, msg) => this.onProgress(agent, msg))
     this.hub.onRelayMessage('order-refused', (agent, msg) => this.onOrderRefused(agent, msg))
     this.hub.onRelayLevel('job-result', (relayId, msg, reply) => this.onResult(relayId, msg, reply))
     this.hub.onRelayLevel('result-held', (relayId, msg) => this.onResultHeld(relayId, msg))
-    this.deadlineTimer = setInterval(() => this.failOverdue(), DEADLINE_CHECK_MS)
+    this.deadlineTimer = setInterval(() => {
+      this.failOverdue().catch((err: Error) => this.logger.warn({ err: err.message }, 'job deadlines not checked'))
+    }, DEADLINE_CHECK_MS)
     this.deadlineTimer.unref()
   }
 
   /** Stops the deadline checks and writes what is pending. */
-  close (): void {
+  async close (): Promise<void> {
     clearInterval(this.deadlineTimer)
-    this.flush()
+    await this.flush()
   }
 
   /**
@@ -92,9 +98,9 @@ export class JobManager {
    * by a relay that never came back) fails with RG_ERR_JOB_DEADLINE, saying
    * what it was doing then. A late result for it is not applied.
    */
-  failOverdue (now = Date.now()): void {
-    for (const overdue of this.store.overdueTargets(now, 1000)) {
-      const target = this.target(overdue.jobId, overdue.endpointId)
+  async failOverdue (now = Date.now()): Promise<void> {
+    for (const overdue of await this.store.overdueTargets(now, 1000)) {
+      const target = await this.target(overdue.jobId, overdue.endpointId)
       if (target === undefined || FINAL.has(target.state)) continue
       const online = this.hub.agentsOf(target.endpointId).length > 0
       const doing = target.state === 'queued' ? (online ? 'queued' : 'queued, its agent offline') : `${target.state} (attempt ${target.attempt})`
@@ -103,39 +109,52 @@ export class JobManager {
         errorCode: 'RG_ERR_JOB_DEADLINE',
         errorMessage: `the job's deadline passed while this target was ${doing}`,
         updatedAt: now
-      })
+      }, target.attempt)
       this.logger.warn({ jobId: target.jobId, endpointId: target.endpointId, was: target.state }, 'job target failed: deadline passed')
     }
   }
 
   /** A target as it will be once pending updates are written. */
-  private target (jobId: string, endpointId: string): JobTargetRecord | undefined {
-    const stored = this.store.getJobTarget(jobId, endpointId)
+  private async target (jobId: string, endpointId: string): Promise<JobTargetRecord | undefined> {
+    const stored = await this.store.getJobTarget(jobId, endpointId)
     const queued = this.pending.get(`${jobId}\n${endpointId}`)
     return stored === undefined || queued === undefined ? stored : { ...stored, ...queued.patch }
   }
 
-  private queueUpdate (jobId: string, endpointId: string, patch: Partial<JobTargetRecord>, ack?: () => void): void {
+  /**
+   * Queues a change of a target, for the attempt it is about: it is written
+   * only if the target is still at that attempt and unfinished (checked in
+   * the write itself), so a result is applied once and nothing that was
+   * decided on an older read (late progress) overwrites a finished target.
+   */
+  private queueUpdate (jobId: string, endpointId: string, patch: Partial<JobTargetRecord>, onlyAttempt: number, ack?: () => void): void {
     const key = `${jobId}\n${endpointId}`
     const entry = this.pending.get(key)
-    if (entry === undefined) this.pending.set(key, { jobId, endpointId, patch, acks: ack === undefined ? [] : [ack] })
+    if (entry === undefined) this.pending.set(key, { jobId, endpointId, patch, onlyAttempt, acks: ack === undefined ? [] : [ack] })
     else {
       Object.assign(entry.patch, patch)
+      entry.onlyAttempt = onlyAttempt
       if (ack !== undefined) entry.acks.push(ack)
     }
-    this.flushTimer ??= setTimeout(() => this.flush(), FLUSH_MS)
+    this.flushTimer ??= setTimeout(() => { void this.flush() }, FLUSH_MS)
   }
 
   /** Writes pending target updates in one transaction, then acks and notifies. */
-  flush (): void {
+  async flush (): Promise<void> {
     if (this.flushTimer !== null) clearTimeout(this.flushTimer)
     this.flushTimer = null
+    while (this.flushing !== null) await this.flushing
     if (this.pending.size === 0) return
     const entries = [...this.pending.values()]
     this.pending.clear()
+    this.flushing = this.write(entries).finally(() => { this.flushing = null })
+    await this.flushing
+  }
+
+  private async write (entries: PendingUpdate[]): Promise<void> {
     try {
-      this.store.batch(() => {
-        for (const e of entries) this.store.updateJobTarget(e.jobId, e.endpointId, e.patch)
+      await this.store.transaction(async tx => {
+        for (const e of entries) await tx.updateJobTarget(e.jobId, e.endpointId, e.patch, e.onlyAttempt)
       })
     } catch (err) {
       // Not acked: the relays keep the results and send them again.
@@ -151,12 +170,12 @@ export class JobManager {
     this.listeners.push(listener)
   }
 
-  create (input: { artifact: string, endpoints: string[], path?: string, run?: string[], deadlineSeconds?: number }): JobRecord {
-    const artifact = this.store.getArtifact(input.artifact)
+  async create (input: { artifact: string, endpoints: string[], path?: string, run?: string[], deadlineSeconds?: number }): Promise<JobRecord> {
+    const artifact = await this.store.getArtifact(input.artifact)
     if (artifact === undefined) throw new RelaygateError('RG_ERR_ARTIFACT_UNKNOWN', `no artifact named ${input.artifact}`)
     const unique = [...new Set(input.endpoints)]
     for (const id of unique) {
-      if (this.store.getEndpoint(id) === undefined) throw new RelaygateError('RG_ERR_NOT_FOUND', `no endpoint ${id}`)
+      if (await this.store.getEndpoint(id) === undefined) throw new RelaygateError('RG_ERR_NOT_FOUND', `no endpoint ${id}`)
     }
     const now = Date.now()
     const job: JobRecord = {
@@ -169,20 +188,20 @@ export class JobManager {
       createdAt: now,
       deadline: now + (input.deadlineSeconds === undefined ? DEFAULT_JOB_DEADLINE_MS : input.deadlineSeconds * 1000)
     }
-    this.store.createJob(job, unique)
+    await this.store.createJob(job, unique)
     this.logger.info({ jobId: job.id, artifact: job.artifact, targets: unique.length }, 'job created')
     for (const endpointId of unique) {
       const agent = this.hub.agentsOf(endpointId)[0]
-      if (agent !== undefined) this.dispatch(job, agent, this.store.getJobTarget(job.id, endpointId)!)
+      if (agent !== undefined) await this.dispatch(job, agent, endpointId)
     }
     this.changed(job.id)
     return job
   }
 
-  view (id: string): JobView | undefined {
-    const job = this.store.getJob(id)
+  async view (id: string): Promise<JobView | undefined> {
+    const job = await this.store.getJob(id)
     if (job === undefined) return undefined
-    const targets = this.store.listJobTargets(id).map(t => {
+    const targets = (await this.store.listJobTargets(id)).map(t => {
       const queued = this.pending.get(`${t.jobId}\n${t.endpointId}`)
       return queued === undefined ? t : { ...t, ...queued.patch }
     })
@@ -213,33 +232,41 @@ export class JobManager {
     }
   }
 
-  list (limit = 100): JobView[] {
-    return this.store.listJobs(limit).map(j => this.view(j.id)!)
+  async list (limit = 100): Promise<JobView[]> {
+    const views = []
+    for (const j of await this.store.listJobs(limit)) {
+      const view = await this.view(j.id)
+      if (view !== undefined) views.push(view)
+    }
+    return views
   }
 
   /** Sends an endpoint's unfinished jobs to its agent (it came online). */
-  private dispatchFor (agent: AgentRef): void {
-    for (const target of this.store.unfinishedTargets(agent.endpointId)) {
-      const job = this.store.getJob(target.jobId)
-      if (job !== undefined) this.dispatch(job, agent, target)
+  private async dispatchFor (agent: AgentRef): Promise<void> {
+    // Results waiting to be written first: a target they finish is not sent again.
+    await this.flush()
+    for (const target of await this.store.unfinishedTargets(agent.endpointId)) {
+      const job = await this.store.getJob(target.jobId)
+      if (job !== undefined) await this.dispatch(job, agent, target.endpointId)
     }
   }
 
-  private dispatch (job: JobRecord, agent: AgentRef, target: JobTargetRecord): void {
-    const attempt = target.attempt + 1
-    this.store.updateJobTarget(job.id, target.endpointId, { attempt, relayId: agent.relayId, updatedAt: Date.now() })
+  /** Sends a job to an agent as the target's next attempt (counted in the store first, so a result names a known attempt). */
+  private async dispatch (job: JobRecord, agent: AgentRef, endpointId: string): Promise<void> {
+    const attempt = await this.store.nextAttempt(job.id, endpointId, agent.relayId, Date.now())
+    if (attempt === undefined) return
     agent.order({ t: 'job', jobId: job.id, attempt, sha256: job.sha256, size: job.size, path: job.path, run: job.run, deadline: job.deadline })
-    this.logger.info({ jobId: job.id, endpointId: target.endpointId, attempt, relayId: agent.relayId }, 'job dispatched')
+    this.logger.info({ jobId: job.id, endpointId, attempt, relayId: agent.relayId }, 'job dispatched')
   }
 
-  private onProgress (agent: AgentRef, msg: AgentMessage<'job-progress'>): void {
+  private async onProgress (agent: AgentRef, msg: AgentMessage<'job-progress'>): Promise<void> {
     // Progress is frequent (every agent, several times a second): write a state change at once,
     // the same state's progress at most once a second per target.
     const key = `${msg.jobId}\n${agent.endpointId}`
     const now = Date.now()
     const last = this.lastProgress.get(key)
     if (last !== undefined && last.state === msg.state && now - last.at < 1000) return
-    const target = this.target(msg.jobId, agent.endpointId)
+    const target = await this.target(msg.jobId, agent.endpointId)
     // Progress of an earlier attempt (late, or replayed by a relay) says nothing about this one.
     if (target === undefined || FINAL.has(target.state) || msg.attempt !== target.attempt) {
       this.lastProgress.delete(key)
@@ -247,18 +274,18 @@ export class JobManager {
     }
     this.lastProgress.set(key, { state: msg.state, at: now })
     if (this.lastProgress.size > 100_000) this.lastProgress.delete(this.lastProgress.keys().next().value!)
-    this.queueUpdate(msg.jobId, agent.endpointId, { state: msg.state, progress: msg.progress, bytes: msg.bytes, updatedAt: Date.now() })
+    this.queueUpdate(msg.jobId, agent.endpointId, { state: msg.state, progress: msg.progress, bytes: msg.bytes, updatedAt: Date.now() }, msg.attempt)
   }
 
-  private onResult (relayId: string, msg: RelayLevelMessage<'job-result'>, reply: (m: ServerToRelay) => void): void {
+  private async onResult (relayId: string, msg: RelayLevelMessage<'job-result'>, reply: (m: ServerToRelay) => void): Promise<void> {
     const ack = (): void => reply({ t: 'job-result-ack', key: msg.key })
     const { jobId, endpointId, edgeId, result } = msg
     // The relay stores and replays results; it cannot make or alter one: the agent's MAC must verify.
-    if (result.jobId !== jobId || result.attempt !== msg.attempt || !this.hub.verifyStoredReport(endpointId, edgeId, { t: 'job-result', ...result })) {
-      this.security.record({ code: 'RG_ERR_REPORT_FORGED', relayId, endpointId, edgeId, kind: 'job-result', ref: jobId, message: 'a job result does not verify end to end: dropped' })
+    if (result.jobId !== jobId || result.attempt !== msg.attempt || !await this.hub.verifyStoredReport(endpointId, edgeId, { t: 'job-result', ...result })) {
+      await this.security.record({ code: 'RG_ERR_REPORT_FORGED', relayId, endpointId, edgeId, kind: 'job-result', ref: jobId, message: 'a job result does not verify end to end: dropped' })
       return ack()
     }
-    const target = this.target(jobId, endpointId)
+    const target = await this.target(jobId, endpointId)
     if (target === undefined) return ack()
     // A result of an earlier attempt (a replay, or one overtaken by a new dispatch) does not end this one.
     if (result.attempt !== target.attempt) return ack()
@@ -279,7 +306,7 @@ export class JobManager {
       errorMessage: result.error?.message ?? null,
       output: result.output ?? null,
       updatedAt: Date.now()
-    }, ack) // acked once written: the relay keeps the result until then
+    }, result.attempt, ack) // acked once written: the relay keeps the result until then
     this.logger.info({ jobId, endpointId, state, exitCode: result.exitCode }, 'job result applied')
   }
 
@@ -287,10 +314,10 @@ export class JobManager {
    * A relay could not store a result (its disk full): the target keeps its
    * state and shows why it waits, until the result arrives or the deadline.
    */
-  private onResultHeld (relayId: string, msg: RelayLevelMessage<'result-held'>): void {
-    const target = this.target(msg.jobId, msg.endpointId)
+  private async onResultHeld (relayId: string, msg: RelayLevelMessage<'result-held'>): Promise<void> {
+    const target = await this.target(msg.jobId, msg.endpointId)
     if (target === undefined || FINAL.has(target.state) || target.attempt !== msg.attempt || target.relayId !== relayId) return
-    this.queueUpdate(msg.jobId, msg.endpointId, { errorCode: msg.code, errorMessage: msg.message, updatedAt: Date.now() })
+    this.queueUpdate(msg.jobId, msg.endpointId, { errorCode: msg.code, errorMessage: msg.message, updatedAt: Date.now() }, target.attempt)
   }
 
   /**
@@ -298,17 +325,26 @@ export class JobManager {
    * a job order refused as forged also shows on its target (which keeps its
    * state: the genuine order may still come, and a result then replaces this).
    */
-  private onOrderRefused (agent: AgentRef, msg: AgentMessage<'order-refused'>): void {
-    this.security.record({ code: msg.code, relayId: agent.relayId, endpointId: agent.endpointId, edgeId: agent.edgeId, kind: msg.kind, ref: msg.ref, message: `the agent refused a ${msg.kind} order: ${msg.message}` })
+  private async onOrderRefused (agent: AgentRef, msg: AgentMessage<'order-refused'>): Promise<void> {
+    await this.security.record({ code: msg.code, relayId: agent.relayId, endpointId: agent.endpointId, edgeId: agent.edgeId, kind: msg.kind, ref: msg.ref, message: `the agent refused a ${msg.kind} order: ${msg.message}` })
     if (msg.kind !== 'job' || msg.code !== 'RG_ERR_ORDER_FORGED') return
-    const target = this.target(msg.ref, agent.endpointId)
+    const target = await this.target(msg.ref, agent.endpointId)
     if (target === undefined || FINAL.has(target.state)) return
-    this.queueUpdate(msg.ref, agent.endpointId, { errorCode: msg.code, errorMessage: `the agent refused a job order that did not verify end to end (relay ${agent.relayId})`, updatedAt: Date.now() })
+    this.queueUpdate(msg.ref, agent.endpointId, { errorCode: msg.code, errorMessage: `the agent refused a job order that did not verify end to end (relay ${agent.relayId})`, updatedAt: Date.now() }, target.attempt)
   }
 
   private changed (jobId: string): void {
     for (const l of this.listeners) l(jobId)
   }
+}
+
+interface PendingUpdate {
+  jobId: string
+  endpointId: string
+  patch: Partial<JobTargetRecord>
+  /** Written only while the target is unfinished at this attempt. */
+  onlyAttempt: number
+  acks: Array<() => void>
 }
 
 function aggregate (targets: JobTargetRecord[]): JobView['state'] {

@@ -88,8 +88,8 @@ export function createServerMetrics (options: ServerMetricsOptions): ServerMetri
     help: 'Job targets (one endpoint of one job) by state.',
     labelNames: ['state'],
     registers: [registry],
-    collect () {
-      const counts = countJobTargets(store)
+    async collect () {
+      const counts = await store.countJobTargets()
       for (const state of JOB_TARGET_STATES) this.set({ state }, counts[state] ?? 0)
     }
   })
@@ -97,15 +97,15 @@ export function createServerMetrics (options: ServerMetricsOptions): ServerMetri
     name: 'relaygate_server_artifacts_stored',
     help: 'Named artifacts stored.',
     registers: [registry],
-    collect () { this.set(store.listArtifacts().length) }
+    async collect () { this.set((await store.listArtifacts()).length) }
   })
   new Gauge({
     name: 'relaygate_server_artifacts_stored_bytes',
     help: 'Bytes of artifact content stored (each distinct sha256 once).',
     registers: [registry],
-    collect () {
+    async collect () {
       const sizes = new Map<string, number>()
-      for (const a of store.listArtifacts()) sizes.set(a.sha256, a.size)
+      for (const a of await store.listArtifacts()) sizes.set(a.sha256, a.size)
       let total = 0
       for (const size of sizes.values()) total += size
       this.set(total)
@@ -136,11 +136,3 @@ export function createServerMetrics (options: ServerMetricsOptions): ServerMetri
   return { registry, handle }
 }
 
-function countJobTargets (store: Store): Record<string, number> {
-  if (store.countJobTargets !== undefined) return store.countJobTargets()
-  const counts: Record<string, number> = {}
-  for (const job of store.listJobs(10_000)) {
-    for (const t of store.listJobTargets(job.id)) counts[t.state] = (counts[t.state] ?? 0) + 1
-  }
-  return counts
-}

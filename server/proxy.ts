@@ -66,22 +66,25 @@ export function createTunnelProxy (options: ProxyOptions): {
     })
   })
 
-  const target = (endpointId: string): string => {
-    const t = options.store.getEndpoint(endpointId)?.tunnelTarget
-    if (t !== undefined && t !== null && /^https?:\/\//.test(t)) {
-      const u = new URL(t)
+  /** The proxy's target URL: the host of the endpoint's HTTP tunnel target (the Host header the target expects). */
+  const target = (tunnelTarget: string | null): string => {
+    if (tunnelTarget !== null && /^https?:\/\//.test(tunnelTarget)) {
+      const u = new URL(tunnelTarget)
       return `http://${u.host}`
     }
     return 'http://localhost'
   }
 
-  const prepare = async (req: IncomingMessage, endpointId: string): Promise<void> => {
+  /** Authorizes, opens the tunnel; the proxy target. */
+  const prepare = async (req: IncomingMessage, endpointId: string): Promise<string> => {
     options.authorize(req)
-    if (options.store.getEndpoint(endpointId) === undefined) throw new RelaygateError('RG_ERR_NOT_FOUND', `no endpoint ${endpointId}`)
+    const endpoint = await options.store.getEndpoint(endpointId)
+    if (endpoint === undefined) throw new RelaygateError('RG_ERR_NOT_FOUND', `no endpoint ${endpointId}`)
     delete req.headers.authorization
     tunnels.touch(endpointId)
     await tunnels.ensureOpen(endpointId, options.openTimeoutMs)
     tunnels.touch(endpointId)
+    return target(endpoint.tunnelTarget)
   }
 
   const web = (req: IncomingMessage, res: ServerResponse): boolean => {
@@ -89,9 +92,9 @@ export function createTunnelProxy (options: ProxyOptions): {
     if (match === null) return false
     void (async () => {
       try {
-        await prepare(req, match.endpointId)
+        const to = await prepare(req, match.endpointId)
         req.url = match.path
-        proxy.web(req, res, { target: target(match.endpointId), agent: tunnels.httpAgent(match.endpointId), proxyTimeout: 0 })
+        proxy.web(req, res, { target: to, agent: tunnels.httpAgent(match.endpointId), proxyTimeout: 0 })
       } catch (err) {
         sendError(res, toRelaygateError(err))
       }
@@ -105,11 +108,11 @@ export function createTunnelProxy (options: ProxyOptions): {
     if (match !== null) {
       void (async () => {
         try {
-          await prepare(req, match.endpointId)
+          const to = await prepare(req, match.endpointId)
           req.url = match.path
           const done = tunnels.session(match.endpointId)
           socket.once('close', done)
-          proxy.ws(req, socket, head, { target: target(match.endpointId).replace(/^http/, 'ws'), agent: tunnels.httpAgent(match.endpointId) })
+          proxy.ws(req, socket, head, { target: to.replace(/^http/, 'ws'), agent: tunnels.httpAgent(match.endpointId) })
         } catch (err) {
           upgradeError(socket, toRelaygateError(err))
         }

@@ -28,22 +28,23 @@ export class SecurityLog {
 
   constructor (private readonly store: Store, private readonly logger: Logger) {}
 
-  record (e: SecurityEvent): void {
+  /** Logs and stores one event, then tells the listeners; never rejects (a store failure is logged). */
+  async record (e: SecurityEvent): Promise<void> {
     this.logger.warn({ code: e.code, relayId: e.relayId, endpointId: e.endpointId, edgeId: e.edgeId, kind: e.kind, ref: e.ref }, `tampering caught: ${e.message}`)
     try {
-      this.store.recordSecurityEvent({ ...e, count: 1, firstAt: Date.now(), lastAt: Date.now() })
+      await this.store.recordSecurityEvent({ ...e, count: 1, firstAt: Date.now(), lastAt: Date.now() })
     } catch (err) {
       this.logger.error({ err: (err as Error).message }, 'could not store a security event')
     }
     for (const l of this.listeners) l(e)
   }
 
-  list (limit = 100, filter: { relayId?: string, endpointId?: string } = {}): SecurityEventRecord[] {
-    return this.store.listSecurityEvents(limit, filter)
+  async list (limit = 100, filter: { relayId?: string, endpointId?: string } = {}): Promise<SecurityEventRecord[]> {
+    return await this.store.listSecurityEvents(limit, filter)
   }
 
-  countFor (relayId: string): number {
-    return this.store.countSecurityEvents(relayId)
+  async countFor (relayId: string): Promise<number> {
+    return await this.store.countSecurityEvents(relayId)
   }
 
   onEvent (listener: (e: SecurityEvent) => void): void {

@@ -12,8 +12,9 @@ import { loadOrCreateCert } from '../common/tls.js'
 import { VERSION } from '../common/version.js'
 import { Lifecycle } from '../common/lifecycle.js'
 import { verifyServerConfig, type ServerConfig } from './config.js'
-import { SqliteStore } from './sqlite-store.js'
-import type { Store } from './store.js'
+import { openSqliteStore } from './sqlite-store.js'
+import { openPgStore } from './pg-store.js'
+import type { Store, SettingsRef } from './store.js'
 import { RelayHub } from './hub.js'
 import { createApi, type RelayFigures } from './api/index.js'
 import { TunnelManager } from './tunnels.js'
@@ -107,14 +108,23 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
   const config = verifyServerConfig(input)
   mkdirSync(config.dataDir, { recursive: true })
   const life = new Lifecycle()
-  const store = new SqliteStore(join(config.dataDir, 'relaygate.db'))
+  const store = config.databaseUrl === undefined
+    ? openSqliteStore(join(config.dataDir, 'relaygate.db'))
+    : await openPgStore({
+      url: config.databaseUrl,
+      password: config.databasePasswordFile === undefined ? undefined : readFileSync(config.databasePasswordFile, 'utf8').trim(),
+      logger: logger.child({ component: 'store' }),
+      connectRetryMs: config.databaseRetryMs
+    })
   life.onClose('store', () => store.close())
   const admin = loadAdminToken(config.dataDir, config.adminToken, logger)
-  store.setMeta('adminTokenHash', hashToken(admin.token))
+  await store.setMeta('adminTokenHash', hashToken(admin.token))
   const authorize = bearerAuthorizer(hashToken(admin.token), tokenMatches)
+  // Read on every agent and tunnel: kept in memory, replaced by PATCH /api/settings.
+  const settings: SettingsRef = { current: await store.getSettings() }
 
   const security = new SecurityLog(store, logger.child({ component: 'security' }))
-  const hub = new RelayHub({ store, security, logger: logger.child({ component: 'hub' }), version: VERSION, keepAliveMs: config.relayKeepAliveMs, livenessTimeoutMs: config.relayLivenessTimeoutMs })
+  const hub = new RelayHub({ store, settings, security, logger: logger.child({ component: 'hub' }), version: VERSION, keepAliveMs: config.relayKeepAliveMs, livenessTimeoutMs: config.relayLivenessTimeoutMs })
   const jobs = new JobManager({ store, hub, security, logger: logger.child({ component: 'jobs' }) })
   // Written last of all (reverse order): pending job updates reach the store before it closes.
   life.onClose('job updates', () => jobs.close())
@@ -126,7 +136,7 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
     }
   })
   life.onClose('relay links', graceful => hub.close(graceful))
-  const tunnels = new TunnelManager({ store, hub, security, logger: logger.child({ component: 'tunnels' }), adminWindowMs: config.tunnelAdminWindowMs })
+  const tunnels = new TunnelManager({ store, settings, hub, security, logger: logger.child({ component: 'tunnels' }), adminWindowMs: config.tunnelAdminWindowMs })
   const tunnelProxy = createTunnelProxy({ tunnels, store, logger: logger.child({ component: 'proxy' }), openTimeoutMs: config.tunnelOpenTimeoutMs, authorize })
   life.onClose('tunnel proxy', () => tunnelProxy.close())
   life.onClose('tunnels', () => tunnels.close())
@@ -152,7 +162,7 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
     }
   }
   const api = createApi({
-    store, hub, tunnels, artifacts, jobs, events, security,
+    store, settings, hub, tunnels, artifacts, jobs, events, security,
     relayStats: id => relayStats.get(id),
     logger: logger.child({ component: 'api' }),
     version: VERSION,
@@ -166,11 +176,11 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
 /** What relays report that is not one module's business: snapshots, figures, and change notifications for the dashboard. */
 function wireRelayEvents (p: { hub: RelayHub, store: Store, artifacts: ArtifactStore, tunnels: TunnelManager, jobs: JobManager, events: EventHub, relayStats: Map<string, RelayFigures> }): void {
   const { hub, store, artifacts, events } = p
-  hub.onRelayMessage('snapshot', (agent, msg) => {
+  hub.onRelayMessage('snapshot', async (agent, msg) => {
     // Only a newer one than kept: an old snapshot replayed by a relay verifies, but does not replace a newer one.
-    const kept = store.getSnapshot(agent.endpointId)
+    const kept = await store.getSnapshot(agent.endpointId)
     if (kept !== undefined && kept.edgeId === agent.edgeId && Number(kept.snapshot.takenAt ?? 0) >= msg.takenAt) return
-    store.saveSnapshot({ endpointId: agent.endpointId, edgeId: agent.edgeId, receivedAt: Date.now(), reason: msg.reason, snapshot: { ...msg.snapshot, takenAt: msg.takenAt } })
+    await store.saveSnapshot({ endpointId: agent.endpointId, edgeId: agent.edgeId, receivedAt: Date.now(), reason: msg.reason, snapshot: { ...msg.snapshot, takenAt: msg.takenAt } })
   })
   hub.onRelayStream('artifact', (_relayId, stream, meta) => artifacts.serve(stream, meta.sha256, meta.offset))
   hub.onRelayLevel('stats', (relayId, msg) => {

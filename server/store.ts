@@ -1,9 +1,10 @@
 import type { Settings } from '../protocol/messages.js'
 
 /**
- * Everything the server persists. The embedded implementation is SQLite
- * (sqlite-store.ts); the interface is what a PostgreSQL implementation for
- * several server replicas would provide.
+ * Everything the server persists, asynchronous and transactional. One set
+ * of queries (sql-store.ts) over two drivers: the embedded SQLite file in
+ * the data dir (sqlite-store.ts, the default) and PostgreSQL
+ * (pg-store.ts, `--database-url`).
  */
 export interface RelayRecord {
   id: string
@@ -103,74 +104,107 @@ export interface JobTargetRecord {
 }
 
 export interface Store {
-  /** Runs `fn` as one transaction (nested calls join the outer one). */
-  batch: <T>(fn: () => T) => T
+  /**
+   * Runs `fn` as one transaction on `tx` (a store bound to it): all of its
+   * writes or none. Calls on `tx` inside a transaction join it.
+   */
+  transaction: <T>(fn: (tx: Store) => Promise<T>) => Promise<T>
 
-  getSettings: () => Settings
-  updateSettings: (patch: Partial<Settings>) => Settings
-  getMeta: (key: string) => string | undefined
-  setMeta: (key: string, value: string) => void
+  getSettings: () => Promise<Settings>
+  updateSettings: (patch: Partial<Settings>) => Promise<Settings>
+  getMeta: (key: string) => Promise<string | undefined>
+  setMeta: (key: string, value: string) => Promise<void>
 
-  createRelay: (relay: RelayRecord) => void
-  getRelay: (id: string) => RelayRecord | undefined
-  findRelayByTokenHash: (tokenHash: string) => RelayRecord | undefined
-  listRelays: () => RelayRecord[]
-  updateRelay: (id: string, patch: Partial<Omit<RelayRecord, 'id'>>) => void
-  revokeRelay: (id: string, at: number) => boolean
+  createRelay: (relay: RelayRecord) => Promise<void>
+  getRelay: (id: string) => Promise<RelayRecord | undefined>
+  findRelayByTokenHash: (tokenHash: string) => Promise<RelayRecord | undefined>
+  listRelays: () => Promise<RelayRecord[]>
+  updateRelay: (id: string, patch: Partial<Omit<RelayRecord, 'id'>>) => Promise<void>
+  revokeRelay: (id: string, at: number) => Promise<boolean>
 
-  createEndpoint: (endpoint: EndpointRecord) => void
-  getEndpoint: (id: string) => EndpointRecord | undefined
-  listEndpoints: () => EndpointRecord[]
+  createEndpoint: (endpoint: EndpointRecord) => Promise<void>
+  getEndpoint: (id: string) => Promise<EndpointRecord | undefined>
+  listEndpoints: () => Promise<EndpointRecord[]>
   /**
    * One page of the endpoints whose name, id or an admitted edge id contains
    * `q` (case-insensitive; '' matches all), in creation order, and how many
    * match: the search and the paging happen in the database.
    */
-  findEndpoints: (query: { q: string, offset: number, limit: number }) => { total: number, page: EndpointRecord[] }
+  findEndpoints: (query: { q: string, offset: number, limit: number }) => Promise<{ total: number, page: EndpointRecord[] }>
   /**
    * Admits an edge id for an endpoint: already admitted, or a free place
    * (fewer than maxAgents admitted) takes it. Returns false when refused.
+   * Atomic under concurrent callers: the first ones win the places.
    */
-  admitEdgeId: (endpointId: string, edgeId: string, at: number) => boolean
-  listEndpointAgents: (endpointId: string) => EndpointAgentRecord[]
+  admitEdgeId: (endpointId: string, edgeId: string, at: number) => Promise<boolean>
+  listEndpointAgents: (endpointId: string) => Promise<EndpointAgentRecord[]>
   /** Frees an admitted edge id's place (a cluster node was replaced). */
-  removeEndpointAgent: (endpointId: string, edgeId: string) => boolean
-  saveSnapshot: (snapshot: SnapshotRecord) => void
-  getSnapshot: (endpointId: string) => SnapshotRecord | undefined
-  touchEndpoint: (id: string, lastSeen: number, relayId: string | null) => void
-  deleteEndpoint: (id: string) => boolean
+  removeEndpointAgent: (endpointId: string, edgeId: string) => Promise<boolean>
+  saveSnapshot: (snapshot: SnapshotRecord) => Promise<void>
+  getSnapshot: (endpointId: string) => Promise<SnapshotRecord | undefined>
+  /** Presence, many endpoints in one write: last seen, and the relay (null keeps the one recorded). */
+  touchEndpoints: (touches: EndpointTouch[]) => Promise<void>
+  deleteEndpoint: (id: string) => Promise<boolean>
   /** The keys of a deleted endpoint (the last 10,000), to stop its agents verifiably when they return. */
-  getTombstone: (id: string) => { authKey: Buffer, tunnelKey: Buffer, deletedAt: number } | undefined
+  getTombstone: (id: string) => Promise<{ authKey: Buffer, tunnelKey: Buffer, deletedAt: number } | undefined>
 
-  recordRefusal: (endpointId: string, edgeId: string, code: string, at: number) => void
+  recordRefusal: (endpointId: string, edgeId: string, code: string, at: number) => Promise<void>
   /** Tampering caught end to end, aggregated per (relay, endpoint, edge id, code, kind). */
-  recordSecurityEvent: (e: SecurityEventRecord) => void
-  listSecurityEvents: (limit: number, filter: { relayId?: string, endpointId?: string }) => SecurityEventRecord[]
-  countSecurityEvents: (relayId: string) => number
-  listRefusals: (endpointId: string) => RefusalRecord[]
+  recordSecurityEvent: (e: SecurityEventRecord) => Promise<void>
+  listSecurityEvents: (limit: number, filter: { relayId?: string, endpointId?: string }) => Promise<SecurityEventRecord[]>
+  countSecurityEvents: (relayId: string) => Promise<number>
+  listRefusals: (endpointId: string) => Promise<RefusalRecord[]>
 
-  putArtifact: (artifact: ArtifactRecord) => void
-  getArtifact: (name: string) => ArtifactRecord | undefined
-  listArtifacts: () => ArtifactRecord[]
-  deleteArtifact: (name: string) => boolean
+  /**
+   * Spends a one-time tunnel credential: true for the first caller only,
+   * whichever server process it is. Spent ids are kept a day.
+   */
+  spendCredential: (tunnelId: string, at: number) => Promise<boolean>
+
+  putArtifact: (artifact: ArtifactRecord) => Promise<void>
+  getArtifact: (name: string) => Promise<ArtifactRecord | undefined>
+  listArtifacts: () => Promise<ArtifactRecord[]>
+  deleteArtifact: (name: string) => Promise<boolean>
   /** Whether a digest is still referenced (by a name or an unfinished job). */
-  digestInUse: (sha256: string) => boolean
+  digestInUse: (sha256: string) => Promise<boolean>
 
-  createJob: (job: JobRecord, endpointIds: string[]) => void
-  getJob: (id: string) => JobRecord | undefined
-  listJobs: (limit: number) => JobRecord[]
-  listJobTargets: (jobId: string) => JobTargetRecord[]
+  createJob: (job: JobRecord, endpointIds: string[]) => Promise<void>
+  getJob: (id: string) => Promise<JobRecord | undefined>
+  listJobs: (limit: number) => Promise<JobRecord[]>
+  listJobTargets: (jobId: string) => Promise<JobTargetRecord[]>
   /** One target, by its key (a single-row read: progress messages arrive from every agent). */
-  getJobTarget: (jobId: string, endpointId: string) => JobTargetRecord | undefined
-  /** How many job targets are in each state (for /metrics); optional for other stores. */
-  countJobTargets?: () => Record<string, number>
+  getJobTarget: (jobId: string, endpointId: string) => Promise<JobTargetRecord | undefined>
+  /**
+   * Starts the next attempt of an unfinished target through `relayId`
+   * (one statement: concurrent dispatches get distinct attempts); its
+   * number, or undefined when the target is finished or gone.
+   */
+  nextAttempt: (jobId: string, endpointId: string, relayId: string, at: number) => Promise<number | undefined>
+  /** How many job targets are in each state (for /metrics). */
+  countJobTargets: () => Promise<Record<string, number>>
   /** Targets of an endpoint not yet succeeded or failed, oldest job first. */
-  unfinishedTargets: (endpointId: string) => JobTargetRecord[]
+  unfinishedTargets: (endpointId: string) => Promise<JobTargetRecord[]>
   /** Targets not yet succeeded or failed whose job's deadline is at or before `now` (at most `limit`). */
-  overdueTargets: (now: number, limit: number) => JobTargetRecord[]
-  updateJobTarget: (jobId: string, endpointId: string, patch: Partial<Omit<JobTargetRecord, 'jobId' | 'endpointId'>>) => void
+  overdueTargets: (now: number, limit: number) => Promise<JobTargetRecord[]>
+  /**
+   * Changes a target. With `onlyAttempt`, only while it is unfinished and at
+   * that attempt (false otherwise): a result is applied once per (job,
+   * endpoint, attempt), whoever else writes.
+   */
+  updateJobTarget: (jobId: string, endpointId: string, patch: Partial<Omit<JobTargetRecord, 'jobId' | 'endpointId'>>, onlyAttempt?: number) => Promise<boolean>
 
-  close: () => void
+  close: () => Promise<void>
+}
+
+/** The settings in force, kept in memory (read on every agent and tunnel), replaced when they change. */
+export interface SettingsRef {
+  current: Settings
+}
+
+export interface EndpointTouch {
+  id: string
+  lastSeen: number
+  relayId: string | null
 }
 
 /** Tampering caught end to end: one row per (relay, endpoint, edge id, code, kind), counted, with the latest ref and message. */

@@ -5,7 +5,7 @@ import { CheckinFlag, RelaygateError } from '../protocol/index.js'
 import { deriveCredentialKey, newCredential, sealCredential, verifyTunnelProof } from '../protocol/tunnel-crypto.js'
 import { SealedStream, deriveTunnelStreamKey, newStreamNonce } from '../protocol/tunnel-stream.js'
 import type { TunnelStreamMeta } from '../protocol/messages.js'
-import type { Store } from './store.js'
+import type { Store, SettingsRef } from './store.js'
 import type { RelayHub, AgentRef, AgentMessage } from './hub.js'
 import type { SecurityLog } from './security.js'
 
@@ -25,6 +25,8 @@ interface Tunnel {
   credential: string
   /** Key of the tunnel's end-to-end encrypted streams (from the credential). */
   streamKey: Buffer
+  /** What offers need of the endpoint (read once, when the tunnel is requested). */
+  endpoint: { tunnelKey: Buffer, tunnelTarget: string | null }
   used: boolean
   owner: AgentRef | null
   requestedAt: number
@@ -98,7 +100,10 @@ export class TunnelManager {
 
   private readonly security: SecurityLog | undefined
 
-  constructor (options: { hub: RelayHub, store: Store, logger: Logger, adminWindowMs?: number, security?: SecurityLog }) {
+  private readonly settings: SettingsRef
+
+  constructor (options: { hub: RelayHub, store: Store, settings: SettingsRef, logger: Logger, adminWindowMs?: number, security?: SecurityLog }) {
+    this.settings = options.settings
     this.adminWindowMs = options.adminWindowMs ?? 60_000
     this.security = options.security
     this.hub = options.hub
@@ -150,9 +155,11 @@ export class TunnelManager {
   }
 
   /** Raises the flag (idempotent) and offers credentials to the endpoint's online agents. */
-  request (endpointId: string): TunnelStateName {
+  async request (endpointId: string): Promise<TunnelStateName> {
     if (this.closed) throw new RelaygateError('RG_ERR_CLOSED', 'server is shutting down')
-    if (this.store.getEndpoint(endpointId) === undefined) throw new RelaygateError('RG_ERR_NOT_FOUND', `no endpoint ${endpointId}`)
+    const endpoint = this.tunnels.get(endpointId)?.endpoint ?? await this.store.getEndpoint(endpointId)
+    if (endpoint === undefined) throw new RelaygateError('RG_ERR_NOT_FOUND', `no endpoint ${endpointId}`)
+    if (this.closed) throw new RelaygateError('RG_ERR_CLOSED', 'server is shutting down')
     let t = this.tunnels.get(endpointId)
     if (t === undefined) {
       const cred = newCredential()
@@ -162,6 +169,7 @@ export class TunnelManager {
         tunnelId: cred.tunnelId,
         credential: cred.credential,
         streamKey: deriveTunnelStreamKey(cred.credential, cred.tunnelId),
+        endpoint: { tunnelKey: endpoint.tunnelKey, tunnelTarget: endpoint.tunnelTarget },
         used: false,
         owner: null,
         requestedAt: Date.now(),
@@ -186,7 +194,7 @@ export class TunnelManager {
 
   /** Raises the flag if needed and resolves once the tunnel is open. */
   async ensureOpen (endpointId: string, timeoutMs: number): Promise<void> {
-    this.request(endpointId)
+    await this.request(endpointId)
     const t = this.tunnels.get(endpointId)!
     if (t.state === 'open') return
     await new Promise<void>((resolve, reject) => {
@@ -265,9 +273,8 @@ export class TunnelManager {
   }
 
   private offer (t: Tunnel, agent: AgentRef): void {
-    const endpoint = this.store.getEndpoint(t.endpointId)
-    if (endpoint === undefined) return
-    const settings = this.store.getSettings()
+    const { endpoint } = t
+    const settings = this.settings.current
     const key = deriveCredentialKey(endpoint.tunnelKey, agent.edgeId)
     const blob = sealCredential(key, t.endpointId, agent.edgeId, { tunnelId: t.tunnelId, credential: t.credential })
     agent.order({
@@ -279,18 +286,27 @@ export class TunnelManager {
     })
   }
 
-  private onOpen (agent: AgentRef, msg: AgentMessage<'tunnel-open'>): void {
+  private async onOpen (agent: AgentRef, msg: AgentMessage<'tunnel-open'>): Promise<void> {
     const tunnelId = msg.tunnelId
     const t = this.tunnels.get(agent.endpointId)
-    const refuse = (code: 'RG_ERR_CREDENTIAL_USED' | 'RG_ERR_AUTH', message: string): void => {
+    const refuse = (code: 'RG_ERR_CREDENTIAL_USED' | 'RG_ERR_AUTH' | 'RG_ERR_INTERNAL', message: string): void => {
       this.logger.info({ endpointId: agent.endpointId, edgeId: agent.edgeId, code }, 'tunnel open refused')
       agent.order({ t: 'tunnel-result', tunnelId, ok: false, code, message })
     }
     if (t === undefined || t.tunnelId !== tunnelId || t.used) return refuse('RG_ERR_CREDENTIAL_USED', 'these credentials were used or retired')
     const input = { tunnelId, endpointId: agent.endpointId, edgeId: agent.edgeId, relayId: agent.relayId }
     if (!verifyTunnelProof(t.credential, input, msg.proof)) return refuse('RG_ERR_AUTH', 'wrong tunnel proof')
-    // First valid use wins; the credential is spent.
+    // First valid use wins; the credential is spent, here and in the store (whichever server process hears it).
     t.used = true
+    let first: boolean
+    try {
+      first = await this.store.spendCredential(tunnelId, Date.now())
+    } catch (err) {
+      t.used = false
+      t.log.warn({ err: (err as Error).message }, 'tunnel credential not recorded as spent')
+      return refuse('RG_ERR_INTERNAL', 'the server could not record the tunnel credential; try again')
+    }
+    if (!first || this.tunnels.get(agent.endpointId) !== t || t.tunnelId !== tunnelId) return refuse('RG_ERR_CREDENTIAL_USED', 'these credentials were used or retired')
     t.owner = agent
     t.state = 'open'
     t.openedAt = Date.now()
@@ -343,7 +359,7 @@ export class TunnelManager {
 
   private startKeepAlive (t: Tunnel): void {
     this.stopKeepAlive(t)
-    const everyMs = this.store.getSettings().keepAliveSeconds * 1000
+    const everyMs = this.settings.current.keepAliveSeconds * 1000
     t.keepAliveTimer = setInterval(() => {
       const active = t.sessions > 0 || t.streams.size > 0 || Date.now() - t.lastAdminActivity < this.adminWindowMs
       if (active && t.owner !== null && t.owner.online) t.owner.order({ t: 'tunnel-keepalive', tunnelId: t.tunnelId })

@@ -12,27 +12,27 @@ export function artifactRoutes (ctx: ApiContext): void {
   const { store, hub, artifacts, route } = ctx
   route('PUT', '/api/artifacts/:name', async (req, res, params) => {
     const declared = req.headers['content-length'] === undefined ? undefined : Number(req.headers['content-length'])
-    const record = await artifacts.upload(params.name ?? '', req, declared, store.getSettings().maxUploadBytes)
+    const record = await artifacts.upload(params.name ?? '', req, declared, ctx.settings.current.maxUploadBytes)
     ctx.publish('artifacts')
     sendJson(res, 201, artifactView(record))
   })
 
-  route('GET', '/api/artifacts', (_req, res) => sendJson(res, 200, store.listArtifacts().map(artifactView)))
+  route('GET', '/api/artifacts', async (_req, res) => sendJson(res, 200, (await store.listArtifacts()).map(artifactView)))
 
-  route('GET', '/api/artifacts/:name', (_req, res, params) => {
-    const a = store.getArtifact(params.name ?? '')
+  route('GET', '/api/artifacts/:name', async (_req, res, params) => {
+    const a = await store.getArtifact(params.name ?? '')
     if (a === undefined) fail('RG_ERR_ARTIFACT_UNKNOWN', `no artifact named ${params.name}`)
     sendJson(res, 200, artifactView(a))
   })
 
-  route('DELETE', '/api/artifacts/:name', (_req, res, params) => {
-    if (!artifacts.delete(params.name ?? '')) fail('RG_ERR_ARTIFACT_UNKNOWN', `no artifact named ${params.name}`)
+  route('DELETE', '/api/artifacts/:name', async (_req, res, params) => {
+    if (!await artifacts.delete(params.name ?? '')) fail('RG_ERR_ARTIFACT_UNKNOWN', `no artifact named ${params.name}`)
     ctx.publish('artifacts')
     res.writeHead(204).end()
   })
 
   route('POST', '/api/artifacts/:name/prestage', async (req, res, params) => {
-    const a = store.getArtifact(params.name ?? '')
+    const a = await store.getArtifact(params.name ?? '')
     if (a === undefined) fail('RG_ERR_ARTIFACT_UNKNOWN', `no artifact named ${params.name}`)
     const body = await readJson(req, ctx.maxBodyBytes)
     rejectUnknownFields(body, ['relays'])

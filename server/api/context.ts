@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Logger } from 'pino'
-import type { Store } from '../store.js'
+import type { Store, SettingsRef } from '../store.js'
 import type { RelayHub } from '../hub.js'
 import type { TunnelManager } from '../tunnels.js'
 import type { ArtifactStore } from '../artifacts.js'
@@ -14,6 +14,8 @@ export interface RelayFigures { agents: number, queuedResults: number, cache: Ca
 
 export interface ApiOptions {
   store: Store
+  /** The settings in force (PATCH /api/settings replaces them). */
+  settings: SettingsRef
   hub: RelayHub
   tunnels: TunnelManager
   artifacts: ArtifactStore

@@ -44,7 +44,7 @@ export interface EndpointView {
   snapshot?: SnapshotSummary | null
 }
 
-export function endpointView (ctx: ApiContext, e: EndpointRecord, detail = false): EndpointView {
+export async function endpointView (ctx: ApiContext, e: EndpointRecord, detail = false): Promise<EndpointView> {
   const { hub, store, tunnels } = ctx
   const online = hub.agentsOf(e.id)
   const view: EndpointView = {
@@ -58,18 +58,18 @@ export function endpointView (ctx: ApiContext, e: EndpointRecord, detail = false
     tunnelTarget: e.tunnelTarget,
     maxAgents: e.maxAgents,
     createdAt: iso(e.createdAt),
-    agents: store.listEndpointAgents(e.id).map(a => {
+    agents: (await store.listEndpointAgents(e.id)).map(a => {
       const live = online.find(o => o.edgeId === a.edgeId)
       return { edgeId: a.edgeId, status: live === undefined ? 'offline' : 'online', relayId: live?.relayId ?? null, admittedAt: iso(a.admittedAt), lastSeen: live === undefined ? iso(a.lastSeen) : iso(Date.now()) }
     }),
-    refusedEdgeIds: store.listRefusals(e.id).map(r => ({ edgeId: r.edgeId, code: r.code, count: r.count, firstAt: iso(r.firstAt), lastAt: iso(r.lastAt) }))
+    refusedEdgeIds: (await store.listRefusals(e.id)).map(r => ({ edgeId: r.edgeId, code: r.code, count: r.count, firstAt: iso(r.firstAt), lastAt: iso(r.lastAt) }))
   }
-  if (detail) view.snapshot = snapshotSummary(ctx, e.id)
+  if (detail) view.snapshot = await snapshotSummary(ctx, e.id)
   return view
 }
 
-function snapshotSummary (ctx: ApiContext, endpointId: string): SnapshotSummary | null {
-  const snap = ctx.store.getSnapshot(endpointId)
+async function snapshotSummary (ctx: ApiContext, endpointId: string): Promise<SnapshotSummary | null> {
+  const snap = await ctx.store.getSnapshot(endpointId)
   if (snap === undefined) return null
   const body = snap.snapshot as Record<string, unknown>
   return {
@@ -84,9 +84,9 @@ function snapshotSummary (ctx: ApiContext, endpointId: string): SnapshotSummary 
 }
 
 /** The relays a join token names: wss with its pinned fingerprint first, then ws. */
-function joinRelays (ctx: ApiContext): RelayAddress[] {
+async function joinRelays (ctx: ApiContext): Promise<RelayAddress[]> {
   const out: RelayAddress[] = []
-  for (const r of ctx.store.listRelays()) {
+  for (const r of await ctx.store.listRelays()) {
     if (r.revokedAt !== null) continue
     if (r.wssUrl !== null) out.push({ url: r.wssUrl, fingerprints: r.fingerprint === null ? [] : [r.fingerprint] })
     if (r.wsUrl !== null) out.push({ url: r.wsUrl, fingerprints: [] })
@@ -94,8 +94,8 @@ function joinRelays (ctx: ApiContext): RelayAddress[] {
   return out
 }
 
-function endpointOr404 (ctx: ApiContext, id: string | undefined): EndpointRecord {
-  const e = ctx.store.getEndpoint(id ?? '')
+async function endpointOr404 (ctx: ApiContext, id: string | undefined): Promise<EndpointRecord> {
+  const e = await ctx.store.getEndpoint(id ?? '')
   if (e === undefined) fail('RG_ERR_NOT_FOUND', `no endpoint ${id}`)
   return e
 }
@@ -126,19 +126,19 @@ export function endpointRoutes (ctx: ApiContext): void {
       relayId: null,
       maxAgents
     }
-    store.createEndpoint(record)
-    const relays = joinRelays(ctx)
+    await store.createEndpoint(record)
+    const relays = await joinRelays(ctx)
     const joinToken = encodeJoinToken({ serverUrl: ctx.publicUrl(), relays, endpointId: record.id, secret })
     const command = `relaygate agent --join-token ${joinToken}${tunnelTarget === null ? '' : ` --tunnel-target ${tunnelTarget}`}`
     logger.info({ endpointId: record.id, name }, 'endpoint created')
     ctx.publish('endpoints')
-    const out: EndpointView & { joinToken: string, command: string, warning?: string } = { ...endpointView(ctx, record), joinToken, command }
+    const out: EndpointView & { joinToken: string, command: string, warning?: string } = { ...await endpointView(ctx, record), joinToken, command }
     if (relays.length === 0) out.warning = 'no relay has linked to the server yet: the join token names no relay; start a relay first or pass --relay to the agent'
     sendJson(res, 201, out)
   })
 
   // Optional ?q= (substring of name, id or edge id), &offset=, &limit=: one page, and x-total-count for the pager.
-  route('GET', '/api/endpoints', (req, res) => {
+  route('GET', '/api/endpoints', async (req, res) => {
     const query = new URL(req.url ?? '/', 'http://x').searchParams
     const count = (name: string, fallback: number): number => {
       const raw = query.get(name)
@@ -149,20 +149,20 @@ export function endpointRoutes (ctx: ApiContext): void {
     }
     const q = (query.get('q') ?? '').trim()
     if (q.length > 200) fail('RG_ERR_BAD_REQUEST', 'q must be at most 200 characters')
-    const found = store.findEndpoints({ q, offset: count('offset', 0), limit: count('limit', Number.MAX_SAFE_INTEGER) })
+    const found = await store.findEndpoints({ q, offset: count('offset', 0), limit: count('limit', Number.MAX_SAFE_INTEGER) })
     res.setHeader('x-total-count', String(found.total))
-    sendJson(res, 200, found.page.map(e => endpointView(ctx, e)))
+    sendJson(res, 200, await Promise.all(found.page.map(async e => await endpointView(ctx, e))))
   })
 
-  route('GET', '/api/endpoints/:id', (_req, res, params) => {
-    const e = store.getEndpoint(params.id ?? '')
+  route('GET', '/api/endpoints/:id', async (_req, res, params) => {
+    const e = await store.getEndpoint(params.id ?? '')
     if (e === undefined) fail('RG_ERR_NOT_FOUND', `no endpoint ${params.id}`)
-    sendJson(res, 200, endpointView(ctx, e, true))
+    sendJson(res, 200, await endpointView(ctx, e, true))
   })
 
-  route('DELETE', '/api/endpoints/:id', (_req, res, params) => {
+  route('DELETE', '/api/endpoints/:id', async (_req, res, params) => {
     const id = params.id ?? ''
-    if (!store.deleteEndpoint(id)) fail('RG_ERR_NOT_FOUND', `no endpoint ${id}`)
+    if (!await store.deleteEndpoint(id)) fail('RG_ERR_NOT_FOUND', `no endpoint ${id}`)
     tunnels.closeTunnel(id, 'endpoint deleted')
     hub.kickEndpoint(id, 'RG_ERR_ENDPOINT_DELETED', 'endpoint deleted by the admin')
     logger.info({ endpointId: id }, 'endpoint deleted')
@@ -170,16 +170,16 @@ export function endpointRoutes (ctx: ApiContext): void {
     res.writeHead(204).end()
   })
 
-  route('GET', '/api/endpoints/:id/snapshot', (_req, res, params) => {
-    const e = endpointOr404(ctx, params.id)
-    const snap = store.getSnapshot(e.id)
+  route('GET', '/api/endpoints/:id/snapshot', async (_req, res, params) => {
+    const e = await endpointOr404(ctx, params.id)
+    const snap = await store.getSnapshot(e.id)
     if (snap === undefined) fail('RG_ERR_NOT_FOUND', `no snapshot from ${e.id} yet`)
     sendJson(res, 200, { endpointId: e.id, edgeId: snap.edgeId, receivedAt: iso(snap.receivedAt), reason: snap.reason, snapshot: snap.snapshot })
   })
 
-  route('DELETE', '/api/endpoints/:id/agents/:edgeId', (_req, res, params) => {
-    const e = endpointOr404(ctx, params.id)
-    if (!store.removeEndpointAgent(e.id, params.edgeId ?? '')) fail('RG_ERR_NOT_FOUND', `edge id ${params.edgeId} is not admitted for ${e.id}`)
+  route('DELETE', '/api/endpoints/:id/agents/:edgeId', async (_req, res, params) => {
+    const e = await endpointOr404(ctx, params.id)
+    if (!await store.removeEndpointAgent(e.id, params.edgeId ?? '')) fail('RG_ERR_NOT_FOUND', `edge id ${params.edgeId} is not admitted for ${e.id}`)
     logger.info({ endpointId: e.id, edgeId: params.edgeId }, 'agent place freed')
     res.writeHead(204).end()
   })

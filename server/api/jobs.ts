@@ -21,14 +21,14 @@ export function jobRoutes (ctx: ApiContext): void {
     if (deadlineSeconds !== undefined && (!Number.isInteger(deadlineSeconds) || (deadlineSeconds as number) < 1 || (deadlineSeconds as number) > 30 * 86_400)) {
       fail('RG_ERR_BAD_REQUEST', 'field "deadlineSeconds" must be a whole number of seconds from 1 to 2592000 (30 days)')
     }
-    const job = jobs.create({ artifact, endpoints: endpoints as string[], path, run: run as string[] | undefined, deadlineSeconds: deadlineSeconds as number | undefined })
+    const job = await jobs.create({ artifact, endpoints: endpoints as string[], path, run: run as string[] | undefined, deadlineSeconds: deadlineSeconds as number | undefined })
     sendJson(res, 201, { id: job.id })
   })
 
-  route('GET', '/api/jobs', (_req, res) => sendJson(res, 200, jobs.list(100)))
+  route('GET', '/api/jobs', async (_req, res) => sendJson(res, 200, await jobs.list(100)))
 
-  route('GET', '/api/jobs/:id', (_req, res, params) => {
-    const view = jobs.view(params.id ?? '')
+  route('GET', '/api/jobs/:id', async (_req, res, params) => {
+    const view = await jobs.view(params.id ?? '')
     if (view === undefined) fail('RG_ERR_NOT_FOUND', `no job ${params.id}`)
     sendJson(res, 200, view)
   })

@@ -24,7 +24,7 @@ export interface RelayView {
   lastSeen: string | null
 }
 
-export function relayView (ctx: ApiContext, r: RelayRecord): RelayView {
+export async function relayView (ctx: ApiContext, r: RelayRecord): Promise<RelayView> {
   const status = ctx.hub.relayStatus(r.id)
   const figures = ctx.relayStats(r.id)
   return {
@@ -39,7 +39,7 @@ export function relayView (ctx: ApiContext, r: RelayRecord): RelayView {
     revoked: r.revokedAt !== null,
     cache: figures?.cache ?? null,
     queuedResults: figures?.queuedResults ?? null,
-    securityEvents: ctx.security.countFor(r.id),
+    securityEvents: await ctx.security.countFor(r.id),
     createdAt: iso(r.createdAt),
     lastSeen: status.connected ? iso(Date.now()) : iso(r.lastSeen)
   }
@@ -57,25 +57,25 @@ export function relayRoutes (ctx: ApiContext): void {
       id: newId('r'), name, tokenHash: hashToken(token), createdAt: Date.now(), revokedAt: null,
       fingerprint: null, wsUrl: null, wssUrl: null, version: null, lastSeen: null
     }
-    store.createRelay(record)
+    await store.createRelay(record)
     logger.info({ relayId: record.id, name }, 'relay created')
     ctx.publish('relays')
     sendJson(res, 201, { id: record.id, name, token })
   })
 
-  route('GET', '/api/relays', (_req, res) => sendJson(res, 200, store.listRelays().map(r => relayView(ctx, r))))
+  route('GET', '/api/relays', async (_req, res) => sendJson(res, 200, await Promise.all((await store.listRelays()).map(async r => await relayView(ctx, r)))))
 
-  route('GET', '/api/relays/:id', (_req, res, params) => {
-    const r = store.getRelay(params.id ?? '')
+  route('GET', '/api/relays/:id', async (_req, res, params) => {
+    const r = await store.getRelay(params.id ?? '')
     if (r === undefined) fail('RG_ERR_NOT_FOUND', `no relay ${params.id}`)
-    sendJson(res, 200, relayView(ctx, r))
+    sendJson(res, 200, await relayView(ctx, r))
   })
 
-  route('DELETE', '/api/relays/:id', (_req, res, params) => {
+  route('DELETE', '/api/relays/:id', async (_req, res, params) => {
     const id = params.id ?? ''
-    const r = store.getRelay(id)
+    const r = await store.getRelay(id)
     if (r === undefined) fail('RG_ERR_NOT_FOUND', `no relay ${id}`)
-    store.revokeRelay(id, Date.now())
+    await store.revokeRelay(id, Date.now())
     hub.disconnectRelay(id, new RelaygateError('RG_ERR_RELAY_REVOKED', 'relay token revoked'))
     logger.info({ relayId: id }, 'relay revoked')
     ctx.publish('relays')

@@ -9,7 +9,7 @@ const settingRules = Object.fromEntries(Object.entries(SettingsSchema.properties
 /** /api/settings: read, and change (pushed to every relay at once). */
 export function settingsRoutes (ctx: ApiContext): void {
   const { store, hub, logger, route } = ctx
-  route('GET', '/api/settings', (_req, res) => sendJson(res, 200, store.getSettings()))
+  route('GET', '/api/settings', async (_req, res) => sendJson(res, 200, await store.getSettings()))
 
   route('PATCH', '/api/settings', async (req, res) => {
     const body = await readJson(req, ctx.maxBodyBytes)
@@ -22,7 +22,8 @@ export function settingsRoutes (ctx: ApiContext): void {
       }
       patch[key as keyof Settings] = value
     }
-    const settings = store.updateSettings(patch)
+    const settings = await store.updateSettings(patch)
+    ctx.settings.current = settings
     hub.settingsChanged(settings)
     logger.info({ settings }, 'settings changed')
     ctx.publish('settings')

@@ -2,8 +2,8 @@ import { sendJson, fail } from '../http-util.js'
 import type { EndpointRecord } from '../store.js'
 import type { ApiContext } from './context.js'
 
-function endpointOr404 (ctx: ApiContext, id: string | undefined): EndpointRecord {
-  const e = ctx.store.getEndpoint(id ?? '')
+async function endpointOr404 (ctx: ApiContext, id: string | undefined): Promise<EndpointRecord> {
+  const e = await ctx.store.getEndpoint(id ?? '')
   if (e === undefined) fail('RG_ERR_NOT_FOUND', `no endpoint ${id}`)
   return e
 }
@@ -12,9 +12,9 @@ function endpointOr404 (ctx: ApiContext, id: string | undefined): EndpointRecord
 export function tunnelRoutes (ctx: ApiContext): void {
   const { tunnels, route } = ctx
   route('POST', '/api/endpoints/:id/tunnel', async (req, res, params) => {
-    const e = endpointOr404(ctx, params.id)
+    const e = await endpointOr404(ctx, params.id)
     const wait = new URL(req.url ?? '/', 'http://x').searchParams.get('wait')
-    tunnels.request(e.id)
+    await tunnels.request(e.id)
     if (wait === null) {
       sendJson(res, 202, tunnels.info(e.id))
       return
@@ -25,8 +25,8 @@ export function tunnelRoutes (ctx: ApiContext): void {
     sendJson(res, 200, tunnels.info(e.id))
   })
 
-  route('DELETE', '/api/endpoints/:id/tunnel', (_req, res, params) => {
-    const e = endpointOr404(ctx, params.id)
+  route('DELETE', '/api/endpoints/:id/tunnel', async (_req, res, params) => {
+    const e = await endpointOr404(ctx, params.id)
     tunnels.closeTunnel(e.id)
     res.writeHead(204).end()
   })

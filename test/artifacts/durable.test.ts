@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import { buildServer, type RelaygateServer } from '../../server/server.js'
 import { buildRelay, type RelaygateRelay } from '../../relay/relay.js'
-import { Api, startSite, startAgent, tempDir, freePort, eventually, capturingLogger, testLogger } from '../helpers/cluster.js'
+import { Api, startSite, startAgent, tempDir, freePort, eventually, capturingLogger, testLogger, testStore } from '../helpers/cluster.js'
 import { uploadArtifact, waitJob, relayFigures } from '../helpers/artifacts.js'
 
 const APPLIED = '"msg":"job result applied"'
@@ -22,7 +22,7 @@ t.test('results produced during a server outage arrive exactly once after it ret
     await Promise.all(servers.map(s => s.destroy()))
   })
   const startServerHere = async (logger: Logger): Promise<RelaygateServer> => {
-    const s = await buildServer({ dataDir: serverDir, host: '127.0.0.1', httpPort, httpsPort: -1 }, logger)
+    const s = await buildServer({ dataDir: serverDir, host: '127.0.0.1', httpPort, httpsPort: -1, ...await testStore(serverDir) }, logger)
     servers.push(s)
     return s
   }

@@ -8,6 +8,7 @@ import { RelaygateAgent } from '../../agent/agent.js'
 import type { ServerConfig } from '../../server/config.js'
 import type { RelayConfig } from '../../relay/config.js'
 import type { AgentConfig } from '../../agent/config.js'
+import { databaseFor } from './postgres.js'
 
 export interface TapLike {
   teardown: (fn: () => unknown) => void
@@ -46,9 +47,20 @@ export class Api {
   }
 }
 
+/**
+ * The store a test server uses: the SQLite file in its data dir, or with
+ * RELAYGATE_TEST_STORE=postgres (the suite's PostgreSQL pass, `npm run
+ * test:postgres`) a database of its own on a PostgreSQL server this test
+ * process starts, the same one again for the same data dir (restarts).
+ */
+export async function testStore (dataDir: string): Promise<Partial<ServerConfig>> {
+  if (process.env.RELAYGATE_TEST_STORE !== 'postgres') return {}
+  return { databaseUrl: await databaseFor(dataDir) }
+}
+
 export async function startServer (t: TapLike, dataDir?: string, extra: Partial<ServerConfig> = {}): Promise<{ server: RelaygateServer, api: Api, dataDir: string }> {
   const dir = dataDir ?? join(tempDir(t), 'server')
-  const server = await buildServer({ dataDir: dir, host: '127.0.0.1', httpPort: 0, httpsPort: 0, ...extra }, testLogger())
+  const server = await buildServer({ dataDir: dir, host: '127.0.0.1', httpPort: 0, httpsPort: 0, ...await testStore(dir), ...extra }, testLogger())
   t.teardown(() => server.destroy())
   const token = readFileSync(server.adminTokenFile, 'utf8').trim()
   return { server, api: new Api(server.httpUrl, token), dataDir: dir }

@@ -2,6 +2,8 @@ import { execFileSync } from 'node:child_process'
 import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir, userInfo } from 'node:os'
 import { join } from 'node:path'
+import { createHash } from 'node:crypto'
+import pg from 'pg'
 import { freePort, type TapLike } from './cluster.js'
 
 /**
@@ -64,4 +66,33 @@ export async function startPostgres (t: TapLike): Promise<Postgres> {
     rmSync(dir, { recursive: true, force: true })
   })
   return { url: `postgres://relaygate@127.0.0.1:${port}/relaygate`, port, dir, stop, start }
+}
+
+let shared: Promise<Postgres> | null = null
+const created = new Map<string, Promise<string>>()
+
+/**
+ * A database of its own for a test server's data dir (the same one again
+ * for the same dir, so a restarted server finds its state), on one
+ * PostgreSQL server per test process, stopped when the process's tests end.
+ */
+export async function databaseFor (dataDir: string): Promise<string> {
+  shared ??= import('tap').then(async ({ default: root }) => await startPostgres(root))
+  const server = await shared
+  const name = `t_${createHash('sha256').update(dataDir).digest('hex').slice(0, 20)}`
+  let url = created.get(name)
+  if (url === undefined) {
+    url = (async () => {
+      const client = new pg.Client({ connectionString: server.url })
+      await client.connect()
+      try {
+        await client.query(`CREATE DATABASE ${name}`)
+      } finally {
+        await client.end()
+      }
+      return server.url.replace(/\/[^/]*$/, `/${name}`)
+    })()
+    created.set(name, url)
+  }
+  return await url
 }

@@ -2,7 +2,7 @@ import t from 'tap'
 import fs from 'node:fs'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
-import { startServer, startRelay, startAgent, startTarget, eventually, capturingLogger, tempDir, freePort, type TapLike } from '../helpers/cluster.js'
+import { startServer, startRelay, startAgent, startTarget, eventually, capturingLogger, tempDir, freePort, testStore, type TapLike } from '../helpers/cluster.js'
 import { uploadArtifact, waitJob, sha256 } from '../helpers/artifacts.js'
 import { HostileRelay } from '../helpers/hostile-relay.js'
 import { buildServer } from '../../server/server.js'
@@ -20,7 +20,8 @@ import type { ServerToRelay } from '../../protocol/messages.js'
  */
 async function hostileSite (t: TapLike & { teardown: (fn: () => unknown) => void }): Promise<{ api: Api, hostile: HostileRelay, agent: RelaygateAgent, endpointId: string, logLines: string[], marker: string, hits: string[] }> {
   const { logger, lines } = capturingLogger('info')
-  const server = await buildServer({ dataDir: join(tempDir(t), 'server'), host: '127.0.0.1', httpPort: 0, httpsPort: -1 }, logger)
+  const dataDir = join(tempDir(t), 'server')
+  const server = await buildServer({ dataDir, host: '127.0.0.1', httpPort: 0, httpsPort: -1, ...await testStore(dataDir) }, logger)
   t.teardown(() => server.destroy())
   const api = new Api(server.httpUrl, fs.readFileSync(server.adminTokenFile, 'utf8').trim())
   const created = await api.ok('POST', '/api/relays', { name: 'taken-over' })

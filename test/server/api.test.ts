@@ -4,7 +4,7 @@ import { statSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { pino } from 'pino'
-import { startServer, startSite, startRelay, startAgent, eventually, tempDir, testLogger, Api } from '../helpers/cluster.js'
+import { startServer, startSite, startRelay, startAgent, eventually, tempDir, testLogger, testStore, Api } from '../helpers/cluster.js'
 import { buildServer } from '../../server/server.js'
 import { buildRelay } from '../../relay/relay.js'
 import { RelaygateAgent } from '../../agent/agent.js'
@@ -328,7 +328,7 @@ t.test('an adminToken option (RELAYGATE_ADMIN_TOKEN) overrides the generated tok
   const generated = await startServer(t, dataDir)
   await generated.server.close()
   const adminToken = 'override-token-' + 'a'.repeat(24)
-  const server = await buildServer({ dataDir, host: '127.0.0.1', httpPort: 0, httpsPort: -1, adminToken }, testLogger())
+  const server = await buildServer({ dataDir, host: '127.0.0.1', httpPort: 0, httpsPort: -1, adminToken, ...await testStore(dataDir) }, testLogger())
   t.teardown(() => server.destroy())
   t.equal(server.httpsUrl, null, 'HTTPS off')
   t.equal(readFileSync(server.adminTokenFile, 'utf8').trim(), adminToken)
@@ -352,7 +352,7 @@ t.test('secrets never reach the logs', async t => {
   })
   const logger = pino({ level: 'trace' }, stream)
   const dataDir = join(tempDir(t), 'server')
-  const server = await buildServer({ dataDir, host: '127.0.0.1', httpPort: 0, httpsPort: 0 }, logger.child({ process: 'server' }))
+  const server = await buildServer({ dataDir, host: '127.0.0.1', httpPort: 0, httpsPort: 0, ...await testStore(dataDir) }, logger.child({ process: 'server' }))
   t.teardown(() => server.destroy())
   const adminToken = readFileSync(server.adminTokenFile, 'utf8').trim()
   const api = new Api(server.httpUrl, adminToken)

@@ -54,18 +54,18 @@ t.test('close steps run once, in reverse order of building: the store closes las
   const closing = app.life.close(true)
   t.equal(app.life.close(false), closing, 'a second close gets the same promise')
   await closing
-  t.throws(() => app.store.listEndpoints(), 'the store is closed')
+  await t.rejects(app.store.listEndpoints(), 'the store is closed')
 })
 
 t.test('security events are kept in the store, one counted row per relay, endpoint, edge id, code and kind; they survive a restart', async t => {
   const dataDir = join(tempDir(t), 'server')
   const first = await createServerApp({ dataDir }, pino({ level: 'silent' }))
   const e = { code: 'RG_ERR_REPORT_FORGED', relayId: 'rone', endpointId: 'eone', edgeId: 'edge-1', kind: 'job-result', ref: 'j1', message: 'forged' }
-  for (let i = 0; i < 500; i++) first.security.record({ ...e, ref: `j${i}` })
-  first.security.record({ ...e, kind: 'snapshot', ref: '' })
-  first.security.record({ ...e, relayId: 'rtwo' })
-  t.equal(first.security.countFor('rone'), 501)
-  t.equal(first.security.list(10, { relayId: 'rone' }).length, 2, 'a flood of one kind is one row')
+  for (let i = 0; i < 500; i++) await first.security.record({ ...e, ref: `j${i}` })
+  await first.security.record({ ...e, kind: 'snapshot', ref: '' })
+  await first.security.record({ ...e, relayId: 'rtwo' })
+  t.equal(await first.security.countFor('rone'), 501)
+  t.equal((await first.security.list(10, { relayId: 'rone' })).length, 2, 'a flood of one kind is one row')
   await first.life.close(true)
   const again = await createServerApp({ dataDir }, pino({ level: 'silent' }))
   t.teardown(() => again.life.close(false))

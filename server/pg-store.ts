@@ -1,0 +1,311 @@
+import pg from 'pg'
+import type { Logger } from 'pino'
+import { RelaygateError } from '../protocol/errors.js'
+import { Backoff } from '../common/backoff.js'
+import { SqlStore, type SqlDriver } from './sql-store.js'
+
+/**
+ * The PostgreSQL store (`--database-url`): the same queries as the
+ * embedded SQLite file (sql-store.ts) over node-postgres and its pool.
+ * Rows a transaction decides on are locked (SELECT … FOR UPDATE); the
+ * schema is migrated at start under an advisory lock, so servers starting
+ * together take turns.
+ */
+
+/** Schema steps, in order; the database records the last one applied (meta.schemaVersion). */
+const MIGRATIONS: string[] = [
+  // 1: everything as of SQLite schema 4.
+  `CREATE TABLE IF NOT EXISTS relays (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT,
+    fingerprint TEXT,
+    ws_url TEXT,
+    wss_url TEXT,
+    version TEXT,
+    last_seen BIGINT
+  );
+  CREATE TABLE IF NOT EXISTS endpoints (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    tunnel_target TEXT,
+    auth_key BYTEA NOT NULL,
+    tunnel_key BYTEA NOT NULL,
+    edge_id TEXT,
+    created_at BIGINT NOT NULL,
+    last_seen BIGINT,
+    relay_id TEXT,
+    max_agents INTEGER NOT NULL DEFAULT 1
+  );
+  CREATE INDEX IF NOT EXISTS endpoints_created ON endpoints (created_at, id);
+  CREATE TABLE IF NOT EXISTS endpoint_agents (
+    endpoint_id TEXT NOT NULL REFERENCES endpoints(id) ON DELETE CASCADE,
+    edge_id TEXT NOT NULL,
+    admitted_at BIGINT NOT NULL,
+    last_seen BIGINT,
+    PRIMARY KEY (endpoint_id, edge_id)
+  );
+  CREATE TABLE IF NOT EXISTS snapshots (
+    endpoint_id TEXT PRIMARY KEY REFERENCES endpoints(id) ON DELETE CASCADE,
+    edge_id TEXT NOT NULL,
+    received_at BIGINT NOT NULL,
+    reason TEXT NOT NULL,
+    body TEXT NOT NULL
+  );
+  CREATE TABLE IF NOT EXISTS artifacts (
+    name TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    created_at BIGINT NOT NULL
+  );
+  CREATE INDEX IF NOT EXISTS artifacts_sha256 ON artifacts (sha256);
+  CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    artifact TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    path TEXT NOT NULL,
+    run TEXT,
+    created_at BIGINT NOT NULL,
+    deadline BIGINT NOT NULL
+  );
+  CREATE INDEX IF NOT EXISTS jobs_deadline ON jobs (deadline);
+  CREATE TABLE IF NOT EXISTS job_targets (
+    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    endpoint_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    progress DOUBLE PRECISION NOT NULL DEFAULT 0,
+    bytes BIGINT NOT NULL DEFAULT 0,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    relay_id TEXT,
+    exit_code INTEGER,
+    error_code TEXT,
+    error_message TEXT,
+    output TEXT,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (job_id, endpoint_id)
+  );
+  CREATE INDEX IF NOT EXISTS job_targets_endpoint ON job_targets (endpoint_id, state);
+  CREATE TABLE IF NOT EXISTS refusals (
+    endpoint_id TEXT NOT NULL REFERENCES endpoints(id) ON DELETE CASCADE,
+    edge_id TEXT NOT NULL,
+    code TEXT NOT NULL,
+    count BIGINT NOT NULL,
+    first_at BIGINT NOT NULL,
+    last_at BIGINT NOT NULL,
+    PRIMARY KEY (endpoint_id, edge_id, code)
+  );
+  CREATE TABLE IF NOT EXISTS security_events (
+    relay_id TEXT NOT NULL,
+    endpoint_id TEXT NOT NULL,
+    edge_id TEXT NOT NULL,
+    code TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    message TEXT NOT NULL,
+    count BIGINT NOT NULL,
+    first_at BIGINT NOT NULL,
+    last_at BIGINT NOT NULL,
+    PRIMARY KEY (relay_id, endpoint_id, edge_id, code, kind)
+  );
+  CREATE INDEX IF NOT EXISTS security_events_last ON security_events (last_at);
+  CREATE TABLE IF NOT EXISTS endpoint_tombstones (
+    id TEXT PRIMARY KEY,
+    auth_key BYTEA NOT NULL,
+    tunnel_key BYTEA NOT NULL,
+    deleted_at BIGINT NOT NULL
+  );
+  CREATE INDEX IF NOT EXISTS endpoint_tombstones_deleted ON endpoint_tombstones (deleted_at);
+  CREATE TABLE IF NOT EXISTS spent_credentials (
+    tunnel_id TEXT PRIMARY KEY,
+    spent_at BIGINT NOT NULL
+  );
+  CREATE INDEX IF NOT EXISTS spent_credentials_at ON spent_credentials (spent_at);`
+]
+export const PG_SCHEMA_VERSION = MIGRATIONS.length
+/** The advisory lock migrations hold (any constant; "rgate" in ASCII). */
+const MIGRATION_LOCK = 0x7267617465
+
+/** The URL with its password replaced, for logs and errors. */
+export function redactDatabaseUrl (url: string): string {
+  try {
+    const u = new URL(url)
+    if (u.password !== '') u.password = '***'
+    for (const key of [...u.searchParams.keys()]) if (/pass/i.test(key)) u.searchParams.set(key, '***')
+    return u.toString()
+  } catch {
+    return '(a database URL that does not parse)'
+  }
+}
+
+/** Errors that mean "the database is not reachable now" rather than "the query is wrong". */
+function unavailable (err: unknown): boolean {
+  const code = (err as { code?: unknown }).code
+  if (typeof code !== 'string') return /terminat|Connection|connect|timeout/i.test((err as Error).message ?? '')
+  return code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03' || /^E(CONNREFUSED|CONNRESET|PIPE|HOSTUNREACH|NETUNREACH|TIMEDOUT|AI_AGAIN)$/.test(code) || code === 'ENOTFOUND'
+}
+
+function coded (err: unknown): Error {
+  if (err instanceof RelaygateError || !unavailable(err)) return err as Error
+  return new RelaygateError('RG_ERR_STORE_UNAVAILABLE', `the database is not reachable: ${(err as Error).message}`)
+}
+
+/** `?` placeholders (outside quoted strings) as `$1, $2, …`; cached per statement. */
+const numbered = new Map<string, string>()
+function toNumbered (sql: string): string {
+  let out = numbered.get(sql)
+  if (out !== undefined) return out
+  let n = 0
+  let quoted = false
+  out = ''
+  for (const ch of sql) {
+    if (ch === '\'') quoted = !quoted
+    out += ch === '?' && !quoted ? `$${++n}` : ch
+  }
+  if (numbered.size < 1000) numbered.set(sql, out)
+  return out
+}
+
+/** BIGINT and COUNT(*) as numbers (timestamps and sizes stay far below 2^53). */
+const types = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') => oid === 20 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format ?? 'text')) as typeof pg.types.getTypeParser
+}
+
+type Queryable = Pick<pg.Pool, 'query'> | Pick<pg.PoolClient, 'query'>
+
+class PgDriver implements SqlDriver {
+  readonly forUpdate = ' FOR UPDATE'
+  private readonly pool: pg.Pool
+  private readonly on: Queryable
+  private readonly inTransaction: boolean
+
+  constructor (pool: pg.Pool, on: Queryable, inTransaction: boolean) {
+    this.pool = pool
+    this.on = on
+    this.inTransaction = inTransaction
+  }
+
+  private async query (sql: string, args: unknown[]): Promise<pg.QueryResult> {
+    try {
+      return await this.on.query(toNumbered(sql), args)
+    } catch (err) {
+      throw coded(err)
+    }
+  }
+
+  async all<T> (sql: string, args: unknown[] = []): Promise<T[]> {
+    return (await this.query(sql, args)).rows as T[]
+  }
+
+  async get<T> (sql: string, args: unknown[] = []): Promise<T | undefined> {
+    return (await this.query(sql, args)).rows[0] as T | undefined
+  }
+
+  async run (sql: string, args: unknown[] = []): Promise<number> {
+    return (await this.query(sql, args)).rowCount ?? 0
+  }
+
+  async transaction<T> (fn: (tx: SqlDriver) => Promise<T>): Promise<T> {
+    if (this.inTransaction) return await fn(this)
+    let client: pg.PoolClient
+    try {
+      client = await this.pool.connect()
+    } catch (err) {
+      throw coded(err)
+    }
+    let broken: Error | undefined
+    try {
+      await client.query('BEGIN')
+      const result = await fn(new PgDriver(this.pool, client, true))
+      await client.query('COMMIT')
+      return result
+    } catch (err) {
+      await client.query('ROLLBACK').catch((e: Error) => { broken = e })
+      throw coded(err)
+    } finally {
+      // A connection that failed to roll back is closed, not reused.
+      client.release(broken)
+    }
+  }
+
+  async close (): Promise<void> {
+    await this.pool.end()
+  }
+}
+
+export interface PgStoreOptions {
+  url: string
+  /** Overrides the URL's password (from --database-password-file). */
+  password?: string
+  logger: Logger
+  /** How long to keep trying to reach the database at start (ms). */
+  connectRetryMs?: number
+  /** Connections in the pool. */
+  poolSize?: number
+}
+
+/** Applies the schema steps this database lacks, holding the advisory lock: one server migrates, the others wait and find it done. */
+async function migrate (pool: pg.Pool, logger: Logger): Promise<void> {
+  const client = await pool.connect()
+  try {
+    await client.query('BEGIN')
+    await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK])
+    await client.query('CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)')
+    const row = (await client.query('SELECT value FROM meta WHERE key = \'schemaVersion\'')).rows[0] as { value: string } | undefined
+    const from = row === undefined ? 0 : Number(row.value)
+    if (from > MIGRATIONS.length) throw new RelaygateError('RG_ERR_CONFIG', `the database has schema ${from}, newer than this server knows (${MIGRATIONS.length}); run the newer server`)
+    for (let v = from; v < MIGRATIONS.length; v++) await client.query(MIGRATIONS[v])
+    await client.query('INSERT INTO meta (key, value) VALUES (\'schemaVersion\', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value', [String(MIGRATIONS.length)])
+    await client.query('COMMIT')
+    if (from < MIGRATIONS.length) logger.info({ from, to: MIGRATIONS.length }, 'database schema migrated')
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {})
+    throw err
+  } finally {
+    client.release()
+  }
+}
+
+/**
+ * Connects (trying again with backoff for `connectRetryMs`), migrates, and
+ * returns the store. Unreachable for that long: RG_ERR_STORE_UNAVAILABLE,
+ * naming the URL without its password.
+ */
+export async function openPgStore (options: PgStoreOptions): Promise<SqlStore> {
+  const where = redactDatabaseUrl(options.url)
+  const pool = new pg.Pool({
+    connectionString: options.url,
+    ...(options.password === undefined ? {} : { password: options.password }),
+    max: options.poolSize ?? 10,
+    connectionTimeoutMillis: 5000,
+    idleTimeoutMillis: 30_000,
+    keepAlive: true,
+    types,
+    application_name: 'relaygate'
+  })
+  // An idle connection that dies (the database restarted) must not crash the server: the pool replaces it.
+  pool.on('error', err => options.logger.warn({ err: err.message, database: where }, 'database connection lost; the pool reconnects'))
+  const backoff = new Backoff({ baseMs: 250, maxMs: 5000, giveUpAfterMs: options.connectRetryMs ?? 30_000 })
+  for (;;) {
+    try {
+      await migrate(pool, options.logger)
+      break
+    } catch (err) {
+      if (err instanceof RelaygateError || !unavailable(err)) {
+        await pool.end().catch(() => {})
+        throw err instanceof RelaygateError ? err : new RelaygateError('RG_ERR_CONFIG', `database ${where}: ${(err as Error).message}`)
+      }
+      const delay = backoff.next()
+      if (delay === undefined) {
+        await pool.end().catch(() => {})
+        throw new RelaygateError('RG_ERR_STORE_UNAVAILABLE', `cannot reach the database at ${where}: ${(err as Error).message}`)
+      }
+      options.logger.warn({ database: where, err: (err as Error).message, retryInMs: delay }, 'database not reachable yet; trying again')
+      await new Promise(resolve => setTimeout(resolve, delay))
+    }
+  }
+  options.logger.info({ database: where }, 'using PostgreSQL')
+  return new SqlStore(new PgDriver(pool, pool, false))
+}

@@ -1,0 +1,239 @@
+import t from 'tap'
+import { join } from 'node:path'
+import { randomUUID } from 'node:crypto'
+import Database from 'better-sqlite3'
+import { openSqliteStore, SQLITE_SCHEMA_VERSION } from '../../server/sqlite-store.js'
+import { openPgStore, PG_SCHEMA_VERSION } from '../../server/pg-store.js'
+import { DEFAULT_JOB_DEADLINE_MS, type Store, type EndpointRecord } from '../../server/store.js'
+import { tempDir, capturingLogger, type TapLike } from '../helpers/cluster.js'
+import { startPostgres, type Postgres } from '../helpers/postgres.js'
+
+/**
+ * The store's rules, run on both backends: the embedded SQLite file and a
+ * real PostgreSQL (one server for this file, a fresh database per test).
+ */
+const server: Postgres = await startPostgres(t)
+let databases = 0
+
+async function freshPgUrl (): Promise<string> {
+  const name = `store_${++databases}`
+  const admin = await openPgStoreRaw(server.url)
+  await admin.query(`CREATE DATABASE ${name}`)
+  await admin.end()
+  return server.url.replace(/\/[^/]*$/, `/${name}`)
+}
+
+async function openPgStoreRaw (url: string): Promise<{ query: (sql: string) => Promise<unknown>, end: () => Promise<void> }> {
+  const pg = (await import('pg')).default
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  return { query: async sql => await client.query(sql), end: async () => await client.end() }
+}
+
+const backends: Array<{ name: string, open: (t: TapLike) => Promise<Store> }> = [
+  { name: 'sqlite', open: async t => openSqliteStore(join(tempDir(t), 'relaygate.db')) },
+  { name: 'postgres', open: async () => await openPgStore({ url: await freshPgUrl(), logger: capturingLogger().logger, poolSize: 8 }) }
+]
+
+function endpoint (id: string, patch: Partial<EndpointRecord> = {}): EndpointRecord {
+  return { id, name: id, tunnelTarget: null, authKey: Buffer.alloc(32, 1), tunnelKey: Buffer.alloc(32, 2), edgeId: null, createdAt: 1, lastSeen: null, relayId: null, maxAgents: 1, ...patch }
+}
+
+async function withEndpoint (t: TapLike, open: (t: TapLike) => Promise<Store>): Promise<Store> {
+  const s = await open(t)
+  t.teardown(() => s.close())
+  await s.createEndpoint(endpoint('e1'))
+  return s
+}
+
+for (const { name, open } of backends) {
+  t.test(`${name}: refusals: a flood of one code from many edge ids is aggregated and cannot push out another code's evidence`, async t => {
+    const s = await withEndpoint(t, open)
+    const clone = randomUUID()
+    await s.recordRefusal('e1', clone, 'RG_ERR_EDGE_ID_MISMATCH', 1000)
+    for (let i = 0; i < 100; i++) await s.recordRefusal('e1', randomUUID(), 'RG_ERR_AUTH', 2000 + i)
+    const rows = await s.listRefusals('e1')
+    const auth = rows.filter(r => r.code === 'RG_ERR_AUTH')
+    t.equal(auth.length, 21, '20 edge ids, then one row for the rest')
+    t.match(auth.find(r => r.edgeId === '*'), { count: 80, lastAt: 2099 })
+    t.equal(auth.reduce((n, r) => n + r.count, 0), 100, 'every attempt counted')
+    t.match(rows.find(r => r.code === 'RG_ERR_EDGE_ID_MISMATCH'), { edgeId: clone, count: 1 }, 'the clone\'s evidence stays')
+    await s.recordRefusal('e1', clone, 'RG_ERR_EDGE_ID_MISMATCH', 3000)
+    t.match((await s.listRefusals('e1')).find(r => r.code === 'RG_ERR_EDGE_ID_MISMATCH'), { count: 2, firstAt: 1000, lastAt: 3000 })
+    await s.recordRefusal('gone', clone, 'RG_ERR_AUTH', 1)
+    t.same(await s.listRefusals('gone'), [], 'no row for an endpoint that does not exist')
+  })
+
+  t.test(`${name}: jobs: overdue targets are those not finished whose deadline passed; a result applies once per attempt`, async t => {
+    const s = await withEndpoint(t, open)
+    await s.createJob({ id: 'j1', artifact: 'a', sha256: 'a'.repeat(64), size: 1, path: 'a', run: null, createdAt: 1, deadline: 100 }, ['e1'])
+    await s.createJob({ id: 'j2', artifact: 'a', sha256: 'a'.repeat(64), size: 1, path: 'a', run: ['sh', 'x'], createdAt: 1, deadline: 500 }, ['e1'])
+    t.same((await s.overdueTargets(99, 10)).map(r => r.jobId), [])
+    t.same((await s.overdueTargets(100, 10)).map(r => r.jobId), ['j1'])
+    t.same((await s.overdueTargets(1000, 10)).map(r => r.jobId), ['j1', 'j2'])
+    t.equal(await s.nextAttempt('j1', 'e1', 'r1', 10), 1)
+    t.equal(await s.nextAttempt('j1', 'e1', 'r1', 11), 2)
+    t.notOk(await s.updateJobTarget('j1', 'e1', { state: 'succeeded' }, 1), 'a result of an earlier attempt is not applied')
+    t.ok(await s.updateJobTarget('j1', 'e1', { state: 'succeeded', progress: 1 }, 2))
+    t.notOk(await s.updateJobTarget('j1', 'e1', { state: 'failed' }, 2), 'a replayed result finds it final')
+    t.equal(await s.nextAttempt('j1', 'e1', 'r1', 12), undefined, 'a finished target gets no new attempt')
+    t.match(await s.getJobTarget('j1', 'e1'), { state: 'succeeded', progress: 1, attempt: 2, relayId: 'r1', updatedAt: 11 })
+    t.same((await s.overdueTargets(1000, 10)).map(r => r.jobId), ['j2'], 'a finished target is not overdue')
+    t.same((await s.overdueTargets(1000, 1)).length, 1, 'bounded')
+    t.same((await s.getJob('j2'))?.run, ['sh', 'x'])
+    t.same(await s.countJobTargets(), { succeeded: 1, queued: 1 })
+    t.ok(await s.digestInUse('a'.repeat(64)), 'an unfinished job holds its digest')
+  })
+
+  t.test(`${name}: endpoints: search and paging in SQL (name, id, any admitted edge id; LIKE wildcards are plain characters)`, async t => {
+    const s = await withEndpoint(t, open)
+    await s.createEndpoint(endpoint('e2', { name: 'Web_50%', createdAt: 2, maxAgents: 4 }))
+    await s.createEndpoint(endpoint('e3', { name: 'web-b', createdAt: 3, maxAgents: 4 }))
+    await s.createEndpoint(endpoint('e4', { name: 'db', createdAt: 4, maxAgents: 4 }))
+    await s.admitEdgeId('e4', 'aaaa-EDGE-bbbb', 5)
+    await s.admitEdgeId('e4', 'cccc-second-dddd', 6)
+    const names = async (q: string, offset = 0, limit = 100): Promise<{ total: number, names: string[] }> => {
+      const r = await s.findEndpoints({ q, offset, limit })
+      return { total: r.total, names: r.page.map(e => e.name) }
+    }
+    t.same(await names(''), { total: 4, names: ['e1', 'Web_50%', 'web-b', 'db'] }, 'all, in creation order')
+    t.same(await names('WEB'), { total: 2, names: ['Web_50%', 'web-b'] }, 'case-insensitive')
+    t.same(await names('web', 1, 1), { total: 2, names: ['web-b'] }, 'one page, with the total')
+    t.same(await names('_'), { total: 1, names: ['Web_50%'] }, '_ is a plain character')
+    t.same(await names('%'), { total: 1, names: ['Web_50%'] }, '% is a plain character')
+    t.same(await names('edge'), { total: 1, names: ['db'] }, 'the first edge id')
+    t.same(await names('SECOND'), { total: 1, names: ['db'] }, 'another admitted edge id of a cluster')
+    t.same(await names('e3'), { total: 1, names: ['web-b'] }, 'the id')
+    t.same(await names('nothing'), { total: 0, names: [] })
+    const e4 = await s.getEndpoint('e4')
+    t.same(e4?.authKey, Buffer.alloc(32, 1), 'keys come back as the bytes stored')
+    t.equal(e4?.edgeId, 'aaaa-EDGE-bbbb')
+  })
+
+  t.test(`${name}: deleting an endpoint leaves a tombstone with its keys; presence is written in batches`, async t => {
+    const s = await withEndpoint(t, open)
+    await s.touchEndpoints([{ id: 'e1', lastSeen: 50, relayId: 'r1' }, { id: 'missing', lastSeen: 1, relayId: null }])
+    await s.touchEndpoints([{ id: 'e1', lastSeen: 60, relayId: null }])
+    t.match(await s.getEndpoint('e1'), { lastSeen: 60, relayId: 'r1' }, 'a null relay keeps the one recorded')
+    t.ok(await s.deleteEndpoint('e1'))
+    t.notOk(await s.deleteEndpoint('e1'))
+    t.equal(await s.getEndpoint('e1'), undefined)
+    t.same((await s.getTombstone('e1'))?.tunnelKey, Buffer.alloc(32, 2))
+  })
+
+  t.test(`${name}: settings, meta, relays, artifacts, security events, snapshots`, async t => {
+    const s = await withEndpoint(t, open)
+    t.equal((await s.updateSettings({ snapshotIntervalSeconds: 77 })).snapshotIntervalSeconds, 77)
+    t.equal((await s.getSettings()).snapshotIntervalSeconds, 77)
+    await s.createRelay({ id: 'r1', name: 'site', tokenHash: 'h1', createdAt: 1, revokedAt: null, fingerprint: null, wsUrl: null, wssUrl: null, version: null, lastSeen: null })
+    await s.updateRelay('r1', { wsUrl: 'ws://x', lastSeen: 9 })
+    t.match(await s.findRelayByTokenHash('h1'), { id: 'r1', wsUrl: 'ws://x', lastSeen: 9 })
+    t.ok(await s.revokeRelay('r1', 10))
+    t.notOk(await s.revokeRelay('r1', 11), 'revoked once')
+    await s.putArtifact({ name: 'a', sha256: 'b'.repeat(64), size: 5_000_000_000, createdAt: 1 })
+    t.equal((await s.getArtifact('a'))?.size, 5_000_000_000, 'sizes above 4 GiB')
+    for (let i = 0; i < 3; i++) await s.recordSecurityEvent({ relayId: 'r1', endpointId: 'e1', edgeId: null, code: 'RG_ERR_REPORT_FORGED', kind: 'job-result', ref: `j${i}`, message: 'm', count: 1, firstAt: i, lastAt: i })
+    t.equal(await s.countSecurityEvents('r1'), 3)
+    t.match(await s.listSecurityEvents(10, { relayId: 'r1' }), [{ count: 3, ref: 'j2', edgeId: null }])
+    t.same(await s.listSecurityEvents(10, { endpointId: 'other' }), [])
+    await s.saveSnapshot({ endpointId: 'e1', edgeId: 'x', receivedAt: 5, reason: 'connect', snapshot: { hostname: 'h' } })
+    t.match(await s.getSnapshot('e1'), { reason: 'connect', snapshot: { hostname: 'h' } })
+  })
+
+  t.test(`${name}: a transaction is all or nothing, and others do not see it half done`, async t => {
+    const s = await withEndpoint(t, open)
+    await t.rejects(s.transaction(async tx => {
+      await tx.createEndpoint(endpoint('e2'))
+      throw new Error('changed my mind')
+    }), /changed my mind/)
+    t.equal(await s.getEndpoint('e2'), undefined, 'rolled back')
+    const done = s.transaction(async tx => {
+      await tx.createEndpoint(endpoint('e3'))
+      await new Promise(resolve => setTimeout(resolve, 50))
+      await tx.createEndpoint(endpoint('e4'))
+    })
+    const seen = (await s.listEndpoints()).map(e => e.id)
+    await done
+    t.ok(seen.includes('e3') === seen.includes('e4'), `a reader sees both or neither (${seen.join(',')})`)
+    t.same((await s.listEndpoints()).map(e => e.id).sort(), ['e1', 'e3', 'e4'])
+  })
+}
+
+t.test('postgres: concurrent writers from several connections: edge ids admitted up to maxAgents, a credential spent once, a result applied once', async t => {
+  const url = await freshPgUrl()
+  const stores = await Promise.all([1, 2, 3, 4].map(async () => await openPgStore({ url, logger: capturingLogger().logger, poolSize: 4 })))
+  t.teardown(async () => { for (const s of stores) await s.close() })
+  const [a] = stores
+  await a.createEndpoint(endpoint('single'))
+  await a.createEndpoint(endpoint('cluster', { maxAgents: 3 }))
+  const edgeIds = Array.from({ length: 16 }, (_, i) => `edge-${i}`)
+  const admittedSingle = await Promise.all(edgeIds.map(async (id, i) => await stores[i % 4].admitEdgeId('single', id, i)))
+  t.equal(admittedSingle.filter(Boolean).length, 1, 'one edge id wins a single endpoint')
+  const admittedCluster = await Promise.all(edgeIds.map(async (id, i) => await stores[i % 4].admitEdgeId('cluster', id, i)))
+  t.equal(admittedCluster.filter(Boolean).length, 3, 'a cluster takes exactly maxAgents')
+  t.equal((await a.listEndpointAgents('cluster')).length, 3)
+
+  const spent = await Promise.all(Array.from({ length: 16 }, async (_, i) => await stores[i % 4].spendCredential('tunnel-1', 1000 + i)))
+  t.equal(spent.filter(Boolean).length, 1, 'a one-time credential is spent once')
+
+  await a.createJob({ id: 'j', artifact: 'a', sha256: 'c'.repeat(64), size: 1, path: 'a', run: null, createdAt: 1, deadline: 1e13 }, ['single'])
+  const attempts = await Promise.all(stores.map(async s => await s.nextAttempt('j', 'single', 'r', 2)))
+  t.same([...attempts].sort(), [1, 2, 3, 4], 'concurrent dispatches get distinct attempts')
+  const applied = await Promise.all(Array.from({ length: 12 }, async (_, i) => await stores[i % 4].updateJobTarget('j', 'single', { state: i % 2 === 0 ? 'succeeded' : 'failed' }, 4)))
+  t.equal(applied.filter(Boolean).length, 1, 'a result is applied once per (job, endpoint, attempt)')
+
+  await Promise.all(Array.from({ length: 12 }, async (_, i) => await stores[i % 4].putArtifact({ name: 'same', sha256: String(i % 10).repeat(64), size: i, createdAt: i })))
+  t.equal((await a.listArtifacts()).filter(x => x.name === 'same').length, 1, 'uploads under one name leave one record')
+})
+
+t.test('postgres: servers starting together migrate once; a database from a newer schema is refused', async t => {
+  const url = await freshPgUrl()
+  const logs = [capturingLogger('info'), capturingLogger('info'), capturingLogger('info')]
+  const stores = await Promise.all(logs.map(async l => await openPgStore({ url, logger: l.logger })))
+  for (const s of stores) await s.close()
+  t.equal(logs.filter(l => l.lines.some(line => line.includes('database schema migrated'))).length, 1, 'one of them migrated')
+  const raw = await openPgStoreRaw(url)
+  await raw.query(`UPDATE meta SET value = '${PG_SCHEMA_VERSION + 1}' WHERE key = 'schemaVersion'`)
+  await raw.end()
+  await t.rejects(openPgStore({ url, logger: capturingLogger().logger }), { code: 'RG_ERR_CONFIG', message: /newer than this server knows/ })
+})
+
+t.test('postgres: an unreachable database is tried for the retry time, then a coded error naming the URL without its password', async t => {
+  const { logger, lines } = capturingLogger('info')
+  const started = Date.now()
+  const err = await openPgStore({ url: 'postgres://relaygate:s3cret-pw@127.0.0.1:1/relaygate', logger, connectRetryMs: 1500 }).then(() => null, (e: unknown) => e as Error & { code: string })
+  t.match(err, { code: 'RG_ERR_STORE_UNAVAILABLE', message: /cannot reach the database at postgres:\/\/relaygate:\*\*\*@127\.0\.0\.1:1\/relaygate/ })
+  t.ok(Date.now() - started >= 1400, 'it kept trying')
+  t.ok(lines.some(l => l.includes('trying again')), 'each try is logged')
+  t.notOk(lines.some(l => l.includes('s3cret-pw')) || err?.message.includes('s3cret-pw'), 'the password is never written')
+})
+
+t.test('sqlite: a data dir made by the schema before job deadlines is migrated: old jobs get the default deadline from their creation', async t => {
+  const file = join(tempDir(t), 'relaygate.db')
+  const before = openSqliteStore(file)
+  await before.createEndpoint(endpoint('e1'))
+  await before.createJob({ id: 'j1', artifact: 'a', sha256: 'a'.repeat(64), size: 1, path: 'a', run: null, createdAt: 5000, deadline: 1 }, ['e1'])
+  await before.close()
+  const raw = new Database(file)
+  raw.exec('DROP INDEX jobs_deadline; ALTER TABLE jobs DROP COLUMN deadline')
+  raw.close()
+  const after = openSqliteStore(file)
+  t.teardown(() => after.close())
+  t.equal((await after.getJob('j1'))?.deadline, 5000 + DEFAULT_JOB_DEADLINE_MS)
+})
+
+t.test('sqlite: a data dir of schema 3 (the store before spent credentials) opens, keeps its data and gains the table', async t => {
+  const file = join(tempDir(t), 'relaygate.db')
+  const before = openSqliteStore(file)
+  await before.createEndpoint(endpoint('e1', { name: 'kept' }))
+  await before.close()
+  const raw = new Database(file)
+  raw.exec('DROP TABLE spent_credentials; UPDATE meta SET value = \'3\' WHERE key = \'schemaVersion\'')
+  raw.close()
+  const after = openSqliteStore(file)
+  t.teardown(() => after.close())
+  t.equal((await after.getEndpoint('e1'))?.name, 'kept')
+  t.equal(await after.getMeta('schemaVersion'), String(SQLITE_SCHEMA_VERSION))
+  t.ok(await after.spendCredential('t1', 1))
+  t.notOk(await after.spendCredential('t1', 2))
+})
