@@ -7,13 +7,14 @@ import { Mux, DEFAULT_MAX_PAYLOAD, HEADER_SIZE, RelaygateError, ErrorCode, toRel
 import { WsTransport } from '../protocol/ws-transport.js'
 import { hashToken, newNonce, verifyProof } from '../protocol/auth.js'
 import {
-  Hellos, helloFrame, readHello, controlFrame, readControl, parseStreamMeta, RelayToServer, RelayStreams, deriveE2eKeys, verifyReportMac,
+  Hellos, helloFrame, readHello, readControl, parseStreamMeta, RelayToServer, RelayStreams, deriveE2eKeys, verifyReportMac,
   type Settings, type ServerToRelay, type AgentUpWithSid, type RelayStreamMeta
 } from '../protocol/messages.js'
 import type { SecurityLog } from './security.js'
 import { agentRef, type AgentRef } from './agent-ref.js'
 import type { Store, SettingsRef } from './store.js'
 import { PresenceWriter } from './presence.js'
+import { RelayLink, type Session } from './relay-link.js'
 import type { RelayHello } from '../protocol/handshake.js'
 
 export interface HubOptions {
@@ -36,13 +37,6 @@ export interface HubOptions {
   authFailuresPerSecond?: number
 }
 
-interface Session {
-  sid: number
-  endpointId: string
-  edgeId: string
-  nonce: string | null
-  online: boolean
-}
 
 export type { AgentRef } from './agent-ref.js'
 
@@ -57,58 +51,6 @@ export type RelayLevelKind = 'stats' | 'job-result' | 'result-held'
 export type RelayLevelMessage<K extends RelayLevelKind> = Extract<RelayToServer, { t: K }>
 export type RelayLevelHandler<K extends RelayLevelKind> = (relayId: string, msg: RelayLevelMessage<K>, reply: (message: ServerToRelay) => void) => Promise<void> | void
 
-/** Messages a link may have waiting for the store; a relay that sends more is cut off (it reconnects). */
-const MAX_QUEUED_PER_LINK = 100_000
-
-/** The server's side of one relay's link. */
-class RelayLink {
-  readonly relayId: string
-  readonly mux: Mux
-  readonly sessions = new Map<number, Session>()
-  readonly log: Logger
-  connectedAt = Date.now()
-  /**
-   * Work waiting for the store, chained per agent session (and 0 for the
-   * relay's own messages): one agent's messages are handled in order,
-   * different agents' concurrently.
-   */
-  private readonly chains = new Map<number, { tail: Promise<void>, waiting: number }>()
-  private queued = 0
-
-  constructor (relayId: string, mux: Mux, log: Logger) {
-    this.relayId = relayId
-    this.mux = mux
-    this.log = log
-  }
-
-  send (message: ServerToRelay): void {
-    this.mux.send(controlFrame(message))
-  }
-
-  /** Runs `work` after the earlier work of chain `key`; a failure is logged (and answered by `onError`). */
-  enqueue (key: number, work: () => Promise<void>, onError?: (err: RelaygateError) => void): void {
-    if (this.queued >= MAX_QUEUED_PER_LINK) {
-      void this.mux.destroy(new RelaygateError('RG_ERR_QUEUE_FULL', `more than ${MAX_QUEUED_PER_LINK} messages waiting for the store`))
-      return
-    }
-    let chain = this.chains.get(key)
-    if (chain === undefined) {
-      chain = { tail: Promise.resolve(), waiting: 0 }
-      this.chains.set(key, chain)
-    }
-    const c = chain
-    c.waiting++
-    this.queued++
-    c.tail = c.tail.then(work).catch((err: Error) => {
-      const coded = toRelaygateError(err)
-      this.log.error({ err: err.message, code: coded.code }, 'relay message not handled')
-      onError?.(coded)
-    }).finally(() => {
-      this.queued--
-      if (--c.waiting === 0) this.chains.delete(key)
-    })
-  }
-}
 
 /**
  * Accepts relay links on `/relay` and keeps, in memory, which agents are

@@ -4,13 +4,11 @@ import { Socket } from 'node:net'
 import httpProxy from 'http-proxy'
 import type { Logger } from 'pino'
 import { RelaygateError, toRelaygateError } from '../protocol/index.js'
-import type { Store } from './store.js'
 import type { TunnelManager } from './tunnels.js'
 import { sendError } from './http-util.js'
 
 export interface ProxyOptions {
   tunnels: TunnelManager
-  store: Store
   logger: Logger
   /** How long a proxied request waits for a closed tunnel to open. */
   openTimeoutMs: number
@@ -75,16 +73,15 @@ export function createTunnelProxy (options: ProxyOptions): {
     return 'http://localhost'
   }
 
-  /** Authorizes, opens the tunnel; the proxy target. */
+  /** Authorizes, opens the tunnel (RG_ERR_NOT_FOUND for no such endpoint); the proxy target. */
   const prepare = async (req: IncomingMessage, endpointId: string): Promise<string> => {
     options.authorize(req)
-    const endpoint = await options.store.getEndpoint(endpointId)
-    if (endpoint === undefined) throw new RelaygateError('RG_ERR_NOT_FOUND', `no endpoint ${endpointId}`)
     delete req.headers.authorization
     tunnels.touch(endpointId)
     await tunnels.ensureOpen(endpointId, options.openTimeoutMs)
     tunnels.touch(endpointId)
-    return target(endpoint.tunnelTarget)
+    // The endpoint as the tunnel read it when requested: no store query per proxied request.
+    return target(tunnels.tunnelTarget(endpointId))
   }
 
   const web = (req: IncomingMessage, res: ServerResponse): boolean => {

@@ -137,7 +137,7 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
   })
   life.onClose('relay links', graceful => hub.close(graceful))
   const tunnels = new TunnelManager({ store, settings, hub, security, logger: logger.child({ component: 'tunnels' }), adminWindowMs: config.tunnelAdminWindowMs })
-  const tunnelProxy = createTunnelProxy({ tunnels, store, logger: logger.child({ component: 'proxy' }), openTimeoutMs: config.tunnelOpenTimeoutMs, authorize })
+  const tunnelProxy = createTunnelProxy({ tunnels, logger: logger.child({ component: 'proxy' }), openTimeoutMs: config.tunnelOpenTimeoutMs, authorize })
   life.onClose('tunnel proxy', () => tunnelProxy.close())
   life.onClose('tunnels', () => tunnels.close())
   const artifacts = new ArtifactStore({ dir: join(config.dataDir, 'artifacts'), store, logger: logger.child({ component: 'artifacts' }) })

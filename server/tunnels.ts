@@ -154,6 +154,11 @@ export class TunnelManager {
     }
   }
 
+  /** The endpoint's tunnel target, as read when its tunnel was requested (null: none, or no tunnel). */
+  tunnelTarget (endpointId: string): string | null {
+    return this.tunnels.get(endpointId)?.endpoint.tunnelTarget ?? null
+  }
+
   /** Raises the flag (idempotent) and offers credentials to the endpoint's online agents. */
   async request (endpointId: string): Promise<TunnelStateName> {
     if (this.closed) throw new RelaygateError('RG_ERR_CLOSED', 'server is shutting down')
