@@ -25,6 +25,8 @@ export interface SqlDriver {
 const REFUSED_EDGE_IDS_PER_CODE = 20
 /** Rows kept of tombstones and security events. */
 const KEEP_ROWS = 10_000
+/** Values per `IN (…)` list. */
+const IN_CHUNK = 500
 /** How long a spent tunnel credential id is remembered (credentials are retired well before). */
 const SPENT_KEPT_MS = 24 * 3600 * 1000
 
@@ -220,9 +222,9 @@ export class SqlStore implements Store {
     })
   }
 
-  async listEndpointAgents (endpointId: string): Promise<EndpointAgentRecord[]> {
-    const rows = await this.db.all<{ endpoint_id: string, edge_id: string, admitted_at: number, last_seen: number | null }>(
-      'SELECT * FROM endpoint_agents WHERE endpoint_id = ? ORDER BY admitted_at, edge_id', [endpointId])
+  async listEndpointAgents (endpointIds: string[]): Promise<EndpointAgentRecord[]> {
+    const rows = await this.allIn<{ endpoint_id: string, edge_id: string, admitted_at: number, last_seen: number | null }>(
+      'SELECT * FROM endpoint_agents WHERE endpoint_id IN (?) ORDER BY admitted_at, edge_id', endpointIds)
     return rows.map(r => ({ endpointId: r.endpoint_id, edgeId: r.edge_id, admittedAt: r.admitted_at, lastSeen: r.last_seen }))
   }
 
@@ -323,9 +325,9 @@ export class SqlStore implements Store {
     return (await this.db.get<{ n: number }>('SELECT CAST(COALESCE(SUM(count), 0) AS BIGINT) AS n FROM security_events WHERE relay_id = ?', [relayId]))!.n
   }
 
-  async listRefusals (endpointId: string): Promise<RefusalRecord[]> {
-    const rows = await this.db.all<{ endpoint_id: string, edge_id: string, code: string, count: number, first_at: number, last_at: number }>(
-      'SELECT * FROM refusals WHERE endpoint_id = ? ORDER BY last_at DESC', [endpointId])
+  async listRefusals (endpointIds: string[]): Promise<RefusalRecord[]> {
+    const rows = await this.allIn<{ endpoint_id: string, edge_id: string, code: string, count: number, first_at: number, last_at: number }>(
+      'SELECT * FROM refusals WHERE endpoint_id IN (?) ORDER BY last_at DESC', endpointIds)
     return rows.map(r => ({ endpointId: r.endpoint_id, edgeId: r.edge_id, code: r.code, count: r.count, firstAt: r.first_at, lastAt: r.last_at }))
   }
 
@@ -417,5 +419,15 @@ export class SqlStore implements Store {
 
   async close (): Promise<void> {
     await this.db.close()
+  }
+
+  /** `sql` with its one `IN (?)` widened to `values`, 500 at a time (both backends cap the parameters of a statement). */
+  private async allIn<T> (sql: string, values: string[]): Promise<T[]> {
+    const rows: T[] = []
+    for (let at = 0; at < values.length; at += IN_CHUNK) {
+      const chunk = values.slice(at, at + IN_CHUNK)
+      rows.push(...await this.db.all<T>(sql.replace('IN (?)', `IN (${chunk.map(() => '?').join(', ')})`), chunk))
+    }
+    return rows
   }
 }

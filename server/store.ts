@@ -137,7 +137,8 @@ export interface Store {
    * Atomic under concurrent callers: the first ones win the places.
    */
   admitEdgeId: (endpointId: string, edgeId: string, at: number) => Promise<boolean>
-  listEndpointAgents: (endpointId: string) => Promise<EndpointAgentRecord[]>
+  /** The admitted agents of these endpoints (one query per 500 ids: a page of endpoints costs one round trip, not one per endpoint). */
+  listEndpointAgents: (endpointIds: string[]) => Promise<EndpointAgentRecord[]>
   /** Frees an admitted edge id's place (a cluster node was replaced). */
   removeEndpointAgent: (endpointId: string, edgeId: string) => Promise<boolean>
   saveSnapshot: (snapshot: SnapshotRecord) => Promise<void>
@@ -153,7 +154,8 @@ export interface Store {
   recordSecurityEvent: (e: SecurityEventRecord) => Promise<void>
   listSecurityEvents: (limit: number, filter: { relayId?: string, endpointId?: string }) => Promise<SecurityEventRecord[]>
   countSecurityEvents: (relayId: string) => Promise<number>
-  listRefusals: (endpointId: string) => Promise<RefusalRecord[]>
+  /** The refusals recorded for these endpoints, newest first (batched as listEndpointAgents). */
+  listRefusals: (endpointIds: string[]) => Promise<RefusalRecord[]>
 
   /**
    * Spends a one-time tunnel credential: true for the first caller only,

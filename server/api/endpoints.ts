@@ -1,7 +1,7 @@
 import { deriveAuthKey, newSecret } from '../../protocol/auth.js'
 import { encodeJoinToken, type RelayAddress } from '../../protocol/token.js'
 import { deriveTunnelRoot } from '../../protocol/tunnel-crypto.js'
-import type { EndpointRecord } from '../store.js'
+import type { EndpointRecord, EndpointAgentRecord, RefusalRecord } from '../store.js'
 import type { TunnelInfo } from '../tunnels.js'
 import { newId } from '../ids.js'
 import { sendJson, fail, readJson, bodyString, rejectUnknownFields } from '../http-util.js'
@@ -44,10 +44,35 @@ export interface EndpointView {
   snapshot?: SnapshotSummary | null
 }
 
-export async function endpointView (ctx: ApiContext, e: EndpointRecord, detail = false): Promise<EndpointView> {
-  const { hub, store, tunnels } = ctx
+/** The views of endpoints: their agents and refusals read for all of them at once. */
+export async function endpointViews (ctx: ApiContext, records: EndpointRecord[], detail = false): Promise<EndpointView[]> {
+  const ids = records.map(e => e.id)
+  const agents = groupBy(await ctx.store.listEndpointAgents(ids), a => a.endpointId)
+  const refusals = groupBy(await ctx.store.listRefusals(ids), r => r.endpointId)
+  const views: EndpointView[] = []
+  for (const e of records) {
+    const view = endpointView(ctx, e, agents.get(e.id) ?? [], refusals.get(e.id) ?? [])
+    if (detail) view.snapshot = await snapshotSummary(ctx, e.id)
+    views.push(view)
+  }
+  return views
+}
+
+function groupBy<T> (items: T[], key: (item: T) => string): Map<string, T[]> {
+  const groups = new Map<string, T[]>()
+  for (const item of items) {
+    const k = key(item)
+    const group = groups.get(k)
+    if (group === undefined) groups.set(k, [item])
+    else group.push(item)
+  }
+  return groups
+}
+
+function endpointView (ctx: ApiContext, e: EndpointRecord, agents: EndpointAgentRecord[], refusals: RefusalRecord[]): EndpointView {
+  const { hub, tunnels } = ctx
   const online = hub.agentsOf(e.id)
-  const view: EndpointView = {
+  return {
     id: e.id,
     name: e.name,
     edgeId: e.edgeId,
@@ -58,14 +83,12 @@ export async function endpointView (ctx: ApiContext, e: EndpointRecord, detail =
     tunnelTarget: e.tunnelTarget,
     maxAgents: e.maxAgents,
     createdAt: iso(e.createdAt),
-    agents: (await store.listEndpointAgents(e.id)).map(a => {
+    agents: agents.map(a => {
       const live = online.find(o => o.edgeId === a.edgeId)
       return { edgeId: a.edgeId, status: live === undefined ? 'offline' : 'online', relayId: live?.relayId ?? null, admittedAt: iso(a.admittedAt), lastSeen: live === undefined ? iso(a.lastSeen) : iso(Date.now()) }
     }),
-    refusedEdgeIds: (await store.listRefusals(e.id)).map(r => ({ edgeId: r.edgeId, code: r.code, count: r.count, firstAt: iso(r.firstAt), lastAt: iso(r.lastAt) }))
+    refusedEdgeIds: refusals.map(r => ({ edgeId: r.edgeId, code: r.code, count: r.count, firstAt: iso(r.firstAt), lastAt: iso(r.lastAt) }))
   }
-  if (detail) view.snapshot = await snapshotSummary(ctx, e.id)
-  return view
 }
 
 async function snapshotSummary (ctx: ApiContext, endpointId: string): Promise<SnapshotSummary | null> {
@@ -132,7 +155,7 @@ export function endpointRoutes (ctx: ApiContext): void {
     const command = `relaygate agent --join-token ${joinToken}${tunnelTarget === null ? '' : ` --tunnel-target ${tunnelTarget}`}`
     logger.info({ endpointId: record.id, name }, 'endpoint created')
     ctx.publish('endpoints')
-    const out: EndpointView & { joinToken: string, command: string, warning?: string } = { ...await endpointView(ctx, record), joinToken, command }
+    const out: EndpointView & { joinToken: string, command: string, warning?: string } = { ...(await endpointViews(ctx, [record]))[0], joinToken, command }
     if (relays.length === 0) out.warning = 'no relay has linked to the server yet: the join token names no relay; start a relay first or pass --relay to the agent'
     sendJson(res, 201, out)
   })
@@ -151,13 +174,13 @@ export function endpointRoutes (ctx: ApiContext): void {
     if (q.length > 200) fail('RG_ERR_BAD_REQUEST', 'q must be at most 200 characters')
     const found = await store.findEndpoints({ q, offset: count('offset', 0), limit: count('limit', Number.MAX_SAFE_INTEGER) })
     res.setHeader('x-total-count', String(found.total))
-    sendJson(res, 200, await Promise.all(found.page.map(async e => await endpointView(ctx, e))))
+    sendJson(res, 200, await endpointViews(ctx, found.page))
   })
 
   route('GET', '/api/endpoints/:id', async (_req, res, params) => {
     const e = await store.getEndpoint(params.id ?? '')
     if (e === undefined) fail('RG_ERR_NOT_FOUND', `no endpoint ${params.id}`)
-    sendJson(res, 200, await endpointView(ctx, e, true))
+    sendJson(res, 200, (await endpointViews(ctx, [e], true))[0])
   })
 
   route('DELETE', '/api/endpoints/:id', async (_req, res, params) => {

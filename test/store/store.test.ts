@@ -52,16 +52,16 @@ for (const { name, open } of backends) {
     const clone = randomUUID()
     await s.recordRefusal('e1', clone, 'RG_ERR_EDGE_ID_MISMATCH', 1000)
     for (let i = 0; i < 100; i++) await s.recordRefusal('e1', randomUUID(), 'RG_ERR_AUTH', 2000 + i)
-    const rows = await s.listRefusals('e1')
+    const rows = await s.listRefusals(['e1'])
     const auth = rows.filter(r => r.code === 'RG_ERR_AUTH')
     t.equal(auth.length, 21, '20 edge ids, then one row for the rest')
     t.match(auth.find(r => r.edgeId === '*'), { count: 80, lastAt: 2099 })
     t.equal(auth.reduce((n, r) => n + r.count, 0), 100, 'every attempt counted')
     t.match(rows.find(r => r.code === 'RG_ERR_EDGE_ID_MISMATCH'), { edgeId: clone, count: 1 }, 'the clone\'s evidence stays')
     await s.recordRefusal('e1', clone, 'RG_ERR_EDGE_ID_MISMATCH', 3000)
-    t.match((await s.listRefusals('e1')).find(r => r.code === 'RG_ERR_EDGE_ID_MISMATCH'), { count: 2, firstAt: 1000, lastAt: 3000 })
+    t.match((await s.listRefusals(['e1'])).find(r => r.code === 'RG_ERR_EDGE_ID_MISMATCH'), { count: 2, firstAt: 1000, lastAt: 3000 })
     await s.recordRefusal('gone', clone, 'RG_ERR_AUTH', 1)
-    t.same(await s.listRefusals('gone'), [], 'no row for an endpoint that does not exist')
+    t.same(await s.listRefusals(['gone']), [], 'no row for an endpoint that does not exist')
   })
 
   t.test(`${name}: jobs: overdue targets are those not finished whose deadline passed; a result applies once per attempt`, async t => {
@@ -108,6 +108,9 @@ for (const { name, open } of backends) {
     const e4 = await s.getEndpoint('e4')
     t.same(e4?.authKey, Buffer.alloc(32, 1), 'keys come back as the bytes stored')
     t.equal(e4?.edgeId, 'aaaa-EDGE-bbbb')
+    const many = [...Array.from({ length: 1200 }, (_, i) => `x${i}`), 'e4', 'e1']
+    t.same((await s.listEndpointAgents(many)).map(a => a.edgeId), ['aaaa-EDGE-bbbb', 'cccc-second-dddd'], 'agents of many endpoints at once (ids beyond one IN list)')
+    t.same(await s.listEndpointAgents([]), [])
   })
 
   t.test(`${name}: deleting an endpoint leaves a tombstone with its keys; presence is written in batches`, async t => {
@@ -171,7 +174,7 @@ t.test('postgres: concurrent writers from several connections: edge ids admitted
   t.equal(admittedSingle.filter(Boolean).length, 1, 'one edge id wins a single endpoint')
   const admittedCluster = await Promise.all(edgeIds.map(async (id, i) => await stores[i % 4].admitEdgeId('cluster', id, i)))
   t.equal(admittedCluster.filter(Boolean).length, 3, 'a cluster takes exactly maxAgents')
-  t.equal((await a.listEndpointAgents('cluster')).length, 3)
+  t.equal((await a.listEndpointAgents(['cluster'])).length, 3)
 
   const spent = await Promise.all(Array.from({ length: 16 }, async (_, i) => await stores[i % 4].spendCredential('tunnel-1', 1000 + i)))
   t.equal(spent.filter(Boolean).length, 1, 'a one-time credential is spent once')
