@@ -93,9 +93,11 @@ program.command('p5-artifact-fanout')
 fleetCommand('p6-reconnect-storm')
   .description('P6: restart a relay holding N agents: time until all are online again, server auth rate and CPU during the storm')
   .option('--timeout <s>', 'give up waiting for recovery after this many seconds', int, 120)
-  .action(async (o: FleetOptions & { timeout: number }) => {
+  .option('--store <kind>', 'the server\'s store: sqlite (the data dir\'s file) or postgres (a PostgreSQL server the bench starts)', 'sqlite')
+  .action(async (o: FleetOptions & { timeout: number, store: string }) => {
+    if (o.store !== 'sqlite' && o.store !== 'postgres') throw new Error('--store must be sqlite or postgres')
     const { run } = await import('./scenarios/p6-reconnect-storm.js')
-    print(await run(o))
+    print(await run({ ...o, store: o.store === 'postgres' ? 'postgres' : 'sqlite' }))
   })
 
 function print (result: unknown): void {

@@ -162,10 +162,10 @@ export interface FleetSite {
  * (from a free-port probe, so a restart keeps its address). Sets the check-in
  * interval before any agent connects.
  */
-export async function startFleetSite (options: { relays: number, intervalSeconds: number }): Promise<FleetSite> {
+export async function startFleetSite (options: { relays: number, intervalSeconds: number, serverArgs?: string[] }): Promise<FleetSite> {
   const sdir = dataDir('server')
   const dirs = [sdir]
-  const server = await startProc('server', ['server', '--data-dir', sdir, '--host', '127.0.0.1', '--http-port', '0', '--https-port', 'off'])
+  const server = await startProc('server', ['server', '--data-dir', sdir, '--host', '127.0.0.1', '--http-port', '0', '--https-port', 'off', ...options.serverArgs ?? []])
   const relays: FleetSite['relays'] = []
   const stop = async (): Promise<void> => {
     for (const r of relays) await r.proc.stop()
