@@ -12,8 +12,9 @@ import {
 } from '../protocol/messages.js'
 import type { SecurityLog } from './security.js'
 import { agentRef, type AgentRef } from './agent-ref.js'
-import type { Store, SettingsRef } from './store.js'
-import { PresenceWriter } from './presence.js'
+import type { Store, SettingsRef, EndpointTouch } from './store.js'
+import PQueue from 'p-queue'
+import { presenceWriter, type WriteBehind } from './write-behind.js'
 import { RelayLink, type Session } from './relay-link.js'
 import type { RelayHello } from '../protocol/handshake.js'
 
@@ -76,8 +77,14 @@ export class RelayHub {
   authBegins = 0
   /** Wrong-secret proofs per endpoint: a flood is refused before any proof is checked. */
   private readonly authFailures: FailureLimiter
+  /**
+   * Relay messages handled at once, over all links. A reconnect storm
+   * (15,000 agents authenticating) queues here, not in the database pool,
+   * so API requests still find a connection.
+   */
+  private readonly handling = new PQueue({ concurrency: 8 })
   /** Last seen times and relays of endpoints, written in batches. */
-  private readonly presenceWriter: PresenceWriter
+  private readonly presenceWrites: WriteBehind<EndpointTouch>
 
   constructor (options: HubOptions) {
     this.opts = {
@@ -90,7 +97,7 @@ export class RelayHub {
       ...options
     }
     this.authFailures = new FailureLimiter({ burst: this.opts.authFailureBurst, perSecond: this.opts.authFailuresPerSecond, maxKeys: 100_000 })
-    this.presenceWriter = new PresenceWriter(this.opts.store, this.opts.logger)
+    this.presenceWrites = presenceWriter(this.opts.store, this.opts.logger)
     this.wss = new WebSocketServer({ noServer: true, maxPayload: DEFAULT_MAX_PAYLOAD + HEADER_SIZE, perMessageDeflate: false })
   }
 
@@ -221,7 +228,7 @@ export class RelayHub {
     await Promise.allSettled(all)
     for (const client of this.wss.clients) client.terminate()
     await new Promise<void>(resolve => this.wss.close(() => resolve()))
-    await this.presenceWriter.close()
+    await this.presenceWrites.close()
   }
 
   private accept (ws: WebSocket, remote: string): void {
@@ -292,7 +299,7 @@ export class RelayHub {
       void previous.mux.destroy(new RelaygateError('RG_ERR_REPLACED'))
       this.onLinkClosed(previous, ErrorCode.RG_ERR_REPLACED.close, 'replaced')
     }
-    const link = new RelayLink(record.id, mux, log.child({ relayId: record.id }))
+    const link = new RelayLink(record.id, mux, log.child({ relayId: record.id }), this.handling)
     this.pending.delete(mux)
     this.links.set(record.id, link)
     this.opts.store.updateRelay(record.id, {
@@ -374,9 +381,9 @@ export class RelayHub {
       link.send({ t: 'auth-result', sid, ok: false, code: 'RG_ERR_QUEUE_FULL', message: 'relay holds too many agents' })
       return
     }
-    const endpoint = await this.opts.store.getEndpoint(endpointId)
+    const found = await this.opts.store.getEndpointForAgent(endpointId, edgeId)
     // A deleted endpoint's agent is challenged too: once it proves itself it gets a verified stop order.
-    if (endpoint === undefined && await this.opts.store.getTombstone(endpointId) === undefined) {
+    if (found === undefined && await this.opts.store.getTombstone(endpointId) === undefined) {
       link.send({ t: 'auth-result', sid, ok: false, code: 'RG_ERR_ENDPOINT_UNKNOWN', message: `no endpoint ${endpointId}` })
       return
     }
@@ -387,7 +394,7 @@ export class RelayHub {
       return
     }
     const nonce = newNonce()
-    link.sessions.set(sid, { sid, endpointId, edgeId, nonce, online: false })
+    link.sessions.set(sid, { sid, endpointId, edgeId, nonce, online: false, endpoint: found?.endpoint ?? null, admitted: found?.admitted === true })
     link.send({ t: 'auth-challenge', sid, nonce })
   }
 
@@ -406,14 +413,16 @@ export class RelayHub {
       link.send({ t: 'auth-result', sid, ok: false, code, message })
       if (code !== 'RG_ERR_ENDPOINT_UNKNOWN') await this.opts.store.recordRefusal(session.endpointId, session.edgeId, code, Date.now())
     }
-    const endpoint = await this.opts.store.getEndpoint(session.endpointId)
+    // As read at auth-begin (a reconnect storm costs one read less per agent); null: deleted, challenged for a stop order.
+    const endpoint = session.endpoint ?? undefined
     const input = { nonce, endpointId: session.endpointId, edgeId: session.edgeId, relayId: link.relayId }
     if (endpoint === undefined) {
       if (!await this.stopDeleted(link, session, sid, input, proof, agentNonce)) await refuse('RG_ERR_ENDPOINT_UNKNOWN', `no endpoint ${session.endpointId}`)
       return
     }
     if (!verifyProof(endpoint.authKey, input, proof)) return await refuse('RG_ERR_AUTH', 'wrong endpoint secret')
-    if (!await this.opts.store.admitEdgeId(session.endpointId, session.edgeId, Date.now())) {
+    // Known agents (every reconnect after the first) were found admitted at auth-begin: no second read.
+    if (!session.admitted && !await this.opts.store.admitEdgeId(session.endpointId, session.edgeId, Date.now())) {
       return await refuse('RG_ERR_EDGE_ID_MISMATCH', endpoint.maxAgents > 1
         ? `this cluster endpoint already has its ${endpoint.maxAgents} agents`
         : 'this endpoint is associated with another edge id')
@@ -429,7 +438,7 @@ export class RelayHub {
     }
     const ref = agentRef(link, session, sid, deriveE2eKeys(endpoint.tunnelKey, session.edgeId), agentNonce)
     set.add(Object.assign(session, { link, ref }))
-    this.presenceWriter.touch(session.endpointId, Date.now(), link.relayId)
+    this.presenceWrites.add({ id: session.endpointId, edgeId: session.edgeId, lastSeen: Date.now(), relayId: link.relayId })
     link.log.info({ endpointId: session.endpointId, edgeId: session.edgeId }, 'agent online')
     link.send({ t: 'auth-result', sid, ok: true, flags: this.getFlags(session.endpointId) })
     ref.order({ t: 'agent-settings', snapshotIntervalSeconds: this.opts.settings.current.snapshotIntervalSeconds })
@@ -489,7 +498,7 @@ export class RelayHub {
       if (set.size === 0) this.presence.delete(session.endpointId)
     }
     if (ref !== undefined) for (const listener of this.presenceListeners) listener(ref, false)
-    if (!this.closed) this.presenceWriter.touch(session.endpointId, Date.now(), null)
+    if (!this.closed) this.presenceWrites.add({ id: session.endpointId, edgeId: session.edgeId, lastSeen: Date.now(), relayId: null })
     link.log.info({ endpointId: session.endpointId }, 'agent offline')
   }
 

@@ -9,6 +9,8 @@ import { newId } from './ids.js'
 const FINAL: ReadonlySet<JobTargetState> = new Set(['succeeded', 'failed'])
 /** How long target updates wait to be written together. */
 const FLUSH_MS = 100
+/** How long agents coming online wait to have their jobs looked up together (ms). */
+const ARRIVAL_MS = 50
 /** How often targets are checked against their job's deadline (ms). */
 const DEADLINE_CHECK_MS = 1000
 
@@ -61,6 +63,12 @@ export class JobManager {
    */
   private readonly pending = new Map<string, PendingUpdate>()
   private flushTimer: NodeJS.Timeout | null = null
+  /**
+   * Agents that came online in the last ARRIVAL_MS, by endpoint: their jobs
+   * are looked up together. `sent`: jobs created meanwhile, already sent.
+   */
+  private readonly arrivals = new Map<string, { agent: AgentRef, sent: Set<string> }>()
+  private arrivalTimer: NodeJS.Timeout | null = null
   /** The flush being written: flushes run one after another, so a later update is never overwritten by an earlier one. */
   private flushing: Promise<void> | null = null
   /** Fails targets whose job's deadline passed (see failOverdue). */
@@ -74,7 +82,9 @@ export class JobManager {
     this.logger = options.logger
     this.security = options.security
     this.hub.onPresence((agent, online) => {
-      if (online) this.dispatchFor(agent).catch((err: Error) => this.logger.warn({ err: err.message, endpointId: agent.endpointId }, 'jobs not dispatched; they go out when the agent returns'))
+      if (!online) return
+      this.arrivals.set(agent.endpointId, { agent, sent: new Set() })
+      this.arrivalTimer ??= setTimeout(() => { void this.dispatchArrivals() }, ARRIVAL_MS)
     })
     this.hub.onRelayMessage('job-progress', (agent, msg) => this.onProgress(agent, msg))
     this.hub.onRelayMessage('order-refused', (agent, msg) => this.onOrderRefused(agent, msg))
@@ -89,6 +99,7 @@ export class JobManager {
   /** Stops the deadline checks and writes what is pending. */
   async close (): Promise<void> {
     clearInterval(this.deadlineTimer)
+    if (this.arrivalTimer !== null) clearTimeout(this.arrivalTimer)
     await this.flush()
   }
 
@@ -192,7 +203,9 @@ export class JobManager {
     this.logger.info({ jobId: job.id, artifact: job.artifact, targets: unique.length }, 'job created')
     for (const endpointId of unique) {
       const agent = this.hub.agentsOf(endpointId)[0]
-      if (agent !== undefined) await this.dispatch(job, agent, endpointId)
+      if (agent === undefined) continue
+      this.arrivals.get(endpointId)?.sent.add(job.id)
+      await this.dispatch(job, agent, endpointId)
     }
     this.changed(job.id)
     return job
@@ -241,13 +254,29 @@ export class JobManager {
     return views
   }
 
-  /** Sends an endpoint's unfinished jobs to its agent (it came online). */
-  private async dispatchFor (agent: AgentRef): Promise<void> {
-    // Results waiting to be written first: a target they finish is not sent again.
-    await this.flush()
-    for (const target of await this.store.unfinishedTargets(agent.endpointId)) {
-      const job = await this.store.getJob(target.jobId)
-      if (job !== undefined) await this.dispatch(job, agent, target.endpointId)
+  /**
+   * Sends the agents that came online their endpoints' unfinished jobs:
+   * looked up together (a relay bringing back 15,000 agents costs a few
+   * queries, not 15,000), after the results waiting to be written (a target
+   * they finish is not sent again).
+   */
+  private async dispatchArrivals (): Promise<void> {
+    this.arrivalTimer = null
+    const agents = new Map(this.arrivals)
+    this.arrivals.clear()
+    try {
+      await this.flush()
+      const jobs = new Map<string, JobRecord | undefined>()
+      for (const target of await this.store.unfinishedTargets([...agents.keys()])) {
+        const arrival = agents.get(target.endpointId)
+        if (arrival === undefined || !arrival.agent.online || arrival.sent.has(target.jobId)) continue
+        const { agent } = arrival
+        if (!jobs.has(target.jobId)) jobs.set(target.jobId, await this.store.getJob(target.jobId))
+        const job = jobs.get(target.jobId)
+        if (job !== undefined) await this.dispatch(job, agent, target.endpointId)
+      }
+    } catch (err) {
+      this.logger.warn({ err: (err as Error).message, endpoints: agents.size }, 'jobs not dispatched; they go out when the agents return')
     }
   }
 

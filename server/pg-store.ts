@@ -122,7 +122,9 @@ const MIGRATIONS: string[] = [
     tunnel_id TEXT PRIMARY KEY,
     spent_at BIGINT NOT NULL
   );
-  CREATE INDEX IF NOT EXISTS spent_credentials_at ON spent_credentials (spent_at);`
+  CREATE INDEX IF NOT EXISTS spent_credentials_at ON spent_credentials (spent_at);`,
+  // 2: when a snapshot was taken, so that the write itself keeps the newer one (SQLite schema 5).
+  'ALTER TABLE snapshots ADD COLUMN IF NOT EXISTS taken_at BIGINT NOT NULL DEFAULT 0'
 ]
 export const PG_SCHEMA_VERSION = MIGRATIONS.length
 /** The advisory lock migrations hold (any constant; "rgate" in ASCII). */
@@ -152,20 +154,27 @@ function coded (err: unknown): Error {
   return new RelaygateError('RG_ERR_STORE_UNAVAILABLE', `the database is not reachable: ${(err as Error).message}`)
 }
 
-/** `?` placeholders (outside quoted strings) as `$1, $2, …`; cached per statement. */
-const numbered = new Map<string, string>()
-function toNumbered (sql: string): string {
-  let out = numbered.get(sql)
-  if (out !== undefined) return out
+/**
+ * A statement for node-postgres: `?` placeholders (outside quoted strings)
+ * as `$1, $2, …`, and a name, so each connection parses and plans it once
+ * (a reconnect storm runs the same few statements thousands of times).
+ * The first 1,000 distinct statements are kept; others run unnamed.
+ */
+const statements = new Map<string, { name: string, text: string }>()
+function statement (sql: string): { name?: string, text: string } {
+  const known = statements.get(sql)
+  if (known !== undefined) return known
   let n = 0
   let quoted = false
-  out = ''
+  let text = ''
   for (const ch of sql) {
     if (ch === '\'') quoted = !quoted
-    out += ch === '?' && !quoted ? `$${++n}` : ch
+    text += ch === '?' && !quoted ? `$${++n}` : ch
   }
-  if (numbered.size < 1000) numbered.set(sql, out)
-  return out
+  if (statements.size >= 1000) return { text }
+  const named = { name: `rg${statements.size}`, text }
+  statements.set(sql, named)
+  return named
 }
 
 /** BIGINT and COUNT(*) as numbers (timestamps and sizes stay far below 2^53). */
@@ -189,7 +198,7 @@ class PgDriver implements SqlDriver {
 
   private async query (sql: string, args: unknown[]): Promise<pg.QueryResult> {
     try {
-      return await this.on.query(toNumbered(sql), args)
+      return await this.on.query({ ...statement(sql), values: args })
     } catch (err) {
       throw coded(err)
     }

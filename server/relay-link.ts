@@ -1,4 +1,6 @@
 import type { Logger } from 'pino'
+import type PQueue from 'p-queue'
+import type { EndpointRecord } from './store.js'
 import { RelaygateError, toRelaygateError, type Mux } from '../protocol/index.js'
 import { controlFrame, type ServerToRelay } from '../protocol/messages.js'
 
@@ -9,6 +11,9 @@ export interface Session {
   edgeId: string
   nonce: string | null
   online: boolean
+  /** The endpoint as read when the agent began to authenticate (null: deleted), and whether its edge id was admitted then. */
+  endpoint: EndpointRecord | null
+  admitted: boolean
 }
 
 /** Messages a link may have waiting for the store; a relay that sends more is cut off (it reconnects). */
@@ -29,7 +34,11 @@ export class RelayLink {
   private readonly chains = new Map<number, { tail: Promise<void>, waiting: number }>()
   private queued = 0
 
-  constructor (relayId: string, mux: Mux, log: Logger) {
+  /** Shared by every link: how many messages are handled at once (store round trips in flight). */
+  private readonly limiter: PQueue
+
+  constructor (relayId: string, mux: Mux, log: Logger, limiter: PQueue) {
+    this.limiter = limiter
     this.relayId = relayId
     this.mux = mux
     this.log = log
@@ -53,7 +62,7 @@ export class RelayLink {
     const c = chain
     c.waiting++
     this.queued++
-    c.tail = c.tail.then(work).catch((err: Error) => {
+    c.tail = c.tail.then(async () => { await this.limiter.add(work) }).catch((err: Error) => {
       const coded = toRelaygateError(err)
       this.log.error({ err: err.message, code: coded.code }, 'relay message not handled')
       onError?.(coded)

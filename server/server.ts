@@ -14,7 +14,8 @@ import { Lifecycle } from '../common/lifecycle.js'
 import { verifyServerConfig, type ServerConfig } from './config.js'
 import { openSqliteStore } from './sqlite-store.js'
 import { openPgStore } from './pg-store.js'
-import type { Store, SettingsRef } from './store.js'
+import type { Store, SettingsRef, SnapshotRecord } from './store.js'
+import { snapshotWriter, type WriteBehind } from './write-behind.js'
 import { RelayHub } from './hub.js'
 import { createApi, type RelayFigures } from './api/index.js'
 import { TunnelManager } from './tunnels.js'
@@ -128,6 +129,8 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
   const jobs = new JobManager({ store, hub, security, logger: logger.child({ component: 'jobs' }) })
   // Written last of all (reverse order): pending job updates reach the store before it closes.
   life.onClose('job updates', () => jobs.close())
+  const snapshots = snapshotWriter(store, logger.child({ component: 'snapshots' }))
+  life.onClose('snapshots', () => snapshots.close())
   const servers: Array<http.Server | https.Server> = []
   life.onClose('listeners', () => {
     for (const s of servers) {
@@ -144,7 +147,7 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
   const events = new EventHub({ logger: logger.child({ component: 'events' }) })
   life.onClose('events', () => events.close())
   const relayStats = new Map<string, RelayFigures>()
-  wireRelayEvents({ hub, store, artifacts, tunnels, jobs, events, relayStats })
+  wireRelayEvents({ hub, snapshots, artifacts, tunnels, jobs, events, relayStats })
   security.onEvent(() => events.publish('relays'))
 
   // GET /metrics: behind the admin token unless metricsPublic (then keep the port off the internet).
@@ -174,13 +177,12 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
 }
 
 /** What relays report that is not one module's business: snapshots, figures, and change notifications for the dashboard. */
-function wireRelayEvents (p: { hub: RelayHub, store: Store, artifacts: ArtifactStore, tunnels: TunnelManager, jobs: JobManager, events: EventHub, relayStats: Map<string, RelayFigures> }): void {
-  const { hub, store, artifacts, events } = p
-  hub.onRelayMessage('snapshot', async (agent, msg) => {
-    // Only a newer one than kept: an old snapshot replayed by a relay verifies, but does not replace a newer one.
-    const kept = await store.getSnapshot(agent.endpointId)
-    if (kept !== undefined && kept.edgeId === agent.edgeId && Number(kept.snapshot.takenAt ?? 0) >= msg.takenAt) return
-    await store.saveSnapshot({ endpointId: agent.endpointId, edgeId: agent.edgeId, receivedAt: Date.now(), reason: msg.reason, snapshot: { ...msg.snapshot, takenAt: msg.takenAt } })
+function wireRelayEvents (p: { hub: RelayHub, snapshots: WriteBehind<SnapshotRecord>, artifacts: ArtifactStore, tunnels: TunnelManager, jobs: JobManager, events: EventHub, relayStats: Map<string, RelayFigures> }): void {
+  const { hub, artifacts, events } = p
+  hub.onRelayMessage('snapshot', (agent, msg) => {
+    // Written with others (every agent of a relay sends one when it comes back). An old snapshot
+    // replayed by a relay verifies, but does not replace a newer one: the write keeps the newer.
+    p.snapshots.add({ endpointId: agent.endpointId, edgeId: agent.edgeId, receivedAt: Date.now(), reason: msg.reason, snapshot: { ...msg.snapshot, takenAt: msg.takenAt } })
   })
   hub.onRelayStream('artifact', (_relayId, stream, meta) => artifacts.serve(stream, meta.sha256, meta.offset))
   hub.onRelayLevel('stats', (relayId, msg) => {

@@ -1,4 +1,5 @@
 import { DEFAULT_SETTINGS, type Settings } from '../protocol/messages.js'
+import { laterTouch } from './store.js'
 import type {
   Store, RelayRecord, EndpointRecord, RefusalRecord, EndpointAgentRecord, SnapshotRecord, ArtifactRecord,
   JobRecord, JobTargetRecord, JobTargetState, SecurityEventRecord, EndpointTouch
@@ -102,6 +103,13 @@ const targetColumns: Record<string, string> = {
   errorCode: 'error_code', errorMessage: 'error_message', output: 'output', updatedAt: 'updated_at'
 }
 
+/** `n` rows of parameters as a table both dialects read: the first row names and types the columns, the others follow it. */
+function rows (n: number, first: string): string {
+  const width = first.split('?').length - 1
+  const rest = `SELECT ${Array(width).fill('?').join(', ')}`
+  return [`SELECT ${first}`, ...Array(n - 1).fill(rest)].join(' UNION ALL ')
+}
+
 /** `SET a = ?, b = ?` for the known keys of a patch, and their values. */
 function setClause (patch: Record<string, unknown>, columns: Record<string, string>): { sql: string, values: unknown[] } {
   const sets: string[] = []
@@ -193,6 +201,13 @@ export class SqlStore implements Store {
     return row === undefined ? undefined : endpointFromRow(row)
   }
 
+  async getEndpointForAgent (id: string, edgeId: string): Promise<{ endpoint: EndpointRecord, admitted: boolean } | undefined> {
+    const row = await this.db.get<EndpointRow & { admitted: number | boolean }>(`SELECT e.*,
+      CASE WHEN EXISTS (SELECT 1 FROM endpoint_agents a WHERE a.endpoint_id = e.id AND a.edge_id = ?) THEN 1 ELSE 0 END AS admitted
+      FROM endpoints e WHERE e.id = ?`, [edgeId, id])
+    return row === undefined ? undefined : { endpoint: endpointFromRow(row), admitted: Number(row.admitted) === 1 }
+  }
+
   async listEndpoints (): Promise<EndpointRecord[]> {
     return (await this.db.all<EndpointRow>('SELECT * FROM endpoints ORDER BY created_at, id')).map(endpointFromRow)
   }
@@ -209,11 +224,13 @@ export class SqlStore implements Store {
   }
 
   async admitEdgeId (endpointId: string, edgeId: string, at: number): Promise<boolean> {
+    // A known agent (every reconnect after the first) costs one read, no commit.
+    if (await this.db.get('SELECT 1 AS one FROM endpoint_agents WHERE endpoint_id = ? AND edge_id = ?', [endpointId, edgeId]) !== undefined) return true
     return await this.db.transaction(async tx => {
       // The endpoint's row is locked first: concurrent admissions for it take turns.
       const endpoint = await tx.get<{ max: number }>(`SELECT max_agents AS max FROM endpoints WHERE id = ?${tx.forUpdate}`, [endpointId])
       if (endpoint === undefined) return false
-      if (await tx.run('UPDATE endpoint_agents SET last_seen = ? WHERE endpoint_id = ? AND edge_id = ?', [at, endpointId, edgeId]) > 0) return true
+      if (await tx.get('SELECT 1 AS one FROM endpoint_agents WHERE endpoint_id = ? AND edge_id = ?', [endpointId, edgeId]) !== undefined) return true
       const admitted = (await tx.get<{ n: number }>('SELECT COUNT(*) AS n FROM endpoint_agents WHERE endpoint_id = ?', [endpointId]))!.n
       if (admitted >= endpoint.max) return false
       await tx.run('INSERT INTO endpoint_agents (endpoint_id, edge_id, admitted_at, last_seen) VALUES (?, ?, ?, ?)', [endpointId, edgeId, at, at])
@@ -240,10 +257,22 @@ export class SqlStore implements Store {
     })
   }
 
-  async saveSnapshot (snap: SnapshotRecord): Promise<void> {
-    await this.db.run(`INSERT INTO snapshots (endpoint_id, edge_id, received_at, reason, body) VALUES (?, ?, ?, ?, ?)
-      ON CONFLICT (endpoint_id) DO UPDATE SET edge_id = excluded.edge_id, received_at = excluded.received_at, reason = excluded.reason, body = excluded.body`,
-    [snap.endpointId, snap.edgeId, snap.receivedAt, snap.reason, JSON.stringify(snap.snapshot)])
+  async saveSnapshots (snaps: SnapshotRecord[]): Promise<void> {
+    const sorted = [...snaps].sort((a, b) => a.endpointId < b.endpointId ? -1 : a.endpointId > b.endpointId ? 1 : 0)
+    await this.db.transaction(async tx => {
+      for (let at = 0; at < sorted.length; at += IN_CHUNK) {
+        const chunk = sorted.slice(at, at + IN_CHUNK)
+        // Only endpoints that still exist: one deleted meanwhile is skipped, not an error for the whole batch.
+        // A snapshot replaces the kept one unless that one is from the same agent and not older (a replay by a relay).
+        await tx.run(`INSERT INTO snapshots (endpoint_id, edge_id, received_at, reason, body, taken_at)
+          SELECT v.endpoint_id, v.edge_id, v.received_at, v.reason, v.body, v.taken_at
+          FROM (${rows(chunk.length, 'CAST(? AS TEXT) AS endpoint_id, CAST(? AS TEXT) AS edge_id, CAST(? AS BIGINT) AS received_at, CAST(? AS TEXT) AS reason, CAST(? AS TEXT) AS body, CAST(? AS BIGINT) AS taken_at')}) AS v
+          WHERE v.endpoint_id IN (SELECT id FROM endpoints)
+          ON CONFLICT (endpoint_id) DO UPDATE SET edge_id = excluded.edge_id, received_at = excluded.received_at, reason = excluded.reason, body = excluded.body, taken_at = excluded.taken_at
+          WHERE snapshots.edge_id <> excluded.edge_id OR excluded.taken_at > snapshots.taken_at`,
+        chunk.flatMap(s => [s.endpointId, s.edgeId, s.receivedAt, s.reason, JSON.stringify(s.snapshot), Number(s.snapshot.takenAt ?? 0)]))
+      }
+    })
   }
 
   async getSnapshot (endpointId: string): Promise<SnapshotRecord | undefined> {
@@ -255,10 +284,28 @@ export class SqlStore implements Store {
 
   async touchEndpoints (touches: EndpointTouch[]): Promise<void> {
     if (touches.length === 0) return
+    // In id order (two writers touching overlapping sets cannot deadlock), one statement per table and IN_CHUNK touches.
+    const sorted = [...touches].sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
+    const agents = sorted.filter(t => t.edgeId !== null)
+    // One row per endpoint (the agents of a cluster touch it each): the latest, with the latest relay named.
+    const latest = new Map<string, EndpointTouch>()
+    for (const t of sorted) {
+      const prev = latest.get(t.id)
+      latest.set(t.id, prev === undefined ? t : laterTouch(prev, t))
+    }
+    const endpoints = [...latest.values()]
     await this.db.transaction(async tx => {
-      // In id order: two writers touching overlapping sets cannot deadlock.
-      for (const t of [...touches].sort((a, b) => a.id < b.id ? -1 : 1)) {
-        await tx.run('UPDATE endpoints SET last_seen = ?, relay_id = COALESCE(?, relay_id) WHERE id = ?', [t.lastSeen, t.relayId, t.id])
+      for (let at = 0; at < endpoints.length; at += IN_CHUNK) {
+        const chunk = endpoints.slice(at, at + IN_CHUNK)
+        await tx.run(`UPDATE endpoints SET last_seen = v.last_seen, relay_id = COALESCE(v.relay_id, endpoints.relay_id)
+          FROM (${rows(chunk.length, 'CAST(? AS TEXT) AS id, CAST(? AS BIGINT) AS last_seen, CAST(? AS TEXT) AS relay_id')}) AS v
+          WHERE endpoints.id = v.id`, chunk.flatMap(t => [t.id, t.lastSeen, t.relayId]))
+      }
+      for (let at = 0; at < agents.length; at += IN_CHUNK) {
+        const chunk = agents.slice(at, at + IN_CHUNK)
+        await tx.run(`UPDATE endpoint_agents SET last_seen = v.last_seen
+          FROM (${rows(chunk.length, 'CAST(? AS TEXT) AS endpoint_id, CAST(? AS TEXT) AS edge_id, CAST(? AS BIGINT) AS last_seen')}) AS v
+          WHERE endpoint_agents.endpoint_id = v.endpoint_id AND endpoint_agents.edge_id = v.edge_id`, chunk.flatMap(t => [t.id, t.edgeId, t.lastSeen]))
       }
     })
   }
@@ -399,9 +446,10 @@ export class SqlStore implements Store {
     return row === undefined ? undefined : targetFromRow(row)
   }
 
-  async unfinishedTargets (endpointId: string): Promise<JobTargetRecord[]> {
-    return (await this.db.all<TargetRow>(`SELECT t.* FROM job_targets t JOIN jobs j ON j.id = t.job_id
-      WHERE t.endpoint_id = ? AND t.state NOT IN ('succeeded', 'failed') ORDER BY j.created_at, j.id`, [endpointId])).map(targetFromRow)
+  async unfinishedTargets (endpointIds: string[]): Promise<JobTargetRecord[]> {
+    // Each endpoint's targets fall in one IN list: its oldest job still comes first.
+    return (await this.allIn<TargetRow>(`SELECT t.* FROM job_targets t JOIN jobs j ON j.id = t.job_id
+      WHERE t.endpoint_id IN (?) AND t.state NOT IN ('succeeded', 'failed') ORDER BY j.created_at, j.id`, endpointIds)).map(targetFromRow)
   }
 
   async overdueTargets (now: number, limit: number): Promise<JobTargetRecord[]> {

@@ -3,8 +3,8 @@ import type { Database as DB, Statement } from 'better-sqlite3'
 import { DEFAULT_JOB_DEADLINE_MS } from './store.js'
 import { SqlStore, type SqlDriver } from './sql-store.js'
 
-/** 4: spent tunnel credentials. */
-export const SQLITE_SCHEMA_VERSION = 4
+/** 4: spent tunnel credentials. 5: snapshots.taken_at. */
+export const SQLITE_SCHEMA_VERSION = 5
 
 const schema = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -218,6 +218,8 @@ function migrate (conn: SqliteConnection): void {
       UPDATE jobs SET deadline = created_at + ${DEFAULT_JOB_DEADLINE_MS}`)
   }
   db.exec('CREATE INDEX IF NOT EXISTS jobs_deadline ON jobs (deadline)')
+  const snapshotColumns = (conn.stmt('PRAGMA table_info(snapshots)').all() as Array<{ name: string }>).map(c => c.name)
+  if (!snapshotColumns.includes('taken_at')) db.exec('ALTER TABLE snapshots ADD COLUMN taken_at INTEGER NOT NULL DEFAULT 0')
   // Version 1 kept only endpoints.edge_id: admit those edge ids.
   db.exec(`INSERT OR IGNORE INTO endpoint_agents (endpoint_id, edge_id, admitted_at, last_seen)
     SELECT id, edge_id, created_at, last_seen FROM endpoints WHERE edge_id IS NOT NULL`)

@@ -124,6 +124,8 @@ export interface Store {
 
   createEndpoint: (endpoint: EndpointRecord) => Promise<void>
   getEndpoint: (id: string) => Promise<EndpointRecord | undefined>
+  /** An endpoint and whether `edgeId` is admitted to it, in one read (an agent beginning to authenticate). */
+  getEndpointForAgent: (id: string, edgeId: string) => Promise<{ endpoint: EndpointRecord, admitted: boolean } | undefined>
   listEndpoints: () => Promise<EndpointRecord[]>
   /**
    * One page of the endpoints whose name, id or an admitted edge id contains
@@ -132,7 +134,8 @@ export interface Store {
    */
   findEndpoints: (query: { q: string, offset: number, limit: number }) => Promise<{ total: number, page: EndpointRecord[] }>
   /**
-   * Admits an edge id for an endpoint: already admitted, or a free place
+   * Admits an edge id for an endpoint: already admitted (a read: its last
+   * seen time is written with presence, touchEndpoints), or a free place
    * (fewer than maxAgents admitted) takes it. Returns false when refused.
    * Atomic under concurrent callers: the first ones win the places.
    */
@@ -141,7 +144,12 @@ export interface Store {
   listEndpointAgents: (endpointIds: string[]) => Promise<EndpointAgentRecord[]>
   /** Frees an admitted edge id's place (a cluster node was replaced). */
   removeEndpointAgent: (endpointId: string, edgeId: string) => Promise<boolean>
-  saveSnapshot: (snapshot: SnapshotRecord) => Promise<void>
+  /**
+   * Keeps each endpoint's snapshot (one per endpoint in the batch): it
+   * replaces the kept one unless that one is from the same agent and was
+   * taken at or after it (`snapshot.takenAt`, ms): a replay does not win.
+   */
+  saveSnapshots: (snapshots: SnapshotRecord[]) => Promise<void>
   getSnapshot: (endpointId: string) => Promise<SnapshotRecord | undefined>
   /** Presence, many endpoints in one write: last seen, and the relay (null keeps the one recorded). */
   touchEndpoints: (touches: EndpointTouch[]) => Promise<void>
@@ -184,8 +192,8 @@ export interface Store {
   nextAttempt: (jobId: string, endpointId: string, relayId: string, at: number) => Promise<number | undefined>
   /** How many job targets are in each state (for /metrics). */
   countJobTargets: () => Promise<Record<string, number>>
-  /** Targets of an endpoint not yet succeeded or failed, oldest job first. */
-  unfinishedTargets: (endpointId: string) => Promise<JobTargetRecord[]>
+  /** Targets of these endpoints not yet succeeded or failed, oldest job first (batched as listEndpointAgents). */
+  unfinishedTargets: (endpointIds: string[]) => Promise<JobTargetRecord[]>
   /** Targets not yet succeeded or failed whose job's deadline is at or before `now` (at most `limit`). */
   overdueTargets: (now: number, limit: number) => Promise<JobTargetRecord[]>
   /**
@@ -203,8 +211,16 @@ export interface SettingsRef {
   current: Settings
 }
 
+/** Of two touches of one endpoint, the one that stands: the later, naming the relay of either (null keeps the one named). */
+export function laterTouch (a: EndpointTouch, b: EndpointTouch): EndpointTouch {
+  const [older, newer] = a.lastSeen > b.lastSeen ? [b, a] : [a, b]
+  return { ...newer, relayId: newer.relayId ?? older.relayId }
+}
+
 export interface EndpointTouch {
   id: string
+  /** The admitted agent seen (its last seen time too), or null for the endpoint only. */
+  edgeId: string | null
   lastSeen: number
   relayId: string | null
 }

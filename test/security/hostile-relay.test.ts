@@ -142,7 +142,11 @@ t.test('an invented job result and snapshot are dropped and recorded; nothing ch
   const fakeMac = randomBytes(32).toString('base64url')
   const key = `${job.id as string}_${endpointId}_1`
   hostile.injectUp({ t: 'job-result', key, endpointId, edgeId: 'f0e1d2c3-0000-4000-8000-000000000000', jobId: job.id, attempt: 1, result: { jobId: job.id, attempt: 1, state: 'succeeded', exitCode: 0, output: 'all good', mac: fakeMac } })
-  const before = await api.ok('GET', `/api/endpoints/${endpointId}/snapshot`)
+  // The agent's own snapshot from when it connected (snapshots are written in batches, within 200 ms).
+  const before = await eventually(async () => {
+    const res = await api.request('GET', `/api/endpoints/${endpointId}/snapshot`)
+    return res.status === 200 ? res.body : undefined
+  })
   const sid = (hostile.fromServer.find(m => m.t === 'agent-settings') as { sid: number }).sid
   hostile.injectUp({ t: 'snapshot', sid, reason: 'interval', takenAt: Date.now() + 60_000, snapshot: { hostname: 'attacker' }, mac: fakeMac })
   const events = await securityEvents(api, 'RG_ERR_REPORT_FORGED', 2)

@@ -79,6 +79,7 @@ for (const { name, open } of backends) {
     t.equal(await s.nextAttempt('j1', 'e1', 'r1', 12), undefined, 'a finished target gets no new attempt')
     t.match(await s.getJobTarget('j1', 'e1'), { state: 'succeeded', progress: 1, attempt: 2, relayId: 'r1', updatedAt: 11 })
     t.same((await s.overdueTargets(1000, 10)).map(r => r.jobId), ['j2'], 'a finished target is not overdue')
+    t.same((await s.unfinishedTargets(['nobody', 'e1'])).map(r => r.jobId), ['j2'], 'unfinished targets of several endpoints at once')
     t.same((await s.overdueTargets(1000, 1)).length, 1, 'bounded')
     t.same((await s.getJob('j2'))?.run, ['sh', 'x'])
     t.same(await s.countJobTargets(), { succeeded: 1, queued: 1 })
@@ -115,9 +116,18 @@ for (const { name, open } of backends) {
 
   t.test(`${name}: deleting an endpoint leaves a tombstone with its keys; presence is written in batches`, async t => {
     const s = await withEndpoint(t, open)
-    await s.touchEndpoints([{ id: 'e1', lastSeen: 50, relayId: 'r1' }, { id: 'missing', lastSeen: 1, relayId: null }])
-    await s.touchEndpoints([{ id: 'e1', lastSeen: 60, relayId: null }])
-    t.match(await s.getEndpoint('e1'), { lastSeen: 60, relayId: 'r1' }, 'a null relay keeps the one recorded')
+    t.ok(await s.admitEdgeId('e1', 'edge-a', 10))
+    t.ok(await s.admitEdgeId('e1', 'edge-a', 20), 'an admitted edge id again')
+    t.match(await s.getEndpointForAgent('e1', 'edge-a'), { endpoint: { id: 'e1' }, admitted: true })
+    t.match(await s.getEndpointForAgent('e1', 'edge-b'), { endpoint: { id: 'e1' }, admitted: false })
+    t.equal(await s.getEndpointForAgent('missing', 'edge-a'), undefined)
+    await s.touchEndpoints([{ id: 'e1', edgeId: 'edge-a', lastSeen: 50, relayId: 'r1' }, { id: 'missing', edgeId: null, lastSeen: 1, relayId: null }])
+    await s.touchEndpoints([{ id: 'e1', edgeId: 'edge-a', lastSeen: 60, relayId: null }, { id: 'e1', edgeId: null, lastSeen: 55, relayId: 'r2' }])
+    t.match(await s.getEndpoint('e1'), { lastSeen: 60, relayId: 'r2' }, 'the latest touch of an endpoint counts; a null relay keeps the one named')
+    t.match(await s.listEndpointAgents(['e1']), [{ edgeId: 'edge-a', admittedAt: 10, lastSeen: 60 }], 'the agent\'s last seen time is written with presence')
+    const many = Array.from({ length: 1200 }, (_, i) => ({ id: i === 700 ? 'e1' : `none${i}`, edgeId: null, lastSeen: 70 + i, relayId: 'r3' }))
+    await s.touchEndpoints(many)
+    t.match(await s.getEndpoint('e1'), { lastSeen: 770, relayId: 'r3' }, 'more touches than one statement takes')
     t.ok(await s.deleteEndpoint('e1'))
     t.notOk(await s.deleteEndpoint('e1'))
     t.equal(await s.getEndpoint('e1'), undefined)
@@ -139,8 +149,18 @@ for (const { name, open } of backends) {
     t.equal(await s.countSecurityEvents('r1'), 3)
     t.match(await s.listSecurityEvents(10, { relayId: 'r1' }), [{ count: 3, ref: 'j2', edgeId: null }])
     t.same(await s.listSecurityEvents(10, { endpointId: 'other' }), [])
-    await s.saveSnapshot({ endpointId: 'e1', edgeId: 'x', receivedAt: 5, reason: 'connect', snapshot: { hostname: 'h' } })
+    await s.saveSnapshots([
+      { endpointId: 'e1', edgeId: 'x', receivedAt: 5, reason: 'connect', snapshot: { hostname: 'h' } },
+      { endpointId: 'deleted-meanwhile', edgeId: 'y', receivedAt: 5, reason: 'connect', snapshot: {} }
+    ])
     t.match(await s.getSnapshot('e1'), { reason: 'connect', snapshot: { hostname: 'h' } })
+    t.equal(await s.getSnapshot('deleted-meanwhile'), undefined, 'a snapshot of an endpoint that is gone is skipped, the others written')
+    await s.saveSnapshots([{ endpointId: 'e1', edgeId: 'x', receivedAt: 6, reason: 'interval', snapshot: { hostname: 'h2', takenAt: 100 } }])
+    t.match(await s.getSnapshot('e1'), { reason: 'interval', receivedAt: 6, snapshot: { hostname: 'h2' } }, 'replaced')
+    await s.saveSnapshots([{ endpointId: 'e1', edgeId: 'x', receivedAt: 7, reason: 'interval', snapshot: { hostname: 'replayed', takenAt: 90 } }])
+    t.match(await s.getSnapshot('e1'), { snapshot: { hostname: 'h2' } }, 'an older one from the same agent (a replay) does not win')
+    await s.saveSnapshots([{ endpointId: 'e1', edgeId: 'other-node', receivedAt: 8, reason: 'connect', snapshot: { hostname: 'n2', takenAt: 50 } }])
+    t.match(await s.getSnapshot('e1'), { edgeId: 'other-node', snapshot: { hostname: 'n2' } }, 'another agent of the endpoint (a cluster) replaces it')
   })
 
   t.test(`${name}: a transaction is all or nothing, and others do not see it half done`, async t => {
@@ -189,6 +209,26 @@ t.test('postgres: concurrent writers from several connections: edge ids admitted
   t.equal((await a.listArtifacts()).filter(x => x.name === 'same').length, 1, 'uploads under one name leave one record')
 })
 
+t.test('postgres: a database of schema 1 (the first PostgreSQL store) is migrated at start and keeps its data', async t => {
+  const url = await freshPgUrl()
+  const first = await openPgStore({ url, logger: capturingLogger().logger })
+  await first.createEndpoint(endpoint('kept'))
+  await first.saveSnapshots([{ endpointId: 'kept', edgeId: 'x', receivedAt: 1, reason: 'connect', snapshot: { takenAt: 5 } }])
+  await first.close()
+  const raw = await openPgStoreRaw(url)
+  await raw.query('ALTER TABLE snapshots DROP COLUMN taken_at')
+  await raw.query('UPDATE meta SET value = \'1\' WHERE key = \'schemaVersion\'')
+  await raw.end()
+  const { logger, lines } = capturingLogger('info')
+  const after = await openPgStore({ url, logger })
+  t.teardown(() => after.close())
+  t.ok(lines.some(l => l.includes('database schema migrated') && l.includes(`"to":${PG_SCHEMA_VERSION}`)), 'migrated from 1')
+  t.equal(await after.getMeta('schemaVersion'), String(PG_SCHEMA_VERSION))
+  t.match(await after.getSnapshot('kept'), { edgeId: 'x' }, 'the data is kept')
+  await after.saveSnapshots([{ endpointId: 'kept', edgeId: 'x', receivedAt: 2, reason: 'interval', snapshot: { takenAt: 6 } }])
+  t.match(await after.getSnapshot('kept'), { reason: 'interval' }, 'the new column works')
+})
+
 t.test('postgres: servers starting together migrate once; a database from a newer schema is refused', async t => {
   const url = await freshPgUrl()
   const logs = [capturingLogger('info'), capturingLogger('info'), capturingLogger('info')]
@@ -231,7 +271,7 @@ t.test('sqlite: a data dir of schema 3 (the store before spent credentials) open
   await before.createEndpoint(endpoint('e1', { name: 'kept' }))
   await before.close()
   const raw = new Database(file)
-  raw.exec('DROP TABLE spent_credentials; UPDATE meta SET value = \'3\' WHERE key = \'schemaVersion\'')
+  raw.exec('DROP TABLE spent_credentials; ALTER TABLE snapshots DROP COLUMN taken_at; UPDATE meta SET value = \'3\' WHERE key = \'schemaVersion\'')
   raw.close()
   const after = openSqliteStore(file)
   t.teardown(() => after.close())
