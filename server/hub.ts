@@ -267,7 +267,11 @@ export class RelayHub {
         const hello = readHello(frame, Hellos.fromRelay)
         early = []
         this.onHello(mux, hello, log).then(linked => {
-          if (gone || this.closed) return
+          if (gone || this.closed) {
+            // Closed between the hello and this: onClose did not know the link yet.
+            this.onLinkClosed(linked, ErrorCode.RG_ERR_GOING_AWAY.close, 'closed during its hello')
+            return
+          }
           link = linked
           for (const f of early ?? []) this.onControl(linked, f)
           early = null
@@ -292,6 +296,15 @@ export class RelayHub {
     if (record === undefined || record.revokedAt !== null) {
       throw new RelaygateError('RG_ERR_RELAY_REVOKED', 'relay token unknown or revoked')
     }
+    // Written before the relay hears it is linked: a join token made after
+    // that names the relay's addresses.
+    await this.opts.store.updateRelay(record.id, {
+      lastSeen: Date.now(),
+      version: hello.version,
+      wsUrl: hello.wsUrl ?? null,
+      wssUrl: hello.wssUrl ?? null,
+      fingerprint: hello.fingerprint ?? null
+    }).catch((err: Error) => log.warn({ relayId: record.id, err: err.message }, 'relay record not updated'))
     if (this.closed || !this.pending.has(mux)) throw new RelaygateError('RG_ERR_GOING_AWAY', 'the link closed during its hello')
     const previous = this.links.get(record.id)
     if (previous !== undefined) {
@@ -302,13 +315,6 @@ export class RelayHub {
     const link = new RelayLink(record.id, mux, log.child({ relayId: record.id }), this.handling)
     this.pending.delete(mux)
     this.links.set(record.id, link)
-    this.opts.store.updateRelay(record.id, {
-      lastSeen: Date.now(),
-      version: hello.version,
-      wsUrl: hello.wsUrl ?? null,
-      wssUrl: hello.wssUrl ?? null,
-      fingerprint: hello.fingerprint ?? null
-    }).catch((err: Error) => link.log.warn({ err: err.message }, 'relay record not updated'))
     mux.send(helloFrame({ role: 'server', relayId: record.id, settings: this.opts.settings.current, version: this.opts.version }))
     link.log.info({ wsUrl: hello.wsUrl, wssUrl: hello.wssUrl }, 'relay linked')
     return link

@@ -185,6 +185,22 @@ t.test('relays: create, list before and after the relay links', async t => {
   t.equal((await api.ok('GET', `/api/relays/${res.body.id}`)).revoked, true)
 })
 
+t.test('a join token made as soon as a relay has linked names that relay, even when the store writes slowly', async t => {
+  const { server, api } = await startServer(t)
+  // A slow disk or a distant database: the relay record takes 300 ms to write.
+  const updateRelay = server.store.updateRelay.bind(server.store)
+  server.store.updateRelay = async (id, patch) => {
+    await new Promise(resolve => setTimeout(resolve, 300))
+    return await updateRelay(id, patch)
+  }
+  const created = await api.ok('POST', '/api/relays', { name: 'site-a' })
+  const relay = await startRelay(t, server.httpUrl, created.token)
+  await relay.whenLinked()
+  const ep = await api.ok('POST', '/api/endpoints', { name: 'box-1' })
+  t.notOk('warning' in ep, 'no "no relay" warning')
+  t.same(decodeJoinToken(ep.joinToken).relays.map(r => r.url).sort(), [relay.wsUrl, relay.wssUrl].sort(), 'both of the relay\'s addresses')
+})
+
 t.test('endpoints: create, list, get, delete', async t => {
   const { api, relayId } = await startSite(t)
   const created = await api.request('POST', '/api/endpoints', { name: 'box-1' })
