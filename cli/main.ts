@@ -79,11 +79,15 @@ program.command('server')
   .addOption(opt('--database-url <url>', 'keep the state in PostgreSQL: postgres://user@host:5432/db (default: SQLite in the data dir)'))
   .addOption(opt('--database-password-file <file>', 'read the database password from this file (else the URL\'s, PGPASSWORD or ~/.pgpass)'))
   .addOption(opt('--database-retry <seconds>', 'keep trying to reach the database at start this long, then exit 2').default(30).argParser(parseSeconds))
+  .addOption(opt('--cluster-secret-file <file>', 'run as one replica of several on one PostgreSQL; the file holds the secret they share (32+ characters; or RELAYGATE_CLUSTER_SECRET)'))
+  .addOption(opt('--peer-url <url>', 'https URL sibling replicas use to reach this one (default: the HTTPS listener\'s address)'))
+  .addOption(opt('--artifact-copies <n>', 'store each uploaded artifact on this many replicas before answering (default: 2 when there are two or more)').argParser(parseCount))
   .addOption(configOption())
   .action(async (o: Record<string, any>) => {
     const logger = createLogger(program.opts().logLevel)
     try {
       const server = await buildServer({
+        clusterSecretFile: o.clusterSecretFile, clusterSecret: process.env.RELAYGATE_CLUSTER_SECRET, peerUrl: o.peerUrl, artifactCopies: o.artifactCopies,
         databaseUrl: o.databaseUrl, databasePasswordFile: o.databasePasswordFile, databaseRetryMs: Math.round(o.databaseRetry * 1000),
         dataDir: o.dataDir, host: o.host, httpPort: o.httpPort, httpsPort: o.httpsPort, tlsCert: o.tlsCert, tlsKey: o.tlsKey,
         publicUrl: o.publicUrl, readyFile: o.readyFile, adminToken: process.env.RELAYGATE_ADMIN_TOKEN, metricsPublic: o.metricsPublic === true
@@ -94,7 +98,7 @@ program.command('server')
 
 program.command('relay')
   .description('Run a relay: agents dial it (ws on --port, wss on --tls-port); it links once to the server.')
-  .addOption(opt('--server <url>', 'server URL, e.g. http://server:8080').makeOptionMandatory())
+  .addOption(opt('--server <url>', 'server URL, e.g. http://server:8080; repeat it for several replicas (one link at a time, the next on failure)').argParser(collect).makeOptionMandatory())
   .addOption(opt('--token <token>', 'relay token from POST /api/relays').makeOptionMandatory())
   .addOption(opt('--data-dir <dir>', 'data directory (TLS certificate, cache)').default('./relay-data'))
   .addOption(opt('--host <addr>', 'address to listen on').default('0.0.0.0'))
@@ -103,7 +107,7 @@ program.command('relay')
   .addOption(opt('--tls-cert <file>', 'PEM certificate (default: self-signed, kept in the data dir)'))
   .addOption(opt('--tls-key <file>', 'PEM private key for --tls-cert'))
   .addOption(opt('--public-url <url>', 'ws:// or wss:// URL agents should dial (repeatable)').argParser(collect))
-  .addOption(opt('--server-fingerprint <sha256>', 'pin the server\'s certificate (https server with a self-signed certificate)'))
+  .addOption(opt('--server-fingerprint <sha256>', 'pin the server\'s certificate (https server with a self-signed certificate; repeatable)').argParser(collect))
   .addOption(opt('--name <name>', 'name reported to the server'))
   .addOption(opt('--cache-max-bytes <n>', 'artifact cache budget, e.g. 10GiB').default(10 * 1024 ** 3).argParser(parseBytes))
   .addOption(opt('--give-up-after <seconds>', 'stop after this long without reaching the server (0 = never)').default(86_400).argParser(parseSeconds))

@@ -9,6 +9,8 @@ export interface DialOptions {
   fingerprints?: string[]
   maxPayload: number
   timeoutMs?: number
+  /** Called with the TLS socket once its certificate passed the pins (wss only), e.g. to export keying material. */
+  onSecure?: (socket: TLSSocket) => void
 }
 
 /**
@@ -38,13 +40,17 @@ export function dialWebSocket (url: string, options: DialOptions): Promise<WebSo
       reject(err)
     }
     ws.once('upgrade', res => {
-      if (!secure || pins.length === 0) return
+      if (!secure) return
       const socket = res.socket as TLSSocket
-      const cert = socket.getPeerCertificate()
-      const fp = cert?.fingerprint256 === undefined ? '' : normalizeFingerprint(cert.fingerprint256)
-      if (!pins.includes(fp)) {
-        fail(new RelaygateError('RG_ERR_PIN_MISMATCH', `certificate of ${url} has fingerprint ${fp || 'none'}, not a pinned one`))
+      if (pins.length > 0) {
+        const cert = socket.getPeerCertificate()
+        const fp = cert?.fingerprint256 === undefined ? '' : normalizeFingerprint(cert.fingerprint256)
+        if (!pins.includes(fp)) {
+          fail(new RelaygateError('RG_ERR_PIN_MISMATCH', `certificate of ${url} has fingerprint ${fp || 'none'}, not a pinned one`))
+          return
+        }
       }
+      options.onSecure?.(socket)
     })
     ws.once('open', () => {
       if (settled) return

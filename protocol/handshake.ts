@@ -8,8 +8,10 @@
  *   relay  -> agent   {role:'relay', version}
  *   relay  -> server  {role:'relay', token, name?, version, wsUrl?, wssUrl?, fingerprint?}
  *   server -> relay   {role:'server', relayId, settings, version}
+ *   replica <-> replica {role:'replica', replicaId, proof, version}   the dialer first; the proof binds
+ *                     the cluster secret to this TLS session (peer-auth.ts)
  */
-import { Type, Id, EdgeId, NonEmpty, strict, compile, type Static } from './schema.js'
+import { Type, Id, EdgeId, NonEmpty, Sha256Hex, strict, compile, type Static } from './schema.js'
 import { SettingsSchema } from './settings.js'
 import { FrameType, PROTOCOL_VERSION, type Frame } from './frame.js'
 import { RelaygateError } from './errors.js'
@@ -31,11 +33,13 @@ export const RelayHelloSchema = strict({
   fingerprint: Type.Optional(NonEmpty(128))
 })
 export const ServerHelloSchema = strict({ role: Type.Literal('server'), relayId: Id, settings: SettingsSchema, version: Version })
+export const ReplicaHelloSchema = strict({ role: Type.Literal('replica'), replicaId: Id, proof: Sha256Hex, version: Version })
 
 export type AgentHello = Static<typeof AgentHelloSchema>
 export type RelayToAgentHello = Static<typeof RelayToAgentHelloSchema>
 export type RelayHello = Static<typeof RelayHelloSchema>
 export type ServerHello = Static<typeof ServerHelloSchema>
+export type ReplicaHello = Static<typeof ReplicaHelloSchema>
 
 /** Who says hello to whom: `self` and `peer` name the sides in errors. */
 interface Side<T> { self: string, peer: string, parse: (value: unknown) => T }
@@ -48,11 +52,13 @@ export const Hellos = {
   /** The server reading a relay's hello. */
   fromRelay: { self: 'server', peer: 'relay', parse: compile('relay hello', RelayHelloSchema) } satisfies Side<RelayHello>,
   /** The relay reading the server's answer. */
-  fromServer: { self: 'relay', peer: 'server', parse: compile('server hello', ServerHelloSchema) } satisfies Side<ServerHello>
+  fromServer: { self: 'relay', peer: 'server', parse: compile('server hello', ServerHelloSchema) } satisfies Side<ServerHello>,
+  /** A server replica reading a sibling's hello (either side of a peer link). */
+  fromReplica: { self: 'replica', peer: 'replica', parse: compile('replica hello', ReplicaHelloSchema) } satisfies Side<ReplicaHello>
 } as const
 
 /** The HELLO frame carrying `body` at this build's protocol version. */
-export function helloFrame (body: AgentHello | RelayToAgentHello | RelayHello | ServerHello): Buffer {
+export function helloFrame (body: AgentHello | RelayToAgentHello | RelayHello | ServerHello | ReplicaHello): Buffer {
   return frames.hello(PROTOCOL_VERSION, body)
 }
 

@@ -7,6 +7,12 @@
  *                    (its bytes are end-to-end encrypted records: tunnel-stream.ts)
  *   relay -> server  {t:'artifact', sha256, offset}   a cache fill; the server answers with the
  *                    16-byte artifact header (u64 size, u64 offset it serves from), then the bytes
+ *   replica -> replica {t:'http'}           an admin's HTTP connection forwarded one hop to the replica
+ *                                           that holds the endpoint's relay (bytes: HTTP/1.1 as received)
+ *                      {t:'blob', sha256, offset}  an artifact blob the asking replica lacks (answered as
+ *                                           an artifact stream: the 16-byte header, then the bytes)
+ *                      {t:'blob-put', sha256, size}  a copy of an uploaded blob; the receiver answers
+ *                                           one byte (0 = stored and verified) once it is on its disk
  */
 import { Type, Id, B64, Sha256Hex, Size, message, messageSet, withSid, type Static } from './schema.js'
 import { RelaygateError } from './errors.js'
@@ -31,6 +37,13 @@ export type ServerStreamMeta = ReturnType<typeof ServerStreams.parse>
 /** Streams a relay opens on its server link. */
 export const RelayStreams = messageSet('relay stream metadata', [ArtifactStream])
 export type RelayStreamMeta = ReturnType<typeof RelayStreams.parse>
+/** Streams one server replica opens on its peer link to another. */
+export const PeerStreams = messageSet('peer stream metadata', [
+  message('http', {}),
+  message('blob', { sha256: Sha256Hex, offset: Size }),
+  message('blob-put', { sha256: Sha256Hex, size: Size })
+])
+export type PeerStreamMeta = ReturnType<typeof PeerStreams.parse>
 /** Streams a relay opens on an agent link. */
 export const AgentStreams = messageSet('relay stream metadata', [TunnelStream])
 export type AgentStreamMeta = ReturnType<typeof AgentStreams.parse>
@@ -41,7 +54,7 @@ export function parseStreamMeta<T> (stream: MuxStream, set: { parse: (value: unk
 }
 
 /** Metadata bytes for an OPEN frame (typed by the caller's schema). */
-export function encodeStreamMeta (meta: ServerStreamMeta | RelayStreamMeta | AgentStreamMeta): Buffer {
+export function encodeStreamMeta (meta: ServerStreamMeta | RelayStreamMeta | AgentStreamMeta | PeerStreamMeta): Buffer {
   return encodeJson(meta)
 }
 

@@ -4,8 +4,14 @@ import { normalizeFingerprint } from '../protocol/token.js'
 import { SHA256_HEX } from '../common/sha256.js'
 
 export interface RelayConfig {
-  /** Server base URL: http(s):// or ws(s)://. */
-  server: string
+  /**
+   * Server base URL(s): http(s):// or ws(s)://. Several (replicas of one
+   * cluster, or one load-balanced URL): the relay links to one at a time
+   * and moves to the next when its link drops or the server says go-away.
+   */
+  server: string | string[]
+  /** The server URLs, as verified (filled by verifyRelayConfig). */
+  servers: string[]
   token: string
   dataDir: string
   host: string
@@ -16,8 +22,10 @@ export interface RelayConfig {
   tlsKey?: string
   /** URLs agents should dial, overriding what the relay derives from its listeners. */
   publicUrls: string[]
-  /** Pin for the server's certificate (https/wss server URLs with a self-signed certificate). */
-  serverFingerprint?: string
+  /** Pin(s) for the server's certificate (https/wss server URLs with a self-signed certificate); any one matches. */
+  serverFingerprint?: string | string[]
+  /** The pins, as verified (filled by verifyRelayConfig). */
+  serverFingerprints: string[]
   name?: string
   cacheMaxBytes: number
   /** Keep no cache file that would leave less free disk than this. */
@@ -47,7 +55,7 @@ export interface RelayConfig {
   resultFlushTimeoutMs: number
 }
 
-export const relayDefaults: Omit<RelayConfig, 'server' | 'token' | 'dataDir'> = {
+export const relayDefaults: Omit<RelayConfig, 'server' | 'servers' | 'serverFingerprints' | 'token' | 'dataDir'> = {
   host: '0.0.0.0',
   port: 20080,
   tlsPort: 20081,
@@ -71,14 +79,18 @@ export const relayDefaults: Omit<RelayConfig, 'server' | 'token' | 'dataDir'> = 
 export function verifyRelayConfig (input: Partial<RelayConfig>): RelayConfig {
   const clean = Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined)) as Partial<RelayConfig>
   const config = { ...relayDefaults, dataDir: './relay-data', ...clean } as RelayConfig
-  if (typeof config.server !== 'string' || config.server === '') throw new RelaygateError('RG_ERR_CONFIG', '--server is required (the server URL, e.g. http://server:8080)')
-  let url: URL
-  try {
-    url = new URL(config.server)
-  } catch {
-    throw new RelaygateError('RG_ERR_CONFIG', `--server is not a URL: ${config.server}`)
+  const servers = typeof config.server === 'string' ? [config.server] : Array.isArray(config.server) ? config.server : []
+  if (servers.length === 0 || servers.some(s => typeof s !== 'string' || s === '')) throw new RelaygateError('RG_ERR_CONFIG', '--server is required (the server URL, e.g. http://server:8080)')
+  for (const server of servers) {
+    let url: URL
+    try {
+      url = new URL(server)
+    } catch {
+      throw new RelaygateError('RG_ERR_CONFIG', `--server is not a URL: ${server}`)
+    }
+    if (!['http:', 'https:', 'ws:', 'wss:'].includes(url.protocol)) throw new RelaygateError('RG_ERR_CONFIG', `--server must be http(s):// or ws(s)://, got ${url.protocol}`)
   }
-  if (!['http:', 'https:', 'ws:', 'wss:'].includes(url.protocol)) throw new RelaygateError('RG_ERR_CONFIG', `--server must be http(s):// or ws(s)://, got ${url.protocol}`)
+  config.servers = [...new Set(servers.map(s => s.replace(/\/+$/, '')))]
   if (typeof config.token !== 'string' || config.token.length < 8) throw new RelaygateError('RG_ERR_CONFIG', '--token is required (a relay token from POST /api/relays)')
   for (const [field, value, allowOff] of [['--port', config.port, false], ['--tls-port', config.tlsPort, true]] as const) {
     if (!Number.isInteger(value) || value < (allowOff ? -1 : 0) || value > 65535) throw new RelaygateError('RG_ERR_CONFIG', `${field} must be a port number 0-65535, got ${String(value)}`)
@@ -90,10 +102,12 @@ export function verifyRelayConfig (input: Partial<RelayConfig>): RelayConfig {
     if (pu.protocol !== 'ws:' && pu.protocol !== 'wss:') throw new RelaygateError('RG_ERR_CONFIG', `--public-url must be ws:// or wss://, got ${u}`)
   }
   if (!Number.isFinite(config.cacheMaxBytes) || config.cacheMaxBytes < 0) throw new RelaygateError('RG_ERR_CONFIG', '--cache-max-bytes must be a non-negative number of bytes')
-  if (config.serverFingerprint !== undefined) {
-    config.serverFingerprint = normalizeFingerprint(config.serverFingerprint)
-    if (!SHA256_HEX.test(config.serverFingerprint)) throw new RelaygateError('RG_ERR_CONFIG', '--server-fingerprint must be a sha256 fingerprint (64 hex digits)')
-  }
+  const pins = config.serverFingerprint === undefined ? [] : typeof config.serverFingerprint === 'string' ? [config.serverFingerprint] : config.serverFingerprint
+  config.serverFingerprints = pins.map(pin => {
+    const fp = normalizeFingerprint(pin)
+    if (!SHA256_HEX.test(fp)) throw new RelaygateError('RG_ERR_CONFIG', '--server-fingerprint must be a sha256 fingerprint (64 hex digits)')
+    return fp
+  })
   config.dataDir = resolve(config.dataDir)
   return config
 }

@@ -2,7 +2,7 @@ import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { RelaygateError } from '../protocol/index.js'
-import { readArtifactHeader } from '../protocol/messages.js'
+import { readArtifactHeader, type Settings } from '../protocol/messages.js'
 import { loadOrCreateCert } from '../common/tls.js'
 import { writeReadyFile } from '../common/files.js'
 import { Lifecycle } from '../common/lifecycle.js'
@@ -25,6 +25,8 @@ export interface RelaygateRelay {
   readonly fingerprint: string | null
   readonly relayId: string | null
   readonly linked: boolean
+  /** The settings the server gave (they change with PATCH /api/settings on any replica). */
+  readonly settings: Settings
   readonly stats: RelayStats
   readonly cache: ArtifactCache
   /** Job results waiting on disk for the server's acknowledgement. */
@@ -72,8 +74,8 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
   const results = new ResultQueue(join(config.dataDir, 'results'), logger)
 
   const link: ServerLink = new ServerLink({
-    serverUrl: config.server,
-    serverFingerprint: config.serverFingerprint,
+    serverUrls: config.servers,
+    serverFingerprints: config.serverFingerprints,
     logger: logger.child({ component: 'server-link' }),
     keepAliveMs: config.serverKeepAliveMs,
     livenessTimeoutMs: config.serverLivenessTimeoutMs,
@@ -139,6 +141,7 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
     fingerprint: cert?.fingerprint ?? null,
     get relayId () { return link.relayId },
     get linked () { return link.isReady },
+    get settings () { return link.settings },
     stats: core.stats,
     cache,
     get queuedResults () { return results.size },

@@ -11,8 +11,10 @@ import {
 } from '../protocol/messages.js'
 
 export interface ServerLinkOptions {
-  serverUrl: string
-  serverFingerprint?: string
+  /** One or more server URLs (replicas): one link at a time, the next one after a failure or a go-away. */
+  serverUrls: string[]
+  /** Accepted certificate fingerprints for https/wss servers (any one). */
+  serverFingerprints: string[]
   hello: () => RelayHello
   logger: Logger
   keepAliveMs: number
@@ -29,7 +31,9 @@ export interface ServerLinkOptions {
 
 /**
  * The relay's one link to the server, re-established with jittered
- * exponential backoff until the relay closes or gives up.
+ * exponential backoff until the relay closes or gives up. With several
+ * server URLs (replicas), a failed dial or a dropped link moves on to the
+ * next URL, so a dead or leaving replica costs one backoff step.
  */
 export class ServerLink {
   private readonly opts: ServerLinkOptions
@@ -41,9 +45,15 @@ export class ServerLink {
   relayId: string | null = null
   settings: Settings = DEFAULT_SETTINGS
   connects = 0
+  /** Which of the server URLs is dialed next. */
+  private at = 0
+  /** The server URL of the current (or last) link. */
+  url: string
 
   constructor (options: ServerLinkOptions) {
     this.opts = options
+    if (options.serverUrls.length === 0) throw new RelaygateError('RG_ERR_CONFIG', 'no server URL')
+    this.url = options.serverUrls[0]
     this.backoff = new Backoff({ baseMs: 200, maxMs: 15_000, giveUpAfterMs: options.giveUpAfterMs })
   }
 
@@ -84,12 +94,13 @@ export class ServerLink {
 
   private async connect (): Promise<void> {
     if (this.stopped) return
-    const url = `${toWsUrl(this.opts.serverUrl)}/relay`
+    this.url = this.opts.serverUrls[this.at % this.opts.serverUrls.length]
+    const url = `${toWsUrl(this.url)}/relay`
     const log = this.opts.logger
     let ws
     try {
       ws = await dialWebSocket(url, {
-        fingerprints: this.opts.serverFingerprint === undefined ? [] : [this.opts.serverFingerprint],
+        fingerprints: this.opts.serverFingerprints,
         maxPayload: DEFAULT_MAX_PAYLOAD + HEADER_SIZE
       })
     } catch (err) {
@@ -135,6 +146,7 @@ export class ServerLink {
 
   private retry (): void {
     if (this.stopped) return
+    this.at = (this.at + 1) % this.opts.serverUrls.length
     const delay = this.backoff.next()
     if (delay === undefined) {
       this.opts.onFatal(new RelaygateError('RG_ERR_UPSTREAM_UNAVAILABLE', `gave up reaching the server after ${this.opts.giveUpAfterMs} ms`))
@@ -161,7 +173,7 @@ export class ServerLink {
     this.ready = true
     this.connects++
     this.backoff.reset()
-    this.opts.logger.info({ relayId: this.relayId }, 'linked to the server')
+    this.opts.logger.info({ relayId: this.relayId, server: this.url }, 'linked to the server')
     this.opts.onReady(this.relayId, this.settings)
   }
 }

@@ -23,12 +23,32 @@ export function verifyArtifactName (name: string): string {
  * Content-addressed artifact files on the server's disk: `<dir>/<sha256>`.
  * Uploads stream to a temp file while hashing; identical content is kept once.
  */
+/**
+ * Other server replicas that keep blobs too (a cluster without shared
+ * storage): uploads are copied to some before they are acknowledged, and a
+ * blob missing here is pulled from one that has it.
+ */
+export interface BlobPeers {
+  /** Copies `file` to other replicas until `others` of them hold it; how many did. */
+  replicate: (sha256: string, file: string, size: number, others: number) => Promise<number>
+  /** How many replicas (this one included) must hold an upload. */
+  copiesWanted: () => Promise<number>
+  /** Pulls a blob into `into` (a temp file here) from a replica that has it; false when none has it. */
+  pull: (sha256: string, into: string) => Promise<boolean>
+  /** Tells the other replicas to drop a blob nothing references any more. */
+  dropped: (sha256: string) => void
+}
+
 export class ArtifactStore {
   readonly dir: string
   private readonly tmpDir: string
   private readonly store: Store
   private readonly logger: Logger
   bytesServed = 0
+  /** Set when this server is one replica of several. */
+  peers: BlobPeers | null = null
+  /** Pulls from peers in flight, one per digest. */
+  private readonly pulls = new Map<string, Promise<boolean>>()
 
   constructor (options: { dir: string, store: Store, logger: Logger }) {
     this.dir = options.dir
@@ -85,6 +105,14 @@ export class ArtifactStore {
     const final = this.pathOf(sha256)
     if (existsSync(final)) rmSync(tmp, { force: true })
     else renameSync(tmp, final)
+    if (this.peers !== null) {
+      const wanted = await this.peers.copiesWanted()
+      const held = 1 + (wanted > 1 ? await this.peers.replicate(sha256, final, size, wanted - 1) : 0)
+      if (held < wanted) {
+        await this.collect(sha256)
+        throw new RelaygateError('RG_ERR_PEER_UNAVAILABLE', `the artifact reached ${held} of the ${wanted} replicas it must be stored on (--artifact-copies); upload it again`)
+      }
+    }
     const previous = await this.store.getArtifact(name)
     const record: ArtifactRecord = { name, sha256, size, createdAt: Date.now() }
     await this.store.putArtifact(record)
@@ -101,8 +129,63 @@ export class ArtifactStore {
     return true
   }
 
-  private async collect (sha256: string): Promise<void> {
-    if (!await this.store.digestInUse(sha256)) rmSync(this.pathOf(sha256), { force: true })
+  /** Removes the blob unless something references it; other replicas are told to do the same. */
+  async collect (sha256: string, tellPeers = true): Promise<void> {
+    if (await this.store.digestInUse(sha256)) return
+    rmSync(this.pathOf(sha256), { force: true })
+    if (tellPeers) this.peers?.dropped(sha256)
+  }
+
+  /** The blob is here, or pulled from a replica that has it (verified); false when none has it. */
+  async ensure (sha256: string): Promise<boolean> {
+    if (this.has(sha256)) return true
+    if (this.peers === null || !SHA256_HEX.test(sha256)) return false
+    let pull = this.pulls.get(sha256)
+    if (pull === undefined) {
+      const peers = this.peers
+      pull = (async () => {
+        const tmp = join(this.tmpDir, `${randomBytes(8).toString('hex')}.pull`)
+        try {
+          if (!await peers.pull(sha256, tmp)) return false
+          renameSync(tmp, this.pathOf(sha256))
+          this.logger.info({ sha256 }, 'artifact pulled from another replica')
+          return true
+        } finally {
+          rmSync(tmp, { force: true })
+        }
+      })().finally(() => this.pulls.delete(sha256))
+      this.pulls.set(sha256, pull)
+    }
+    return await pull
+  }
+
+  /**
+   * Receives a copy of a blob from another replica: written to a temp file
+   * while hashing, kept only if its size and sha256 match what was
+   * announced. Answers one byte once it is in place (0 = kept).
+   */
+  async receive (stream: MuxStream, sha256: string, size: number): Promise<void> {
+    const tmp = join(this.tmpDir, `${randomBytes(8).toString('hex')}.copy`)
+    const hash = createHash('sha256')
+    let got = 0
+    const meter = new Transform({
+      transform (chunk: Buffer, _enc, cb) {
+        got += chunk.length
+        hash.update(chunk)
+        cb(null, chunk)
+      }
+    })
+    try {
+      await pipeline(stream, meter, createWriteStream(tmp, { flags: 'wx' }), { end: true })
+      if (got !== size || hash.digest('hex') !== sha256) throw new RelaygateError('RG_ERR_DIGEST_MISMATCH', `copy of ${sha256}: ${got} bytes that do not match`)
+      if (!this.has(sha256)) renameSync(tmp, this.pathOf(sha256))
+      stream.end(Buffer.from([0]))
+    } catch (err) {
+      this.logger.warn({ sha256, err: (err as Error).message }, 'artifact copy from another replica not kept')
+      stream.destroy(err as Error)
+    } finally {
+      rmSync(tmp, { force: true })
+    }
   }
 
   /**
@@ -110,6 +193,19 @@ export class ArtifactStore {
    * offset) then the bytes from `offset`, with the stream's flow control.
    */
   serve (stream: MuxStream, sha256: string, offset: number): void {
+    if (this.has(sha256)) return this.serveHere(stream, sha256, offset)
+    // Not here: another replica may hold it (pulled once, kept).
+    this.ensure(sha256).then(found => {
+      if (found) this.serveHere(stream, sha256, offset)
+      else stream.destroy(new RelaygateError('RG_ERR_ARTIFACT_UNKNOWN', `no artifact ${sha256}`))
+    }, err => {
+      this.logger.warn({ sha256, err: (err as Error).message }, 'artifact not pulled from another replica')
+      stream.destroy(new RelaygateError('RG_ERR_ARTIFACT_UNKNOWN', `no artifact ${sha256} here, and none could be pulled`))
+    })
+  }
+
+  /** Serves only a blob kept here (what replicas ask each other for: no pull chains). */
+  serveHere (stream: MuxStream, sha256: string, offset: number): void {
     if (!this.has(sha256)) {
       stream.destroy(new RelaygateError('RG_ERR_ARTIFACT_UNKNOWN', `no artifact ${sha256}`))
       return

@@ -1,4 +1,5 @@
 import { resolve } from 'node:path'
+import { readFileSync } from 'node:fs'
 import { RelaygateError } from '../protocol/errors.js'
 
 export interface ServerConfig {
@@ -31,6 +32,14 @@ export interface ServerConfig {
   databasePasswordFile?: string
   /** How long to keep trying to reach the database at start (ms). */
   databaseRetryMs: number
+  /** A file holding the cluster secret: this server is one replica of several on one PostgreSQL. */
+  clusterSecretFile?: string
+  /** The cluster secret itself (RELAYGATE_CLUSTER_SECRET), instead of a file. */
+  clusterSecret?: string
+  /** Where sibling replicas reach this one (https://host:port); default: the HTTPS listener's real address. */
+  peerUrl?: string
+  /** On how many replicas an uploaded artifact is stored before the upload is acknowledged (default 2 in a cluster of 2 or more). */
+  artifactCopies?: number
 }
 
 export const serverDefaults: Omit<ServerConfig, 'dataDir'> = {
@@ -86,10 +95,46 @@ export function verifyServerConfig (input: Partial<ServerConfig> & { dataDir?: s
     if (scheme !== 'postgres:' && scheme !== 'postgresql:') throw new RelaygateError('RG_ERR_CONFIG', '--database-url must be a postgres://user@host:5432/db URL')
   }
   if (!Number.isInteger(config.databaseRetryMs) || config.databaseRetryMs < 0) throw new RelaygateError('RG_ERR_CONFIG', '--database-retry must be a whole number of seconds >= 0')
+  verifyClusterConfig(config)
   if (config.adminToken !== undefined && config.adminToken.length < 16) {
     throw new RelaygateError('RG_ERR_CONFIG', 'RELAYGATE_ADMIN_TOKEN must be at least 16 characters')
   }
   return config
+}
+
+/** A cluster needs PostgreSQL, HTTPS (peer links are TLS, pinned) and a long secret. */
+function verifyClusterConfig (config: ServerConfig): void {
+  if (config.clusterSecretFile !== undefined && config.clusterSecret !== undefined) {
+    throw new RelaygateError('RG_ERR_CONFIG', 'give the cluster secret once: --cluster-secret-file or RELAYGATE_CLUSTER_SECRET')
+  }
+  const clustered = config.clusterSecretFile !== undefined || config.clusterSecret !== undefined
+  if (!clustered) {
+    if (config.peerUrl !== undefined) throw new RelaygateError('RG_ERR_CONFIG', '--peer-url needs --cluster-secret-file (it is the address sibling replicas use)')
+    if (config.artifactCopies !== undefined) throw new RelaygateError('RG_ERR_CONFIG', '--artifact-copies needs --cluster-secret-file')
+    return
+  }
+  if (config.databaseUrl === undefined) throw new RelaygateError('RG_ERR_CONFIG', '--cluster-secret-file needs --database-url: replicas share one PostgreSQL')
+  if (config.httpsPort < 0) throw new RelaygateError('RG_ERR_CONFIG', '--cluster-secret-file needs HTTPS (--https-port): peer links between replicas are TLS')
+  config.peerUrl = verifyUrl(config.peerUrl, '--peer-url', ['https:'])
+  if (config.artifactCopies !== undefined && (!Number.isInteger(config.artifactCopies) || config.artifactCopies < 1 || config.artifactCopies > 16)) {
+    throw new RelaygateError('RG_ERR_CONFIG', '--artifact-copies must be a whole number from 1 to 16')
+  }
+}
+
+/** The cluster secret: from the file or the option, at least 32 characters (surrounding whitespace ignored). */
+export function readClusterSecret (config: ServerConfig): Buffer | null {
+  let text: string
+  if (config.clusterSecret !== undefined) text = config.clusterSecret
+  else if (config.clusterSecretFile !== undefined) {
+    try {
+      text = readFileSync(config.clusterSecretFile, 'utf8')
+    } catch (err) {
+      throw new RelaygateError('RG_ERR_CONFIG', `--cluster-secret-file ${config.clusterSecretFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+    }
+  } else return null
+  const secret = text.trim()
+  if (secret.length < 32) throw new RelaygateError('RG_ERR_CONFIG', 'the cluster secret must be at least 32 characters (e.g. openssl rand -hex 32)')
+  return Buffer.from(secret, 'utf8')
 }
 
 export function stripUndefined<T extends object> (value: T): Partial<T> {

@@ -62,12 +62,12 @@ export function rejectUnknownFields (body: Record<string, unknown>, allowed: str
   }
 }
 
-/** Checks `Authorization: Bearer <admin token>` against the stored hash; throws RG_ERR_UNAUTHORIZED. */
-export function bearerAuthorizer (tokenHash: string, matches: (token: string, hash: string) => boolean): (req: IncomingMessage) => void {
+/** Checks `Authorization: Bearer <admin token>` against the stored hashes (one per replica in a cluster); throws RG_ERR_UNAUTHORIZED. */
+export function bearerAuthorizer (tokenHashes: () => readonly string[], matches: (token: string, hash: string) => boolean): (req: IncomingMessage) => void {
   return req => {
     const header = req.headers.authorization ?? ''
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header)
-    if (match === null || !matches(match[1], tokenHash)) {
+    if (match === null || !tokenHashes().some(hash => matches(match[1], hash))) {
       fail('RG_ERR_UNAUTHORIZED', match === null ? 'send Authorization: Bearer <admin token>' : 'wrong admin token')
     }
   }

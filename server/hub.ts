@@ -36,6 +36,10 @@ export interface HubOptions {
   /** Wrong-secret proofs allowed per endpoint: a burst, then this many per second (over every relay). */
   authFailureBurst?: number
   authFailuresPerSecond?: number
+  /** Several replicas: records that this replica holds the relay's link (before the relay hears it is linked); its fence. */
+  onLinked?: (relayId: string) => Promise<number | null>
+  /** The link of that fence closed (after its agents went offline). */
+  onUnlinked?: (relayId: string, fence: number | null) => void
 }
 
 
@@ -59,7 +63,7 @@ export type RelayLevelHandler<K extends RelayLevelKind> = (relayId: string, msg:
  * that checks in every few seconds costs nothing once it is authenticated.
  */
 export class RelayHub {
-  private readonly opts: Required<HubOptions>
+  private readonly opts: Required<Omit<HubOptions, 'onLinked' | 'onUnlinked'>> & Pick<HubOptions, 'onLinked' | 'onUnlinked'>
   private readonly wss: WebSocketServer
   private readonly links = new Map<string, RelayLink>()
   /** endpointId -> sessions online for it, over any relay. */
@@ -306,6 +310,11 @@ export class RelayHub {
       fingerprint: hello.fingerprint ?? null
     }).catch((err: Error) => log.warn({ relayId: record.id, err: err.message }, 'relay record not updated'))
     if (this.closed || !this.pending.has(mux)) throw new RelaygateError('RG_ERR_GOING_AWAY', 'the link closed during its hello')
+    const fence = await this.opts.onLinked?.(record.id) ?? null
+    if (this.closed || !this.pending.has(mux)) {
+      this.opts.onUnlinked?.(record.id, fence)
+      throw new RelaygateError('RG_ERR_GOING_AWAY', 'the link closed during its hello')
+    }
     const previous = this.links.get(record.id)
     if (previous !== undefined) {
       previous.log.info('relay linked again; dropping the older link')
@@ -313,6 +322,7 @@ export class RelayHub {
       this.onLinkClosed(previous, ErrorCode.RG_ERR_REPLACED.close, 'replaced')
     }
     const link = new RelayLink(record.id, mux, log.child({ relayId: record.id }), this.handling)
+    link.fence = fence
     this.pending.delete(mux)
     this.links.set(record.id, link)
     mux.send(helloFrame({ role: 'server', relayId: record.id, settings: this.opts.settings.current, version: this.opts.version }))
@@ -515,6 +525,7 @@ export class RelayHub {
       this.closedBytes.out += link.mux.bytesOut
     }
     for (const s of [...link.sessions.values()]) this.dropSession(link, s)
+    this.opts.onUnlinked?.(link.relayId, link.fence)
     if (!this.closed) {
       this.opts.store.updateRelay(link.relayId, { lastSeen: Date.now() })
         .catch((err: Error) => link.log.warn({ err: err.message }, 'relay record not updated'))

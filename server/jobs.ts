@@ -211,6 +211,22 @@ export class JobManager {
     return job
   }
 
+  /**
+   * A job another replica created: its targets whose agents are online
+   * here are sent from here (the other replica sent those it holds).
+   */
+  async dispatchLocal (jobId: string): Promise<void> {
+    const job = await this.store.getJob(jobId)
+    if (job === undefined) return
+    for (const target of await this.store.listJobTargets(jobId)) {
+      if (target.state !== 'queued' || target.attempt > 0) continue
+      const agent = this.hub.agentsOf(target.endpointId)[0]
+      if (agent === undefined) continue
+      this.arrivals.get(target.endpointId)?.sent.add(job.id)
+      await this.dispatch(job, agent, target.endpointId)
+    }
+  }
+
   async view (id: string): Promise<JobView | undefined> {
     const job = await this.store.getJob(id)
     if (job === undefined) return undefined

@@ -3,6 +3,7 @@ import type { Logger } from 'pino'
 import { RelaygateError } from '../protocol/errors.js'
 import { Backoff } from '../common/backoff.js'
 import { SqlStore, type SqlDriver } from './sql-store.js'
+import { ClusterStore } from './cluster-store.js'
 
 /**
  * The PostgreSQL store (`--database-url`): the same queries as the
@@ -124,7 +125,44 @@ const MIGRATIONS: string[] = [
   );
   CREATE INDEX IF NOT EXISTS spent_credentials_at ON spent_credentials (spent_at);`,
   // 2: when a snapshot was taken, so that the write itself keeps the newer one (SQLite schema 5).
-  'ALTER TABLE snapshots ADD COLUMN IF NOT EXISTS taken_at BIGINT NOT NULL DEFAULT 0'
+  'ALTER TABLE snapshots ADD COLUMN IF NOT EXISTS taken_at BIGINT NOT NULL DEFAULT 0',
+  // 3: several server replicas (cluster-store.ts): the registry, where each relay is linked, who is online, open tunnels, admin tokens.
+  `CREATE TABLE IF NOT EXISTS replicas (
+    id TEXT PRIMARY KEY,
+    peer_url TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    version TEXT NOT NULL,
+    started_at BIGINT NOT NULL,
+    lease_until BIGINT NOT NULL
+  );
+  CREATE SEQUENCE IF NOT EXISTS relay_fence;
+  CREATE TABLE IF NOT EXISTS relay_links (
+    relay_id TEXT PRIMARY KEY,
+    replica_id TEXT NOT NULL,
+    fence BIGINT NOT NULL,
+    linked_at BIGINT NOT NULL
+  );
+  CREATE INDEX IF NOT EXISTS relay_links_replica ON relay_links (replica_id);
+  CREATE TABLE IF NOT EXISTS presence (
+    endpoint_id TEXT NOT NULL,
+    edge_id TEXT NOT NULL,
+    relay_id TEXT NOT NULL,
+    fence BIGINT NOT NULL,
+    since BIGINT NOT NULL,
+    PRIMARY KEY (endpoint_id, edge_id, relay_id)
+  );
+  CREATE INDEX IF NOT EXISTS presence_relay ON presence (relay_id, fence);
+  CREATE TABLE IF NOT EXISTS cluster_tunnels (
+    endpoint_id TEXT PRIMARY KEY,
+    replica_id TEXT NOT NULL,
+    info TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+  );
+  CREATE TABLE IF NOT EXISTS admin_tokens (
+    token_hash TEXT PRIMARY KEY,
+    replica_id TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+  );`
 ]
 export const PG_SCHEMA_VERSION = MIGRATIONS.length
 /** The advisory lock migrations hold (any constant; "rgate" in ASCII). */
@@ -316,5 +354,83 @@ export async function openPgStore (options: PgStoreOptions): Promise<SqlStore> {
     }
   }
   options.logger.info({ database: where }, 'using PostgreSQL')
-  return new SqlStore(new PgDriver(pool, pool, false))
+  return new PgStore(new PgDriver(pool, pool, false), options, where)
+}
+
+/**
+ * The PostgreSQL store, with what only it offers: the cluster's tables
+ * (several replicas on one database) and LISTEN/NOTIFY.
+ */
+export class PgStore extends SqlStore {
+  readonly cluster: ClusterStore
+  private readonly options: PgStoreOptions
+  private readonly where: string
+
+  constructor (driver: SqlDriver, options: PgStoreOptions, where: string) {
+    super(driver)
+    this.cluster = new ClusterStore(driver)
+    this.options = options
+    this.where = where
+  }
+
+  /** Announces `payload` (at most 8,000 bytes) on `channel` to every listener, in commit order. */
+  async notify (channel: string, payload: string): Promise<void> {
+    await this.db.run('SELECT pg_notify(?, ?)', [channel, payload])
+  }
+
+  /**
+   * Listens on `channel` over a connection of its own, reconnected with
+   * jittered backoff when it drops; `onResync` runs after each reconnect
+   * (notifications sent meanwhile are lost: the listener reads the state
+   * again). Resolves once listening (or retrying) with the function that
+   * stops listening.
+   */
+  async listen (channel: string, onPayload: (payload: string) => void, onResync: () => void): Promise<() => Promise<void>> {
+    const log = this.options.logger
+    const backoff = new Backoff({ baseMs: 250, maxMs: 5000 })
+    let client: pg.Client | null = null
+    let stopped = false
+    let timer: NodeJS.Timeout | null = null
+    const connect = async (again: boolean): Promise<void> => {
+      const c = new pg.Client({
+        connectionString: this.options.url,
+        ...(this.options.password === undefined ? {} : { password: this.options.password }),
+        connectionTimeoutMillis: 5000,
+        keepAlive: true,
+        application_name: 'relaygate-listen'
+      })
+      const retry = (err: Error): void => {
+        if (client === c) client = null
+        c.end().catch(() => {})
+        if (stopped) return
+        const delay = backoff.next() ?? 5000
+        log.warn({ database: this.where, err: err.message, retryInMs: delay }, 'notification connection lost; listening again')
+        timer = setTimeout(() => { timer = null; void connect(true) }, delay)
+      }
+      c.on('error', retry)
+      c.on('notification', n => { if (n.channel === channel && n.payload !== undefined) onPayload(n.payload) })
+      try {
+        await c.connect()
+        await c.query(`LISTEN "${channel.replace(/"/g, '')}"`)
+      } catch (err) {
+        c.removeListener('error', retry)
+        retry(err as Error)
+        return
+      }
+      if (stopped) {
+        await c.end().catch(() => {})
+        return
+      }
+      client = c
+      backoff.reset()
+      if (again) onResync()
+    }
+    await connect(false)
+    return async () => {
+      stopped = true
+      if (timer !== null) clearTimeout(timer)
+      await client?.end().catch(() => {})
+      client = null
+    }
+  }
 }

@@ -26,6 +26,8 @@ export class RelayLink {
   readonly sessions = new Map<number, Session>()
   readonly log: Logger
   connectedAt = Date.now()
+  /** Several replicas: the fence under which this replica holds the relay's link (cluster-store.ts). */
+  fence: number | null = null
   /**
    * Work waiting for the store, chained per agent session (and 0 for the
    * relay's own messages): one agent's messages are handled in order,

@@ -11,9 +11,12 @@ import { writeFileAtomic, writeReadyFile } from '../common/files.js'
 import { loadOrCreateCert } from '../common/tls.js'
 import { VERSION } from '../common/version.js'
 import { Lifecycle } from '../common/lifecycle.js'
-import { verifyServerConfig, type ServerConfig } from './config.js'
+import { verifyServerConfig, readClusterSecret, type ServerConfig } from './config.js'
 import { openSqliteStore } from './sqlite-store.js'
-import { openPgStore } from './pg-store.js'
+import { openPgStore, type PgStore } from './pg-store.js'
+import { Cluster } from './cluster.js'
+import { createForwarder, type Forwarder } from './forward.js'
+import { clusterBlobPeers } from './blob-peers.js'
 import type { Store, SettingsRef, SnapshotRecord } from './store.js'
 import { snapshotWriter, type WriteBehind } from './write-behind.js'
 import { RelayHub } from './hub.js'
@@ -22,7 +25,7 @@ import { TunnelManager } from './tunnels.js'
 import { ArtifactStore } from './artifacts.js'
 import { JobManager } from './jobs.js'
 import { createTunnelProxy } from './proxy.js'
-import { EventHub } from './events.js'
+import { EventHub, type EventTopic } from './events.js'
 import { createStaticUi } from './static.js'
 import { bearerAuthorizer } from './http-util.js'
 import { tokenMatches } from '../protocol/auth.js'
@@ -30,7 +33,7 @@ import { createServerMetrics } from './metrics.js'
 import { SecurityLog } from './security.js'
 
 /** A started server: its parts (as built by createServerApp) and where it listens. */
-export interface RelaygateServer extends Pick<ServerApp, 'config' | 'store' | 'hub' | 'tunnels' | 'artifacts' | 'jobs' | 'events' | 'security' | 'adminTokenFile'> {
+export interface RelaygateServer extends Pick<ServerApp, 'config' | 'store' | 'hub' | 'tunnels' | 'artifacts' | 'jobs' | 'events' | 'security' | 'cluster' | 'adminTokenFile'> {
   readonly httpUrl: string
   readonly httpsUrl: string | null
   /** The HTTPS certificate's sha256, for relays that pin the server. */
@@ -89,6 +92,8 @@ export interface ServerApp {
   readonly events: EventHub
   /** Tampering caught end to end (forged or replayed orders and reports). */
   readonly security: SecurityLog
+  /** This replica among several on one PostgreSQL (null: a server alone). */
+  readonly cluster: Cluster | null
   readonly adminTokenFile: string
   /** Close steps, registered as each part was built; listen() adds its servers. */
   readonly life: Lifecycle
@@ -107,6 +112,7 @@ export interface ServerApp {
  */
 export async function createServerApp (input: Partial<ServerConfig>, logger: Logger): Promise<ServerApp> {
   const config = verifyServerConfig(input)
+  const clusterSecret = readClusterSecret(config)
   mkdirSync(config.dataDir, { recursive: true })
   const life = new Lifecycle()
   const store = config.databaseUrl === undefined
@@ -118,19 +124,30 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
       connectRetryMs: config.databaseRetryMs
     })
   life.onClose('store', () => store.close())
+  const cluster = clusterSecret === null ? null : new Cluster({ store: store as PgStore, secret: clusterSecret, version: VERSION, logger: logger.child({ component: 'cluster' }) })
   const admin = loadAdminToken(config.dataDir, config.adminToken, logger)
   await store.setMeta('adminTokenHash', hashToken(admin.token))
-  const authorize = bearerAuthorizer(hashToken(admin.token), tokenMatches)
+  // Every replica's admin token is valid on every replica.
+  const adminHashes = { current: [hashToken(admin.token)] }
+  if (cluster !== null) {
+    await cluster.store.cluster.addAdminToken(hashToken(admin.token), cluster.replicaId, Date.now())
+    adminHashes.current = await cluster.store.cluster.adminTokenHashes()
+  }
+  const authorize = bearerAuthorizer(() => adminHashes.current, tokenMatches)
   // Read on every agent and tunnel: kept in memory, replaced by PATCH /api/settings.
   const settings: SettingsRef = { current: await store.getSettings() }
 
   const security = new SecurityLog(store, logger.child({ component: 'security' }))
-  const hub = new RelayHub({ store, settings, security, logger: logger.child({ component: 'hub' }), version: VERSION, keepAliveMs: config.relayKeepAliveMs, livenessTimeoutMs: config.relayLivenessTimeoutMs })
+  const hub = new RelayHub({
+    store, settings, security, logger: logger.child({ component: 'hub' }), version: VERSION, keepAliveMs: config.relayKeepAliveMs, livenessTimeoutMs: config.relayLivenessTimeoutMs,
+    ...(cluster === null ? {} : { onLinked: async relayId => await cluster.claimRelay(relayId), onUnlinked: (relayId, fence) => { if (fence !== null) cluster.releaseRelay(relayId, fence) } })
+  })
   const jobs = new JobManager({ store, hub, security, logger: logger.child({ component: 'jobs' }) })
   // Written last of all (reverse order): pending job updates reach the store before it closes.
   life.onClose('job updates', () => jobs.close())
   const snapshots = snapshotWriter(store, logger.child({ component: 'snapshots' }))
   life.onClose('snapshots', () => snapshots.close())
+  if (cluster !== null) life.onClose('cluster', () => cluster.close())
   const servers: Array<http.Server | https.Server> = []
   life.onClose('listeners', () => {
     for (const s of servers) {
@@ -146,39 +163,125 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
   const artifacts = new ArtifactStore({ dir: join(config.dataDir, 'artifacts'), store, logger: logger.child({ component: 'artifacts' }) })
   const events = new EventHub({ logger: logger.child({ component: 'events' }) })
   life.onClose('events', () => events.close())
+  // A change here reaches this replica's dashboards and, in a cluster, every other's.
+  const publish = (topic: EventTopic): void => {
+    events.publish(topic)
+    cluster?.changed(topic)
+  }
   const relayStats = new Map<string, RelayFigures>()
-  wireRelayEvents({ hub, snapshots, artifacts, tunnels, jobs, events, relayStats })
-  security.onEvent(() => events.publish('relays'))
+  wireRelayEvents({ hub, snapshots, artifacts, tunnels, jobs, publish, relayStats })
+  security.onEvent(() => publish('relays'))
 
   // GET /metrics: behind the admin token unless metricsPublic (then keep the port off the internet).
   const metrics = createServerMetrics({ hub, tunnels, store, artifacts, authorize: config.metricsPublic ? undefined : authorize })
   const staticUi = createStaticUi({ logger: logger.child({ component: 'ui' }) })
-  const app: ServerApp = {
-    config, store, hub, tunnels, artifacts, jobs, events, security, life, servers, adminTokenFile: admin.file, baseUrl: '',
-    handleRequest: (req, res) => {
+  const local = {
+    request: (req: http.IncomingMessage, res: http.ServerResponse): void => {
       if (!metrics.handle(req, res) && !tunnelProxy.web(req, res) && !events.handle(req, res, authorize) && !staticUi(req, res)) api(req, res)
     },
-    handleUpgrade: (req, socket, head) => {
-      socket.on('error', () => {})
-      if ((req.url ?? '').split('?')[0] === '/relay') hub.handleUpgrade(req, socket, head)
+    upgrade: (req: http.IncomingMessage, socket: Duplex, head: Buffer): void => {
+      const path = (req.url ?? '').split('?')[0]
+      if (path === '/relay') hub.handleUpgrade(req, socket, head)
+      else if (path === '/peer' && cluster !== null) cluster.handleUpgrade(req, socket, head)
       else if (!tunnelProxy.upgrade(req, socket, head)) socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n')
     }
   }
+  let forwarder: Forwarder | null = null
+  const app: ServerApp = {
+    config, store, hub, tunnels, artifacts, jobs, events, security, cluster, life, servers, adminTokenFile: admin.file, baseUrl: '',
+    handleRequest: (req, res) => {
+      if (forwarder?.web(req, res, () => local.request(req, res)) !== true) local.request(req, res)
+    },
+    handleUpgrade: (req, socket, head) => {
+      socket.on('error', () => {})
+      if (forwarder?.upgrade(req, socket, head, () => local.upgrade(req, socket, head)) !== true) local.upgrade(req, socket, head)
+    }
+  }
+  if (cluster !== null) {
+    forwarder = joinCluster({ cluster, app, authorize, adminHashes, settings, publishLocal: topic => events.publish(topic), logger })
+    life.onClose('forwarder', () => forwarder?.close())
+  }
   const api = createApi({
-    store, settings, hub, tunnels, artifacts, jobs, events, security,
+    store, settings, hub, tunnels, artifacts, jobs, events: { publish }, security, cluster,
     relayStats: id => relayStats.get(id),
     logger: logger.child({ component: 'api' }),
     version: VERSION,
-    adminTokenHash: hashToken(admin.token),
+    authorize,
     maxBodyBytes: config.maxBodyBytes,
     publicUrl: () => config.publicUrl ?? app.baseUrl
   })
   return app
 }
 
+/**
+ * This replica's part in a cluster: the changes other replicas announce,
+ * acted on here (the relay links held here get the deltas), tunnel states
+ * and presence shared, and the one hop for requests that belong elsewhere.
+ */
+function joinCluster (p: {
+  cluster: Cluster
+  app: ServerApp
+  authorize: (req: http.IncomingMessage) => void
+  adminHashes: { current: string[] }
+  settings: SettingsRef
+  publishLocal: (topic: EventTopic) => void
+  logger: Logger
+}): Forwarder {
+  const { cluster, app, settings } = p
+  const { hub, tunnels, jobs, store } = app
+  const log = p.logger.child({ component: 'cluster' })
+  const failed = (what: string) => (err: Error): void => log.warn({ err: err.message }, `${what} failed`)
+  const reloadSettings = (): void => {
+    store.getSettings().then(next => {
+      settings.current = next
+      hub.settingsChanged(next)
+      p.publishLocal('settings')
+    }, failed('reading the settings'))
+  }
+  const reloadAdminTokens = (): void => {
+    cluster.store.cluster.adminTokenHashes().then(hashes => { p.adminHashes.current = hashes }, failed('reading the admin tokens'))
+  }
+  cluster.on('settings', reloadSettings)
+  cluster.on('admin-tokens', reloadAdminTokens)
+  cluster.onResync(() => { reloadSettings(); reloadAdminTokens() })
+  cluster.on('endpoint-deleted', msg => {
+    tunnels.closeTunnel(msg.endpointId, 'endpoint deleted')
+    hub.kickEndpoint(msg.endpointId, 'RG_ERR_ENDPOINT_DELETED', 'endpoint deleted by the admin')
+  })
+  cluster.on('relay-revoked', msg => hub.disconnectRelay(msg.relayId, new RelaygateError('RG_ERR_RELAY_REVOKED', 'relay token revoked')))
+  cluster.on('job', msg => { jobs.dispatchLocal(msg.jobId).catch(failed('dispatching a job')) })
+  cluster.on('changed', msg => p.publishLocal(msg.topic))
+  hub.onPresence((agent, online) => cluster.presenceChanged(agent.endpointId, agent.edgeId, agent.relayId, online))
+  tunnels.onState(endpointId => {
+    const info = tunnels.info(endpointId)
+    cluster.tunnelChanged(endpointId, info.state === 'closed' ? null : info)
+  })
+  const localServer = http.createServer(app.handleRequest)
+  localServer.on('upgrade', app.handleUpgrade)
+  const forwarder = createForwarder({
+    cluster,
+    authorize: p.authorize,
+    localServer,
+    logger: log,
+    locate: async endpointId => {
+      if (hub.agentsOf(endpointId).length > 0) return null
+      const remote = (await cluster.remotePresence([endpointId])).get(endpointId)
+      return remote?.[0]?.replicaId ?? null
+    }
+  })
+  app.artifacts.peers = clusterBlobPeers(cluster, app.config.artifactCopies, log)
+  cluster.on('artifact-deleted', msg => { app.artifacts.collect(msg.sha256, false).catch(failed('dropping an artifact')) })
+  cluster.onPeerStream((meta, stream) => {
+    if (meta.t === 'http') forwarder.accept(stream)
+    else if (meta.t === 'blob') app.artifacts.serveHere(stream, meta.sha256, meta.offset)
+    else void app.artifacts.receive(stream, meta.sha256, meta.size)
+  })
+  return forwarder
+}
+
 /** What relays report that is not one module's business: snapshots, figures, and change notifications for the dashboard. */
-function wireRelayEvents (p: { hub: RelayHub, snapshots: WriteBehind<SnapshotRecord>, artifacts: ArtifactStore, tunnels: TunnelManager, jobs: JobManager, events: EventHub, relayStats: Map<string, RelayFigures> }): void {
-  const { hub, artifacts, events } = p
+function wireRelayEvents (p: { hub: RelayHub, snapshots: WriteBehind<SnapshotRecord>, artifacts: ArtifactStore, tunnels: TunnelManager, jobs: JobManager, publish: (topic: EventTopic) => void, relayStats: Map<string, RelayFigures> }): void {
+  const { hub, artifacts, publish } = p
   hub.onRelayMessage('snapshot', (agent, msg) => {
     // Written with others (every agent of a relay sends one when it comes back). An old snapshot
     // replayed by a relay verifies, but does not replace a newer one: the write keeps the newer.
@@ -188,11 +291,11 @@ function wireRelayEvents (p: { hub: RelayHub, snapshots: WriteBehind<SnapshotRec
   hub.onRelayLevel('stats', (relayId, msg) => {
     const { t: _t, ...figures } = msg
     p.relayStats.set(relayId, figures)
-    events.publish('relays')
+    publish('relays')
   })
-  hub.onPresence(() => { events.publish('endpoints'); events.publish('relays') })
-  p.tunnels.onState(() => events.publish('endpoints'))
-  p.jobs.onChange(() => events.publish('jobs'))
+  hub.onPresence(() => { publish('endpoints'); publish('relays') })
+  p.tunnels.onState(() => publish('endpoints'))
+  p.jobs.onChange(() => publish('jobs'))
 }
 
 /** Builds and starts a server: the app, then its HTTP and HTTPS listeners. Port 0 picks free ports; the URLs tell which. */
@@ -218,8 +321,20 @@ export async function buildServer (input: Partial<ServerConfig>, logger: Logger)
     throw err
   }
   const httpUrl = app.baseUrl
-  logger.info({ httpUrl, httpsUrl, adminTokenFile: app.adminTokenFile, fingerprint }, 'server ready')
-  writeReadyFile(config.readyFile, { httpUrl, httpsUrl, adminTokenFile: app.adminTokenFile, fingerprint, pid: process.pid })
+  const { cluster } = app
+  if (cluster !== null) {
+    try {
+      // Registered once listening: siblings dial the real address (port 0 in tests).
+      await cluster.start(config.peerUrl ?? httpsUrl!, fingerprint!)
+      cluster.announce({ kind: 'admin-tokens' })
+    } catch (err) {
+      await app.life.close(false)
+      throw err
+    }
+  }
+  const clusterInfo = cluster === null ? {} : { replicaId: cluster.replicaId, peerUrl: cluster.peerUrl }
+  logger.info({ httpUrl, httpsUrl, adminTokenFile: app.adminTokenFile, fingerprint, ...clusterInfo }, 'server ready')
+  writeReadyFile(config.readyFile, { httpUrl, httpsUrl, adminTokenFile: app.adminTokenFile, fingerprint, pid: process.pid, ...clusterInfo })
   return {
     config,
     store: app.store,
@@ -229,6 +344,7 @@ export async function buildServer (input: Partial<ServerConfig>, logger: Logger)
     jobs: app.jobs,
     events: app.events,
     security: app.security,
+    cluster: app.cluster,
     httpUrl,
     httpsUrl,
     adminTokenFile: app.adminTokenFile,

@@ -103,13 +103,6 @@ const targetColumns: Record<string, string> = {
   errorCode: 'error_code', errorMessage: 'error_message', output: 'output', updatedAt: 'updated_at'
 }
 
-/** `n` rows of parameters as a table both dialects read: the first row names and types the columns, the others follow it. */
-function rows (n: number, first: string): string {
-  const width = first.split('?').length - 1
-  const rest = `SELECT ${Array(width).fill('?').join(', ')}`
-  return [`SELECT ${first}`, ...Array(n - 1).fill(rest)].join(' UNION ALL ')
-}
-
 /** `SET a = ?, b = ?` for the known keys of a patch, and their values. */
 function setClause (patch: Record<string, unknown>, columns: Record<string, string>): { sql: string, values: unknown[] } {
   const sets: string[] = []
@@ -469,13 +462,24 @@ export class SqlStore implements Store {
     await this.db.close()
   }
 
-  /** `sql` with its one `IN (?)` widened to `values`, 500 at a time (both backends cap the parameters of a statement). */
   private async allIn<T> (sql: string, values: string[]): Promise<T[]> {
-    const rows: T[] = []
-    for (let at = 0; at < values.length; at += IN_CHUNK) {
-      const chunk = values.slice(at, at + IN_CHUNK)
-      rows.push(...await this.db.all<T>(sql.replace('IN (?)', `IN (${chunk.map(() => '?').join(', ')})`), chunk))
-    }
-    return rows
+    return await selectIn<T>(this.db, sql, values)
   }
+}
+
+/** `sql` with its one `IN (?)` widened to `values` (after `before`), 500 at a time (both backends cap the parameters of a statement). */
+export async function selectIn<T> (db: SqlDriver, sql: string, values: string[], before: unknown[] = []): Promise<T[]> {
+  const rows: T[] = []
+  for (let at = 0; at < values.length; at += IN_CHUNK) {
+    const chunk = values.slice(at, at + IN_CHUNK)
+    rows.push(...await db.all<T>(sql.replace('IN (?)', `IN (${chunk.map(() => '?').join(', ')})`), [...before, ...chunk]))
+  }
+  return rows
+}
+
+/** `n` rows of parameters as a table both dialects read: the first row names and types the columns, the others follow it. */
+export function rows (n: number, first: string): string {
+  const width = first.split('?').length - 1
+  const rest = `SELECT ${Array(width).fill('?').join(', ')}`
+  return [`SELECT ${first}`, ...Array(n - 1).fill(rest)].join(' UNION ALL ')
 }

@@ -52,7 +52,7 @@ export interface TunnelInfo {
 }
 
 /** Node's HTTP client needs a few socket methods a mux stream does not have. */
-function asSocket (stream: Duplex): Duplex {
+export function asSocket (stream: Duplex): Duplex {
   const s = stream as Duplex & Record<string, unknown>
   s.setNoDelay = () => s
   s.setKeepAlive = () => s

@@ -8,6 +8,22 @@ import type { JobManager } from '../jobs.js'
 import type { EventTopic } from '../events.js'
 import type { SecurityLog } from '../security.js'
 import type { CacheStatsMessage } from '../../protocol/messages.js'
+import type { ClusterMessage } from '../cluster.js'
+import type { LivePresence, RelayLocation } from '../cluster-store.js'
+import type { TunnelInfo } from '../tunnels.js'
+
+/** What the API needs of the other replicas when the server is one of several (null when alone). */
+export interface ClusterView {
+  readonly replicaId: string
+  /** Tells the other replicas about a change written to the database. */
+  announce: (msg: ClusterMessage) => void
+  /** Agents online at other replicas, by endpoint. */
+  remotePresence: (endpointIds: string[]) => Promise<Map<string, LivePresence[]>>
+  /** Relays linked to other replicas. */
+  remoteRelays: () => Promise<Map<string, RelayLocation>>
+  /** Tunnels held by other replicas, by endpoint. */
+  remoteTunnels: (endpointIds: string[]) => Promise<Map<string, TunnelInfo>>
+}
 
 /** The figures a relay last reported. */
 export interface RelayFigures { agents: number, queuedResults: number, cache: CacheStatsMessage }
@@ -25,7 +41,9 @@ export interface ApiOptions {
   relayStats: (relayId: string) => RelayFigures | undefined
   logger: Logger
   version: string
-  adminTokenHash: string
+  /** Throws RG_ERR_UNAUTHORIZED unless the request carries an admin token. */
+  authorize: (req: IncomingMessage) => void
+  cluster: ClusterView | null
   maxBodyBytes: number
   /** Server URL for join tokens. */
   publicUrl: () => string

@@ -49,9 +49,15 @@ export async function endpointViews (ctx: ApiContext, records: EndpointRecord[],
   const ids = records.map(e => e.id)
   const agents = groupBy(await ctx.store.listEndpointAgents(ids), a => a.endpointId)
   const refusals = groupBy(await ctx.store.listRefusals(ids), r => r.endpointId)
+  // Several replicas: agents online and tunnels held elsewhere (one query each for the page).
+  const elsewhere = ids.filter(id => ctx.hub.agentsOf(id).length === 0)
+  const remote = ctx.cluster === null ? null : { presence: await ctx.cluster.remotePresence(elsewhere), tunnels: await ctx.cluster.remoteTunnels(elsewhere) }
   const views: EndpointView[] = []
   for (const e of records) {
-    const view = endpointView(ctx, e, agents.get(e.id) ?? [], refusals.get(e.id) ?? [])
+    const online: Array<{ edgeId: string, relayId: string }> = ctx.hub.agentsOf(e.id)
+    const view = endpointView(ctx, e, agents.get(e.id) ?? [], refusals.get(e.id) ?? [], online.length > 0 ? online : remote?.presence.get(e.id) ?? [])
+    const tunnel = remote?.tunnels.get(e.id)
+    if (tunnel !== undefined && view.tunnel.state === 'closed') view.tunnel = tunnel
     if (detail) view.snapshot = await snapshotSummary(ctx, e.id)
     views.push(view)
   }
@@ -69,9 +75,8 @@ function groupBy<T> (items: T[], key: (item: T) => string): Map<string, T[]> {
   return groups
 }
 
-function endpointView (ctx: ApiContext, e: EndpointRecord, agents: EndpointAgentRecord[], refusals: RefusalRecord[]): EndpointView {
-  const { hub, tunnels } = ctx
-  const online = hub.agentsOf(e.id)
+function endpointView (ctx: ApiContext, e: EndpointRecord, agents: EndpointAgentRecord[], refusals: RefusalRecord[], online: Array<{ edgeId: string, relayId: string }>): EndpointView {
+  const { tunnels } = ctx
   return {
     id: e.id,
     name: e.name,
@@ -188,6 +193,7 @@ export function endpointRoutes (ctx: ApiContext): void {
     if (!await store.deleteEndpoint(id)) fail('RG_ERR_NOT_FOUND', `no endpoint ${id}`)
     tunnels.closeTunnel(id, 'endpoint deleted')
     hub.kickEndpoint(id, 'RG_ERR_ENDPOINT_DELETED', 'endpoint deleted by the admin')
+    ctx.cluster?.announce({ kind: 'endpoint-deleted', endpointId: id })
     logger.info({ endpointId: id }, 'endpoint deleted')
     ctx.publish('endpoints')
     res.writeHead(204).end()

@@ -1,8 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import Router from 'find-my-way'
 import { RelaygateError, toRelaygateError } from '../../protocol/index.js'
-import { tokenMatches } from '../../protocol/auth.js'
-import { sendJson, sendError, bearerAuthorizer } from '../http-util.js'
+import { sendJson, sendError } from '../http-util.js'
 import type { ApiContext, ApiOptions, Handler, Method } from './context.js'
 import { relayRoutes } from './relays.js'
 import { endpointRoutes } from './endpoints.js'
@@ -24,7 +23,7 @@ const METHODS: Method[] = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE']
  */
 export function createApi (options: ApiOptions): (req: IncomingMessage, res: ServerResponse) => void {
   const router = Router({ ignoreTrailingSlash: true, maxParamLength: 200 })
-  const authorize = bearerAuthorizer(options.adminTokenHash, tokenMatches)
+  const authorize = options.authorize
   const register = (method: Method, path: string, handler: Handler): void => {
     router.on(method, path, (req, res, params) => {
       void (async () => {

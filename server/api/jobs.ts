@@ -22,6 +22,8 @@ export function jobRoutes (ctx: ApiContext): void {
       fail('RG_ERR_BAD_REQUEST', 'field "deadlineSeconds" must be a whole number of seconds from 1 to 2592000 (30 days)')
     }
     const job = await jobs.create({ artifact, endpoints: endpoints as string[], path, run: run as string[] | undefined, deadlineSeconds: deadlineSeconds as number | undefined })
+    // Other replicas send it to the targets whose agents they hold.
+    ctx.cluster?.announce({ kind: 'job', jobId: job.id })
     sendJson(res, 201, { id: job.id })
   })
 

@@ -1,6 +1,7 @@
 import { RelaygateError } from '../../protocol/index.js'
 import { hashToken, newSecret } from '../../protocol/auth.js'
 import type { RelayRecord } from '../store.js'
+import type { RelayLocation } from '../cluster-store.js'
 import type { CacheStatsMessage } from '../../protocol/messages.js'
 import { newId } from '../ids.js'
 import { sendJson, fail, readJson, bodyString, rejectUnknownFields } from '../http-util.js'
@@ -22,12 +23,18 @@ export interface RelayView {
   securityEvents: number
   createdAt: string | null
   lastSeen: string | null
+  /** Several replicas: the one holding the relay's link (null: not linked). */
+  replicaId?: string | null
 }
 
-export async function relayView (ctx: ApiContext, r: RelayRecord): Promise<RelayView> {
-  const status = ctx.hub.relayStatus(r.id)
+export async function relayView (ctx: ApiContext, r: RelayRecord, elsewhere?: Map<string, RelayLocation>): Promise<RelayView> {
+  const here = ctx.hub.relayStatus(r.id)
+  // Several replicas: a relay linked to another one is connected too (with the agents it has there).
+  const there = here.connected ? undefined : elsewhere?.get(r.id)
+  const status = there === undefined ? here : { connected: true, agents: there.agents }
   const figures = ctx.relayStats(r.id)
   return {
+    ...(ctx.cluster === null ? {} : { replicaId: here.connected ? ctx.cluster.replicaId : there?.replicaId ?? null }),
     id: r.id,
     name: r.name,
     connected: status.connected,
@@ -63,12 +70,15 @@ export function relayRoutes (ctx: ApiContext): void {
     sendJson(res, 201, { id: record.id, name, token })
   })
 
-  route('GET', '/api/relays', async (_req, res) => sendJson(res, 200, await Promise.all((await store.listRelays()).map(async r => await relayView(ctx, r)))))
+  route('GET', '/api/relays', async (_req, res) => {
+    const elsewhere = await ctx.cluster?.remoteRelays()
+    sendJson(res, 200, await Promise.all((await store.listRelays()).map(async r => await relayView(ctx, r, elsewhere))))
+  })
 
   route('GET', '/api/relays/:id', async (_req, res, params) => {
     const r = await store.getRelay(params.id ?? '')
     if (r === undefined) fail('RG_ERR_NOT_FOUND', `no relay ${params.id}`)
-    sendJson(res, 200, await relayView(ctx, r))
+    sendJson(res, 200, await relayView(ctx, r, await ctx.cluster?.remoteRelays()))
   })
 
   route('DELETE', '/api/relays/:id', async (_req, res, params) => {
@@ -77,6 +87,7 @@ export function relayRoutes (ctx: ApiContext): void {
     if (r === undefined) fail('RG_ERR_NOT_FOUND', `no relay ${id}`)
     await store.revokeRelay(id, Date.now())
     hub.disconnectRelay(id, new RelaygateError('RG_ERR_RELAY_REVOKED', 'relay token revoked'))
+    ctx.cluster?.announce({ kind: 'relay-revoked', relayId: id })
     logger.info({ relayId: id }, 'relay revoked')
     ctx.publish('relays')
     res.writeHead(204).end()

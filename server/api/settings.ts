@@ -25,6 +25,7 @@ export function settingsRoutes (ctx: ApiContext): void {
     const settings = await store.updateSettings(patch)
     ctx.settings.current = settings
     hub.settingsChanged(settings)
+    ctx.cluster?.announce({ kind: 'settings' })
     logger.info({ settings }, 'settings changed')
     ctx.publish('settings')
     sendJson(res, 200, settings)

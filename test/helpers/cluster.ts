@@ -66,7 +66,7 @@ export async function startServer (t: TapLike, dataDir?: string, extra: Partial<
   return { server, api: new Api(server.httpUrl, token), dataDir: dir }
 }
 
-export async function startRelay (t: TapLike, serverUrl: string, token: string, extra: Partial<RelayConfig> = {}, logger: Logger = testLogger()): Promise<RelaygateRelay> {
+export async function startRelay (t: TapLike, serverUrl: string | string[], token: string, extra: Partial<RelayConfig> = {}, logger: Logger = testLogger()): Promise<RelaygateRelay> {
   const relay = await buildRelay({ server: serverUrl, token, dataDir: join(tempDir(t), 'relay'), host: '127.0.0.1', port: 0, tlsPort: 0, ...extra }, logger)
   t.teardown(() => relay.destroy())
   await relay.whenLinked()

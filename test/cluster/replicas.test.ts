@@ -1,0 +1,150 @@
+import t from 'tap'
+import http from 'node:http'
+import { randomBytes, createHash } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { PassThrough, Writable } from 'node:stream'
+import WebSocket, { WebSocketServer } from 'ws'
+import { buildServer, type RelaygateServer } from '../../server/server.js'
+import { startRelay, startAgent, eventually, tempDir, testLogger, Api, type TapLike } from '../helpers/cluster.js'
+import { databaseFor } from '../helpers/postgres.js'
+import { listenEcho } from '../helpers/tunnel-data.js'
+import { connectTcp } from '../../cli/connect.js'
+
+/** `n` server replicas on one fresh PostgreSQL database, sharing a cluster secret. */
+async function startReplicas (t: TapLike, n: number, extra: Record<string, unknown> = {}): Promise<{ replicas: RelaygateServer[], apis: Api[], databaseUrl: string, secret: string }> {
+  const base = tempDir(t)
+  const databaseUrl = await databaseFor(base)
+  const secret = randomBytes(32).toString('hex')
+  const replicas: RelaygateServer[] = []
+  for (let i = 0; i < n; i++) {
+    const server = await buildServer({ dataDir: join(base, `replica-${i}`), host: '127.0.0.1', httpPort: 0, httpsPort: 0, databaseUrl, clusterSecret: secret, ...extra }, testLogger())
+    t.teardown(() => server.destroy())
+    replicas.push(server)
+  }
+  const apis = replicas.map(s => new Api(s.httpUrl, readFileSync(s.adminTokenFile, 'utf8').trim()))
+  return { replicas, apis, databaseUrl, secret }
+}
+
+/** An HTTP target that says who it is, plus a WebSocket echo on /echo. */
+async function startTarget (t: TapLike, name: string): Promise<string> {
+  const server = http.createServer((req, res) => {
+    res.setHeader('content-type', 'application/json')
+    res.end(JSON.stringify({ target: name, path: req.url }))
+  })
+  const wss = new WebSocketServer({ server, path: '/echo' })
+  wss.on('connection', ws => ws.on('message', (data, binary) => ws.send(data, { binary })))
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { wss.close(); server.closeAllConnections(); server.close() })
+  return `http://127.0.0.1:${(server.address() as { port: number }).port}`
+}
+
+t.test('three replicas: any one serves the whole fleet, one hop to the replica that holds a relay', async t => {
+  const { replicas: [a, b, c], apis: [apiA, apiB, apiC] } = await startReplicas(t, 3)
+  t.equal((await a.cluster!.liveReplicas()).length, 3, 'each registered with a lease')
+  t.not(a.cluster!.replicaId, b.cluster!.replicaId)
+
+  // Every admin token is valid on every replica.
+  await eventually(async () => (await new Api(b.httpUrl, apiA.token).request('GET', '/api/relays')).status === 200)
+  t.equal((await new Api(c.httpUrl, apiB.token).request('GET', '/api/relays')).status, 200, 'B\'s token works on C')
+  t.equal((await new Api(a.httpUrl, 'rga_not-a-token-of-any-replica').request('GET', '/api/relays')).status, 401)
+
+  // Two relays, linked to B and to C.
+  const r1 = await apiA.ok('POST', '/api/relays', { name: 'site-b' })
+  const r2 = await apiA.ok('POST', '/api/relays', { name: 'site-c' })
+  const relayB = await startRelay(t, b.httpUrl, r1.token)
+  const relayC = await startRelay(t, c.httpUrl, r2.token)
+  await relayB.whenLinked()
+  await relayC.whenLinked()
+
+  const echo = await listenEcho(t)
+  const e1 = await apiA.ok('POST', '/api/endpoints', { name: 'on-b', tunnelTarget: await startTarget(t, 'target-b') })
+  const e2 = await apiA.ok('POST', '/api/endpoints', { name: 'on-c', tunnelTarget: await startTarget(t, 'target-c') })
+  startAgent(t, e1.joinToken, { relays: [relayB.wsUrl!] })
+  startAgent(t, e2.joinToken, { relays: [relayC.wsUrl!], allowTcp: [echo.port] })
+
+  // Through A (which holds no relay): every endpoint online, every relay connected.
+  const listed = await eventually(async () => {
+    const list = await apiA.ok('GET', '/api/endpoints') as Array<{ id: string, status: string, relayId: string }>
+    return list.every(e => e.status === 'online') && list.length === 2 ? list : undefined
+  })
+  t.same(Object.fromEntries(listed!.map(e => [e.id, e.relayId])), { [e1.id]: r1.id, [e2.id]: r2.id }, 'each through its relay')
+  const relays = await eventually(async () => {
+    const list = await apiA.ok('GET', '/api/relays') as Array<{ id: string, connected: boolean, agents: number, replicaId: string }>
+    return list.every(r => r.connected && r.agents === 1) ? list : undefined
+  })
+  t.same(Object.fromEntries(relays!.map(r => [r.id, r.replicaId])), { [r1.id]: b.cluster!.replicaId, [r2.id]: c.cluster!.replicaId }, 'where each relay is linked')
+
+  // HTTP through A to the agent behind C: one hop A -> C, then C -> relay -> agent.
+  const viaA = await apiA.request('GET', `/api/endpoints/${e2.id}/proxy/hello?x=1`)
+  t.equal(viaA.status, 200)
+  t.same(viaA.body, { target: 'target-c', path: '/hello?x=1' })
+  t.equal((await apiA.ok('GET', `/api/endpoints/${e1.id}/proxy/b`)).target, 'target-b')
+  const shown = await eventually(async () => {
+    const one = await apiA.ok('GET', `/api/endpoints/${e2.id}`)
+    return one.tunnel.state === 'open' ? one : undefined
+  })
+  t.equal(shown.tunnel.relayId, r2.id, 'A shows the tunnel C holds')
+
+  // A WebSocket through A.
+  const ws = new WebSocket(`${a.httpUrl.replace(/^http/, 'ws')}/api/endpoints/${e2.id}/proxy/echo`, { headers: { authorization: `Bearer ${apiA.token}` } })
+  const echoed = await new Promise<string>((resolve, reject) => {
+    ws.once('open', () => ws.send('through two replicas'))
+    ws.once('message', data => resolve(String(data)))
+    ws.once('error', reject)
+  })
+  ws.close()
+  t.equal(echoed, 'through two replicas')
+
+  // relaygate connect (raw TCP) through A.
+  const input = new PassThrough()
+  const chunks: Buffer[] = []
+  const output = new Writable({ write (chunk, _enc, cb) { chunks.push(chunk as Buffer); cb() } })
+  const payload = randomBytes(200_000)
+  input.end(payload)
+  await connectTcp({ server: a.httpUrl, endpointId: e2.id, port: echo.port, token: apiA.token, input, output })
+  t.ok(Buffer.concat(chunks).equals(payload), 'TCP bytes echoed through A -> C -> relay -> agent')
+
+  // An artifact uploaded to B, a job created at A for agents on B and on C.
+  const body = randomBytes(300_000)
+  const upload = await fetch(`${b.httpUrl}/api/artifacts/tool.bin`, { method: 'PUT', headers: { authorization: `Bearer ${apiB.token}` }, body })
+  t.equal(upload.status, 201)
+  t.equal((await upload.json() as { sha256: string }).sha256, createHash('sha256').update(body).digest('hex'))
+  const job = await apiA.ok('POST', '/api/jobs', { artifact: 'tool.bin', endpoints: [e1.id, e2.id] })
+  const done = await eventually(async () => {
+    const view = await apiC.ok('GET', `/api/jobs/${job.id}`)
+    return view.state === 'succeeded' || view.state === 'failed' ? view : undefined
+  }, 30_000)
+  t.equal(done.state, 'succeeded', JSON.stringify(done.targets))
+  t.same(done.targets.map((x: { attempt: number }) => x.attempt), [1, 1], 'each target dispatched once')
+
+  // Settings changed at A reach the relays linked to B and C.
+  await apiA.ok('PATCH', '/api/settings', { checkinIntervalSeconds: 30 })
+  t.equal((await apiB.ok('GET', '/api/settings')).checkinIntervalSeconds, 30)
+  await eventually(() => relayB.settings.checkinIntervalSeconds === 30 && relayC.settings.checkinIntervalSeconds === 30)
+
+  // Deleting at A stops the agent behind C; revoking at A drops the relay at B.
+  await apiA.ok('DELETE', `/api/endpoints/${e2.id}`)
+  await eventually(async () => (await apiC.ok('GET', '/api/relays')).find((r: { id: string }) => r.id === r2.id).agents === 0)
+  await apiA.ok('DELETE', `/api/relays/${r1.id}`)
+  await eventually(async () => (await apiA.ok('GET', `/api/relays/${r1.id}`)).connected === false)
+  t.pass('changes made at A acted on by the replicas that hold the links')
+})
+
+t.test('a cluster needs PostgreSQL, HTTPS and a real secret', async t => {
+  const dataDir = tempDir(t)
+  const secret = 'x'.repeat(40)
+  await t.rejects(buildServer({ dataDir, httpPort: 0, httpsPort: 0, clusterSecret: secret }, testLogger()), { code: 'RG_ERR_CONFIG', message: /--database-url/ })
+  await t.rejects(buildServer({ dataDir, httpPort: 0, httpsPort: -1, clusterSecret: secret, databaseUrl: 'postgres://x@127.0.0.1:1/x' }, testLogger()), { code: 'RG_ERR_CONFIG', message: /HTTPS/ })
+  await t.rejects(buildServer({ dataDir, httpPort: 0, httpsPort: 0, clusterSecret: 'short', databaseUrl: 'postgres://x@127.0.0.1:1/x' }, testLogger()), { code: 'RG_ERR_CONFIG', message: /at least 32/ })
+  await t.rejects(buildServer({ dataDir, httpPort: 0, httpsPort: 0, clusterSecretFile: join(dataDir, 'missing'), databaseUrl: 'postgres://x@127.0.0.1:1/x' }, testLogger()), { code: 'RG_ERR_CONFIG', message: /cluster-secret-file.*ENOENT/ })
+  await t.rejects(buildServer({ dataDir, httpPort: 0, httpsPort: 0, peerUrl: 'https://a:1' }, testLogger()), { code: 'RG_ERR_CONFIG', message: /--peer-url needs/ })
+})
+
+t.test('a replica with another cluster secret cannot open a peer link', async t => {
+  const { replicas: [a], databaseUrl } = await startReplicas(t, 1)
+  const intruder = await buildServer({ dataDir: tempDir(t), host: '127.0.0.1', httpPort: 0, httpsPort: 0, databaseUrl, clusterSecret: randomBytes(32).toString('hex') }, testLogger())
+  t.teardown(() => intruder.destroy())
+  await t.rejects(intruder.cluster!.link(a.cluster!.replicaId), { code: 'RG_ERR_PEER_UNAVAILABLE' }, 'refused: wrong cluster secret')
+  await t.rejects(a.cluster!.link(intruder.cluster!.replicaId), { code: 'RG_ERR_PEER_UNAVAILABLE' }, 'and the other way round')
+})
