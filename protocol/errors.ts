@@ -57,7 +57,8 @@ export const ErrorCode = {
   RG_ERR_ORDER_REPLAYED: { close: 0, status: 409, message: 'the agent refused an order it had already seen' },
   RG_ERR_REPORT_FORGED: { close: 0, status: 403, message: 'the server refused a report that does not verify end to end' },
   RG_ERR_STORE_UNAVAILABLE: { close: 0, status: 503, message: 'the server\'s database cannot be reached' },
-  RG_ERR_PEER_UNAVAILABLE: { close: 0, status: 503, message: 'the server replica that holds the relay cannot be reached' }
+  RG_ERR_PEER_UNAVAILABLE: { close: 0, status: 503, message: 'the server replica that holds the relay cannot be reached' },
+  RG_ERR_TUNNEL_MOVED: { close: 0, status: 503, message: 'the endpoint\'s tunnel is now held by another server replica' }
 } as const
 
 export type ErrorCodeName = keyof typeof ErrorCode

@@ -41,6 +41,8 @@ export type ClusterMessage =
   | { kind: 'changed', topic: EventTopic }
   | { kind: 'admin-tokens' }
   | { kind: 'artifact-deleted', sha256: string }
+  | { kind: 'tunnel-wanted', endpointId: string }
+  | { kind: 'tunnel-taken', endpointId: string }
 
 type Kind = ClusterMessage['kind']
 type Envelope = ClusterMessage & { from: string }

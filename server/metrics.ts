@@ -16,6 +16,12 @@ export interface ServerMetricsOptions {
   artifacts: ArtifactStore
   /** Throws RG_ERR_UNAUTHORIZED for a request without the admin token; undefined = /metrics is public. */
   authorize?: (req: IncomingMessage) => void
+  /**
+   * Several replicas: this one's id (a `replica` label on every series) and
+   * whether it reports the fleet-wide figures read from the database (one
+   * replica does, the others report 0: a sum over replicas counts them once).
+   */
+  cluster?: { replicaId: string, reportsFleet: () => Promise<boolean>, liveReplicas: () => Promise<number> }
 }
 
 export interface ServerMetrics {
@@ -47,6 +53,24 @@ export function createServerMetrics (options: ServerMetricsOptions): ServerMetri
   const { hub, tunnels, store, artifacts } = options
   const registry = new Registry()
   let defaults = false
+  const { cluster } = options
+  if (cluster !== undefined) registry.setDefaultLabels({ replica: cluster.replicaId })
+  /** Fleet-wide figures (from the database): from one replica only in a cluster. */
+  const fleet = async (): Promise<boolean> => cluster === undefined || await cluster.reportsFleet()
+  if (cluster !== undefined) {
+    new Gauge({
+      name: 'relaygate_server_fleet_reporter',
+      help: 'Several replicas: 1 on the replica that reports the fleet-wide figures (job targets, artifacts, replicas), 0 elsewhere.',
+      registers: [registry],
+      async collect () { this.set(await fleet() ? 1 : 0) }
+    })
+    new Gauge({
+      name: 'relaygate_server_replicas_live',
+      help: 'Several replicas: replicas whose lease holds (fleet-wide: reported by one replica).',
+      registers: [registry],
+      async collect () { this.set(await fleet() ? await cluster.liveReplicas() : 0) }
+    })
+  }
 
   new Gauge({
     name: 'relaygate_server_relays_connected',
@@ -89,7 +113,7 @@ export function createServerMetrics (options: ServerMetricsOptions): ServerMetri
     labelNames: ['state'],
     registers: [registry],
     async collect () {
-      const counts = await store.countJobTargets()
+      const counts = await fleet() ? await store.countJobTargets() : {}
       for (const state of JOB_TARGET_STATES) this.set({ state }, counts[state] ?? 0)
     }
   })
@@ -97,7 +121,7 @@ export function createServerMetrics (options: ServerMetricsOptions): ServerMetri
     name: 'relaygate_server_artifacts_stored',
     help: 'Named artifacts stored.',
     registers: [registry],
-    async collect () { this.set((await store.listArtifacts()).length) }
+    async collect () { this.set(await fleet() ? (await store.listArtifacts()).length : 0) }
   })
   new Gauge({
     name: 'relaygate_server_artifacts_stored_bytes',
@@ -105,7 +129,7 @@ export function createServerMetrics (options: ServerMetricsOptions): ServerMetri
     registers: [registry],
     async collect () {
       const sizes = new Map<string, number>()
-      for (const a of await store.listArtifacts()) sizes.set(a.sha256, a.size)
+      for (const a of await fleet() ? await store.listArtifacts() : []) sizes.set(a.sha256, a.size)
       let total = 0
       for (const size of sizes.values()) total += size
       this.set(total)

@@ -173,7 +173,17 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
   security.onEvent(() => publish('relays'))
 
   // GET /metrics: behind the admin token unless metricsPublic (then keep the port off the internet).
-  const metrics = createServerMetrics({ hub, tunnels, store, artifacts, authorize: config.metricsPublic ? undefined : authorize })
+  const metrics = createServerMetrics({
+    hub, tunnels, store, artifacts, authorize: config.metricsPublic ? undefined : authorize,
+    ...(cluster === null ? {} : {
+      cluster: {
+        replicaId: cluster.replicaId,
+        // The longest-lived replica reports what is read from the database.
+        reportsFleet: async () => (await cluster.liveReplicas())[0]?.id === cluster.replicaId,
+        liveReplicas: async () => (await cluster.liveReplicas()).length
+      }
+    })
+  })
   const staticUi = createStaticUi({ logger: logger.child({ component: 'ui' }) })
   const local = {
     request: (req: http.IncomingMessage, res: http.ServerResponse): void => {
@@ -252,6 +262,25 @@ function joinCluster (p: {
   cluster.on('job', msg => { jobs.dispatchLocal(msg.jobId).catch(failed('dispatching a job')) })
   cluster.on('changed', msg => p.publishLocal(msg.topic))
   hub.onPresence((agent, online) => cluster.presenceChanged(agent.endpointId, agent.edgeId, agent.relayId, online))
+  // A tunnel requested at a replica while its endpoint was offline, whose agent then came online at
+  // another: the requesting replica looks for it every second and asks; the holder takes the tunnel over.
+  const take = async (endpointId: string): Promise<void> => {
+    if (hub.agentsOf(endpointId).length === 0) return
+    await tunnels.request(endpointId)
+    cluster.announce({ kind: 'tunnel-taken', endpointId })
+    log.info({ endpointId }, 'took over a tunnel requested at another replica')
+  }
+  cluster.on('tunnel-wanted', msg => { take(msg.endpointId).catch(failed('taking over a tunnel')) })
+  const seekTimer = setInterval(() => {
+    const waiting = tunnels.waitingForAgents()
+    if (waiting.length === 0) return
+    cluster.remotePresence(waiting).then(found => {
+      for (const endpointId of found.keys()) cluster.announce({ kind: 'tunnel-wanted', endpointId })
+    }, failed('looking for agents of requested tunnels'))
+  }, 1000)
+  seekTimer.unref()
+  app.life.onClose('tunnel seeker', () => clearInterval(seekTimer))
+  cluster.on('tunnel-taken', msg => tunnels.handOver(msg.endpointId))
   tunnels.onState(endpointId => {
     const info = tunnels.info(endpointId)
     cluster.tunnelChanged(endpointId, info.state === 'closed' ? null : info)

@@ -377,13 +377,29 @@ export class TunnelManager {
     t.keepAliveTimer = null
   }
 
-  private finish (t: Tunnel, reason: string): void {
+  /** Endpoints whose tunnel is requested here and has no agent to offer it to (several replicas: it may be online elsewhere). */
+  waitingForAgents (): string[] {
+    return [...this.tunnels.values()].filter(t => t.owner === null && this.hub.agentsOf(t.endpointId).length === 0).map(t => t.endpointId)
+  }
+
+  /**
+   * Several replicas: the endpoint's agent came online at another replica,
+   * which took over a tunnel requested here and not yet open. Requests
+   * waiting here are told to send again (they are forwarded there).
+   */
+  handOver (endpointId: string): void {
+    const t = this.tunnels.get(endpointId)
+    if (t === undefined || t.owner !== null) return
+    this.finish(t, 'its agent came online at another replica, which holds the tunnel now', new RelaygateError('RG_ERR_TUNNEL_MOVED', `the agents of ${endpointId} came online at another server replica; send the request again`))
+  }
+
+  private finish (t: Tunnel, reason: string, error?: RelaygateError): void {
     if (this.tunnels.get(t.endpointId) !== t) return
     this.tunnels.delete(t.endpointId)
     this.stopKeepAlive(t)
     t.agent?.destroy()
     t.agent = null
-    const err = new RelaygateError('RG_ERR_TUNNEL_CLOSED', `tunnel closed: ${reason}`)
+    const err = error ?? new RelaygateError('RG_ERR_TUNNEL_CLOSED', `tunnel closed: ${reason}`)
     for (const s of [...t.streams]) s.destroy(err)
     for (const w of [...t.waiters]) w.reject(err)
     if (!this.closed) this.hub.setFlags(t.endpointId, this.hub.getFlags(t.endpointId) & ~CheckinFlag.TUNNEL)

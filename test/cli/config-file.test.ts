@@ -111,7 +111,7 @@ if (!existsSync(bin)) {
       { args: ['relay', '--port', '0', '--config', write('port.yaml', 'server: http://x:1\ntoken: abcdefghijkl\nport: 70000\n')], match: /--port <port>.*port\.yaml.*70000.*port number/, what: 'a bad value (the flag\'s own parser), even when a flag overrides it' },
       { args: ['agent', '--config', write('ports.yaml', 'join-token: rg1.x\nallow-tcp: [22, 0]\n')], match: /--allow-tcp/, what: 'a bad list item' },
       { args: ['agent', '--config', write('switch.yaml', 'join-token: rg1.x\nallow-exec: maybe\n')], match: /--allow-exec.*true or false/, what: 'a bad switch' },
-      { args: ['relay', '--config', write('list.yaml', 'server: [http://a:1, http://b:1]\ntoken: abcdefghijkl\n')], match: /--server <url>.*one value/, what: 'a list for a single value' },
+      { args: ['relay', '--config', write('list.yaml', 'server: http://a:1\ntoken: [abcdefghijkl, mnopqrstuvwx]\n')], match: /--token <token>.*one value/, what: 'a list for a single value' },
       { args: ['relay', '--config', write('missing.yaml', 'token: abcdefghijkl\n')], match: /required option '--server <url>' not specified/, what: 'a mandatory option missing from flags, environment and file' },
       { args: ['relay', '--config', write('syntax.yaml', 'server: [\n')], match: /not valid YAML or JSON/, what: 'a syntax error' },
       { args: ['relay', '--port', '1', '--config', write('twice.yaml', 'server: http://x:1\ntoken: abcdefghijkl\ndata-dir: a\ndataDir: b\n')], match: /keys "data-dir" and "dataDir" are the same option/, what: 'one option twice' },

@@ -61,7 +61,7 @@ t.test('three replicas: any one serves the whole fleet, one hop to the replica t
   const e1 = await apiA.ok('POST', '/api/endpoints', { name: 'on-b', tunnelTarget: await startTarget(t, 'target-b') })
   const e2 = await apiA.ok('POST', '/api/endpoints', { name: 'on-c', tunnelTarget: await startTarget(t, 'target-c') })
   startAgent(t, e1.joinToken, { relays: [relayB.wsUrl!] })
-  startAgent(t, e2.joinToken, { relays: [relayC.wsUrl!], allowTcp: [echo.port] })
+  const agent2 = startAgent(t, e2.joinToken, { relays: [relayC.wsUrl!], allowTcp: [echo.port] })
 
   // Through A (which holds no relay): every endpoint online, every relay connected.
   const listed = await eventually(async () => {
@@ -105,6 +105,17 @@ t.test('three replicas: any one serves the whole fleet, one hop to the replica t
   await connectTcp({ server: a.httpUrl, endpointId: e2.id, port: echo.port, token: apiA.token, input, output })
   t.ok(Buffer.concat(chunks).equals(payload), 'TCP bytes echoed through A -> C -> relay -> agent')
 
+  // A tunnel wanted at A while its endpoint is offline: its agent comes online behind C, and C takes the tunnel over.
+  const e3 = await apiA.ok('POST', '/api/endpoints', { name: 'late', tunnelTarget: await startTarget(t, 'target-late') })
+  t.equal((await apiA.ok('POST', `/api/endpoints/${e3.id}/tunnel`)).state, 'requested', 'requested at A, nobody online')
+  startAgent(t, e3.joinToken, { relays: [relayC.wsUrl!] })
+  const taken = await eventually(async () => {
+    const one = await apiA.ok('GET', `/api/endpoints/${e3.id}`)
+    return one.tunnel.state === 'open' ? one : undefined
+  })
+  t.equal(taken!.tunnel.relayId, r2.id, 'opened through the relay on C without another request')
+  t.equal((await apiA.ok('GET', `/api/endpoints/${e3.id}/proxy/late`)).target, 'target-late')
+
   // An artifact uploaded to B, a job created at A for agents on B and on C.
   const body = randomBytes(300_000)
   const upload = await fetch(`${b.httpUrl}/api/artifacts/tool.bin`, { method: 'PUT', headers: { authorization: `Bearer ${apiB.token}` }, body })
@@ -118,14 +129,28 @@ t.test('three replicas: any one serves the whole fleet, one hop to the replica t
   t.equal(done.state, 'succeeded', JSON.stringify(done.targets))
   t.same(done.targets.map((x: { attempt: number }) => x.attempt), [1, 1], 'each target dispatched once')
 
+  // /metrics on every replica: a sum over replicas counts each agent and each fleet-wide figure once.
+  const scrape = async (api: Api): Promise<string> => await (await fetch(`${api.baseUrl}/metrics`, { headers: { authorization: `Bearer ${api.token}` } })).text()
+  const sum = (texts: string[], name: string): number => texts.flatMap(x => x.split('\n')).filter(l => l.startsWith(`${name}{`) || l.startsWith(`${name} `))
+    .reduce((total, l) => total + Number(l.split(' ').at(-1)), 0)
+  const texts = await Promise.all([apiA, apiB, apiC].map(scrape))
+  t.match(texts[0], new RegExp(`relaygate_server_agents_online\\{replica="${a.cluster!.replicaId}"\\} 0`), 'series carry the replica')
+  t.equal(sum(texts, 'relaygate_server_agents_online'), 3, 'agents online, summed over replicas')
+  t.equal(sum(texts, 'relaygate_server_relays_connected'), 2)
+  t.equal(sum(texts, 'relaygate_server_artifacts_stored'), 1, 'the one artifact counted once')
+  t.equal(sum(texts, 'relaygate_server_fleet_reporter'), 1, 'one replica reports the fleet-wide figures')
+  t.equal(sum(texts, 'relaygate_server_replicas_live'), 3)
+
   // Settings changed at A reach the relays linked to B and C.
   await apiA.ok('PATCH', '/api/settings', { checkinIntervalSeconds: 30 })
   t.equal((await apiB.ok('GET', '/api/settings')).checkinIntervalSeconds, 30)
   await eventually(() => relayB.settings.checkinIntervalSeconds === 30 && relayC.settings.checkinIntervalSeconds === 30)
 
   // Deleting at A stops the agent behind C; revoking at A drops the relay at B.
+  const stopped = new Promise<{ code: string }>(resolve => agent2.once('fatal', resolve))
   await apiA.ok('DELETE', `/api/endpoints/${e2.id}`)
-  await eventually(async () => (await apiC.ok('GET', '/api/relays')).find((r: { id: string }) => r.id === r2.id).agents === 0)
+  t.equal((await stopped).code, 'RG_ERR_ENDPOINT_DELETED', 'the agent behind C was stopped')
+  await eventually(async () => (await apiC.ok('GET', '/api/relays')).find((r: { id: string }) => r.id === r2.id).agents === 1)
   await apiA.ok('DELETE', `/api/relays/${r1.id}`)
   await eventually(async () => (await apiA.ok('GET', `/api/relays/${r1.id}`)).connected === false)
   t.pass('changes made at A acted on by the replicas that hold the links')

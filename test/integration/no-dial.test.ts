@@ -6,6 +6,9 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { Api, startRelay, startAgent, eventually, tempDir, type TapLike } from '../helpers/cluster.js'
+import { databaseFor } from '../helpers/postgres.js'
+import { randomBytes } from 'node:crypto'
+import http from 'node:http'
 import type { RelaygateError } from '../../protocol/errors.js'
 import type { RelaygateAgent } from '../../agent/agent.js'
 
@@ -152,4 +155,70 @@ t.test('the server never opens an outbound connection', { timeout: 90_000 }, asy
   t.same(await server.closed, { code: 0, signal: null }, `the server stopped cleanly (${server.stderr})`)
   const seen = dials(server.log)
   t.same(seen, [], 'no outbound connection, socket, UDP socket or name lookup in the server process')
+})
+
+/** The port a recorded dial went to (net.Socket#connect(port, host), ({port, host}), or tls.connect({port})). */
+function dialPort (args: unknown): number | undefined {
+  const flat: unknown[] = []
+  const walk = (v: unknown): void => { if (Array.isArray(v)) v.forEach(walk); else flat.push(v) }
+  walk(args)
+  for (const v of flat) {
+    if (typeof v === 'number') return v
+    if (typeof v === 'object' && v !== null && 'port' in v) return Number((v as { port: unknown }).port)
+  }
+  return undefined
+}
+
+t.test('in a cluster a replica dials only its database and its siblings\' peer URLs', { timeout: 120_000 }, async t => {
+  if (!existsSync(bin)) {
+    t.fail(`${bin} is missing: run \`npm run build\` first`)
+    return
+  }
+  const dir = tempDir(t)
+  const databaseUrl = await databaseFor(dir)
+  const dbPort = Number(new URL(databaseUrl).port)
+  const secretFile = join(dir, 'secret')
+  writeFileSync(secretFile, randomBytes(32).toString('hex'))
+  const replica = async (name: string): Promise<{ watched: Watched, info: any, api: Api }> => {
+    const home = join(dir, name)
+    const readyFile = join(dir, `${name}.json`)
+    const { mkdirSync } = await import('node:fs')
+    mkdirSync(home, { recursive: true })
+    const watched = spawnWatched(t, home, [bin, 'server', '--data-dir', home, '--host', '127.0.0.1', '--http-port', '0', '--https-port', '0',
+      '--database-url', databaseUrl, '--cluster-secret-file', secretFile, '--ready-file', readyFile, '--log-level', 'warn'])
+    const info = await eventually(() => {
+      if (watched.exited) throw new Error(`replica exited early: ${watched.stderr}`)
+      return existsSync(readyFile) ? JSON.parse(readFileSync(readyFile, 'utf8')) : null
+    }, 30_000)
+    return { watched, info, api: new Api(info.httpUrl, readFileSync(info.adminTokenFile, 'utf8').trim()) }
+  }
+  const a = await replica('a')
+  const b = await replica('b')
+  const target = http.createServer((_req, res) => res.end('target'))
+  await new Promise<void>(resolve => target.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => target.close())
+
+  // A relay on B, an agent behind it; A reaches it through B (A dials B's peer URL, nothing else).
+  const r = await a.api.ok('POST', '/api/relays', { name: 'site' })
+  const relay = await startRelay(t, b.info.httpUrl, r.token)
+  const ep = await a.api.ok('POST', '/api/endpoints', { name: 'box', tunnelTarget: `http://127.0.0.1:${(target.address() as net.AddressInfo).port}` })
+  await startAgent(t, ep.joinToken, { relays: [relay.wsUrl!] }).whenOnline()
+  const res = await a.api.request('GET', `/api/endpoints/${ep.id}/proxy/x`)
+  t.equal(res.body, 'target', 'the request went A -> B -> relay -> agent')
+
+  for (const w of [a, b]) {
+    w.watched.proc.kill('SIGTERM')
+    await w.watched.closed
+  }
+  const peerPort = (info: any): number => Number(new URL(info.peerUrl).port)
+  const allowed = (self: any, sibling: any): Set<number> => new Set([dbPort, peerPort(sibling)])
+  for (const [name, self, sibling] of [['A', a, b], ['B', b, a]] as const) {
+    const seen = dials(self.watched.log)
+    const ports = seen.filter(d => d.kind !== 'net.client.socket').map(d => dialPort(d.args))
+    const stray = seen.filter(d => d.kind !== 'net.client.socket' && !allowed(self.info, sibling.info).has(dialPort(d.args) ?? -1))
+    t.same(stray, [], `replica ${name} dialed only its database (${dbPort}) and its sibling's peer URL (${peerPort(sibling.info)})`)
+    t.ok(ports.includes(dbPort), `replica ${name} did dial its database (the check sees dials)`)
+  }
+  t.ok(dials(a.watched.log).some(d => dialPort(d.args) === peerPort(b.info)), 'A dialed B\'s peer URL')
+  t.notOk(dials(b.watched.log).some(d => dialPort(d.args) === Number(new URL(relay.wsUrl!).port)), 'B never dialed its relay')
 })
