@@ -100,6 +100,17 @@ fleetCommand('p6-reconnect-storm')
     print(await run({ ...o, store: o.store === 'postgres' ? 'postgres' : 'sqlite' }))
   })
 
+fleetCommand('p7-replica-failover')
+  .description('P7: replicas behind haproxy on one PostgreSQL, N agents through 3 relays: server CPU per replica, then SIGKILL one replica: seconds until all relays re-linked and all agents online, longest API gap, job results lost (needs haproxy: apt-get install haproxy)')
+  .option('--replicas <n>', 'server replicas', int, 3)
+  .option('--steady <s>', 'steady-state window for the CPU figures, seconds', int, 30)
+  .option('--job-targets <n>', 'agents the job running during the kill goes to', int, 300)
+  .option('--timeout <s>', 'give up waiting for recovery after this many seconds', int, 120)
+  .action(async (o: FleetOptions & { replicas: number, steady: number, jobTargets: number, timeout: number }) => {
+    const { run } = await import('./scenarios/p7-replica-failover.js')
+    print(await run(o))
+  })
+
 function print (result: unknown): void {
   process.stdout.write(JSON.stringify(result, null, 2) + '\n')
 }

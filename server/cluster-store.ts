@@ -44,6 +44,8 @@ export interface RelayLocation {
   replicaId: string
   linkedAt: number
   agents: number
+  /** The figures the relay last reported to its replica (cache, queued results), as JSON. */
+  figures: Record<string, unknown> | null
 }
 
 interface ReplicaRow { id: string, peer_url: string, fingerprint: string, version: string, started_at: number, lease_until: number }
@@ -121,10 +123,15 @@ export class ClusterStore {
 
   /** Where each linked relay is (at a live replica), with its agents online. */
   async relayLocations (now: number): Promise<RelayLocation[]> {
-    const rs = await this.db.all<{ relay_id: string, replica_id: string, linked_at: number, agents: number }>(`SELECT l.relay_id, l.replica_id, l.linked_at,
+    const rs = await this.db.all<{ relay_id: string, replica_id: string, linked_at: number, agents: number, figures: string | null }>(`SELECT l.relay_id, l.replica_id, l.linked_at, l.figures,
       (SELECT COUNT(*) FROM presence p WHERE p.relay_id = l.relay_id AND p.fence = l.fence) AS agents
       FROM relay_links l JOIN replicas r ON r.id = l.replica_id AND r.lease_until > ?`, [now])
-    return rs.map(r => ({ relayId: r.relay_id, replicaId: r.replica_id, linkedAt: r.linked_at, agents: Number(r.agents) }))
+    return rs.map(r => ({ relayId: r.relay_id, replicaId: r.replica_id, linkedAt: r.linked_at, agents: Number(r.agents), figures: r.figures === null ? null : JSON.parse(r.figures) as Record<string, unknown> }))
+  }
+
+  /** The figures a relay reported to the replica holding its link (under that link's fence). */
+  async setRelayFigures (relayId: string, fence: number, figures: object): Promise<void> {
+    await this.db.run('UPDATE relay_links SET figures = ? WHERE relay_id = ? AND fence = ?', [JSON.stringify(figures), relayId, fence])
   }
 
   /** Agents coming online and going offline, in one transaction; an online row written under a fence that lost its link never counts. */

@@ -42,6 +42,7 @@ export type ClusterMessage =
   | { kind: 'admin-tokens' }
   | { kind: 'artifact-deleted', sha256: string }
   | { kind: 'tunnel-wanted', endpointId: string }
+  | { kind: 'prestage', sha256: string, relays: string[] }
   | { kind: 'tunnel-taken', endpointId: string }
 
 type Kind = ClusterMessage['kind']
@@ -90,6 +91,7 @@ export class Cluster {
   private readonly fences = new Map<string, number>()
   private readonly presenceWrites: WriteBehind<PresenceChange>
   private readonly tunnelWrites: WriteBehind<{ endpointId: string, info: TunnelInfo | null }>
+  private readonly figureWrites: WriteBehind<{ relayId: string, fence: number, figures: object }>
   private readonly changedTopics = new Set<EventTopic>()
   private changedTimer: NodeJS.Timeout | null = null
   private renewTimer: NodeJS.Timeout | null = null
@@ -109,6 +111,15 @@ export class Cluster {
       key: c => `${c.endpointId}\n${c.edgeId}\n${c.relayId}`,
       merge: (prev, next) => next.fence >= prev.fence ? next : prev,
       write: async batch => await this.store.cluster.writePresence(batch)
+    })
+    this.figureWrites = new WriteBehind({
+      what: 'relay figures',
+      logger: this.log,
+      key: f => f.relayId,
+      merge: (_prev, next) => next,
+      write: async batch => {
+        for (const f of batch) await this.store.cluster.setRelayFigures(f.relayId, f.fence, f.figures)
+      }
     })
     // The latest state of each tunnel counts (requested, then open, then closed may arrive within one flush).
     this.tunnelWrites = new WriteBehind({
@@ -224,6 +235,12 @@ export class Cluster {
   releaseRelay (relayId: string, fence: number): void {
     if (this.fences.get(relayId) === fence) this.fences.delete(relayId)
     this.store.cluster.releaseRelay(relayId, fence).catch((err: Error) => this.log.warn({ relayId, err: err.message }, 'relay link not released'))
+  }
+
+  /** A relay linked here reported its figures: shown by every replica (written behind, the latest per relay). */
+  relayFigures (relayId: string, figures: object): void {
+    const fence = this.fences.get(relayId)
+    if (fence !== undefined) this.figureWrites.add({ relayId, fence, figures })
   }
 
   presenceChanged (endpointId: string, edgeId: string, relayId: string, online: boolean): void {
@@ -423,6 +440,7 @@ export class Cluster {
     if (this.changedTimer !== null) clearTimeout(this.changedTimer)
     await this.presenceWrites.close()
     await this.tunnelWrites.close()
+    await this.figureWrites.close()
     await this.store.cluster.retireReplica(this.replicaId).catch((err: Error) => this.log.warn({ err: err.message }, 'lease not ended'))
     await this.unlisten?.()
     await Promise.allSettled([...this.pendingMuxes].map(m => m.destroy(new RelaygateError('RG_ERR_GOING_AWAY', 'replica shutting down'))))

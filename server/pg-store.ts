@@ -140,7 +140,8 @@ const MIGRATIONS: string[] = [
     relay_id TEXT PRIMARY KEY,
     replica_id TEXT NOT NULL,
     fence BIGINT NOT NULL,
-    linked_at BIGINT NOT NULL
+    linked_at BIGINT NOT NULL,
+    figures TEXT
   );
   CREATE INDEX IF NOT EXISTS relay_links_replica ON relay_links (replica_id);
   CREATE TABLE IF NOT EXISTS presence (

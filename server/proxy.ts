@@ -14,6 +14,15 @@ export interface ProxyOptions {
   openTimeoutMs: number
   /** Throws RG_ERR_UNAUTHORIZED unless the request carries the admin token. */
   authorize: (req: IncomingMessage) => void
+  /**
+   * Several replicas: a request that waited here for a tunnel another
+   * replica took over (RG_ERR_TUNNEL_MOVED) is handed back to be forwarded
+   * there, with its Authorization header restored.
+   */
+  moved?: {
+    web: (req: IncomingMessage, res: ServerResponse) => void
+    upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void
+  }
 }
 
 /** `/api/endpoints/:id/proxy/<path>` and `/api/endpoints/:id/tcp/<port>` */
@@ -76,9 +85,15 @@ export function createTunnelProxy (options: ProxyOptions): {
   /** Authorizes, opens the tunnel (RG_ERR_NOT_FOUND for no such endpoint); the proxy target. */
   const prepare = async (req: IncomingMessage, endpointId: string): Promise<string> => {
     options.authorize(req)
+    const authorization = req.headers.authorization
     delete req.headers.authorization
     tunnels.touch(endpointId)
-    await tunnels.ensureOpen(endpointId, options.openTimeoutMs)
+    try {
+      await tunnels.ensureOpen(endpointId, options.openTimeoutMs)
+    } catch (err) {
+      if ((err as RelaygateError).code === 'RG_ERR_TUNNEL_MOVED') req.headers.authorization = authorization
+      throw err
+    }
     tunnels.touch(endpointId)
     // The endpoint as the tunnel read it when requested: no store query per proxied request.
     return target(tunnels.tunnelTarget(endpointId))
@@ -93,7 +108,9 @@ export function createTunnelProxy (options: ProxyOptions): {
         req.url = match.path
         proxy.web(req, res, { target: to, agent: tunnels.httpAgent(match.endpointId), proxyTimeout: 0 })
       } catch (err) {
-        sendError(res, toRelaygateError(err))
+        const coded = toRelaygateError(err)
+        if (coded.code === 'RG_ERR_TUNNEL_MOVED' && options.moved !== undefined) options.moved.web(req, res)
+        else sendError(res, coded)
       }
     })()
     return true
@@ -111,14 +128,20 @@ export function createTunnelProxy (options: ProxyOptions): {
           socket.once('close', done)
           proxy.ws(req, socket, head, { target: to.replace(/^http/, 'ws'), agent: tunnels.httpAgent(match.endpointId) })
         } catch (err) {
-          upgradeError(socket, toRelaygateError(err))
+          const coded = toRelaygateError(err)
+          if (coded.code === 'RG_ERR_TUNNEL_MOVED' && options.moved !== undefined) options.moved.upgrade(req, socket, head)
+          else upgradeError(socket, coded)
         }
       })()
       return true
     }
     const tcp = tcpPath.exec(url)
     if (tcp === null) return false
-    void bridgeTcp(req, socket, head, decodeURIComponent(tcp[1]), Number(tcp[2])).catch(err => upgradeError(socket, toRelaygateError(err)))
+    void bridgeTcp(req, socket, head, decodeURIComponent(tcp[1]), Number(tcp[2])).catch(err => {
+      const coded = toRelaygateError(err)
+      if (coded.code === 'RG_ERR_TUNNEL_MOVED' && options.moved !== undefined) options.moved.upgrade(req, socket, head)
+      else upgradeError(socket, coded)
+    })
     return true
   }
 

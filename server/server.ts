@@ -27,7 +27,7 @@ import { JobManager } from './jobs.js'
 import { createTunnelProxy } from './proxy.js'
 import { EventHub, type EventTopic } from './events.js'
 import { createStaticUi } from './static.js'
-import { bearerAuthorizer } from './http-util.js'
+import { bearerAuthorizer, sendError } from './http-util.js'
 import { tokenMatches } from '../protocol/auth.js'
 import { createServerMetrics } from './metrics.js'
 import { SecurityLog } from './security.js'
@@ -157,7 +157,17 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
   })
   life.onClose('relay links', graceful => hub.close(graceful))
   const tunnels = new TunnelManager({ store, settings, hub, security, logger: logger.child({ component: 'tunnels' }), adminWindowMs: config.tunnelAdminWindowMs })
-  const tunnelProxy = createTunnelProxy({ tunnels, logger: logger.child({ component: 'proxy' }), openTimeoutMs: config.tunnelOpenTimeoutMs, authorize })
+  let forwarder: Forwarder | null = null
+  const tunnelProxy = createTunnelProxy({
+    tunnels, logger: logger.child({ component: 'proxy' }), openTimeoutMs: config.tunnelOpenTimeoutMs, authorize,
+    ...(cluster === null ? {} : {
+      // Sent once more through the forwarder: it finds the replica that holds the tunnel now.
+      moved: {
+        web: (req, res) => { if (forwarder?.web(req, res, () => sendError(res, movedAgain())) !== true) sendError(res, movedAgain()) },
+        upgrade: (req, socket, head) => { if (forwarder?.upgrade(req, socket, head, () => socket.destroy()) !== true) socket.destroy() }
+      }
+    })
+  })
   life.onClose('tunnel proxy', () => tunnelProxy.close())
   life.onClose('tunnels', () => tunnels.close())
   const artifacts = new ArtifactStore({ dir: join(config.dataDir, 'artifacts'), store, logger: logger.child({ component: 'artifacts' }) })
@@ -169,7 +179,7 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
     cluster?.changed(topic)
   }
   const relayStats = new Map<string, RelayFigures>()
-  wireRelayEvents({ hub, snapshots, artifacts, tunnels, jobs, publish, relayStats })
+  wireRelayEvents({ hub, snapshots, artifacts, tunnels, jobs, publish, relayStats, onFigures: (relayId, figures) => cluster?.relayFigures(relayId, figures) })
   security.onEvent(() => publish('relays'))
 
   // GET /metrics: behind the admin token unless metricsPublic (then keep the port off the internet).
@@ -196,7 +206,6 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
       else if (!tunnelProxy.upgrade(req, socket, head)) socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n')
     }
   }
-  let forwarder: Forwarder | null = null
   const app: ServerApp = {
     config, store, hub, tunnels, artifacts, jobs, events, security, cluster, life, servers, adminTokenFile: admin.file, baseUrl: '',
     handleRequest: (req, res) => {
@@ -261,6 +270,7 @@ function joinCluster (p: {
   cluster.on('relay-revoked', msg => hub.disconnectRelay(msg.relayId, new RelaygateError('RG_ERR_RELAY_REVOKED', 'relay token revoked')))
   cluster.on('job', msg => { jobs.dispatchLocal(msg.jobId).catch(failed('dispatching a job')) })
   cluster.on('changed', msg => p.publishLocal(msg.topic))
+  cluster.on('prestage', msg => { for (const relayId of msg.relays) hub.sendToRelays({ t: 'prestage', sha256: msg.sha256 }, relayId) })
   hub.onPresence((agent, online) => cluster.presenceChanged(agent.endpointId, agent.edgeId, agent.relayId, online))
   // A tunnel requested at a replica while its endpoint was offline, whose agent then came online at
   // another: the requesting replica looks for it every second and asks; the holder takes the tunnel over.
@@ -308,8 +318,12 @@ function joinCluster (p: {
   return forwarder
 }
 
+function movedAgain (): RelaygateError {
+  return new RelaygateError('RG_ERR_TUNNEL_MOVED', 'the endpoint\'s tunnel moved to another server replica and could not be reached there; send the request again')
+}
+
 /** What relays report that is not one module's business: snapshots, figures, and change notifications for the dashboard. */
-function wireRelayEvents (p: { hub: RelayHub, snapshots: WriteBehind<SnapshotRecord>, artifacts: ArtifactStore, tunnels: TunnelManager, jobs: JobManager, publish: (topic: EventTopic) => void, relayStats: Map<string, RelayFigures> }): void {
+function wireRelayEvents (p: { hub: RelayHub, snapshots: WriteBehind<SnapshotRecord>, artifacts: ArtifactStore, tunnels: TunnelManager, jobs: JobManager, publish: (topic: EventTopic) => void, relayStats: Map<string, RelayFigures>, onFigures: (relayId: string, figures: RelayFigures) => void }): void {
   const { hub, artifacts, publish } = p
   hub.onRelayMessage('snapshot', (agent, msg) => {
     // Written with others (every agent of a relay sends one when it comes back). An old snapshot
@@ -320,6 +334,7 @@ function wireRelayEvents (p: { hub: RelayHub, snapshots: WriteBehind<SnapshotRec
   hub.onRelayLevel('stats', (relayId, msg) => {
     const { t: _t, ...figures } = msg
     p.relayStats.set(relayId, figures)
+    p.onFigures(relayId, figures)
     publish('relays')
   })
   hub.onPresence(() => { publish('endpoints'); publish('relays') })

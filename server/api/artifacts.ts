@@ -41,6 +41,12 @@ export function artifactRoutes (ctx: ApiContext): void {
     const targets = (relays as string[] | undefined) ?? [undefined]
     let sent = 0
     for (const relayId of targets) sent += hub.sendToRelays({ t: 'prestage', sha256: a.sha256 }, relayId)
+    if (ctx.cluster !== null) {
+      // Relays linked to other replicas: those replicas send it down their links.
+      const elsewhere = [...(await ctx.cluster.remoteRelays()).keys()].filter(id => relays === undefined || (relays as string[]).includes(id))
+      if (elsewhere.length > 0) ctx.cluster.announce({ kind: 'prestage', sha256: a.sha256, relays: elsewhere })
+      sent += elsewhere.length
+    }
     sendJson(res, 202, { name: a.name, sha256: a.sha256, relays: sent })
   })
 }

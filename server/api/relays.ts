@@ -5,7 +5,7 @@ import type { RelayLocation } from '../cluster-store.js'
 import type { CacheStatsMessage } from '../../protocol/messages.js'
 import { newId } from '../ids.js'
 import { sendJson, fail, readJson, bodyString, rejectUnknownFields } from '../http-util.js'
-import { iso, type ApiContext } from './context.js'
+import { iso, type ApiContext, type RelayFigures } from './context.js'
 
 export interface RelayView {
   id: string
@@ -32,7 +32,8 @@ export async function relayView (ctx: ApiContext, r: RelayRecord, elsewhere?: Ma
   // Several replicas: a relay linked to another one is connected too (with the agents it has there).
   const there = here.connected ? undefined : elsewhere?.get(r.id)
   const status = there === undefined ? here : { connected: true, agents: there.agents }
-  const figures = ctx.relayStats(r.id)
+  // Figures from the replica that holds the link (ours may be from before the relay moved).
+  const figures = there?.figures !== undefined && there.figures !== null ? there.figures as unknown as RelayFigures : ctx.relayStats(r.id)
   return {
     ...(ctx.cluster === null ? {} : { replicaId: here.connected ? ctx.cluster.replicaId : there?.replicaId ?? null }),
     id: r.id,

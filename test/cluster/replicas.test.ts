@@ -52,8 +52,8 @@ t.test('three replicas: any one serves the whole fleet, one hop to the replica t
   // Two relays, linked to B and to C.
   const r1 = await apiA.ok('POST', '/api/relays', { name: 'site-b' })
   const r2 = await apiA.ok('POST', '/api/relays', { name: 'site-c' })
-  const relayB = await startRelay(t, b.httpUrl, r1.token)
-  const relayC = await startRelay(t, c.httpUrl, r2.token)
+  const relayB = await startRelay(t, b.httpUrl, r1.token, { statsIntervalMs: 200 })
+  const relayC = await startRelay(t, c.httpUrl, r2.token, { statsIntervalMs: 200 })
   await relayB.whenLinked()
   await relayC.whenLinked()
 
@@ -74,6 +74,11 @@ t.test('three replicas: any one serves the whole fleet, one hop to the replica t
     return list.every(r => r.connected && r.agents === 1) ? list : undefined
   })
   t.same(Object.fromEntries(relays!.map(r => [r.id, r.replicaId])), { [r1.id]: b.cluster!.replicaId, [r2.id]: c.cluster!.replicaId }, 'where each relay is linked')
+  const figures = await eventually(async () => {
+    const list = await apiA.ok('GET', '/api/relays') as Array<{ cache: { maxBytes?: number } | null }>
+    return list.every(r => r.cache !== null) ? list : undefined
+  })
+  t.ok(figures!.every(r => typeof r.cache?.maxBytes === 'number'), 'A shows the cache figures the relays reported to B and C')
 
   // HTTP through A to the agent behind C: one hop A -> C, then C -> relay -> agent.
   const viaA = await apiA.request('GET', `/api/endpoints/${e2.id}/proxy/hello?x=1`)
@@ -121,6 +126,12 @@ t.test('three replicas: any one serves the whole fleet, one hop to the replica t
   const upload = await fetch(`${b.httpUrl}/api/artifacts/tool.bin`, { method: 'PUT', headers: { authorization: `Bearer ${apiB.token}` }, body })
   t.equal(upload.status, 201)
   t.equal((await upload.json() as { sha256: string }).sha256, createHash('sha256').update(body).digest('hex'))
+  const sha = createHash('sha256').update(body).digest('hex')
+  t.equal([a, b, c].filter(r => r.artifacts.has(sha)).length, 2, 'stored on two replicas before the upload was acknowledged (--artifact-copies default)')
+  t.ok(b.artifacts.has(sha), 'one of them the replica it was uploaded to')
+  // Prestaged from A on every relay: the one on C fills its cache through C.
+  t.equal((await apiA.ok('POST', '/api/artifacts/tool.bin/prestage', {})).relays, 2, 'both relays told, wherever linked')
+  await eventually(() => relayB.cache.has(sha) && relayC.cache.has(sha))
   const job = await apiA.ok('POST', '/api/jobs', { artifact: 'tool.bin', endpoints: [e1.id, e2.id] })
   const done = await eventually(async () => {
     const view = await apiC.ok('GET', `/api/jobs/${job.id}`)
@@ -128,6 +139,27 @@ t.test('three replicas: any one serves the whole fleet, one hop to the replica t
   }, 30_000)
   t.equal(done.state, 'succeeded', JSON.stringify(done.targets))
   t.same(done.targets.map((x: { attempt: number }) => x.attempt), [1, 1], 'each target dispatched once')
+  t.equal([a, b, c].filter(r => r.artifacts.has(sha)).length, 3, 'a replica that lacked the blob pulled it for its relay and kept it')
+
+  // A dashboard on A hears of a change made at B (/api/events).
+  const events = await fetch(`${a.httpUrl}/api/events`, { headers: { authorization: `Bearer ${apiA.token}` } })
+  const reader = events.body!.getReader()
+  const heard = (async () => {
+    let text = ''
+    while (!text.includes('"artifacts"')) {
+      const { value, done: end } = await reader.read()
+      if (end) break
+      text += Buffer.from(value).toString()
+    }
+    return text
+  })()
+  await new Promise(resolve => setTimeout(resolve, 100))
+  t.equal((await fetch(`${b.httpUrl}/api/artifacts/other.bin`, { method: 'PUT', headers: { authorization: `Bearer ${apiB.token}` }, body: 'x' })).status, 201)
+  t.match(await heard, /"topic":"artifacts"/, 'A\'s event stream told of B\'s upload')
+  await reader.cancel()
+  // Deleting an artifact removes its blob from every replica.
+  await apiA.ok('DELETE', '/api/artifacts/tool.bin')
+  await eventually(() => [a, b, c].every(r => !r.artifacts.has(sha)))
 
   // /metrics on every replica: a sum over replicas counts each agent and each fleet-wide figure once.
   const scrape = async (api: Api): Promise<string> => await (await fetch(`${api.baseUrl}/metrics`, { headers: { authorization: `Bearer ${api.token}` } })).text()
