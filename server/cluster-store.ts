@@ -103,13 +103,16 @@ export class ClusterStore {
    * dropped in the same transaction (the relay's agents announce themselves
    * again on the new link).
    */
-  async claimRelay (relayId: string, replicaId: string, at: number): Promise<number> {
+  async claimRelay (relayId: string, replicaId: string, at: number): Promise<number | null> {
     return await this.db.transaction(async tx => {
+      // Two claims at once: the greater fence holds whichever commits last (the other gets null: its link lost).
       const row = await tx.get<{ fence: number }>(`INSERT INTO relay_links (relay_id, replica_id, fence, linked_at) VALUES (?, ?, nextval('relay_fence'), ?)
-        ON CONFLICT (relay_id) DO UPDATE SET replica_id = excluded.replica_id, fence = excluded.fence, linked_at = excluded.linked_at
+        ON CONFLICT (relay_id) DO UPDATE SET replica_id = excluded.replica_id, fence = excluded.fence, linked_at = excluded.linked_at, figures = NULL
+        WHERE relay_links.fence < excluded.fence
         RETURNING fence`, [relayId, replicaId, at])
-      await tx.run('DELETE FROM presence WHERE relay_id = ? AND fence < ?', [relayId, row!.fence])
-      return row!.fence
+      if (row === undefined) return null
+      await tx.run('DELETE FROM presence WHERE relay_id = ? AND fence < ?', [relayId, row.fence])
+      return row.fence
     })
   }
 

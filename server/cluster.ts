@@ -227,6 +227,7 @@ export class Cluster {
   /** This replica now holds the relay's link: recorded with a new fence before the relay hears it is linked. */
   async claimRelay (relayId: string): Promise<number> {
     const fence = await this.store.cluster.claimRelay(relayId, this.replicaId, Date.now())
+    if (fence === null) throw new RelaygateError('RG_ERR_REPLACED', `a newer link of relay ${relayId} was recorded meanwhile`)
     this.fences.set(relayId, fence)
     return fence
   }

@@ -122,6 +122,11 @@ export class RelayHub {
     return [...new Set([...(this.presence.get(endpointId) ?? [])].map(s => s.link.relayId))]
   }
 
+  /** Endpoints with an agent online through a relay linked here. */
+  onlineEndpoints (): string[] {
+    return [...this.presence.keys()].filter(id => (this.presence.get(id)?.size ?? 0) > 0)
+  }
+
   /** The agents online for an endpoint (several for a cluster). */
   agentsOf (endpointId: string): AgentRef[] {
     return [...(this.presence.get(endpointId) ?? [])].map(s => s.ref)

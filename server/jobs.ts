@@ -227,6 +227,21 @@ export class JobManager {
     }
   }
 
+  /**
+   * Several replicas, after notifications were lost: targets never sent
+   * (attempt 0) whose agents are online here are sent now.
+   */
+  async dispatchQueued (endpointIds: string[]): Promise<void> {
+    const jobs = new Map<string, JobRecord | undefined>()
+    for (const target of await this.store.unfinishedTargets(endpointIds)) {
+      const agent = this.hub.agentsOf(target.endpointId)[0]
+      if (target.attempt > 0 || agent === undefined) continue
+      if (!jobs.has(target.jobId)) jobs.set(target.jobId, await this.store.getJob(target.jobId))
+      const job = jobs.get(target.jobId)
+      if (job !== undefined) await this.dispatch(job, agent, target.endpointId)
+    }
+  }
+
   async view (id: string): Promise<JobView | undefined> {
     const job = await this.store.getJob(id)
     if (job === undefined) return undefined

@@ -262,7 +262,11 @@ function joinCluster (p: {
   }
   cluster.on('settings', reloadSettings)
   cluster.on('admin-tokens', reloadAdminTokens)
-  cluster.onResync(() => { reloadSettings(); reloadAdminTokens() })
+  cluster.onResync(() => {
+    reloadSettings()
+    reloadAdminTokens()
+    jobs.dispatchQueued(hub.onlineEndpoints()).catch(failed('dispatching jobs announced while not listening'))
+  })
   cluster.on('endpoint-deleted', msg => {
     tunnels.closeTunnel(msg.endpointId, 'endpoint deleted')
     hub.kickEndpoint(msg.endpointId, 'RG_ERR_ENDPOINT_DELETED', 'endpoint deleted by the admin')

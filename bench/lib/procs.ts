@@ -65,7 +65,8 @@ export async function startProc (name: string, args: string[], options: { timeou
     ready,
     stop: async () => {
       stopping = true
-      if (child.exitCode === null) {
+      // A child killed by a signal (a scenario's SIGKILL) has exitCode null and signalCode set: already gone.
+      if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGTERM')
         const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
         await new Promise(r => child.once('exit', r))

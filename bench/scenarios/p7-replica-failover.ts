@@ -12,12 +12,12 @@ import { cpuSeconds, sleep, freePort } from '../lib/sample.js'
 export interface P7Options { agents: number, interval: number, stagger: number, replicas: number, steady: number, jobTargets: number, timeout: number }
 
 /** haproxy in front of the replicas' HTTP ports, health-checked on /healthz every 500 ms; a refused connection is retried on another replica. */
-function startHaproxy (port: number, backends: number[]): { child: ChildProcess, dir: string } {
+function startHaproxy (port: number, backends: number[]): { child: ChildProcess, dir: string, stderr: () => string } {
   const dir = mkdtempSync(join(tmpdir(), 'rg-bench-haproxy-'))
   const config = join(dir, 'haproxy.cfg')
   writeFileSync(config, [
     'global',
-    '    maxconn 20000',
+    '    maxconn 9000',
     'defaults',
     '    mode http',
     '    timeout connect 2s',
@@ -36,8 +36,10 @@ function startHaproxy (port: number, backends: number[]): { child: ChildProcess,
     ''
   ].join('\n'))
   execFileSync('haproxy', ['-c', '-q', '-f', config])
-  const child = spawn('haproxy', ['-db', '-f', config], { stdio: 'ignore' })
-  return { child, dir }
+  const child = spawn('haproxy', ['-db', '-f', config], { stdio: ['ignore', 'ignore', 'pipe'] })
+  let stderr = ''
+  child.stderr!.on('data', (c: Buffer) => { stderr = (stderr + c.toString()).slice(-2000) })
+  return { child, dir, stderr: () => stderr }
 }
 
 /**
@@ -56,7 +58,7 @@ export async function run (o: P7Options): Promise<BenchResult> {
   const replicas: Array<{ proc: Proc, dir: string, port: number, id: string }> = []
   const relays: Proc[] = []
   const dirs: string[] = [secretDir]
-  let haproxy: { child: ChildProcess, dir: string } | null = null
+  let haproxy: { child: ChildProcess, dir: string, stderr: () => string } | null = null
   let fleet: Fleet | null = null
   const cleanup = async (): Promise<void> => {
     await fleet?.stop()
@@ -81,6 +83,7 @@ export async function run (o: P7Options): Promise<BenchResult> {
     const base = `http://127.0.0.1:${lbPort}`
     const token = readFileSync(replicas[0].proc.ready.adminTokenFile as string, 'utf8').trim()
     for (let tries = 0; ; tries++) {
+      if (haproxy.child.exitCode !== null) throw new Error(`haproxy exited: ${haproxy.stderr()}`)
       try { await api(base, token, 'GET', '/healthz'); break } catch (err) { if (tries > 100) throw err; await sleep(100) }
     }
     await api(base, token, 'PATCH', '/api/settings', { checkinIntervalSeconds: o.interval })

@@ -44,7 +44,8 @@ export function artifactRoutes (ctx: ApiContext): void {
     if (ctx.cluster !== null) {
       // Relays linked to other replicas: those replicas send it down their links.
       const elsewhere = [...(await ctx.cluster.remoteRelays()).keys()].filter(id => relays === undefined || (relays as string[]).includes(id))
-      if (elsewhere.length > 0) ctx.cluster.announce({ kind: 'prestage', sha256: a.sha256, relays: elsewhere })
+      // A notification carries at most 8,000 bytes: 200 relay ids at a time.
+      for (let at = 0; at < elsewhere.length; at += 200) ctx.cluster.announce({ kind: 'prestage', sha256: a.sha256, relays: elsewhere.slice(at, at + 200) })
       sent += elsewhere.length
     }
     sendJson(res, 202, { name: a.name, sha256: a.sha256, relays: sent })
