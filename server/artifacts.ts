@@ -1,12 +1,12 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { createReadStream, createWriteStream, mkdirSync, existsSync, renameSync, rmSync, statSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
-import { Transform, type Readable } from 'node:stream'
+import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { Logger } from 'pino'
 import { RelaygateError, type MuxStream } from '../protocol/index.js'
 import { encodeArtifactHeader } from '../protocol/messages.js'
-import { SHA256_HEX } from '../common/sha256.js'
+import { SHA256_HEX, HashingMeter } from '../common/sha256.js'
 import type { Store, ArtifactRecord } from './store.js'
 
 /** Artifact names: a file name, no paths, no tricks. */
@@ -76,19 +76,7 @@ export class ArtifactStore {
       throw new RelaygateError('RG_ERR_BODY_TOO_LARGE', `artifact of ${declaredLength} bytes is above the upload limit of ${limit} (setting maxUploadBytes)`)
     }
     const tmp = join(this.tmpDir, `${randomBytes(8).toString('hex')}.part`)
-    const hash = createHash('sha256')
-    let size = 0
-    const meter = new Transform({
-      transform (chunk: Buffer, _enc, cb) {
-        size += chunk.length
-        if (size > limit) {
-          cb(new RelaygateError('RG_ERR_BODY_TOO_LARGE', `artifact is above the upload limit of ${limit} bytes (setting maxUploadBytes)`))
-          return
-        }
-        hash.update(chunk)
-        cb(null, chunk)
-      }
-    })
+    const meter = new HashingMeter(limit, () => new RelaygateError('RG_ERR_BODY_TOO_LARGE', `artifact is above the upload limit of ${limit} bytes (setting maxUploadBytes)`))
     const file = createWriteStream(tmp, { flags: 'wx' })
     try {
       await pipeline(body, meter, file)
@@ -101,7 +89,8 @@ export class ArtifactStore {
       if (code === 'ENOSPC' || code === 'EDQUOT') throw new RelaygateError('RG_ERR_DISK_FULL', 'the server\'s disk is full; the upload was discarded')
       throw new RelaygateError('RG_ERR_BAD_REQUEST', `upload interrupted: ${(err as Error).message}`)
     }
-    const sha256 = hash.digest('hex')
+    const sha256 = meter.digest()
+    const size = meter.bytes
     const final = this.pathOf(sha256)
     if (existsSync(final)) rmSync(tmp, { force: true })
     else renameSync(tmp, final)
@@ -166,18 +155,10 @@ export class ArtifactStore {
    */
   async receive (stream: MuxStream, sha256: string, size: number): Promise<void> {
     const tmp = join(this.tmpDir, `${randomBytes(8).toString('hex')}.copy`)
-    const hash = createHash('sha256')
-    let got = 0
-    const meter = new Transform({
-      transform (chunk: Buffer, _enc, cb) {
-        got += chunk.length
-        hash.update(chunk)
-        cb(null, chunk)
-      }
-    })
+    const meter = new HashingMeter(size, () => new RelaygateError('RG_ERR_DIGEST_MISMATCH', `copy of ${sha256}: more than the ${size} bytes announced`))
     try {
       await pipeline(stream, meter, createWriteStream(tmp, { flags: 'wx' }), { end: true })
-      if (got !== size || hash.digest('hex') !== sha256) throw new RelaygateError('RG_ERR_DIGEST_MISMATCH', `copy of ${sha256}: ${got} bytes that do not match`)
+      if (meter.bytes !== size || meter.digest() !== sha256) throw new RelaygateError('RG_ERR_DIGEST_MISMATCH', `copy of ${sha256}: ${meter.bytes} bytes that do not match`)
       if (!this.has(sha256)) renameSync(tmp, this.pathOf(sha256))
       stream.end(Buffer.from([0]))
     } catch (err) {

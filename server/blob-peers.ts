@@ -1,12 +1,11 @@
-import { createHash } from 'node:crypto'
 import { createReadStream, createWriteStream } from 'node:fs'
-import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { Logger } from 'pino'
 import { RelaygateError, type MuxStream } from '../protocol/index.js'
 import { readArtifactHeader } from '../protocol/messages.js'
 import type { Cluster } from './cluster.js'
 import type { BlobPeers } from './artifacts.js'
+import { HashingMeter } from '../common/sha256.js'
 
 /** A copy must be acknowledged within this (ms): a replica that stopped reading does not hold an upload forever. */
 const COPY_TIMEOUT_MS = 10 * 60 * 1000
@@ -37,17 +36,9 @@ export function clusterBlobPeers (cluster: Cluster, copies: number | undefined, 
     const stream = await cluster.openStream(replicaId, { t: 'blob', sha256, offset: 0 })
     try {
       const { size } = await readArtifactHeader(stream)
-      const hash = createHash('sha256')
-      let got = 0
-      const meter = new Transform({
-        transform (chunk: Buffer, _enc, cb) {
-          got += chunk.length
-          hash.update(chunk)
-          cb(null, chunk)
-        }
-      })
+      const meter = new HashingMeter(size, () => new RelaygateError('RG_ERR_DIGEST_MISMATCH', `replica ${replicaId} sent more than ${size} bytes`))
       await pipeline(stream, meter, createWriteStream(into))
-      if (got !== size || hash.digest('hex') !== sha256) throw new RelaygateError('RG_ERR_DIGEST_MISMATCH', `replica ${replicaId} sent bytes that are not ${sha256}`)
+      if (meter.bytes !== size || meter.digest() !== sha256) throw new RelaygateError('RG_ERR_DIGEST_MISMATCH', `replica ${replicaId} sent bytes that are not ${sha256}`)
     } finally {
       stream.destroy()
     }

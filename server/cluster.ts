@@ -112,24 +112,19 @@ export class Cluster {
       merge: (prev, next) => next.fence >= prev.fence ? next : prev,
       write: async batch => await this.store.cluster.writePresence(batch)
     })
-    this.figureWrites = new WriteBehind({
-      what: 'relay figures',
+    // The latest figures of each relay, and the latest state of each tunnel (requested, open, closed may come within one flush).
+    this.figureWrites = this.latestWriter('relay figures', f => f.relayId, async f => await this.store.cluster.setRelayFigures(f.relayId, f.fence, f.figures))
+    this.tunnelWrites = this.latestWriter('cluster tunnels', t => t.endpointId, async t => await this.store.cluster.setTunnel(t.endpointId, this.replicaId, t.info, Date.now()))
+  }
+
+  /** Writes behind where only the latest value per key counts, one row at a time. */
+  private latestWriter<T> (what: string, key: (item: T) => string, writeOne: (item: T) => Promise<void>): WriteBehind<T> {
+    return new WriteBehind<T>({
+      what,
       logger: this.log,
-      key: f => f.relayId,
+      key,
       merge: (_prev, next) => next,
-      write: async batch => {
-        for (const f of batch) await this.store.cluster.setRelayFigures(f.relayId, f.fence, f.figures)
-      }
-    })
-    // The latest state of each tunnel counts (requested, then open, then closed may arrive within one flush).
-    this.tunnelWrites = new WriteBehind({
-      what: 'cluster tunnels',
-      logger: this.log,
-      key: t => t.endpointId,
-      merge: (_prev, next) => next,
-      write: async batch => {
-        for (const t of batch) await this.store.cluster.setTunnel(t.endpointId, this.replicaId, t.info, Date.now())
-      }
+      write: async batch => { for (const item of batch) await writeOne(item) }
     })
   }
 

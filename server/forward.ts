@@ -1,11 +1,12 @@
-import http, { type IncomingMessage, type ServerResponse } from 'node:http'
+import type http from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import httpProxy from 'http-proxy'
 import type { Logger } from 'pino'
 import { RelaygateError, toRelaygateError, type MuxStream } from '../protocol/index.js'
 import { encodeStreamMeta } from '../protocol/messages.js'
 import type { Cluster } from './cluster.js'
-import { asSocket } from './tunnels.js'
+import { asSocket, TunnelHttpAgent } from './tunnels.js'
 import { sendError } from './http-util.js'
 
 /**
@@ -43,22 +44,6 @@ export interface Forwarder {
   close: () => void
 }
 
-/** An http.Agent whose connections are streams on one peer link (kept alive for the next request). */
-class PeerAgent extends http.Agent {
-  constructor (private readonly open: () => MuxStream) {
-    super({ keepAlive: true, maxSockets: 256, maxFreeSockets: 16, timeout: 120_000 })
-  }
-
-  override createConnection (_options: unknown, cb?: (err: Error | null, socket: Duplex) => void): Duplex | undefined {
-    try {
-      return asSocket(this.open())
-    } catch (err) {
-      cb?.(err as Error, undefined as unknown as Duplex)
-      return undefined
-    }
-  }
-}
-
 export function createForwarder (options: ForwarderOptions): Forwarder {
   const { cluster, logger } = options
   const proxy = httpProxy.createProxyServer({ xfwd: false, ws: false })
@@ -68,14 +53,14 @@ export function createForwarder (options: ForwarderOptions): Forwarder {
     if ('writeHead' in res) sendError(res as ServerResponse, coded.code === 'RG_ERR_INTERNAL' ? new RelaygateError('RG_ERR_PEER_UNAVAILABLE', coded.message) : coded)
     else (res as Duplex).destroy()
   })
-  const agents = new Map<string, { mux: unknown, agent: PeerAgent }>()
+  const agents = new Map<string, { mux: unknown, agent: TunnelHttpAgent }>()
 
-  const agentFor = async (replicaId: string): Promise<PeerAgent> => {
+  const agentFor = async (replicaId: string): Promise<TunnelHttpAgent> => {
     const link = await cluster.link(replicaId)
     const known = agents.get(replicaId)
     if (known !== undefined && known.mux === link.mux) return known.agent
     known?.agent.destroy()
-    const agent = new PeerAgent(() => link.mux.openStream(encodeStreamMeta({ t: 'http' })))
+    const agent = new TunnelHttpAgent(() => link.mux.openStream(encodeStreamMeta({ t: 'http' })), { max: 256, free: 16 })
     agents.set(replicaId, { mux: link.mux, agent })
     void link.mux.whenClosed().then(() => {
       if (agents.get(replicaId)?.agent === agent) agents.delete(replicaId)

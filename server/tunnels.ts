@@ -64,10 +64,10 @@ export function asSocket (stream: Duplex): Duplex {
   return stream
 }
 
-/** An http.Agent whose connections are tunnel streams (keep-alive reuses them). */
+/** An http.Agent whose connections are streams: tunnel streams, or peer-link streams between replicas (keep-alive reuses them). */
 export class TunnelHttpAgent extends http.Agent {
-  constructor (private readonly open: () => Duplex) {
-    super({ keepAlive: true, maxSockets: 64, maxFreeSockets: 8, timeout: 120_000 })
+  constructor (private readonly open: () => Duplex, sockets = { max: 64, free: 8 }) {
+    super({ keepAlive: true, maxSockets: sockets.max, maxFreeSockets: sockets.free, timeout: 120_000 })
   }
 
   override createConnection (_options: unknown, cb?: (err: Error | null, socket: Duplex) => void): Duplex | undefined {
