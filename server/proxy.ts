@@ -35,6 +35,13 @@ export function matchProxy (url: string): { endpointId: string, path: string } |
   return { endpointId: decodeURIComponent(m[1]), path: (m[2] ?? '/') + (m[3] ?? '') }
 }
 
+/** A tunnel another replica took over goes to `moved` (to be forwarded there); any other error to `otherwise`. */
+function unlessMoved (err: unknown, moved: (() => void) | undefined, otherwise: (err: RelaygateError) => void): void {
+  const coded = toRelaygateError(err)
+  if (coded.code === 'RG_ERR_TUNNEL_MOVED' && moved !== undefined) moved()
+  else otherwise(coded)
+}
+
 function upgradeError (socket: Duplex, err: RelaygateError): void {
   const body = JSON.stringify({ error: { code: err.code, message: err.message } })
   socket.end(`HTTP/1.1 ${err.status} ${err.code}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
@@ -108,9 +115,7 @@ export function createTunnelProxy (options: ProxyOptions): {
         req.url = match.path
         proxy.web(req, res, { target: to, agent: tunnels.httpAgent(match.endpointId), proxyTimeout: 0 })
       } catch (err) {
-        const coded = toRelaygateError(err)
-        if (coded.code === 'RG_ERR_TUNNEL_MOVED' && options.moved !== undefined) options.moved.web(req, res)
-        else sendError(res, coded)
+        unlessMoved(err, options.moved === undefined ? undefined : () => options.moved!.web(req, res), coded => sendError(res, coded))
       }
     })()
     return true
@@ -128,9 +133,7 @@ export function createTunnelProxy (options: ProxyOptions): {
           socket.once('close', done)
           proxy.ws(req, socket, head, { target: to.replace(/^http/, 'ws'), agent: tunnels.httpAgent(match.endpointId) })
         } catch (err) {
-          const coded = toRelaygateError(err)
-          if (coded.code === 'RG_ERR_TUNNEL_MOVED' && options.moved !== undefined) options.moved.upgrade(req, socket, head)
-          else upgradeError(socket, coded)
+          unlessMoved(err, options.moved === undefined ? undefined : () => options.moved!.upgrade(req, socket, head), coded => upgradeError(socket, coded))
         }
       })()
       return true
@@ -138,9 +141,7 @@ export function createTunnelProxy (options: ProxyOptions): {
     const tcp = tcpPath.exec(url)
     if (tcp === null) return false
     void bridgeTcp(req, socket, head, decodeURIComponent(tcp[1]), Number(tcp[2])).catch(err => {
-      const coded = toRelaygateError(err)
-      if (coded.code === 'RG_ERR_TUNNEL_MOVED' && options.moved !== undefined) options.moved.upgrade(req, socket, head)
-      else upgradeError(socket, coded)
+      unlessMoved(err, options.moved === undefined ? undefined : () => options.moved!.upgrade(req, socket, head), coded => upgradeError(socket, coded))
     })
     return true
   }

@@ -183,17 +183,7 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
   security.onEvent(() => publish('relays'))
 
   // GET /metrics: behind the admin token unless metricsPublic (then keep the port off the internet).
-  const metrics = createServerMetrics({
-    hub, tunnels, store, artifacts, authorize: config.metricsPublic ? undefined : authorize,
-    ...(cluster === null ? {} : {
-      cluster: {
-        replicaId: cluster.replicaId,
-        // The longest-lived replica reports what is read from the database.
-        reportsFleet: async () => (await cluster.liveReplicas())[0]?.id === cluster.replicaId,
-        liveReplicas: async () => (await cluster.liveReplicas()).length
-      }
-    })
-  })
+  const metrics = createServerMetrics({ hub, tunnels, store, artifacts, authorize: config.metricsPublic ? undefined : authorize, ...clusterMetrics(cluster) })
   const staticUi = createStaticUi({ logger: logger.child({ component: 'ui' }) })
   const local = {
     request: (req: http.IncomingMessage, res: http.ServerResponse): void => {
@@ -320,6 +310,18 @@ function joinCluster (p: {
     else void app.artifacts.receive(stream, meta.sha256, meta.size)
   })
   return forwarder
+}
+
+/** /metrics in a cluster: the replica label, and the longest-lived replica reports what is read from the database. */
+function clusterMetrics (cluster: Cluster | null): { cluster?: { replicaId: string, reportsFleet: () => Promise<boolean>, liveReplicas: () => Promise<number> } } {
+  if (cluster === null) return {}
+  return {
+    cluster: {
+      replicaId: cluster.replicaId,
+      reportsFleet: async () => (await cluster.liveReplicas())[0]?.id === cluster.replicaId,
+      liveReplicas: async () => (await cluster.liveReplicas()).length
+    }
+  }
 }
 
 function movedAgain (): RelaygateError {
