@@ -111,6 +111,16 @@ fleetCommand('p7-replica-failover')
     print(await run(o))
   })
 
+program.command('p9-tunnel-wan')
+  .description('P9: GET through the tunnel with the relay across a WAN (a delay proxy between relay and server) vs plain TCP through the same delay, at several round-trip times')
+  .option('--rtts <ms,...>', 'round-trip times, ms', '0,50,150')
+  .option('--size-mb <n>', 'GET size, MiB', int, 100)
+  .option('--repeats <n>', 'GETs per round-trip time and side (medians reported)', int, 3)
+  .action(async (o: { rtts: string, sizeMb: number, repeats: number }) => {
+    const { run } = await import('./scenarios/p9-tunnel-wan.js')
+    print(await run({ rttsMs: o.rtts.split(',').map(Number).filter(n => n >= 0), sizeMb: o.sizeMb, repeats: o.repeats }))
+  })
+
 function print (result: unknown): void {
   process.stdout.write(JSON.stringify(result, null, 2) + '\n')
 }

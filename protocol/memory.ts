@@ -17,6 +17,8 @@ export class MemoryTransport implements Transport {
    * copies what it keeps).
    */
   ephemeral = false
+  /** Each message reaches the peer this long after it was sent, in order (a path with that one-way delay). */
+  delayMs = 0
   private scratch: Buffer | null = null
   private events: TransportEvents | null = null
   private inbox: Buffer[] = []
@@ -49,7 +51,9 @@ export class MemoryTransport implements Transport {
 
   send (data: Buffer): boolean {
     if (this.closed) return false
-    this.peer.deliver(Buffer.from(data))
+    const copy = Buffer.from(data)
+    if (this.delayMs > 0) setTimeout(() => { if (!this.peer.closed) this.peer.deliver(copy) }, this.delayMs)
+    else this.peer.deliver(copy)
     return this.bufferedAmount < this.highWaterMark
   }
 

@@ -15,6 +15,10 @@ export interface MuxOptions {
   chunkSize?: number
   /** Initial credit of every stream, each way. */
   initialWindow?: number
+  /** Largest receive window a stream grows to (auto-tuning, stream.ts). */
+  maxWindow?: number
+  /** Receive window all streams of the link may grow by together, beyond their initial windows. */
+  windowBudget?: number
   /** Streams open at once (both directions together). */
   maxStreams?: number
   /** Stop handing data to the transport above this many buffered bytes. */
@@ -44,10 +48,15 @@ export interface MuxOptions {
   onClose?: (info: { code: number, reason: string, error?: RelaygateError }) => void
 }
 
+/** The first 4 bytes of a round-trip probe's PING payload ("BDP?"); keep-alive PINGs carry a time. */
+const PROBE_MARK = 0x4244503f
+
 const defaults = {
   maxPayload: AGENT_MAX_PAYLOAD,
   chunkSize: 60 * 1024,
   initialWindow: 512 * 1024,
+  maxWindow: 16 * 1024 * 1024,
+  windowBudget: 64 * 1024 * 1024,
   maxStreams: 256,
   highWaterMark: 128 * 1024,
   maxBufferedBytes: 8 * 1024 * 1024,
@@ -80,6 +89,8 @@ export function verifyMuxOptions (options: MuxOptions): ResolvedOptions {
   check('maxPayload', 1, MAX_U32)
   check('chunkSize', 1, MAX_U32)
   check('initialWindow', 1, MAX_U32)
+  check('maxWindow', resolved.initialWindow, MAX_U32)
+  check('windowBudget', 0)
   check('maxStreams', 1)
   check('highWaterMark', 1)
   check('maxBufferedBytes', resolved.highWaterMark)
@@ -104,6 +115,11 @@ export class Mux implements StreamHost {
   private ready: MuxStream[] = []
   private readonly readySet = new Set<MuxStream>()
   private nextId: number
+  /** Receive window the streams may still grow by (windowBudget less what they took). */
+  private windowFree: number
+  /** The round-trip probe in flight (window auto-tuning): its PING payload and the bytes each stream received since. */
+  private probe: { payload: Buffer, counts: Map<MuxStream, number> } | null = null
+  private probeSeq = 0
   private localGoAway = false
   private remoteGoAway = false
   private closedInfo: { code: number, reason: string, error?: RelaygateError } | null = null
@@ -123,6 +139,7 @@ export class Mux implements StreamHost {
   constructor (transport: Transport, options: MuxOptions) {
     this.transport = transport
     this.opts = verifyMuxOptions(options)
+    this.windowFree = this.opts.windowBudget
     this.decoder = new FrameDecoder(this.opts.maxPayload)
     this.nextId = this.opts.role === 'dialer' ? 1 : 2
     this.closedPromise = new Promise(resolve => { this.resolveClosed = resolve })
@@ -176,7 +193,7 @@ export class Mux implements StreamHost {
     const id = this.nextId
     if (id > 0xffffffff) throw new RelaygateError('RG_ERR_TOO_MANY_STREAMS', 'stream ids exhausted')
     this.nextId += 2
-    const stream = new MuxStream(this, id, meta, this.opts.initialWindow)
+    const stream = new MuxStream(this, id, meta, this.opts.initialWindow, this.opts.maxWindow)
     this.streams.set(id, stream)
     this.send(encodeFrame(FrameType.OPEN, 0, id, meta))
     return stream
@@ -269,6 +286,48 @@ export class Mux implements StreamHost {
     for (let off = 0; off < payload.length; off += chunkSize) this.sendData(stream.id, payload.subarray(off, off + chunkSize))
     this.checkBuffered()
     return true
+  }
+
+  /**
+   * Round-trip probe for window auto-tuning: while data arrives, one PING at
+   * a time with a probe payload; the bytes each stream received until its
+   * answer are that stream's sample (MuxStream.roundTripSample).
+   */
+  dataReceived (stream: MuxStream, bytes: number): void {
+    if (this.closedInfo !== null) return
+    if (this.probe === null) {
+      if (this.windowFree <= 0) return
+      const payload = Buffer.alloc(8)
+      payload.writeUInt32BE(PROBE_MARK, 0)
+      payload.writeUInt32BE(++this.probeSeq >>> 0, 4)
+      this.probe = { payload, counts: new Map() }
+      this.sendFrame(FrameType.PING, 0, payload)
+      return
+    }
+    this.probe.counts.set(stream, (this.probe.counts.get(stream) ?? 0) + bytes)
+  }
+
+  private onProbeAnswer (payload: Buffer): boolean {
+    const probe = this.probe
+    if (probe === null || !payload.equals(probe.payload)) return false
+    this.probe = null
+    for (const [stream, bytes] of probe.counts) stream.roundTripSample(bytes)
+    return true
+  }
+
+  growWindow (want: number): number {
+    const grant = Math.max(0, Math.min(want, this.windowFree))
+    this.windowFree -= grant
+    return grant
+  }
+
+  releaseWindow (bytes: number): void {
+    this.windowFree = Math.min(this.opts.windowBudget, this.windowFree + bytes)
+  }
+
+  /** Receive window the link's streams may still grow by together. */
+  get windowBudgetFree (): number {
+    return this.windowFree
   }
 
   streamClosed (stream: MuxStream): void {
@@ -398,6 +457,7 @@ export class Mux implements StreamHost {
       case FrameType.PING:
         if (frame.payload.length !== 8) throw new RelaygateError('RG_ERR_PROTOCOL', 'ping payload must be 8 bytes')
         if ((frame.flags & FrameFlag.ACK) === 0) this.sendFrame(FrameType.PING, FrameFlag.ACK, frame.payload)
+        else this.onProbeAnswer(frame.payload)
         return
       case FrameType.GOAWAY: {
         const { code, reason } = decodeCodeReason(frame.payload)
@@ -469,7 +529,7 @@ export class Mux implements StreamHost {
     if (this.streams.size >= this.opts.maxStreams) {
       return refuse(new RelaygateError('RG_ERR_TOO_MANY_STREAMS', `at most ${this.opts.maxStreams} streams`))
     }
-    const stream = new MuxStream(this, id, Buffer.from(frame.payload), this.opts.initialWindow)
+    const stream = new MuxStream(this, id, Buffer.from(frame.payload), this.opts.initialWindow, this.opts.maxWindow)
     this.streams.set(id, stream)
     this.opts.onStream(stream)
   }

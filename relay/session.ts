@@ -129,6 +129,9 @@ export class AgentSession {
       maxPayload: AGENT_MAX_PAYLOAD,
       maxStreams: 256,
       maxBufferedBytes: 1024 * 1024,
+      // One agent's tunnel streams: windows grow to 4 MiB, by 8 MiB at most over the link (thousands of links per relay).
+      maxWindow: 4 * 1024 * 1024,
+      windowBudget: 8 * 1024 * 1024,
       logger: log,
       onFrame: frame => this.onFrame(frame),
       onClose: ({ code }) => this.onClose(code)

@@ -40,7 +40,7 @@ export async function startProc (name: string, args: string[], options: { timeou
   const readyFile = join(dir, 'ready.json')
   const stdout = stdoutFor(name)
   const child = spawn(process.execPath, [...(options.nodeArgs ?? []), ...profileArgs(name), cli(), ...args, '--ready-file', readyFile], {
-    env: cleanEnv({ RELAYGATE_LOG_LEVEL: 'warn', ...options.env }),
+    env: cleanEnv({ RELAYGATE_LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn', ...options.env }),
     stdio: ['ignore', stdout, 'pipe']
   })
   if (typeof stdout === 'number') closeSync(stdout)

@@ -381,6 +381,64 @@ t.test('a fast stream keeps flowing beside a stalled one on the same link', asyn
   t.equal(slowGot.sha, (await slowSent).sha, 'slow stream: intact after resuming')
 })
 
+/** A pair over a path with `oneWayMs` of delay each way (RTT = 2 x oneWayMs). */
+function delayedPair (t: Test, oneWayMs: number, options: Partial<MuxOptions>): { a: Side, b: Side } {
+  const p = pair(t, options, options)
+  p.a.transport.delayMs = oneWayMs
+  p.b.transport.delayMs = oneWayMs
+  return p
+}
+
+t.test('window auto-tuning: at a 50 ms round trip a busy stream\'s window grows past its initial size, within maxWindow', async t => {
+  const initialWindow = 256 * 1024
+  const maxWindow = 4 * 1024 * 1024
+  const { a, b } = delayedPair(t, 25, { initialWindow, maxWindow })
+  const stream = a.open('bulk')
+  const sent = writeAll(stream, 24 * 1024 * 1024)
+  const peer = await b.nextStream()
+  const seen: number[] = []
+  peer.on('data', () => seen.push(peer.receiveWindow))
+  const got = await hashAll(peer)
+  t.same(got, await sent, 'every byte, in order')
+  const largest = Math.max(...seen)
+  t.ok(largest > 4 * initialWindow, `the window grew to the path (largest ${largest} bytes)`)
+  t.ok(largest <= maxWindow, 'and never past maxWindow')
+  stream.resume()
+  peer.end()
+  await streamClosed(peer, 'receiver closed')
+  await streamClosed(stream, 'sender closed')
+  t.equal(b.mux.windowBudgetFree, 64 * 1024 * 1024, 'its growth went back to the link\'s budget when it closed')
+})
+
+t.test('window auto-tuning: a reader that stops gets no growth; memory stays at the initial window', async t => {
+  const initialWindow = 128 * 1024
+  const { a, b } = delayedPair(t, 10, { initialWindow, maxWindow: 8 * 1024 * 1024 })
+  const stream = a.open('stalled')
+  void writeAll(stream, 16 * 1024 * 1024, 64 * 1024, false)
+  const peer = await b.nextStream()
+  peer.pause()
+  await new Promise(resolve => setTimeout(resolve, 500))
+  t.equal(peer.receiveWindow, initialWindow, 'the window did not grow')
+  t.ok(peer.readableLength <= initialWindow, `buffered ${peer.readableLength} bytes, at most one initial window`)
+  stream.destroy()
+})
+
+t.test('window auto-tuning: streams grow only within the link\'s budget', async t => {
+  const initialWindow = 128 * 1024
+  const windowBudget = 512 * 1024
+  const { a, b } = delayedPair(t, 25, { initialWindow, maxWindow: 8 * 1024 * 1024, windowBudget })
+  const streams = [a.open('one'), a.open('two'), a.open('three')]
+  const sent = streams.map(s => writeAll(s, 8 * 1024 * 1024))
+  const peers = [await b.nextStream(), await b.nextStream(), await b.nextStream()]
+  let largestTotal = 0
+  for (const p of peers) p.on('data', () => { largestTotal = Math.max(largestTotal, peers.reduce((sum, q) => sum + q.receiveWindow, 0)) })
+  const got = await Promise.all(peers.map(async p => await hashAll(p)))
+  t.same(got, await Promise.all(sent))
+  t.ok(largestTotal > 3 * initialWindow, 'they grew')
+  t.ok(largestTotal <= 3 * initialWindow + windowBudget, `together never past their initial windows plus the budget (${largestTotal})`)
+  t.ok(b.mux.windowBudgetFree >= 0)
+})
+
 t.test('session frames are not queued behind bulk data', async t => {
   const chunkSize = 16 * 1024
   const highWaterMark = 64 * 1024
