@@ -121,6 +121,17 @@ program.command('p9-tunnel-wan')
     print(await run({ rttsMs: o.rtts.split(',').map(Number).filter(n => n >= 0), sizeMb: o.sizeMb, repeats: o.repeats }))
   })
 
+program.command('p10-vs-openssh')
+  .description('P10: our tunnel beside ssh -J -L through two sshd, same shape, same delay: GET, PUT, four streams, CPU per GB, small-request latency (needs openssh-server: apt-get install openssh-server)')
+  .option('--rtts <ms,...>', 'round-trip times between relay and server (and between the two sshd), ms', '0,50,150')
+  .option('--size-mb <n>', 'bytes per transfer, MiB', int, 200)
+  .option('--rounds <n>', 'interleaved rounds per case (medians reported)', int, 3)
+  .option('--small <n>', 'small GETs for the latency figures', int, 200)
+  .action(async (o: { rtts: string, sizeMb: number, rounds: number, small: number }) => {
+    const { run } = await import('./scenarios/p10-vs-openssh.js')
+    print(await run({ rttsMs: o.rtts.split(',').map(Number).filter(n => n >= 0), sizeMb: o.sizeMb, rounds: o.rounds, small: o.small }))
+  })
+
 function print (result: unknown): void {
   process.stdout.write(JSON.stringify(result, null, 2) + '\n')
 }

@@ -185,7 +185,6 @@ export class MuxStream extends Duplex {
 
   private maybeGrant (eager: boolean): void {
     if (this.remoteFin || this.destroyed) return
-    this.tuneWindow()
     const consumed = this.window - this.recvAvail - this.readableLength
     if (consumed <= 0) return
     if (eager || consumed >= this.window / 2) {
@@ -194,24 +193,23 @@ export class MuxStream extends Duplex {
     }
   }
 
-  /** Shrinks the window when the reader is what limits the stream (see the class comment). */
-  private tuneWindow (): void {
-    if (this.readableLength > this.window / 2 && this.window > this.initialWindow) {
-      // The credit the peer has stays; no more than the smaller window is given again.
-      const shrink = Math.min(this.window / 2, this.window - this.initialWindow)
-      this.window -= shrink
-      this.host.releaseWindow(shrink)
-    }
-  }
-
   /**
    * Called by the mux with the bytes this stream received during one round
    * trip: most of a window, with our reader keeping up, means the window
    * limits the stream; it doubles and the peer gets the extra credit now.
+   * A reader that stayed behind for the whole round trip halves it.
    */
   roundTripSample (bytes: number): void {
-    if (this.remoteFin || this.destroyed || this.window >= this.maxWindow) return
-    if (bytes < this.window * 2 / 3 || this.readableLength > this.window / 4) return
+    if (this.remoteFin || this.destroyed) return
+    if (this.readableLength > this.window / 2 && bytes < this.window / 4 && this.window > this.initialWindow) {
+      // The reader is behind for a whole round trip (not a burst): the window halves; the peer keeps the
+      // credit it has, and no more is given until the reader is under the smaller window.
+      const shrink = Math.min(this.window / 2, this.window - this.initialWindow)
+      this.window -= shrink
+      this.host.releaseWindow(shrink)
+      return
+    }
+    if (this.window >= this.maxWindow || bytes < this.window * 2 / 3 || this.readableLength > this.window / 4) return
     const grow = this.host.growWindow(Math.min(this.window, this.maxWindow - this.window))
     if (grow <= 0) return
     this.window += grow

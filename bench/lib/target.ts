@@ -1,10 +1,16 @@
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 
-/** An agent-side HTTP target: `/small` answers a few bytes, `/bytes/<n>` streams n bytes fast. */
+/** An agent-side HTTP target: `/small` answers a few bytes, `/bytes/<n>` streams n bytes fast, PUT `/sink` counts what it is sent. */
 export async function startBenchTarget (): Promise<{ url: string, close: () => Promise<void> }> {
   const block = Buffer.alloc(256 * 1024, 0x5a)
   const server = http.createServer((req, res) => {
+    if (req.url === '/sink') {
+      let bytes = 0
+      req.on('data', (c: Buffer) => { bytes += c.length })
+      req.on('end', () => res.end(JSON.stringify({ bytes })))
+      return
+    }
     const m = /^\/bytes\/(\d+)$/.exec(req.url ?? '')
     if (m === null) {
       res.setHeader('content-type', 'application/json')
@@ -44,5 +50,33 @@ export async function timedGet (url: string, headers: Record<string, string> = {
       res.on('error', reject)
     })
     req.on('error', reject)
+  })
+}
+
+/** PUT of `bytes` bytes (a repeated block, streamed with backpressure); returns seconds and the bytes the target counted. */
+export async function timedPut (url: string, bytes: number, headers: Record<string, string> = {}): Promise<{ seconds: number, bytes: number }> {
+  const block = Buffer.alloc(256 * 1024, 0x3c)
+  const t0 = process.hrtime.bigint()
+  return await new Promise((resolve, reject) => {
+    const req = http.request(url, { method: 'PUT', headers: { ...headers, 'content-length': bytes }, agent: false }, res => {
+      let text = ''
+      res.on('data', (c: Buffer) => { text += c.toString() })
+      res.on('end', () => resolve({ seconds: Number(process.hrtime.bigint() - t0) / 1e9, bytes: (JSON.parse(text) as { bytes: number }).bytes }))
+      res.on('error', reject)
+    })
+    req.on('error', reject)
+    let left = bytes
+    const pump = (): void => {
+      while (left > 0) {
+        const n = Math.min(left, block.length)
+        left -= n
+        if (!req.write(n === block.length ? block : block.subarray(0, n))) {
+          req.once('drain', pump)
+          return
+        }
+      }
+      req.end()
+    }
+    pump()
   })
 }
