@@ -62,14 +62,25 @@ t.test('a job whose deadline passes while its download waits for a relay fails w
   const site = await siteWithFixedRelay(t)
   const body = randomBytes(4 * 1024 * 1024)
   t.equal((await uploadArtifact(site.api, 'late.bin', body)).status, 201)
-  const proxy = new CuttingProxy(site.relayPort, 1024 * 1024)
+  // Every download is cut (a retry cannot finish it); the relay goes away once the server has recorded
+  // that the target is downloading (otherwise the race between the agent's progress and the relay's end
+  // decides what the server knew).
+  const proxy = new CuttingProxy(site.relayPort, 1024 * 1024, 1000)
   await proxy.listen()
   t.teardown(() => proxy.close())
-  const down = new Promise<void>(resolve => { proxy.onCut = () => { void site.relay.destroy().then(resolve) } })
+  let jobId = ''
+  const down = new Promise<void>(resolve => {
+    proxy.onCut = () => {
+      proxy.onCut = null
+      void eventually(async () => (await site.api.ok('GET', `/api/jobs/${jobId}`)).targets[0].state === 'downloading')
+        .then(async () => await site.relay.destroy()).then(resolve)
+    }
+  })
   const ep = await site.api.ok('POST', '/api/endpoints', { name: 'cut-off' })
   const agent = startAgent(t, ep.joinToken, { relays: [`ws://127.0.0.1:${proxy.port}`], downloadRetries: 1 })
   await agent.whenOnline()
   const job = await site.api.ok('POST', '/api/jobs', { artifact: 'late.bin', endpoints: [ep.id], deadlineSeconds: 3 })
+  jobId = job.id
   t.match(job, { id: /^j/ })
   await down
   const failed = await eventually(async () => {
