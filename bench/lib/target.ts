@@ -17,20 +17,8 @@ export async function startBenchTarget (): Promise<{ url: string, close: () => P
       res.end('{"ok":true}')
       return
     }
-    let left = Number(m[1])
-    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': left })
-    const pump = (): void => {
-      while (left > 0) {
-        const n = Math.min(left, block.length)
-        left -= n
-        if (!res.write(n === block.length ? block : block.subarray(0, n))) {
-          res.once('drain', pump)
-          return
-        }
-      }
-      res.end()
-    }
-    pump()
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': Number(m[1]) })
+    writeBlocks(res, block, Number(m[1]))
   })
   await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
   return {
@@ -65,18 +53,23 @@ export async function timedPut (url: string, bytes: number, headers: Record<stri
       res.on('error', reject)
     })
     req.on('error', reject)
-    let left = bytes
-    const pump = (): void => {
-      while (left > 0) {
-        const n = Math.min(left, block.length)
-        left -= n
-        if (!req.write(n === block.length ? block : block.subarray(0, n))) {
-          req.once('drain', pump)
-          return
-        }
-      }
-      req.end()
-    }
-    pump()
+    writeBlocks(req, block, bytes)
   })
+}
+
+/** Writes `bytes` bytes of `block` repeated, honouring backpressure, then ends. */
+function writeBlocks (out: http.ServerResponse | http.ClientRequest, block: Buffer, bytes: number): void {
+  let left = bytes
+  const pump = (): void => {
+    while (left > 0) {
+      const n = Math.min(left, block.length)
+      left -= n
+      if (!out.write(n === block.length ? block : block.subarray(0, n))) {
+        out.once('drain', pump)
+        return
+      }
+    }
+    out.end()
+  }
+  pump()
 }
