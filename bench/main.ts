@@ -1,4 +1,5 @@
 import { Command, InvalidArgumentError } from 'commander'
+import { parseStores, type StoreKind } from './lib/store.js'
 
 const int = (v: string): number => {
   const n = Number(v)
@@ -7,6 +8,7 @@ const int = (v: string): number => {
 }
 
 interface FleetOptions { agents: number, interval: number, stagger: number, perEndpoint: number }
+interface StoreOptions { store: StoreKind[] }
 
 /** A scenario command with the options every fleet scenario shares. */
 function fleetCommand (name: string): Command {
@@ -15,6 +17,28 @@ function fleetCommand (name: string): Command {
     .option('--interval <s>', 'check-in interval, seconds', int, 5)
     .option('--stagger <s>', 'spread the (initial) agent starts over this many seconds', int, 20)
     .option('--per-endpoint <n>', 'agents per endpoint (1 = one endpoint each; up to 64 = cluster endpoints)', int, 1)
+}
+
+/** The server's store for a fleet scenario; `both` runs the scenario twice in one invocation, SQLite first. */
+function withStoreOption (command: Command): Command {
+  return command.option('--store <kind>', 'the server\'s store: sqlite (the data dir\'s file), postgres (a PostgreSQL 15 the bench starts) or both (one after the other, each to its own result file)', parseStores, ['sqlite'] as StoreKind[])
+}
+
+/** Runs a scenario once per store and prints each result; with two stores, then their figures side by side. */
+async function perStore (stores: StoreKind[], run: (store: StoreKind) => Promise<{ figures: Record<string, unknown> }>): Promise<void> {
+  const results: Array<{ store: StoreKind, figures: Record<string, unknown> }> = []
+  for (const store of stores) {
+    const result = await run(store)
+    print(result)
+    results.push({ store, figures: result.figures })
+  }
+  if (results.length < 2) return
+  const side: Record<string, Record<string, unknown>> = {}
+  for (const key of Object.keys(results[0].figures)) {
+    if (typeof results[0].figures[key] !== 'number') continue
+    side[key] = Object.fromEntries(results.map(r => [r.store, r.figures[key]]))
+  }
+  print({ sideBySide: side })
 }
 
 const program = new Command('bench')
@@ -62,20 +86,20 @@ program.command('p4-tunnel-throughput')
     print(await run({ sizesMb: o.sizes.split(',').map(Number).filter(n => n > 0), repeats: o.repeats }))
   })
 
-fleetCommand('p2-relay-scale')
+withStoreOption(fleetCommand('p2-relay-scale'))
   .description('P2: N real agents on one relay: relay CPU, RSS per agent, check-in round trip, wire bytes per agent')
   .option('--duration <s>', 'steady-state window, seconds', int, 60)
-  .action(async (o: FleetOptions & { duration: number }) => {
+  .action(async (o: FleetOptions & StoreOptions & { duration: number }) => {
     const { run } = await import('./scenarios/p2-relay-scale.js')
-    print(await run(o))
+    await perStore(o.store, async store => await run({ ...o, store }))
   })
 
-fleetCommand('p1-server-idle')
+withStoreOption(fleetCommand('p1-server-idle'))
   .description('P1: server CPU and relay-link bytes for N idle agents through 2 relays (baseline: direct check-ins, same run)')
   .option('--duration <s>', 'steady-state window, seconds', int, 60)
-  .action(async (o: FleetOptions & { duration: number }) => {
+  .action(async (o: FleetOptions & StoreOptions & { duration: number }) => {
     const { run } = await import('./scenarios/p1-server-idle.js')
-    print(await run(o))
+    await perStore(o.store, async store => await run({ ...o, store }))
   })
 
 program.command('p5-artifact-fanout')
@@ -90,14 +114,12 @@ program.command('p5-artifact-fanout')
     print(await run(o))
   })
 
-fleetCommand('p6-reconnect-storm')
+withStoreOption(fleetCommand('p6-reconnect-storm'))
   .description('P6: restart a relay holding N agents: time until all are online again, server auth rate and CPU during the storm')
   .option('--timeout <s>', 'give up waiting for recovery after this many seconds', int, 120)
-  .option('--store <kind>', 'the server\'s store: sqlite (the data dir\'s file) or postgres (a PostgreSQL server the bench starts)', 'sqlite')
-  .action(async (o: FleetOptions & { timeout: number, store: string }) => {
-    if (o.store !== 'sqlite' && o.store !== 'postgres') throw new Error('--store must be sqlite or postgres')
+  .action(async (o: FleetOptions & StoreOptions & { timeout: number }) => {
     const { run } = await import('./scenarios/p6-reconnect-storm.js')
-    print(await run({ ...o, store: o.store === 'postgres' ? 'postgres' : 'sqlite' }))
+    await perStore(o.store, async store => await run({ ...o, store }))
   })
 
 fleetCommand('p7-replica-failover')

@@ -2,7 +2,7 @@ import WebSocket from 'ws'
 import type { TLSSocket } from 'node:tls'
 import { RelaygateError } from '../protocol/errors.js'
 import { normalizeFingerprint } from '../protocol/token.js'
-import { generateMask, markCopiesOnSend } from '../protocol/ws-transport.js'
+import { zeroMask } from '../protocol/ws-transport.js'
 
 export interface DialOptions {
   /** Accepted sha256 fingerprints for wss; empty means "verify with the system CAs". */
@@ -25,7 +25,7 @@ export function dialWebSocket (url: string, options: DialOptions): Promise<WebSo
     const ws = new WebSocket(url, {
       maxPayload: options.maxPayload,
       perMessageDeflate: false,
-      generateMask,
+      generateMask: zeroMask,
       handshakeTimeout: options.timeoutMs ?? 10_000,
       // With pins we verify the certificate ourselves (self-signed relays).
       rejectUnauthorized: !(secure && pins.length > 0)
@@ -56,7 +56,6 @@ export function dialWebSocket (url: string, options: DialOptions): Promise<WebSo
       if (settled) return
       settled = true
       ws.removeAllListeners('error')
-      markCopiesOnSend(ws)
       resolve(ws)
     })
     ws.once('error', err => fail(err))

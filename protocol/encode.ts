@@ -25,12 +25,17 @@ export function encodeFrameInto (target: Buffer, type: FrameTypeValue, flags: nu
   if (length > target.length) {
     throw new RelaygateError('RG_ERR_FRAME_TOO_LARGE', `frame of ${length} bytes does not fit a buffer of ${target.length}`)
   }
+  encodeHeaderInto(target, type, flags, streamId, payload.length)
+  payload.copy(target, HEADER_SIZE)
+  return length
+}
+
+/** Writes a frame header for `length` payload bytes at the start of `target` (the payload is already behind it). */
+export function encodeHeaderInto (target: Buffer, type: FrameTypeValue, flags: number, streamId: number, length: number): void {
   target[0] = type
   target[1] = flags
   target.writeUInt32BE(streamId, 2)
-  target.writeUInt32BE(payload.length, 6)
-  payload.copy(target, HEADER_SIZE)
-  return length
+  target.writeUInt32BE(length, 6)
 }
 
 export function encode (frame: Frame): Buffer {

@@ -1,6 +1,7 @@
 export * from './frame.js'
 export * from './errors.js'
 export * from './encode.js'
+export * from './frame-room.js'
 export * from './decode.js'
 export * from './stream.js'
 export * from './mux.js'

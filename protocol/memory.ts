@@ -9,8 +9,12 @@ import type { Transport, TransportEvents } from './transport.js'
 export class MemoryTransport implements Transport {
   peer!: MemoryTransport
   readonly remote: string
-  /** send() copies the message before it returns. */
-  readonly copiesOnSend = true
+  /**
+   * send() copies the message before it returns (as uWebSockets.js does);
+   * false: the very buffer sent is delivered (as `ws` with a zero mask keeps
+   * a reference), so a sender that reuses a buffer corrupts its own data.
+   */
+  copiesOnSend = true
   /**
    * Deliver messages to this side as uWebSockets.js does: `ephemeral`, in a
    * buffer that is overwritten once the handler returns (tests that the mux
@@ -51,7 +55,7 @@ export class MemoryTransport implements Transport {
 
   send (data: Buffer): boolean {
     if (this.closed) return false
-    const copy = Buffer.from(data)
+    const copy = this.copiesOnSend ? Buffer.from(data) : data
     if (this.delayMs > 0) setTimeout(() => { if (!this.peer.closed) this.peer.deliver(copy) }, this.delayMs)
     else this.peer.deliver(copy)
     return this.bufferedAmount < this.highWaterMark

@@ -1,5 +1,6 @@
 import { FrameType, FrameFlag, HEADER_SIZE, type Frame } from './frame.js'
-import { encodeFrame, encodeFrameInto, encodeCodeReason, encodeWindow } from './encode.js'
+import { encodeFrame, encodeFrameInto, encodeHeaderInto, encodeCodeReason, encodeWindow } from './encode.js'
+import { claimFrameRoom } from './frame-room.js'
 import { FrameDecoder, decodeCodeReason, decodeWindow } from './decode.js'
 import { RelaygateError, codeForClose, toRelaygateError } from './errors.js'
 import { MuxStream, type StreamHost } from './stream.js'
@@ -190,10 +191,14 @@ export class Mux implements StreamHost {
    * transport (no stream queued, buffer below the high-water mark); false
    * otherwise. The stream has checked its own queue and credit.
    */
-  sendDataNow (stream: MuxStream, payload: Buffer): boolean {
+  sendDataNow (stream: MuxStream, payload: Buffer, room = false): boolean {
     if (this.closedInfo !== null || this.ready.length > 0 || this.transport.bufferedAmount >= this.opts.highWaterMark) return false
     const { chunkSize } = this.opts
-    for (let off = 0; off < payload.length; off += chunkSize) this.sendData(stream.id, payload.subarray(off, off + chunkSize))
+    if (payload.length <= chunkSize) {
+      this.sendData(stream.id, payload, room)
+    } else {
+      for (let off = 0; off < payload.length; off += chunkSize) this.sendData(stream.id, payload.subarray(off, off + chunkSize))
+    }
     this.checkBuffered()
     return true
   }
@@ -247,10 +252,17 @@ export class Mux implements StreamHost {
 
   // ---- internals ----
 
-  /** One DATA frame, without FIN, to the transport. */
-  private sendData (id: number, chunk: Buffer): void {
+  /**
+   * One DATA frame, without FIN, to the transport. With `room` (or a chunk
+   * from allocFramed), the HEADER_SIZE bytes before the chunk are ours: the
+   * header goes there and the frame is sent without a copy.
+   */
+  private sendData (id: number, chunk: Buffer, room = false): void {
     let frame: Buffer
-    if (this.transport.copiesOnSend === true) {
+    if (room || claimFrameRoom(chunk)) {
+      frame = Buffer.from(chunk.buffer, chunk.byteOffset - HEADER_SIZE, HEADER_SIZE + chunk.length)
+      encodeHeaderInto(frame, FrameType.DATA, 0, id, chunk.length)
+    } else if (this.transport.copiesOnSend === true) {
       // One buffer for every DATA frame: the transport copies it in send().
       // Per-frame buffers made the relay and the agent run a full GC every
       // few megabytes of tunnel traffic (V8 counts them as external memory).
@@ -343,10 +355,10 @@ export class Mux implements StreamHost {
     this.lastReceived = Date.now()
     this.pinging = false
     try {
-      if (ephemeral) {
-        if (this.forwardAtOnce(data)) return
-        data = Buffer.copyBytesFrom(data)
-      }
+      // A message we may keep has its own frame header in front of its
+      // payload: a cut-through reuses that room for the next link's header.
+      if (this.forwardAtOnce(data, !ephemeral)) return
+      if (ephemeral) data = Buffer.copyBytesFrom(data)
       for (const frame of this.decoder.push(data)) {
         this.dispatch(frame)
         if (this.closedInfo !== null) return
@@ -408,13 +420,14 @@ export class Mux implements StreamHost {
    * A message that is exactly one DATA frame (no FIN) for a stream with a
    * cut-through (MuxStream.forwardTo) goes straight to the other link when
    * it can, without a copy of its own. False: decode it the usual way.
+   * `owned`: the message is ours to keep, so its header bytes may be reused.
    */
-  private forwardAtOnce (data: Buffer): boolean {
+  private forwardAtOnce (data: Buffer, owned: boolean): boolean {
     if (this.decoder.pending !== 0 || data.length <= HEADER_SIZE || data[0] !== FrameType.DATA || data[1] !== 0) return false
     const length = data.readUInt32BE(6)
     if (length !== data.length - HEADER_SIZE || length > this.opts.maxPayload) return false
     const stream = this.streams.get(data.readUInt32BE(2))
-    return stream !== undefined && stream.tryForward(data.subarray(HEADER_SIZE))
+    return stream !== undefined && stream.tryForward(data.subarray(HEADER_SIZE), owned)
   }
 
   /** Whether an id is one that was (or could have been) in use: below the next id of its parity. */

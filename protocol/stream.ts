@@ -9,7 +9,7 @@ export interface StreamHost {
   streamFin: (stream: MuxStream) => void
   streamReset: (stream: MuxStream, err: RelaygateError) => void
   streamCredit: (stream: MuxStream, delta: number) => void
-  sendDataNow: (stream: MuxStream, payload: Buffer) => boolean
+  sendDataNow: (stream: MuxStream, payload: Buffer, room?: boolean) => boolean
   streamClosed: (stream: MuxStream) => void
   /** Up to `want` more bytes of receive window from the link's budget: how many it may have. */
   growWindow: (want: number) => number
@@ -120,9 +120,9 @@ export class MuxStream extends Duplex {
    * Sends `data` now if it overtakes nothing (no write queued, not ended)
    * and the peer's credit covers it; false leaves everything as it was.
    */
-  sendNow (data: Buffer): boolean {
+  sendNow (data: Buffer, room = false): boolean {
     if (this.destroyed || this.writableEnded || this.out !== null || this.writableLength > 0 || this.sendWindow < data.length) return false
-    if (!this.host.sendDataNow(this, data)) return false
+    if (!this.host.sendDataNow(this, data, room)) return false
     this.sendWindow -= data.length
     return true
   }
@@ -130,15 +130,16 @@ export class MuxStream extends Duplex {
   /**
    * Called by the mux with data from the peer: true when it went straight
    * on (see forwardTo) and is accounted as read; false to deliver it the
-   * usual way. `data` may be valid only during the call.
+   * usual way. `data` may be valid only during the call; with `room`, it
+   * stays valid and the HEADER_SIZE bytes before it may be overwritten.
    */
-  tryForward (data: Buffer): boolean {
+  tryForward (data: Buffer, room = false): boolean {
     const to = this.forward
     if (to === null || this.remoteFin || this.destroyed || this.readableLength > 0 || data.length === 0) return false
     if (data.length > this.recvAvail) {
       throw new RelaygateError('RG_ERR_FLOW_CONTROL', `stream ${this.id}: ${data.length} bytes with ${this.recvAvail} of credit`)
     }
-    if (!to.sendNow(data)) return false
+    if (!to.sendNow(data, room)) return false
     this.forwardedBytes += data.length
     this.recvAvail -= data.length
     this.host.dataReceived(this, data.length)

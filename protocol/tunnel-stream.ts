@@ -23,6 +23,7 @@
 import { Duplex } from 'node:stream'
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto'
 import { RelaygateError } from './errors.js'
+import { allocFramed } from './frame-room.js'
 
 const HEADER = 5
 const TAG = 16
@@ -106,7 +107,7 @@ export class SealedStream extends Duplex {
     let size = 0
     const flush = (): void => {
       if (size === 0) return
-      ok = this.inner.write(this.seal(KIND_DATA, batch.length === 1 ? batch[0] : Buffer.concat(batch, size)))
+      ok = this.inner.write(this.seal(KIND_DATA, batch, size))
       batch = []
       size = 0
     }
@@ -125,7 +126,7 @@ export class SealedStream extends Duplex {
   }
 
   override _final (cb: (err?: Error | null) => void): void {
-    this.inner.end(this.seal(KIND_END, Buffer.alloc(0)), () => cb())
+    this.inner.end(this.seal(KIND_END, [], 0), () => cb())
   }
 
   override _read (): void {
@@ -137,15 +138,21 @@ export class SealedStream extends Duplex {
     cb(err)
   }
 
-  private seal (kind: number, plain: Buffer): Buffer {
-    const out = Buffer.allocUnsafe(HEADER + plain.length + TAG)
-    out.writeUInt32BE(plain.length, 0)
+  /**
+   * One record of `size` plaintext bytes from `parts`, encrypted straight
+   * into a buffer the mux can frame in place (allocFramed): the only copy
+   * of the bytes on the way out is the cipher's.
+   */
+  private seal (kind: number, parts: Buffer[], size: number): Buffer {
+    const out = allocFramed(HEADER + size + TAG)
+    out.writeUInt32BE(size, 0)
     out[4] = kind
     const cipher = createCipheriv(CIPHER, this.sendKey, iv(this.sendSeq++))
     cipher.setAAD(out.subarray(0, HEADER))
-    const n = cipher.update(plain).copy(out, HEADER)
+    let at = HEADER
+    for (const part of parts) at += cipher.update(part).copy(out, at)
     cipher.final()
-    cipher.getAuthTag().copy(out, HEADER + n)
+    cipher.getAuthTag().copy(out, at)
     return out
   }
 

@@ -1,44 +1,24 @@
-import { randomFillSync } from 'node:crypto'
 import type { WebSocket } from 'ws'
 import type { Transport, TransportEvents } from './transport.js'
 
-const maskPool = Buffer.alloc(8192)
-let maskAt = maskPool.length
-
 /**
- * The client's masking key for each message: random (from a pooled
- * randomFillSync, as `ws` does), never all zeros. `ws` skips masking for an
- * all-zero key and then keeps a reference to the caller's buffer; with a
- * non-zero key it always masks into a buffer of its own before send()
- * returns, which is what lets our transport declare copiesOnSend.
+ * The masking key of every message our own dialers send: all zeros, which
+ * `ws` takes as "mask nothing" on both ends (no pass over the bytes when
+ * sending, none when receiving; uWebSockets.js unmasks with a zero key at
+ * no cost). Masking (RFC 6455 §10.3) keeps a browser script from choosing
+ * the bytes an intermediary sees; our dialers are relays, agents and
+ * servers, never browsers, and tunnel payloads are encrypted anyway.
+ * A browser (the dashboard) still masks as it must.
  */
-export function generateMask (mask: Buffer): void {
-  do {
-    if (maskAt === maskPool.length) {
-      randomFillSync(maskPool)
-      maskAt = 0
-    }
-    maskPool.copy(mask, 0, maskAt, maskAt + 4)
-    maskAt += 4
-  } while ((mask[0] | mask[1] | mask[2] | mask[3]) === 0)
-}
-
-const dialed = new WeakSet<WebSocket>()
-
-/** True for a socket opened with generateMask (a masking client: send() copies). */
-export function copiesOnSend (ws: WebSocket): boolean {
-  return dialed.has(ws)
-}
-
-/** Marks a client socket that masks with generateMask (common/dial.ts). */
-export function markCopiesOnSend (ws: WebSocket): void {
-  dialed.add(ws)
+export function zeroMask (mask: Buffer): void {
+  mask.fill(0)
 }
 
 /** A `ws` WebSocket (client or server side) as a mux transport. */
 export class WsTransport implements Transport {
   readonly remote: string
-  readonly copiesOnSend: boolean
+  /** `ws` sends without copying (unmasked, or masked with a zero key): it keeps the buffer until written. */
+  readonly copiesOnSend = false
   private readonly ws: WebSocket
   private readonly highWaterMark: number
   private events: TransportEvents | null = null
@@ -54,7 +34,6 @@ export class WsTransport implements Transport {
     this.ws = ws
     this.remote = remote
     this.highWaterMark = highWaterMark
-    this.copiesOnSend = copiesOnSend(ws)
     // Errors surface as 'close' with a code; without a listener they would throw.
     ws.on('error', () => {})
   }

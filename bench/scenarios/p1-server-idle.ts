@@ -1,8 +1,9 @@
 import { writeResult, round, barChart, type BenchResult } from '../lib/report.js'
-import { startFleetSite, startFleet, createJoinTokens, waitOnline, serverAgentCount, withCleanup, fleetParameters, type Fleet } from '../lib/fleet.js'
+import { startFleetSite, startFleet, createJoinTokens, waitOnline, serverAgentCount, withCleanup, fleetParameters, type Fleet, type FleetSite } from '../lib/fleet.js'
 import { cpuMeter, wireSample, wireDelta, sleep, type WireSample } from '../lib/sample.js'
+import { openStore, type StoreKind } from '../lib/store.js'
 
-export interface P1Options { agents: number, interval: number, duration: number, stagger: number, perEndpoint: number }
+export interface P1Options { agents: number, interval: number, duration: number, stagger: number, perEndpoint: number, store: StoreKind }
 
 /**
  * P1: what an idle fleet costs the server. N real agents check in through two
@@ -13,9 +14,16 @@ export interface P1Options { agents: number, interval: number, duration: number,
  * check in with the server directly would put on the server's port.
  */
 export async function run (o: P1Options): Promise<BenchResult> {
-  const site = await startFleetSite({ relays: 2, intervalSeconds: o.interval })
+  const store = await openStore(o.store)
+  let site: FleetSite
+  try {
+    site = await startFleetSite({ relays: 2, intervalSeconds: o.interval, serverArgs: store.serverArgs })
+  } catch (err) {
+    store.destroy()
+    throw err
+  }
   let fleet: Fleet | null = null
-  return await withCleanup(async () => { await fleet?.stop(); await site.stop() }, async () => {
+  return await withCleanup(async () => { await fleet?.stop(); await site.stop(); store.destroy() }, async () => {
     const serverPort = Number(new URL(site.base).port)
     const created = await createJoinTokens(site.base, site.token, o.agents, o.perEndpoint)
     const half = Math.ceil(o.agents / 2)
@@ -70,7 +78,9 @@ export async function run (o: P1Options): Promise<BenchResult> {
     }
     const result: BenchResult = {
       scenario: 'p1-server-idle',
+      variant: store.variant(),
       parameters: {
+        store: store.description,
         agents: o.agents,
         relays: 2,
         checkinIntervalSeconds: o.interval,

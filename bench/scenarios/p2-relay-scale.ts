@@ -1,8 +1,9 @@
 import { writeResult, percentile, round, cdfChart, type BenchResult } from '../lib/report.js'
-import { startFleetSite, startFleet, createJoinTokens, waitOnline, serverAgentCount, withCleanup, fleetParameters, type Fleet } from '../lib/fleet.js'
+import { startFleetSite, startFleet, createJoinTokens, waitOnline, serverAgentCount, withCleanup, fleetParameters, type Fleet, type FleetSite } from '../lib/fleet.js'
 import { cpuMeter, rssBytes, wireSample, wireDelta, sleep, quantiles, scrapeMetrics, metric } from '../lib/sample.js'
+import { openStore, type StoreKind } from '../lib/store.js'
 
-export interface P2Options { agents: number, interval: number, duration: number, stagger: number, perEndpoint: number }
+export interface P2Options { agents: number, interval: number, duration: number, stagger: number, perEndpoint: number, store: StoreKind }
 
 /** Published reference (not measured here): Portainer edge agents polling the server directly. */
 const PORTAINER_BYTES_PER_AGENT_SECOND = 58
@@ -13,9 +14,16 @@ const PORTAINER_BYTES_PER_AGENT_SECOND = 58
  * kernel's TCP counters (ss), round trips at the agents.
  */
 export async function run (o: P2Options): Promise<BenchResult> {
-  const site = await startFleetSite({ relays: 1, intervalSeconds: o.interval })
+  const store = await openStore(o.store)
+  let site: FleetSite
+  try {
+    site = await startFleetSite({ relays: 1, intervalSeconds: o.interval, serverArgs: store.serverArgs })
+  } catch (err) {
+    store.destroy()
+    throw err
+  }
   let fleet: Fleet | null = null
-  return await withCleanup(async () => { await fleet?.stop(); await site.stop() }, async () => {
+  return await withCleanup(async () => { await fleet?.stop(); await site.stop(); store.destroy() }, async () => {
     const relay = site.relays[0]
     const relayPid = relay.proc.child.pid!
     const created = await createJoinTokens(site.base, site.token, o.agents, o.perEndpoint)
@@ -102,8 +110,9 @@ export async function run (o: P2Options): Promise<BenchResult> {
     const result: BenchResult = {
       scenario: 'p2-relay-scale',
       // The 5 s run is the scenario's default; any other interval (the 1 s stress run) is kept beside it.
-      variant: o.interval === 5 ? undefined : `interval-${o.interval}s`,
+      variant: store.variant(o.interval === 5 ? undefined : `interval-${o.interval}s`),
       parameters: {
+        store: store.description,
         agents: o.agents,
         checkinIntervalSeconds: o.interval,
         steadySeconds: o.duration,

@@ -1,9 +1,9 @@
 import { writeResult, round, type BenchResult } from '../lib/report.js'
-import { startPostgresServer } from '../lib/postgres.js'
+import { openStore, type StoreKind } from '../lib/store.js'
 import { startFleetSite, startFleet, createJoinTokens, waitOnline, serverAgentCount, withCleanup, fleetParameters, type Fleet, type FleetSite } from '../lib/fleet.js'
 import { cpuSeconds, sleep, scrapeMetrics, metric } from '../lib/sample.js'
 
-export interface P6Options { agents: number, interval: number, stagger: number, perEndpoint: number, timeout: number, store: 'sqlite' | 'postgres' }
+export interface P6Options { agents: number, interval: number, stagger: number, perEndpoint: number, timeout: number, store: StoreKind }
 
 interface Point { t: number, online: number, authTotal: number, serverCpu: number }
 
@@ -43,17 +43,16 @@ function stormChart (points: Array<{ t: number, online: number, authPerSecond: n
  * sampling the server's auth request counter and CPU every 250 ms.
  */
 export async function run (o: P6Options): Promise<BenchResult> {
-  // On PostgreSQL: a server of its own with the default (durable) settings, on loopback.
-  const db = o.store === 'postgres' ? await startPostgresServer({ durable: true }) : null
+  const store = await openStore(o.store)
   let site: FleetSite
   try {
-    site = await startFleetSite({ relays: 1, intervalSeconds: o.interval, serverArgs: db === null ? [] : ['--database-url', db.url] })
+    site = await startFleetSite({ relays: 1, intervalSeconds: o.interval, serverArgs: store.serverArgs })
   } catch (err) {
-    db?.destroy()
+    store.destroy()
     throw err
   }
   let fleet: Fleet | null = null
-  return await withCleanup(async () => { await fleet?.stop(); await site.stop(); db?.destroy() }, async () => {
+  return await withCleanup(async () => { await fleet?.stop(); await site.stop(); store.destroy() }, async () => {
     const serverPid = site.server.child.pid!
     const created = await createJoinTokens(site.base, site.token, o.agents, o.perEndpoint)
     fleet = await startFleet([{ tokens: created.tokens, relayUrl: site.relays[0].wsUrl }], { staggerMs: o.stagger * 1000 })
@@ -137,9 +136,9 @@ export async function run (o: P6Options): Promise<BenchResult> {
     }
     const result: BenchResult = {
       scenario: 'p6-reconnect-storm',
-      variant: o.store === 'postgres' ? 'postgres' : undefined,
+      variant: store.variant(),
       parameters: {
-        store: o.store === 'postgres' ? 'PostgreSQL 15 on loopback, default durability (fsync on), its own cluster' : 'SQLite file in the data dir',
+        store: store.description,
         agents: o.agents,
         checkinIntervalSeconds: o.interval,
         staggerSecondsInitialConnect: o.stagger,

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { once } from 'node:events'
-import { createHash, randomBytes } from 'node:crypto'
+import { createHash, randomBytes, randomFillSync } from 'node:crypto'
 import {
   CheckinFlag,
   ErrorCode,
@@ -11,6 +11,8 @@ import {
   MemoryTransport,
   Mux,
   RelaygateError,
+  allocFramed,
+  claimFrameRoom,
   decodeCheckin,
   decodeCheckinAnswer,
   encodeCodeReason,
@@ -1116,6 +1118,66 @@ t.test('relay cut-through (spliceStreams): bytes cross two links intact both way
   t.ok(down.forwardedBytes < sentUp.bytes, 'and partly the slow way while the server was not reading')
   t.ok(up.forwardedBytes > 0, `server -> agent went straight through: ${up.forwardedBytes} bytes`)
   await Promise.all([streamClosed(up), streamClosed(down)])
+})
+
+t.test('relay cut-through over links that keep references (ws with a zero mask): a forwarded frame reuses the room of the message it came in, bytes intact', async t => {
+  // Every link hands over the very buffers sent, as `ws` does now that our dialers do not mask.
+  const { a: agent, b: relayAgentSide } = pair(t)
+  const { a: relayServerSide, b: server } = pair(t)
+  for (const s of [agent, relayAgentSide, relayServerSide, server]) s.transport.copiesOnSend = false
+  // The ArrayBuffers of the messages the relay received from the server, and of the frames it sent to the agent.
+  const fromServerBuffers = new Set<ArrayBufferLike>()
+  let framesInPlace = 0
+  const delivered = server.transport.send.bind(server.transport)
+  server.transport.send = (data: Buffer) => { fromServerBuffers.add(data.buffer); return delivered(data) }
+  const relayToAgent = relayAgentSide.transport.send.bind(relayAgentSide.transport)
+  relayAgentSide.transport.send = (data: Buffer) => {
+    if (data[0] === FrameType.DATA && fromServerBuffers.has(data.buffer)) framesInPlace++
+    return relayToAgent(data)
+  }
+
+  const fromServer = server.open('tunnel')
+  const up = await relayServerSide.nextStream()
+  const down = relayAgentSide.open('tunnel')
+  spliceStreams(up, down)
+  const atAgent = await agent.nextStream()
+  const upload = writeAll(atAgent, 4 * 1024 * 1024, 50_000)
+  const download = writeAll(fromServer, 4 * 1024 * 1024, 70_001)
+  const [gotUp, gotDown] = await Promise.all([hashAll(fromServer, '4 MB at the server'), hashAll(atAgent, '4 MB at the agent')])
+  const [sentUp, sentDown] = await Promise.all([upload, download])
+  t.equal(gotUp.sha, sentUp.sha, 'agent -> server: same sha256')
+  t.equal(gotDown.sha, sentDown.sha, 'server -> agent: same sha256')
+  t.ok(up.forwardedBytes > 0, `server -> agent went straight through: ${up.forwardedBytes} bytes`)
+  t.ok(framesInPlace > 0, `${framesInPlace} frames went on in the buffer they arrived in (no copy at the relay)`)
+  await Promise.all([streamClosed(up), streamClosed(down)])
+})
+
+t.test('a buffer with frame room (allocFramed) is framed in place once; a later part of it and any other buffer are copied', async t => {
+  const room = allocFramed(1000)
+  t.equal(room.length, 1000)
+  const rest = room.subarray(400)
+  t.notOk(claimFrameRoom(rest), 'a part that does not start the buffer has no room of its own')
+  t.notOk(claimFrameRoom(Buffer.alloc(1000)), 'an ordinary buffer has none')
+  t.ok(claimFrameRoom(room), 'the start of it has')
+  t.notOk(claimFrameRoom(room), 'once only')
+
+  // Over a link that keeps references: a whole record is sent in its own
+  // buffer; a record split by a small window still arrives intact.
+  const { a, b } = pair(t, { initialWindow: 64 * 1024 }, { initialWindow: 64 * 1024 })
+  a.transport.copiesOnSend = false
+  const sentBuffers: ArrayBufferLike[] = []
+  const send = a.transport.send.bind(a.transport)
+  a.transport.send = (data: Buffer) => { if (data[0] === FrameType.DATA) sentBuffers.push(data.buffer); return send(data) }
+  const s = a.open('records')
+  const bs = await b.nextStream()
+  const records = [10_000, 60_000, 100_000].map(n => { const r = allocFramed(n); randomFillSync(r); return r })
+  const expected = createHash('sha256')
+  for (const r of records) { expected.update(r); s.write(r) }
+  s.end()
+  const got = await hashAll(bs, 'records')
+  t.equal(got.sha, expected.digest('hex'), 'every record arrived intact')
+  t.equal(sentBuffers[0], records[0].buffer, 'the first record went out in the buffer it was sealed in')
+  t.ok(sentBuffers.filter(buf => buf === records[2].buffer).length <= 1, 'the 100 KB record, split across frames, used its room at most once')
 })
 
 t.test('cut-through respects credit: a sender over the window still ends the link with RG_ERR_FLOW_CONTROL', async t => {
