@@ -35,6 +35,13 @@ export async function startDelayProxy (upstreamPort: number, oneWayMs: number, h
       if (queue.length > 0) timer = setTimeout(pump, Math.max(0, queue[0].due - now))
     }
     const add = (chunk: Buffer | null): void => {
+      // No delay: straight through (a 0 ms timer still waits a millisecond or more).
+      if (proxy.oneWayMs === 0 && queue.length === 0) {
+        if (to.destroyed) return
+        if (chunk === null) to.end()
+        else to.write(chunk)
+        return
+      }
       const last = queue.at(-1)?.due ?? 0
       queue.push({ due: Math.max(performance.now() + proxy.oneWayMs, last), chunk })
       if (timer === null) timer = setTimeout(pump, Math.max(0, queue[0].due - performance.now()))
