@@ -79,6 +79,15 @@ export class SealedStream extends Duplex {
   private pending: Buffer[] = []
   private pendingBytes = 0
   private ended = false
+  /**
+   * Plaintext written but short of a full record, sealed at the end of this
+   * turn of the event loop unless more comes first: a socket read is 64 KiB,
+   * a record at most MAX_RECORD, and without this every read cost a second
+   * record of 4 KiB (a cipher, a frame and a socket write of its own).
+   */
+  private tail: Buffer[] = []
+  private tailBytes = 0
+  private tailTimer: NodeJS.Immediate | null = null
 
   constructor (inner: Duplex, tunnelKey: Buffer, nonce: string, side: StreamSide) {
     // Buffers as deep as a mux stream's window (512 KiB): a shallower one paused the flow at every record (P4 halved).
@@ -100,32 +109,45 @@ export class SealedStream extends Duplex {
     this.sealAll(chunks.map(c => c.chunk), cb)
   }
 
-  /** Seals the chunks as few records as MAX_RECORD allows; done once the inner stream took them. */
+  /**
+   * Seals the tail and the chunks as full records; what is left becomes the
+   * tail. Done once the inner stream took them (no drain pending).
+   */
   private sealAll (chunks: Buffer[], cb: (err?: Error | null) => void): void {
-    let ok = true
-    let batch: Buffer[] = []
-    let size = 0
-    const flush = (): void => {
-      if (size === 0) return
-      ok = this.inner.write(this.seal(KIND_DATA, batch, size))
-      batch = []
-      size = 0
-    }
+    let batch = this.tail
+    let size = this.tailBytes
     for (const chunk of chunks) {
       for (let at = 0; at < chunk.length;) {
         const part = chunk.subarray(at, at + MAX_RECORD - size)
         batch.push(part)
         size += part.length
         at += part.length
-        if (size === MAX_RECORD) flush()
+        if (size === MAX_RECORD) {
+          this.inner.write(this.seal(KIND_DATA, batch, size))
+          batch = []
+          size = 0
+        }
       }
     }
-    flush()
-    if (ok) cb()
+    this.tail = batch
+    this.tailBytes = size
+    if (size > 0) this.tailTimer ??= setImmediate(() => { this.tailTimer = null; this.sealTail() })
+    if (!this.inner.writableNeedDrain) cb()
     else this.inner.once('drain', () => cb())
   }
 
+  private sealTail (): void {
+    if (this.tailBytes === 0 || this.inner.destroyed) return
+    const record = this.seal(KIND_DATA, this.tail, this.tailBytes)
+    this.tail = []
+    this.tailBytes = 0
+    this.inner.write(record)
+  }
+
   override _final (cb: (err?: Error | null) => void): void {
+    if (this.tailTimer !== null) clearImmediate(this.tailTimer)
+    this.tailTimer = null
+    this.sealTail()
     this.inner.end(this.seal(KIND_END, [], 0), () => cb())
   }
 
@@ -134,6 +156,8 @@ export class SealedStream extends Duplex {
   }
 
   override _destroy (err: Error | null, cb: (err?: Error | null) => void): void {
+    if (this.tailTimer !== null) clearImmediate(this.tailTimer)
+    this.tailTimer = null
     if (!this.inner.destroyed) this.inner.destroy(err ?? undefined)
     cb(err)
   }

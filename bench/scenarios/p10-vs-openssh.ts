@@ -120,16 +120,20 @@ export async function run (o: P10Options): Promise<BenchResult> {
     await timedGet(`${ours.url}/small`, auth)
     const bytes = o.sizeMb * 1024 * 1024
     /** One transfer kind on one side: MB/s and CPU seconds per GB over the path's processes. */
-    const measure = async (side: Side, kind: 'get' | 'put', streams: number): Promise<{ MBps: number, cpuPerGB: number }> => {
+    const ourNames = ['server', 'relay', 'agent']
+    type Measured = { MBps: number, cpuPerGB: number, byProcess: number[] }
+    const measure = async (side: Side, kind: 'get' | 'put', streams: number): Promise<Measured> => {
       const each = Math.floor(bytes / streams)
       const c0 = treeCpuSeconds(side.pids)
+      const p0 = side.pids.map(pid => cpuSeconds(pid))
       const t0 = performance.now()
       await Promise.all(Array.from({ length: streams }, async () => {
         const r = kind === 'get' ? await timedGet(`${side.url}/bytes/${each}`, side.headers) : await timedPut(`${side.url}/sink`, each, side.headers)
         if (r.bytes !== each) throw new Error(`${kind} moved ${r.bytes} of ${each} bytes`)
       }))
       const seconds = (performance.now() - t0) / 1000
-      return { MBps: each * streams / seconds / 1e6, cpuPerGB: (treeCpuSeconds(side.pids) - c0) / (each * streams / 1e9) }
+      const gb = each * streams / 1e9
+      return { MBps: each * streams / seconds / 1e6, cpuPerGB: (treeCpuSeconds(side.pids) - c0) / gb, byProcess: side.pids.map((pid, i) => (cpuSeconds(pid) - p0[i]) / gb) }
     }
     const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
     const figures: Record<string, unknown> = {}
@@ -140,14 +144,18 @@ export async function run (o: P10Options): Promise<BenchResult> {
       wan.oneWayMs = rtt / 2
       sshWan!.oneWayMs = rtt / 2
       for (const [kind, streams] of cases) {
-        const a: Array<{ MBps: number, cpuPerGB: number }> = []
-        const b: Array<{ MBps: number, cpuPerGB: number }> = []
+        const a: Measured[] = []
+        const b: Measured[] = []
         for (let i = 0; i < o.rounds; i++) {
           a.push(await measure(ours, kind, streams))
           b.push(await measure(theirs, kind, streams))
         }
         const key = `${kind}${streams > 1 ? `x${streams}` : ''}Rtt${rtt}ms`
-        figures[key] = { MBps: round(median(a.map(x => x.MBps)), 2), cpuSecondsPerGB: round(median(a.map(x => x.cpuPerGB)), 2) }
+        figures[key] = {
+          MBps: round(median(a.map(x => x.MBps)), 2),
+          cpuSecondsPerGB: round(median(a.map(x => x.cpuPerGB)), 2),
+          cpuSecondsPerGBByProcess: Object.fromEntries(ourNames.map((name, i) => [name, round(median(a.map(x => x.byProcess[i])), 2)]))
+        }
         baseline[key] = { MBps: round(median(b.map(x => x.MBps)), 2), cpuSecondsPerGB: round(median(b.map(x => x.cpuPerGB)), 2) }
         ratios[key] = round(median(a.map(x => x.MBps)) / median(b.map(x => x.MBps)), 3)
       }
