@@ -11,6 +11,13 @@ export { verifyMuxOptions, type MuxOptions } from './mux-options.js'
 
 /** The first 4 bytes of a round-trip probe's PING payload ("BDP?"); keep-alive PINGs carry a time. */
 const PROBE_MARK = 0x4244503f
+/**
+ * A probe measures only once this much has arrived since the last one: a
+ * window grows when a stream receives 2/3 of it within a round trip, which
+ * light request/response traffic never does (a probe per request and its
+ * answer doubled the messages of a small request).
+ */
+const PROBE_AFTER = 64 * 1024
 
 /**
  * Frames over one transport: session-level messages go straight out
@@ -31,6 +38,8 @@ export class Mux implements StreamHost {
   /** The round-trip probe in flight (window auto-tuning): its PING payload and the bytes each stream received since. */
   private probe: { payload: Buffer, counts: Map<MuxStream, number> } | null = null
   private probeSeq = 0
+  /** Bytes received since the last probe ended: a probe starts only after PROBE_AFTER of them. */
+  private sinceProbe = 0
   private localGoAway = false
   private remoteGoAway = false
   private closedInfo: { code: number, reason: string, error?: RelaygateError } | null = null
@@ -40,6 +49,10 @@ export class Mux implements StreamHost {
   private lastReceived = Date.now()
   /** Runs while the transport's buffer is above the high-water mark. */
   private drainTimer: NodeJS.Timeout | null = null
+  /** The transport's last send() said it is above its own high-water mark: it will emit drain. */
+  private transportFull = false
+  /** Re-checks the buffer when ours is full but the transport's is not (it will not emit drain). */
+  private pollTimer: NodeJS.Timeout | null = null
   /** Reused for DATA frames when the transport copies on send (allocated on first use). */
   private scratch: Buffer | null = null
   private keepAliveTimer: NodeJS.Timeout | null = null
@@ -58,6 +71,7 @@ export class Mux implements StreamHost {
       message: (data, ephemeral) => this.onMessage(data, ephemeral === true),
       drain: () => {
         // The peer read something: whatever the buffer holds now, it is not stuck.
+        this.transportFull = false
         this.clearDrainTimer()
         this.pump()
       },
@@ -88,7 +102,7 @@ export class Mux implements StreamHost {
   send (frame: Buffer): void {
     if (this.closedInfo !== null) return
     this.bytesOut += frame.length
-    this.transport.send(frame)
+    if (!this.transport.send(frame)) this.transportFull = true
     this.checkBuffered()
   }
 
@@ -211,7 +225,9 @@ export class Mux implements StreamHost {
   dataReceived (stream: MuxStream, bytes: number): void {
     if (this.closedInfo !== null) return
     if (this.probe === null) {
-      if (this.windowFree <= 0) return
+      this.sinceProbe += bytes
+      if (this.windowFree <= 0 || this.sinceProbe < PROBE_AFTER) return
+      this.sinceProbe = 0
       const payload = Buffer.alloc(8)
       payload.writeUInt32BE(PROBE_MARK, 0)
       payload.writeUInt32BE(++this.probeSeq >>> 0, 4)
@@ -272,7 +288,7 @@ export class Mux implements StreamHost {
       frame = encodeFrame(FrameType.DATA, 0, id, chunk)
     }
     this.bytesOut += frame.length
-    this.transport.send(frame)
+    if (!this.transport.send(frame)) this.transportFull = true
   }
 
   private pump (): void {
@@ -292,6 +308,10 @@ export class Mux implements StreamHost {
         this.readySet.add(stream)
         this.ready.push(stream)
       }
+    }
+    // Our high-water mark stopped us below the transport's: no drain will come.
+    if (this.ready.length > 0 && !this.transportFull && this.pollTimer === null) {
+      this.pollTimer = setTimeout(() => { this.pollTimer = null; this.pump() }, 1)
     }
     this.checkBuffered()
   }
@@ -471,6 +491,8 @@ export class Mux implements StreamHost {
     if (this.keepAliveTimer !== null) clearInterval(this.keepAliveTimer)
     this.keepAliveTimer = null
     this.clearDrainTimer()
+    if (this.pollTimer !== null) clearTimeout(this.pollTimer)
+    this.pollTimer = null
     const streamErr = error ?? new RelaygateError('RG_ERR_STREAM_RESET', 'link closed')
     for (const stream of [...this.streams.values()]) stream.remoteReset(streamErr)
     this.streams.clear()

@@ -184,11 +184,19 @@ export class MuxStream extends Duplex {
     return this.window
   }
 
+  /**
+   * Returns consumed bytes to the peer as credit: at half a window, or
+   * (`eager`, after a read) whatever was consumed once the peer holds less
+   * than half a window of credit, so a reader that drained the buffer never
+   * waits on credit it has not asked for. A light request/response stream
+   * (the peer's credit stays high) sends no WINDOW frame at all until half
+   * a window was consumed.
+   */
   private maybeGrant (eager: boolean): void {
     if (this.remoteFin || this.destroyed) return
     const consumed = this.window - this.recvAvail - this.readableLength
     if (consumed <= 0) return
-    if (eager || consumed >= this.window / 2) {
+    if ((eager && this.recvAvail < this.window / 2) || consumed >= this.window / 2) {
       this.recvAvail += consumed
       this.host.streamCredit(this, consumed)
     }
