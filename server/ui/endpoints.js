@@ -79,11 +79,14 @@ export function EndpointsPage () {
   const now = useNow()
   const relayNames = useRelayNames()
 
-  // Search as you type, without a request per key.
+  // Search as you type, without a request per key. Only a changed search
+  // goes back to the first page: a timer armed at every render took a user
+  // who pressed "Last" in the first 250 ms back to page 1.
   useEffect(() => {
+    if (q.trim() === query) return
     const timer = setTimeout(() => { setQuery(q.trim()); setOffset(0) }, 250)
     return () => clearTimeout(timer)
-  }, [q])
+  }, [q, query])
 
   const [list] = useResource(async () => {
     const params = new URLSearchParams({ offset: String(offset), limit: String(PAGE_SIZE) })
