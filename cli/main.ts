@@ -222,12 +222,11 @@ program.command('demo')
 
 registerAdminCommands(program, fail)
 
-try {
-  await program.parseAsync(process.argv)
-} catch (err) {
+// No top-level await: the one-file executable runs this as a CommonJS script (issue 16).
+program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof CommanderError) {
     // Help and version exit 0; usage errors were printed as one line.
     process.exit(err.exitCode === 0 ? 0 : EXIT_USAGE)
   }
   fail(err)
-}
+})

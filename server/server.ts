@@ -116,7 +116,7 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
   mkdirSync(config.dataDir, { recursive: true })
   const life = new Lifecycle()
   const store = config.databaseUrl === undefined
-    ? openSqliteStore(join(config.dataDir, 'relaygate.db'))
+    ? await openSqliteStore(join(config.dataDir, 'relaygate.db'))
     : await openPgStore({
       url: config.databaseUrl,
       password: config.databasePasswordFile === undefined ? undefined : readFileSync(config.databasePasswordFile, 'utf8').trim(),

@@ -1,5 +1,6 @@
-import Database from 'better-sqlite3'
+import type BetterSqlite3 from 'better-sqlite3'
 import type { Database as DB, Statement } from 'better-sqlite3'
+import { RelaygateError } from '../protocol/errors.js'
 import { DEFAULT_JOB_DEADLINE_MS } from './store.js'
 import { SqlStore, type SqlDriver } from './sql-store.js'
 
@@ -122,7 +123,7 @@ class SqliteConnection {
   tail: Promise<void> = Promise.resolve()
   private readonly statements = new Map<string, Statement>()
 
-  constructor (file: string) {
+  constructor (Database: typeof BetterSqlite3, file: string) {
     this.db = new Database(file)
     this.db.pragma('journal_mode = WAL')
     this.db.pragma('synchronous = NORMAL')
@@ -227,8 +228,22 @@ function migrate (conn: SqliteConnection): void {
 }
 
 /** The embedded store: one SQLite file in the data dir, WAL mode, migrated on open. */
-export function openSqliteStore (file: string): SqlStore {
-  const conn = new SqliteConnection(file)
+/**
+ * better-sqlite3 is a native addon that only the server uses, and only with
+ * the embedded store: it is an optional dependency (a relay or an agent
+ * installs without a C++ toolchain) loaded on first use.
+ */
+async function loadSqlite (): Promise<typeof BetterSqlite3> {
+  try {
+    return (await import('better-sqlite3')).default
+  } catch (err) {
+    const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message
+    throw new RelaygateError('RG_ERR_CONFIG', `the embedded SQLite store needs the optional package better-sqlite3, which could not be loaded (${why}): install it where the server runs (npm install better-sqlite3, which needs a C++ toolchain if no prebuilt binary fits), or run the server on PostgreSQL with --database-url`)
+  }
+}
+
+export async function openSqliteStore (file: string): Promise<SqlStore> {
+  const conn = new SqliteConnection(await loadSqlite(), file)
   // One writer at a time: a second server on the same data dir waits here instead of migrating alongside.
   conn.db.exec('BEGIN IMMEDIATE')
   try {

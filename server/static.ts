@@ -7,6 +7,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Logger } from 'pino'
 import { RelaygateError } from '../protocol/errors.js'
+import { embeddedUiDir } from '../common/embedded.js'
 import { sendError } from './http-util.js'
 
 /**
@@ -81,7 +82,8 @@ export interface StaticUiOptions {
 
 /** Returns a handler for `/`, `/index.html` and `/ui/...`; false for any other path. */
 export function createStaticUi (options: StaticUiOptions): (req: IncomingMessage, res: ServerResponse) => boolean {
-  const dir = options.dir ?? join(packageRoot(), 'server', 'ui')
+  const embedded = options.dir === undefined ? embeddedUiDir() : null
+  const dir = options.dir ?? embedded ?? join(packageRoot(), 'server', 'ui')
   const cache = new Map<string, Promise<Asset | null>>()
 
   const load = async (file: string, rewrite = false): Promise<Asset | null> => {
@@ -104,7 +106,7 @@ export function createStaticUi (options: StaticUiOptions): (req: IncomingMessage
     if (vendor !== null) {
       const specifier = vendorModules[vendor[1]]
       if (specifier === undefined) return null
-      return { file: resolveVendor(specifier), rewrite: true }
+      return { file: embedded !== null ? join(dir, 'vendor', vendor[1]) : resolveVendor(specifier), rewrite: true }
     }
     const own = /^\/ui\/([a-z0-9][a-z0-9-]*\.(?:js|css|svg|png|ico))$/.exec(path)
     if (own !== null) return { file: join(dir, own[1]), rewrite: false }

@@ -31,7 +31,7 @@ async function openPgStoreRaw (url: string): Promise<{ query: (sql: string) => P
 }
 
 const backends: Array<{ name: string, open: (t: TapLike) => Promise<Store> }> = [
-  { name: 'sqlite', open: async t => openSqliteStore(join(tempDir(t), 'relaygate.db')) },
+  { name: 'sqlite', open: async t => await openSqliteStore(join(tempDir(t), 'relaygate.db')) },
   { name: 'postgres', open: async () => await openPgStore({ url: await freshPgUrl(), logger: capturingLogger().logger, poolSize: 8 }) }
 ]
 
@@ -253,27 +253,27 @@ t.test('postgres: an unreachable database is tried for the retry time, then a co
 
 t.test('sqlite: a data dir made by the schema before job deadlines is migrated: old jobs get the default deadline from their creation', async t => {
   const file = join(tempDir(t), 'relaygate.db')
-  const before = openSqliteStore(file)
+  const before = await openSqliteStore(file)
   await before.createEndpoint(endpoint('e1'))
   await before.createJob({ id: 'j1', artifact: 'a', sha256: 'a'.repeat(64), size: 1, path: 'a', run: null, createdAt: 5000, deadline: 1 }, ['e1'])
   await before.close()
   const raw = new Database(file)
   raw.exec('DROP INDEX jobs_deadline; ALTER TABLE jobs DROP COLUMN deadline')
   raw.close()
-  const after = openSqliteStore(file)
+  const after = await openSqliteStore(file)
   t.teardown(() => after.close())
   t.equal((await after.getJob('j1'))?.deadline, 5000 + DEFAULT_JOB_DEADLINE_MS)
 })
 
 t.test('sqlite: a data dir of schema 3 (the store before spent credentials) opens, keeps its data and gains the table', async t => {
   const file = join(tempDir(t), 'relaygate.db')
-  const before = openSqliteStore(file)
+  const before = await openSqliteStore(file)
   await before.createEndpoint(endpoint('e1', { name: 'kept' }))
   await before.close()
   const raw = new Database(file)
   raw.exec('DROP TABLE spent_credentials; ALTER TABLE snapshots DROP COLUMN taken_at; UPDATE meta SET value = \'3\' WHERE key = \'schemaVersion\'')
   raw.close()
-  const after = openSqliteStore(file)
+  const after = await openSqliteStore(file)
   t.teardown(() => after.close())
   t.equal((await after.getEndpoint('e1'))?.name, 'kept')
   t.equal(await after.getMeta('schemaVersion'), String(SQLITE_SCHEMA_VERSION))
