@@ -41,7 +41,7 @@ export function registerAdminCommands (program: Command, fail: (err: unknown) =>
     .action(run(async (o: Record<string, any>) => {
       const t = target(o)
       const { body } = await adminRequest(t, 'POST', '/api/relays', { json: { name: o.name } })
-      const relay = body as { id: string, name: string, token: string }
+      const relay = body as { id: string, name: string, token: string, installCommand?: string | null }
       const command = ['relaygate relay', `--server ${t.server}`, ...(t.serverFingerprint === undefined ? [] : [`--server-fingerprint ${t.serverFingerprint}`]), `--token ${relay.token}`].join(' ')
       if (o.json === true) return out(JSON.stringify({ ...relay, command }))
       out([
@@ -50,7 +50,8 @@ export function registerAdminCommands (program: Command, fail: (err: unknown) =>
         '',
         'Run the relay at the site (or put server and token in its --config file):',
         '',
-        `  ${command}`
+        `  ${command}`,
+        ...(typeof relay.installCommand === 'string' ? ['', 'Or install it there (as root, no Node needed; the line checks the download\'s sha256):', '', `  ${relay.installCommand}`] : [])
       ].join('\n'))
     }))
 
@@ -65,7 +66,7 @@ export function registerAdminCommands (program: Command, fail: (err: unknown) =>
       if (o.tunnelTarget !== undefined) request.tunnelTarget = o.tunnelTarget
       if (o.maxAgents !== undefined) request.maxAgents = o.maxAgents
       const { body } = await adminRequest(target(o), 'POST', '/api/endpoints', { json: request })
-      const e = body as { id: string, name: string, joinToken: string, command: string, warning?: string }
+      const e = body as { id: string, name: string, joinToken: string, command: string, installCommand?: string | null, warning?: string }
       if (o.json === true) return out(JSON.stringify(e))
       out([
         `endpoint "${e.name}" created: ${e.id}`,
@@ -74,7 +75,8 @@ export function registerAdminCommands (program: Command, fail: (err: unknown) =>
         '',
         'Run the agent on the machine:',
         '',
-        `  ${e.command}`
+        `  ${e.command}`,
+        ...(typeof e.installCommand === 'string' ? ['', 'Or install it there from the site\'s relay (as root, no Node needed; the line checks the download\'s sha256):', '', `  ${e.installCommand}`] : [])
       ].join('\n'))
     }))
 

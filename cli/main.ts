@@ -11,6 +11,7 @@ import { connectTcp, readAdminToken } from './connect.js'
 import { createLogger } from './log.js'
 import { configOption, deferMandatoryOptions, applyConfigFile } from './config-file.js'
 import { registerAdminCommands } from './admin.js'
+import { registerInstallCommands } from './install.js'
 import { opt, parsePort, parsePortOrOff, parseCount, parseBytes, parseSeconds, collect, collectPorts, envBooleans } from './options.js'
 
 /** Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration, 3 refused by the peer for good. */
@@ -221,6 +222,7 @@ program.command('demo')
   })
 
 registerAdminCommands(program, fail)
+registerInstallCommands(program, fail)
 
 // No top-level await: the one-file executable runs this as a CommonJS script (issue 16).
 program.parseAsync(process.argv).catch((err: unknown) => {

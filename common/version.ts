@@ -13,3 +13,16 @@ export const VERSION: string = (() => {
   }
   return '0.0.0'
 })()
+
+/** True when `version` (major.minor.patch, anything after ignored) is `min` or later; unreadable counts as older. */
+export function atLeastVersion (version: string, min: string): boolean {
+  const parse = (v: string): number[] | null => {
+    const m = /^(\d+)\.(\d+)\.(\d+)/.exec(v)
+    return m === null ? null : [Number(m[1]), Number(m[2]), Number(m[3])]
+  }
+  const a = parse(version)
+  const b = parse(min)
+  if (a === null || b === null) return false
+  for (let i = 0; i < 3; i++) if (a[i] !== b[i]) return a[i] > b[i]
+  return true
+}

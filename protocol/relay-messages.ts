@@ -12,6 +12,8 @@
  *   server -> relay  settings {settings}
  *   server -> relay  kick {endpointId, code, message}
  *   server -> relay  prestage {sha256}
+ *   server -> relay  installers {files: [{name, sha256, size}]}   the one-file executables the relay
+ *                    serves to anyone at /install/<name> (the whole list, on link and on change)
  *   relay -> server  stats {agents, queuedResults, cache}  (every few seconds, when changed)
  *   relay -> server  job-result {key, endpointId, jobId, attempt, result}   durable, replayed after outages
  *   server -> relay  job-result-ack {key}                applied (or already applied): the relay forgets it
@@ -59,6 +61,11 @@ export const SettingsMessage = message('settings', { settings: SettingsSchema })
 export const Kick = message('kick', { endpointId: Id, sid: Type.Optional(Sid), code: Code, message: Text(MAX_ERROR_MESSAGE) })
 export const Prestage = message('prestage', { sha256: Sha256Hex })
 export const RelayJobResultAck = message('job-result-ack', { key: ResultKey })
+/** Artifact names a relay serves without a download token (issue 16): relaygate-<os>-<arch>. */
+export const INSTALLER_NAME = /^relaygate-(linux|darwin)-(x64|arm64)$/
+export const InstallerFile = strict({ name: Type.String({ pattern: INSTALLER_NAME.source }), sha256: Sha256Hex, size: Size })
+export const Installers = message('installers', { files: Type.Array(InstallerFile, { maxItems: 8 }) })
+export type InstallerFile = Static<typeof InstallerFile>
 
 /** Agent messages on their way up, naming the agent by its session. */
 const AGENT_UP_WITH_SID = [withSid(TunnelOpen), withSid(TunnelClosed), withSid(TunnelNeed), withSid(Snapshot), withSid(JobProgress), withSid(OrderRefused)] as const
@@ -73,7 +80,7 @@ export const RelayToServer = messageSet('relay message', [
 export type RelayToServer = ReturnType<typeof RelayToServer.parse>
 
 export const ServerToRelay = messageSet('server message', [
-  AuthChallenge, AuthResult, Flags, SettingsMessage, Kick, Prestage, RelayJobResultAck, ...AGENT_DOWN_WITH_SID
+  AuthChallenge, AuthResult, Flags, SettingsMessage, Kick, Prestage, RelayJobResultAck, Installers, ...AGENT_DOWN_WITH_SID
 ])
 export type ServerToRelay = ReturnType<typeof ServerToRelay.parse>
 

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino'
 import { RelaygateError, ErrorCode, toRelaygateError, type Transport, type MuxStream } from '../protocol/index.js'
+import type { InstallerFile } from '../protocol/relay-messages.js'
 import type { AgentUp, JobResultBody, RelayToServer, ServerToRelay, Settings } from '../protocol/messages.js'
 import type { ArtifactCache } from '../cache/index.js'
 import { AgentSession, type SessionHost, type SessionLimits } from './session.js'
@@ -65,6 +66,8 @@ export class RelayCore implements SessionHost {
   readonly agents = new AgentRegistry()
   readonly stats: RelayStats
   readonly intervals = new IntervalTracker()
+  /** The one-file executables anyone may download here (/install/<name>), by name: the server's list. */
+  installers = new Map<string, InstallerFile>()
   private readonly pendingAuth = new Set<AgentSession>()
   private readonly offline: OfflineBatch
   private readonly ctx: ServerMessageContext
@@ -92,6 +95,10 @@ export class RelayCore implements SessionHost {
       get intervalSeconds () { return core.intervals.current },
       settingsChanged: seconds => {
         if (this.intervals.change(seconds)) logger.info({ intervalSeconds: seconds }, 'check-in interval changed')
+      },
+      installersChanged: files => {
+        this.installers = new Map(files.map(f => [f.name, f]))
+        logger.info({ installers: files.map(f => f.name) }, 'installers from the server')
       },
       countStream: () => { this.stats.streams++ },
       countAuthFailure: (remote, code) => {

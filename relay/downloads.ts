@@ -32,8 +32,10 @@ export function serveArtifact (res: uWS.HttpResponse, req: uWS.HttpRequest, opti
   cache: ArtifactCache
   authorize: (token: string) => boolean
   logger: Logger
+  /** Serve this artifact instead of the one the path names (/install/<name>). */
+  sha256?: string
 }): void {
-  const sha256 = req.getParameter(0) ?? ''
+  const sha256 = options.sha256 ?? req.getParameter(0) ?? ''
   const auth = req.getHeader('authorization')
   const rangeHeader = req.getHeader('range')
   const ifRange = req.getHeader('if-range')

@@ -14,6 +14,8 @@ export interface ListenerRoutes {
   healthz: (res: uWS.HttpResponse) => void
   metrics: (res: uWS.HttpResponse) => void
   artifact: (res: uWS.HttpResponse, req: uWS.HttpRequest) => void
+  /** `secure`: asked on the TLS port. */
+  install: (res: uWS.HttpResponse, req: uWS.HttpRequest, secure: boolean) => void
 }
 
 export interface ListenerOptions {
@@ -38,11 +40,11 @@ export class AgentListener {
   static async listen (options: ListenerOptions, routes: ListenerRoutes): Promise<AgentListener> {
     const l = new AgentListener()
     try {
-      const port = await l.listenOn(l.app(uWS.App(), routes), options.host, options.port, options)
+      const port = await l.listenOn(l.app(uWS.App(), routes, false), options.host, options.port, options)
       l.wsUrl = `ws://${advertisedHost(options.host)}:${port}`
       if (options.cert !== null && options.tlsPort >= 0) {
         const secure = uWS.SSLApp({ key_file_name: options.cert.keyFile, cert_file_name: options.cert.certFile })
-        const tlsPort = await l.listenOn(l.app(secure, routes), options.host, options.tlsPort, options)
+        const tlsPort = await l.listenOn(l.app(secure, routes, true), options.host, options.tlsPort, options)
         l.wssUrl = `wss://${advertisedHost(options.host)}:${tlsPort}`
       }
     } catch (err) {
@@ -58,11 +60,12 @@ export class AgentListener {
     this.sockets.length = 0
   }
 
-  private app (app: uWS.TemplatedApp, routes: ListenerRoutes): uWS.TemplatedApp {
+  private app (app: uWS.TemplatedApp, routes: ListenerRoutes, secure: boolean): uWS.TemplatedApp {
     return app.ws('/agent', agentBehavior(routes.onAgent))
       .get('/healthz', routes.healthz)
       .get('/metrics', routes.metrics)
       .get('/artifacts/:sha256', routes.artifact)
+      .get('/install/:file', (res, req) => routes.install(res, req, secure))
       .any('/*', notFound)
   }
 

@@ -13,6 +13,7 @@ import { ServerLink } from './server-link.js'
 import { RelayCore, type RelayStats, type RelayTaps } from './core.js'
 import { AgentListener } from './listener.js'
 import { serveArtifact } from './downloads.js'
+import { serveInstall } from './install.js'
 import { ResultQueue } from './results.js'
 import { createRelayMetrics } from './metrics.js'
 
@@ -119,7 +120,8 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
     healthz: res => res.writeStatus(link.isReady ? '200 OK' : '503 Service Unavailable').writeHeader('content-type', 'application/json')
       .end(JSON.stringify({ ok: link.isReady, linked: link.isReady, relayId: link.relayId, agents: core.agents.size, version: VERSION })),
     metrics: res => metrics.serve(res),
-    artifact: (res, req) => serveArtifact(res, req, { cache, authorize: token => core.agents.mayDownload(token), logger })
+    artifact: (res, req) => serveArtifact(res, req, { cache, authorize: token => core.agents.mayDownload(token), logger }),
+    install: (res, req, secure) => serveInstall(res, req, { installers: () => core.installers, cache, secure, logger })
   })
   life.onClose('listener', () => listener.close())
   urls.wsUrl = config.publicUrls.find(u => !u.startsWith('wss:'))?.replace(/\/+$/, '') ?? listener.wsUrl

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino'
 import { RelaygateError, toRelaygateError, isErrorCode, type MuxStream } from '../protocol/index.js'
 import { parseStreamMeta, ServerStreams, encodeStreamMeta, type ServerToRelay, type AgentDownWithSid } from '../protocol/messages.js'
+import type { InstallerFile } from '../protocol/relay-messages.js'
 import { Transform } from 'node:stream'
 import { spliceStreams } from '../protocol/splice.js'
 import type { ArtifactCache } from '../cache/index.js'
@@ -17,6 +18,8 @@ export interface ServerMessageContext {
   readonly intervalSeconds: number
   /** The server changed the fleet settings. */
   settingsChanged: (checkinIntervalSeconds: number) => void
+  /** The one-file executables to serve at /install/ (the server's whole list). */
+  installersChanged: (files: InstallerFile[]) => void
   /** A tunnel stream was joined (for /metrics). */
   countStream: () => void
   /** The server refused an agent (counted per peer address: see RelayCore.accept). */
@@ -35,6 +38,7 @@ export function onServerMessage (ctx: ServerMessageContext, msg: ServerToRelay):
     case 'kick': return onKick(ctx, msg.endpointId, msg.sid, msg.code, msg.message)
     case 'prestage': return onPrestage(ctx, msg.sha256)
     case 'job-result-ack': return ctx.results.remove(msg.key)
+    case 'installers': return ctx.installersChanged(msg.files)
     default: return toAgent(ctx, msg)
   }
 }

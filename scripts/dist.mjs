@@ -36,6 +36,7 @@ const assets = {}
 const uwsBinary = join(dirname(require.resolve('uWebSockets.js')), '..', 'binaries', `uws_${process.platform}_${process.arch}_${process.versions.modules}.node`)
 assets['uws.node'] = uwsBinary
 assets['better_sqlite3.node'] = require.resolve('better-sqlite3/build/Release/better_sqlite3.node')
+for (const role of ['agent', 'relay']) assets[`deploy/relaygate-${role}.service`] = join(root, 'deploy', 'systemd', `relaygate-${role}.service`)
 const uiDir = join(root, 'server', 'ui')
 for (const name of readdirSync(uiDir)) assets[`ui/${name}`] = join(uiDir, name)
 // The dashboard's vendor modules: the ES module beside each CommonJS build (server/static.ts).

@@ -4,6 +4,11 @@ import type { Duplex } from 'node:stream'
 import { WebSocketServer, type WebSocket } from 'ws'
 import type { Logger } from 'pino'
 import { Mux, DEFAULT_MAX_PAYLOAD, HEADER_SIZE, RelaygateError, ErrorCode, toRelaygateError, type Frame, type MuxStream } from '../protocol/index.js'
+import type { InstallerFile } from '../protocol/relay-messages.js'
+import { atLeastVersion } from '../common/version.js'
+
+/** The first version whose relays understand the 'installers' message. */
+const INSTALLERS_SINCE = '0.2.0'
 import { WsTransport } from '../protocol/ws-transport.js'
 import { hashToken, newNonce, verifyProof } from '../protocol/auth.js'
 import {
@@ -196,6 +201,19 @@ export class RelayHub {
     }
   }
 
+  /** The one-file executables relays serve at /install/ (issue 16): every link gets the whole list now and on linking. */
+  setInstallers (files: InstallerFile[]): void {
+    this.installers = files
+    for (const link of this.links.values()) this.sendInstallers(link)
+  }
+
+  /** Only to relays of 0.2.0 or later: an older relay closes its link on a message it does not know. */
+  private sendInstallers (link: RelayLink): void {
+    if (atLeastVersion(link.version, INSTALLERS_SINCE)) link.send({ t: 'installers', files: this.installers })
+  }
+
+  private installers: InstallerFile[] = []
+
   settingsChanged (settings: Settings): void {
     for (const link of this.links.values()) link.send({ t: 'settings', settings })
     for (const set of this.presence.values()) for (const s of set) s.ref.order({ t: 'agent-settings', snapshotIntervalSeconds: settings.snapshotIntervalSeconds })
@@ -328,9 +346,11 @@ export class RelayHub {
     }
     const link = new RelayLink(record.id, mux, log.child({ relayId: record.id }), this.handling)
     link.fence = fence
+    link.version = hello.version
     this.pending.delete(mux)
     this.links.set(record.id, link)
     mux.send(helloFrame({ role: 'server', relayId: record.id, settings: this.opts.settings.current, version: this.opts.version }))
+    if (this.installers.length > 0) this.sendInstallers(link)
     link.log.info({ wsUrl: hello.wsUrl, wssUrl: hello.wssUrl }, 'relay linked')
     return link
   }

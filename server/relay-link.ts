@@ -28,6 +28,8 @@ export class RelayLink {
   connectedAt = Date.now()
   /** Several replicas: the fence under which this replica holds the relay's link (cluster-store.ts). */
   fence: number | null = null
+  /** The relay's version, from its hello: what it understands (see atLeastVersion). */
+  version = '0.0.0'
   /**
    * Work waiting for the store, chained per agent session (and 0 for the
    * relay's own messages): one agent's messages are handled in order,

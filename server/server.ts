@@ -13,6 +13,7 @@ import { VERSION } from '../common/version.js'
 import { Lifecycle } from '../common/lifecycle.js'
 import { verifyServerConfig, readClusterSecret, type ServerConfig } from './config.js'
 import { openSqliteStore } from './sqlite-store.js'
+import { Installers } from './installers.js'
 import { openPgStore, type PgStore } from './pg-store.js'
 import { Cluster } from './cluster.js'
 import { createForwarder, type Forwarder } from './forward.js'
@@ -171,6 +172,7 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
   life.onClose('tunnel proxy', () => tunnelProxy.close())
   life.onClose('tunnels', () => tunnels.close())
   const artifacts = new ArtifactStore({ dir: join(config.dataDir, 'artifacts'), store, logger: logger.child({ component: 'artifacts' }) })
+  const installers = new Installers({ store, hub, artifacts, logger: logger.child({ component: 'installers' }) })
   const events = new EventHub({ logger: logger.child({ component: 'events' }) })
   life.onClose('events', () => events.close())
   // A change here reaches this replica's dashboards and, in a cluster, every other's.
@@ -187,7 +189,7 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
   const staticUi = createStaticUi({ logger: logger.child({ component: 'ui' }) })
   const local = {
     request: (req: http.IncomingMessage, res: http.ServerResponse): void => {
-      if (!metrics.handle(req, res) && !tunnelProxy.web(req, res) && !events.handle(req, res, authorize) && !staticUi(req, res)) api(req, res)
+      if (!metrics.handle(req, res) && !installers.handle(req, res) && !tunnelProxy.web(req, res) && !events.handle(req, res, authorize) && !staticUi(req, res)) api(req, res)
     },
     upgrade: (req: http.IncomingMessage, socket: Duplex, head: Buffer): void => {
       const path = (req.url ?? '').split('?')[0]
@@ -207,7 +209,7 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
     }
   }
   if (cluster !== null) {
-    forwarder = joinCluster({ cluster, app, authorize, adminHashes, settings, publishLocal: topic => events.publish(topic), logger })
+    forwarder = joinCluster({ cluster, app, authorize, adminHashes, settings, publishLocal: topic => { events.publish(topic); if (topic === 'artifacts') void installers.refresh().catch(() => {}) }, logger })
     life.onClose('forwarder', () => forwarder?.close())
   }
   const api = createApi({
@@ -217,8 +219,11 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
     version: VERSION,
     authorize,
     maxBodyBytes: config.maxBodyBytes,
-    publicUrl: () => config.publicUrl ?? app.baseUrl
+    publicUrl: () => config.publicUrl ?? app.baseUrl,
+    installers
   })
+  await installers.refresh()
+  await installers.publishOwn(settings.current.maxUploadBytes)
   return app
 }
 

@@ -13,6 +13,7 @@ export function artifactRoutes (ctx: ApiContext): void {
   route('PUT', '/api/artifacts/:name', async (req, res, params) => {
     const declared = req.headers['content-length'] === undefined ? undefined : Number(req.headers['content-length'])
     const record = await artifacts.upload(params.name ?? '', req, declared, ctx.settings.current.maxUploadBytes)
+    await ctx.installers?.refresh()
     ctx.publish('artifacts')
     sendJson(res, 201, artifactView(record))
   })
@@ -27,6 +28,7 @@ export function artifactRoutes (ctx: ApiContext): void {
 
   route('DELETE', '/api/artifacts/:name', async (_req, res, params) => {
     if (!await artifacts.delete(params.name ?? '')) fail('RG_ERR_ARTIFACT_UNKNOWN', `no artifact named ${params.name}`)
+    await ctx.installers?.refresh()
     ctx.publish('artifacts')
     res.writeHead(204).end()
   })

@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Installers } from '../installers.js'
 import type { Logger } from 'pino'
 import type { Store, SettingsRef } from '../store.js'
 import type { RelayHub } from '../hub.js'
@@ -49,6 +50,8 @@ export interface ApiOptions {
   publicUrl: () => string
   /** Change notifications for the dashboard. */
   events?: { publish: (topic: EventTopic) => void }
+  /** The one-file executables and the install commands made from them (absent in some API tests). */
+  installers?: Installers
 }
 
 export type Params = Record<string, string | undefined>

@@ -68,7 +68,8 @@ export function relayRoutes (ctx: ApiContext): void {
     await store.createRelay(record)
     logger.info({ relayId: record.id, name }, 'relay created')
     ctx.publish('relays')
-    sendJson(res, 201, { id: record.id, name, token })
+    const installCommand = ctx.installers?.relayCommand(ctx.publicUrl(), ['--server', ctx.publicUrl(), '--token', token]) ?? null
+    sendJson(res, 201, { id: record.id, name, token, installCommand })
   })
 
   route('GET', '/api/relays', async (_req, res) => {

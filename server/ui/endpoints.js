@@ -22,6 +22,10 @@ export function AgentCommand ({ created, onClose }) {
     <p>Run this on the machine to manage. The join token inside is shown only now: copy it before you leave this page.</p>
     ${created.warning !== undefined ? html`<div class="notice">${created.warning}</div>` : null}
     <pre class="command" data-testid="command">${created.command}</pre>
+    ${created.installCommand
+      ? html`<p>Or install it on that machine from its site's relay, as root (no Node needed; the line checks the download against the sha256 in it, so a relay cannot swap it):</p>
+        <pre class="command" data-testid="install-command">${created.installCommand}</pre>`
+      : null}
     <div class="btn-row"><${CopyButton} text=${created.command} /><a class="btn small" href=${`#/endpoints/${encodeURIComponent(created.id)}`}>Open endpoint</a></div>
   </div>`
 }

@@ -70,6 +70,7 @@ export function messageSamples (): { sha: string, jobResult: Sample, good: Recor
         { t: 'kick', endpointId: 'eabc', code: 'RG_ERR_ENDPOINT_DELETED', message: 'endpoint deleted' },
         { t: 'prestage', sha256: sha },
         { t: 'job-result-ack', key: 'jabc_eabc_2' },
+        { t: 'installers', files: [{ name: 'relaygate-linux-x64', sha256: sha, size: 111_000_000 }] },
         { t: 'tunnel-offer', sid: 2, tunnelId: 'tAbC', blob: 'YmxvYg', target: null, idleTimeoutSeconds: 30, n: 1, mac },
         { t: 'tunnel-result', sid: 2, tunnelId: 'tAbC', ok: true, n: 2, mac },
         { t: 'tunnel-keepalive', sid: 2, tunnelId: 'tAbC', n: 3, mac },

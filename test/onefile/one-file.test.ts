@@ -1,6 +1,6 @@
 import t from 'tap'
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Api, tempDir, eventually, type TapLike } from '../helpers/cluster.js'
@@ -71,4 +71,70 @@ t.test('server, relay and agent all from the executable: the agent comes online,
   const relays = await api.ok('GET', '/api/relays')
   t.equal(relays.find((x: { id: string }) => x.id === r.id)?.version, version, 'the relay reports the build\'s version')
   t.notOk(/error/i.test(server.stderr + relay.stderr + agent.stderr), `no errors logged: ${server.stderr}${relay.stderr}${agent.stderr}`)
+})
+
+t.test('one paste installs an agent from its site\'s relay: checked against the sha256 in the line, unit written, and it runs as the unit would', async t => {
+  const dir = tempDir(t)
+  const exeSha = execFileSync('sha256sum', [exe], { encoding: 'utf8' }).split(' ')[0]
+  const server = startExe(t, ['server', '--data-dir', join(dir, 'server'), '--host', '127.0.0.1', '--http-port', '0', '--https-port', 'off', '--ready-file', join(dir, 'server.json')])
+  const s = await readyFile(server, join(dir, 'server.json'), 60_000)
+  const api = new Api(s.httpUrl, readFileSync(s.adminTokenFile, 'utf8').trim())
+  // A server running as the one file offers itself to new machines.
+  const own = await api.ok('GET', `/api/artifacts/relaygate-${process.platform}-${process.arch}`)
+  t.equal(own.sha256, exeSha, 'the server published its own executable')
+  const r = await api.ok('POST', '/api/relays', { name: 'install-site' })
+  t.match(r.installCommand, new RegExp(`install/relaygate-${process.platform}-${process.arch}.* && \\./relaygate install relay --server`), 'a relay gets its one line too')
+  const relay = startExe(t, ['relay', '--server', s.httpUrl, '--token', r.token, '--host', '127.0.0.1', '--port', '0', '--tls-port', 'off', '--data-dir', join(dir, 'relay'), '--ready-file', join(dir, 'relay.json')])
+  const rr = await readyFile(relay, join(dir, 'relay.json'), 60_000)
+  const relayHttp = (rr.wsUrl as string).replace(/^ws/, 'http')
+
+  // What the relay gives anyone, and what it does not.
+  const script = await eventually(async () => { const res = await fetch(`${relayHttp}/install/agent.sh`); return res.status === 200 ? await res.text() : null }, 20_000, 100)
+  t.match(script, /sha256sum -c/, 'agent.sh checks the download')
+  const secret = await api.request('PUT', '/api/artifacts/site-secrets.tar', 'not for everyone', { 'content-type': 'application/octet-stream' })
+  t.equal(secret.status, 201)
+  t.equal((await fetch(`${relayHttp}/install/site-secrets.tar`)).status, 404, 'another artifact is not an installer')
+  t.equal((await fetch(`${relayHttp}/artifacts/${secret.body.sha256 as string}`)).status, 401, 'and still needs a download token')
+
+  const e = await api.ok('POST', '/api/endpoints', { name: 'pasted-box' })
+  t.type(e.installCommand, 'string')
+  t.ok((e.installCommand as string).includes(exeSha), 'the line carries the executable\'s sha256')
+  t.ok((e.installCommand as string).includes(`${relayHttp}/install/`), 'and downloads from the site\'s relay')
+
+  // A swapped binary (here: a line whose sha256 is not the served file's) installs nothing.
+  const badRoot = join(dir, 'bad-root')
+  const badLine = (e.installCommand as string).replace(exeSha, exeSha.slice(0, 63) + (exeSha[63] === '0' ? '1' : '0'))
+  const bad = spawnSync('sh', ['-c', badLine], { cwd: tempDir(t), env: { PATH: '/usr/bin:/bin', RELAYGATE_ROOT: badRoot }, encoding: 'utf8' })
+  t.not(bad.status, 0, 'a download that does not match stops the line')
+  t.notOk(existsSync(join(badRoot, 'opt')), 'and nothing is installed')
+
+  // The line as pasted, on a clean directory (no systemd here: files under RELAYGATE_ROOT).
+  const root = join(dir, 'root')
+  const pasted = spawnSync('sh', ['-c', e.installCommand as string], { cwd: tempDir(t), env: { PATH: '/usr/bin:/bin', RELAYGATE_ROOT: root }, encoding: 'utf8', timeout: 60_000 })
+  t.equal(pasted.status, 0, `the line succeeds: ${pasted.stdout}${pasted.stderr}`)
+  t.match(pasted.stdout, /systemd is not running here/, 'and says how to start it without systemd')
+  const installed = join(root, 'opt/relaygate/bin/relaygate')
+  t.equal(execFileSync('sha256sum', [installed], { encoding: 'utf8' }).split(' ')[0], exeSha, 'the executable installed is the one checked')
+  const envFile = join(root, 'etc/relaygate/agent.env')
+  t.equal(statSync(envFile).mode & 0o777, 0o600, 'the join token sits in a file only root reads')
+  const env = Object.fromEntries(readFileSync(envFile, 'utf8').trim().split('\n').map(l => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]))
+  t.equal(env.RELAYGATE_JOIN_TOKEN, e.joinToken)
+  const unit = readFileSync(join(root, 'etc/systemd/system/relaygate-agent.service'), 'utf8')
+  t.match(unit, /^EnvironmentFile=\/etc\/relaygate\/agent\.env$/m)
+  t.match(unit, /^DynamicUser=yes$/m)
+  const execStart = /^ExecStart=(.*)$/m.exec(unit)![1].split(' ')
+  t.equal(execStart[0], '/opt/relaygate/bin/relaygate')
+
+  // Run it the way the unit would: its ExecStart (paths under the root) with the env file's variables.
+  const args = execStart.slice(1).map(a => a.startsWith('/') ? join(root, a) : a)
+  const ready = join(dir, 'installed-agent.json')
+  const i = args.indexOf('--ready-file')
+  args[i + 1] = ready
+  const proc = spawn(join(root, execStart[0]), args, { cwd: tempDir(t), env: { ...env, PATH: '/nonexistent' }, stdio: ['ignore', 'ignore', 'pipe'] })
+  t.teardown(() => { proc.kill('SIGKILL') })
+  const online = await eventually(async () => {
+    const ep = await api.ok('GET', `/api/endpoints/${e.id as string}`)
+    return ep.status === 'online' ? ep : null
+  }, 30_000, 100)
+  t.equal(online.relayId, r.id, 'the installed agent came online through the relay it was installed from')
 })
