@@ -1,5 +1,6 @@
 import { InvalidArgumentError } from 'commander'
 import { startPostgresServer, type Postgres } from './postgres.js'
+import { startFleetSite, type FleetSite } from './fleet.js'
 
 export type StoreKind = 'sqlite' | 'postgres'
 
@@ -35,4 +36,15 @@ export function parseStores (value: string): StoreKind[] {
   if (value === 'sqlite' || value === 'postgres') return [value]
   if (value === 'both') return ['sqlite', 'postgres']
   throw new InvalidArgumentError('must be sqlite, postgres or both')
+}
+
+/** A fleet site (fleet.ts) whose server keeps its state in `kind`; nothing is left running if it fails to start. */
+export async function startFleetSiteOn (kind: StoreKind, options: { relays: number, intervalSeconds: number }): Promise<{ site: FleetSite, store: BenchStore }> {
+  const store = await openStore(kind)
+  try {
+    return { site: await startFleetSite({ ...options, serverArgs: store.serverArgs }), store }
+  } catch (err) {
+    store.destroy()
+    throw err
+  }
 }

@@ -1,7 +1,7 @@
 import { writeResult, round, barChart, type BenchResult } from '../lib/report.js'
-import { startFleetSite, startFleet, createJoinTokens, waitOnline, serverAgentCount, withCleanup, fleetParameters, type Fleet, type FleetSite } from '../lib/fleet.js'
+import { startFleet, createJoinTokens, waitOnline, serverAgentCount, withCleanup, fleetParameters, type Fleet } from '../lib/fleet.js'
 import { cpuMeter, wireSample, wireDelta, sleep, type WireSample } from '../lib/sample.js'
-import { openStore, type StoreKind } from '../lib/store.js'
+import { startFleetSiteOn, type StoreKind } from '../lib/store.js'
 
 export interface P1Options { agents: number, interval: number, duration: number, stagger: number, perEndpoint: number, store: StoreKind }
 
@@ -14,14 +14,7 @@ export interface P1Options { agents: number, interval: number, duration: number,
  * check in with the server directly would put on the server's port.
  */
 export async function run (o: P1Options): Promise<BenchResult> {
-  const store = await openStore(o.store)
-  let site: FleetSite
-  try {
-    site = await startFleetSite({ relays: 2, intervalSeconds: o.interval, serverArgs: store.serverArgs })
-  } catch (err) {
-    store.destroy()
-    throw err
-  }
+  const { site, store } = await startFleetSiteOn(o.store, { relays: 2, intervalSeconds: o.interval })
   let fleet: Fleet | null = null
   return await withCleanup(async () => { await fleet?.stop(); await site.stop(); store.destroy() }, async () => {
     const serverPort = Number(new URL(site.base).port)

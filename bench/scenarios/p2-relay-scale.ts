@@ -1,7 +1,7 @@
 import { writeResult, percentile, round, cdfChart, type BenchResult } from '../lib/report.js'
-import { startFleetSite, startFleet, createJoinTokens, waitOnline, serverAgentCount, withCleanup, fleetParameters, type Fleet, type FleetSite } from '../lib/fleet.js'
+import { startFleet, createJoinTokens, waitOnline, serverAgentCount, withCleanup, fleetParameters, type Fleet } from '../lib/fleet.js'
 import { cpuMeter, rssBytes, wireSample, wireDelta, sleep, quantiles, scrapeMetrics, metric } from '../lib/sample.js'
-import { openStore, type StoreKind } from '../lib/store.js'
+import { startFleetSiteOn, type StoreKind } from '../lib/store.js'
 
 export interface P2Options { agents: number, interval: number, duration: number, stagger: number, perEndpoint: number, store: StoreKind }
 
@@ -14,14 +14,7 @@ const PORTAINER_BYTES_PER_AGENT_SECOND = 58
  * kernel's TCP counters (ss), round trips at the agents.
  */
 export async function run (o: P2Options): Promise<BenchResult> {
-  const store = await openStore(o.store)
-  let site: FleetSite
-  try {
-    site = await startFleetSite({ relays: 1, intervalSeconds: o.interval, serverArgs: store.serverArgs })
-  } catch (err) {
-    store.destroy()
-    throw err
-  }
+  const { site, store } = await startFleetSiteOn(o.store, { relays: 1, intervalSeconds: o.interval })
   let fleet: Fleet | null = null
   return await withCleanup(async () => { await fleet?.stop(); await site.stop(); store.destroy() }, async () => {
     const relay = site.relays[0]

@@ -1,6 +1,6 @@
 import { writeResult, round, type BenchResult } from '../lib/report.js'
-import { openStore, type StoreKind } from '../lib/store.js'
-import { startFleetSite, startFleet, createJoinTokens, waitOnline, serverAgentCount, withCleanup, fleetParameters, type Fleet, type FleetSite } from '../lib/fleet.js'
+import { startFleetSiteOn, type StoreKind } from '../lib/store.js'
+import { startFleet, createJoinTokens, waitOnline, serverAgentCount, withCleanup, fleetParameters, type Fleet } from '../lib/fleet.js'
 import { cpuSeconds, sleep, scrapeMetrics, metric } from '../lib/sample.js'
 
 export interface P6Options { agents: number, interval: number, stagger: number, perEndpoint: number, timeout: number, store: StoreKind }
@@ -43,14 +43,7 @@ function stormChart (points: Array<{ t: number, online: number, authPerSecond: n
  * sampling the server's auth request counter and CPU every 250 ms.
  */
 export async function run (o: P6Options): Promise<BenchResult> {
-  const store = await openStore(o.store)
-  let site: FleetSite
-  try {
-    site = await startFleetSite({ relays: 1, intervalSeconds: o.interval, serverArgs: store.serverArgs })
-  } catch (err) {
-    store.destroy()
-    throw err
-  }
+  const { site, store } = await startFleetSiteOn(o.store, { relays: 1, intervalSeconds: o.interval })
   let fleet: Fleet | null = null
   return await withCleanup(async () => { await fleet?.stop(); await site.stop(); store.destroy() }, async () => {
     const serverPid = site.server.child.pid!
