@@ -92,17 +92,21 @@ await build({
 const exe = join(out, `relaygate-${target}`)
 const seaConfig = join(work, 'sea-config.json')
 writeFileSync(seaConfig, JSON.stringify({ main: bundle, output: join(work, 'sea.blob'), disableExperimentalSEAWarning: true, useCodeCache: false, useSnapshot: false, assets }))
-execFileSync(process.execPath, ['--experimental-sea-config', seaConfig], { stdio: ['ignore', 'ignore', 'inherit'] })
+/** Runs a build step quietly; its output is shown only if it fails. */
+function quiet (args) {
+  try {
+    execFileSync(process.execPath, args, { stdio: 'pipe' })
+  } catch (err) {
+    process.stderr.write(`${err.stdout ?? ''}${err.stderr ?? ''}`)
+    throw err
+  }
+}
+quiet(['--experimental-sea-config', seaConfig])
 rmSync(exe, { force: true })
 copyFileSync(process.execPath, exe)
 chmodSync(exe, 0o755)
-// postject warns about ELF note sections it does not need; its output is shown only if it fails.
-try {
-  execFileSync(process.execPath, [require.resolve('postject/dist/cli.js'), exe, 'NODE_SEA_BLOB', join(work, 'sea.blob'), '--sentinel-fuse', 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2'], { stdio: 'pipe' })
-} catch (err) {
-  process.stderr.write(`${err.stdout ?? ''}${err.stderr ?? ''}`)
-  throw err
-}
+// postject warns about ELF note sections it does not need.
+quiet([require.resolve('postject/dist/cli.js'), exe, 'NODE_SEA_BLOB', join(work, 'sea.blob'), '--sentinel-fuse', 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2'])
 
 const files = [exe]
 writeFileSync(join(out, 'SHA256SUMS'), files.map(f => `${sha256(readFileSync(f))}  ${basename(f)}\n`).join(''))
