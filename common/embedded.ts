@@ -66,14 +66,27 @@ export function extractEmbedded (name: string): string {
   if (s === null || !s.isSea()) throw new RelaygateError('RG_ERR_INTERNAL', `${name} is only embedded in the one-file executable`)
   const want = embeddedManifest().files[name]
   if (want === undefined) throw new RelaygateError('RG_ERR_INTERNAL', `${name} is not embedded in this executable`)
+  return writeOnce(join(buildId(), name), want, () => Buffer.from(s.getAsset(name)))
+}
+
+/** Loads a native addon whose bytes a bundle carries (relaygate-relay.mjs: npm run dist). */
+export function loadAddonBytes (name: string, bytes: Uint8Array): unknown {
+  const want = createHash('sha256').update(bytes).digest('hex')
+  const module = { exports: {} as unknown }
+  process.dlopen(module, writeOnce(join(want.slice(0, 16), name), want, () => Buffer.from(bytes)))
+  return module.exports
+}
+
+/** `relative` under the first usable candidate folder, holding bytes that hash to `want`; written if it does not. */
+function writeOnce (relative: string, want: string, bytesOf: () => Buffer): string {
   const errors: string[] = []
   for (const dir of candidateDirs()) {
-    const file = join(dir, buildId(), name)
+    const file = join(dir, relative)
     try {
       if (existsSync(file) && statSync(file).isFile() && createHash('sha256').update(readFileSync(file)).digest('hex') === want) return file
       mkdirSync(dirname(file), { recursive: true, mode: 0o700 })
-      const bytes = Buffer.from(s.getAsset(name))
-      if (createHash('sha256').update(bytes).digest('hex') !== want) throw new Error('the embedded bytes do not match the manifest')
+      const bytes = bytesOf()
+      if (createHash('sha256').update(bytes).digest('hex') !== want) throw new Error('the embedded bytes do not match their sha256')
       const part = `${file}.${process.pid}.part`
       writeFileSync(part, bytes, { mode: 0o600 })
       chmodSync(part, 0o500)
@@ -83,7 +96,7 @@ export function extractEmbedded (name: string): string {
       errors.push(`${dir}: ${(err as Error).message}`)
     }
   }
-  throw new RelaygateError('RG_ERR_CONFIG', `cannot write the embedded ${name} anywhere (set RELAYGATE_NATIVE_DIR to a writable folder): ${errors.join('; ')}`)
+  throw new RelaygateError('RG_ERR_CONFIG', `cannot write the embedded ${relative} anywhere (set RELAYGATE_NATIVE_DIR to a writable folder): ${errors.join('; ')}`)
 }
 
 /** Loads an embedded native addon, as `require` would load it from node_modules. */

@@ -1,8 +1,11 @@
 import { readFileSync } from 'node:fs'
 import { embeddedVersion } from './embedded.js'
 
-/** The package version, read once from package.json (works from source and from dist/), or the one-file build's own. */
+declare const RELAYGATE_BUNDLE_VERSION: string | undefined
+
+/** The package version, read once from package.json (works from source and from dist/), or the one-file build's or bundle's own. */
 export const VERSION: string = (() => {
+  if (typeof RELAYGATE_BUNDLE_VERSION === 'string') return RELAYGATE_BUNDLE_VERSION
   const embedded = embeddedVersion()
   if (embedded !== null) return embedded
   for (const rel of ['../package.json', '../../package.json']) {

@@ -47,11 +47,15 @@ const manifest = { version, files: Object.fromEntries(Object.entries(assets).map
 writeFileSync(join(work, 'manifest.json'), JSON.stringify(manifest, null, 2))
 assets['manifest.json'] = join(work, 'manifest.json')
 
-// ---- the bundle ----
+// ---- the bundles ----
 const embedded = join(root, 'common', 'embedded.ts')
-/** Native addons come out of the executable (common/embedded.ts) instead of node_modules. */
-const nativeFromAssets = {
-  name: 'native-from-assets',
+/**
+ * Native addons come out of the executable's assets (`assets`) or, in a
+ * per-role .mjs, out of bytes the bundle carries (`bytes`), instead of
+ * node_modules (common/embedded.ts).
+ */
+const natives = from => ({
+  name: 'natives',
   setup (b) {
     b.onResolve({ filter: /^uWebSockets\.js$/ }, () => ({ path: 'uws', namespace: 'embedded-native' }))
     b.onResolve({ filter: /^bindings$/ }, () => ({ path: 'bindings', namespace: 'embedded-native' }))
@@ -60,33 +64,46 @@ const nativeFromAssets = {
     b.onResolve({ filter: /^(bufferutil|utf-8-validate|pg-native)$/ }, args => ({ path: args.path, namespace: 'absent' }))
     b.onLoad({ filter: /.*/, namespace: 'absent' }, args => ({
       loader: 'js',
-      contents: `throw Object.assign(new Error(${JSON.stringify(`${args.path} is not part of the one-file build`)}), { code: 'MODULE_NOT_FOUND' })`
+      contents: `throw Object.assign(new Error(${JSON.stringify(`${args.path} is not part of this build`)}), { code: 'MODULE_NOT_FOUND' })`
     }))
-    b.onLoad({ filter: /.*/, namespace: 'embedded-native' }, args => ({
-      resolveDir: root,
-      loader: 'js',
-      contents: args.path === 'uws'
-        ? `const { loadEmbeddedAddon } = require(${JSON.stringify(embedded)}); module.exports = loadEmbeddedAddon('uws.node')`
-        : `const { loadEmbeddedAddon } = require(${JSON.stringify(embedded)}); module.exports = () => loadEmbeddedAddon('better_sqlite3.node')`
-    }))
+    const addon = { uws: ['uws.node', uwsBinary], bindings: ['better_sqlite3.node', assets['better_sqlite3.node']] }
+    b.onLoad({ filter: /.*/, namespace: 'embedded-native' }, args => {
+      const [name, file] = addon[args.path]
+      const load = from === 'assets'
+        ? `require(${JSON.stringify(embedded)}).loadEmbeddedAddon(${JSON.stringify(name)})`
+        : `require(${JSON.stringify(embedded)}).loadAddonBytes(${JSON.stringify(name)}, require(${JSON.stringify(file)}))`
+      return { resolveDir: root, loader: 'js', contents: args.path === 'uws' ? `module.exports = ${load}` : `module.exports = () => ${load}` }
+    })
   }
-}
+})
+const common = { bundle: true, platform: 'node', target: 'node20', minifySyntax: true, sourcemap: false, legalComments: 'none', logLevel: 'warning' }
 const bundle = join(work, 'relaygate.cjs')
 await build({
+  ...common,
   entryPoints: [join(root, 'cli', 'main.ts')],
   outfile: bundle,
-  bundle: true,
-  platform: 'node',
-  target: 'node20',
   format: 'cjs',
-  minify: false,
-  sourcemap: false,
-  legalComments: 'none',
-  logLevel: 'warning',
-  plugins: [nativeFromAssets],
+  plugins: [natives('assets')],
   define: { 'import.meta.url': 'importMetaUrl' },
   banner: { js: "const importMetaUrl = require('node:url').pathToFileURL(__filename).href;" }
 })
+// One .mjs per site role, for hosts that have Node 20 already: only that role's command (and install).
+const roleBundles = []
+for (const role of ['agent', 'relay']) {
+  const outfile = join(out, `relaygate-${role}.mjs`)
+  await build({
+    ...common,
+    entryPoints: [join(root, 'cli', 'main.ts')],
+    outfile,
+    format: 'esm',
+    loader: { '.node': 'binary' },
+    plugins: [natives('bytes')],
+    define: { RELAYGATE_BUNDLE_ROLE: JSON.stringify(role), RELAYGATE_BUNDLE_VERSION: JSON.stringify(version) },
+    banner: { js: "import { createRequire as createRequireForBundle } from 'node:module'; const require = createRequireForBundle(import.meta.url);" }
+  })
+  chmodSync(outfile, 0o755)
+  roleBundles.push(outfile)
+}
 
 // ---- the single executable application ----
 const exe = join(out, `relaygate-${target}`)
@@ -108,7 +125,7 @@ chmodSync(exe, 0o755)
 // postject warns about ELF note sections it does not need.
 quiet([require.resolve('postject/dist/cli.js'), exe, 'NODE_SEA_BLOB', join(work, 'sea.blob'), '--sentinel-fuse', 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2'])
 
-const files = [exe]
+const files = [exe, ...roleBundles]
 writeFileSync(join(out, 'SHA256SUMS'), files.map(f => `${sha256(readFileSync(f))}  ${basename(f)}\n`).join(''))
 rmSync(work, { recursive: true, force: true })
 for (const f of files) process.stdout.write(`${relative(process.cwd(), f)}  ${(statSync(f).size / 1e6).toFixed(1)} MB  version ${version}\n`)

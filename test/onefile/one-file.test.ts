@@ -1,7 +1,7 @@
 import t from 'tap'
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, statSync } from 'node:fs'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Api, tempDir, eventually, type TapLike } from '../helpers/cluster.js'
 import { readyFile, type Child, type Exit } from '../helpers/child.js'
@@ -168,4 +168,37 @@ t.test('one paste installs a relay from the server, and it links as the unit wou
     return relay.connected === true ? relay : null
   }, 30_000, 100)
   t.equal(linked.version, version, 'the installed relay linked, running the executable it was installed from')
+})
+
+t.test('the per-role bundles: relaygate-relay.mjs and relaygate-agent.mjs run their role on a host with Node, and only it', async t => {
+  const dir = tempDir(t)
+  const sums = readFileSync(join(out, 'SHA256SUMS'), 'utf8')
+  for (const role of ['agent', 'relay']) t.match(sums, new RegExp(`^[0-9a-f]{64}  relaygate-${role}\\.mjs$`, 'm'), `relaygate-${role}.mjs is in SHA256SUMS`)
+  const nodeBare = { ...bare, PATH: dirname(process.execPath) }
+  const other = spawnSync(process.execPath, [join(out, 'relaygate-agent.mjs'), 'server'], { cwd: work, env: nodeBare, encoding: 'utf8' })
+  t.equal(other.status, 2, 'the agent bundle has no server command')
+  const server = startExe(t, ['server', '--data-dir', join(dir, 'server'), '--host', '127.0.0.1', '--http-port', '0', '--https-port', 'off', '--ready-file', join(dir, 'server.json')])
+  const s = await readyFile(server, join(dir, 'server.json'), 60_000)
+  const api = new Api(s.httpUrl, readFileSync(s.adminTokenFile, 'utf8').trim())
+  const r = await api.ok('POST', '/api/relays', { name: 'mjs-site' })
+  const bundle = (role: string, args: string[]): Child => {
+    const proc = spawn(process.execPath, [join(out, `relaygate-${role}.mjs`), ...args], { cwd: tempDir(t), env: { ...nodeBare, RELAYGATE_NATIVE_DIR: join(dir, 'native') }, stdio: ['ignore', 'pipe', 'pipe'] })
+    let stderr = ''
+    proc.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d })
+    proc.stdout.resume()
+    const child: Child = { proc, get stdout () { return '' }, get stderr () { return stderr }, exit: null, closed: new Promise<Exit>(resolve => proc.once('close', (code, signal) => { child.exit = { code, signal }; resolve(child.exit) })) }
+    t.teardown(async () => { if (child.exit === null) { proc.kill('SIGKILL'); await child.closed } })
+    return child
+  }
+  const relay = bundle('relay', ['relay', '--server', s.httpUrl, '--token', r.token, '--host', '127.0.0.1', '--port', '0', '--tls-port', 'off', '--data-dir', join(dir, 'relay'), '--ready-file', join(dir, 'relay.json')])
+  await readyFile(relay, join(dir, 'relay.json'), 60_000)
+  const e = await api.ok('POST', '/api/endpoints', { name: 'mjs-box' })
+  const agent = bundle('agent', ['agent', '--join-token', e.joinToken, '--data-dir', join(dir, 'agent'), '--ready-file', join(dir, 'agent.json')])
+  await readyFile(agent, join(dir, 'agent.json'), 60_000)
+  const online = await eventually(async () => {
+    const ep = await api.ok('GET', `/api/endpoints/${e.id as string}`)
+    return ep.status === 'online' ? ep : null
+  }, 30_000, 100)
+  t.equal(online.relayId, r.id, 'online through the bundled relay (uWebSockets.js out of the bundle)')
+  t.ok(existsSync(join(dir, 'native')), 'the relay wrote its native addon to RELAYGATE_NATIVE_DIR')
 })
