@@ -1,11 +1,12 @@
 import { execFileSync } from 'node:child_process'
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, realpathSync, renameSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import type { Command } from 'commander'
 import { RelaygateError } from '../protocol/errors.js'
 import { isOneFile, extractEmbedded } from '../common/embedded.js'
 import { packageRoot } from '../server/static.js'
 import { opt } from './options.js'
+import { decodeJoinToken } from '../protocol/token.js'
 
 type Role = 'agent' | 'relay'
 
@@ -51,16 +52,14 @@ export function install (role: Role, settings: Record<string, string | undefined
   const layout = installLayout(role)
   const at = (path: string): string => join(options.root, path)
   const notes: string[] = []
+  // The one file itself; from npm, the CLI that is running (node and its script).
+  const execStart = isOneFile() ? layout.bin : `${process.execPath} ${realpathSync(process.argv[1])}`
   try {
-    mkdirSync(dirname(at(layout.bin)), { recursive: true })
-    // The one file itself; from npm, the CLI that is running (node + its script).
-    let execStart = layout.bin
     if (isOneFile()) {
+      mkdirSync(dirname(at(layout.bin)), { recursive: true })
       copyFileSync(process.execPath, at(layout.bin) + '.new')
       chmodSync(at(layout.bin) + '.new', 0o755)
-      execFileSync('mv', ['-f', at(layout.bin) + '.new', at(layout.bin)])
-    } else {
-      execStart = `${process.execPath} ${realpathSync(process.argv[1])}`
+      renameSync(at(layout.bin) + '.new', at(layout.bin))
     }
     mkdirSync(dirname(at(layout.env)), { recursive: true, mode: 0o755 })
     writeFileSync(at(layout.env), envText(settings), { mode: 0o600 })
@@ -79,7 +78,7 @@ export function install (role: Role, settings: Record<string, string | undefined
     execFileSync('systemctl', ['enable', '--now', `relaygate-${role}`], { stdio: 'inherit' })
     notes.push(`started: systemctl status relaygate-${role}`)
   } else if (options.start) {
-    notes.push(`systemd is not running here: start it as the unit would, with the environment of ${layout.env}:`, `  ${layout.bin} ${role} --data-dir ${layout.dataDir}`)
+    notes.push(`systemd is not running here: start it as the unit would, with the environment of ${layout.env}:`, `  ${execStart} ${role} --data-dir ${layout.dataDir}`)
   }
   return notes
 }
@@ -92,6 +91,14 @@ export function registerInstallCommands (program: Command, fail: (err: unknown) 
     .option('--no-start', 'write the files only')
   const done = (role: Role, settings: Record<string, string | undefined>, o: Record<string, any>): void => {
     try {
+      // A token that cannot work is refused here, not by a service that then fails at every boot.
+      if (settings['join-token'] !== undefined) {
+        try {
+          decodeJoinToken(settings['join-token'])
+        } catch (err) {
+          throw new RelaygateError('RG_ERR_BAD_JOIN_TOKEN', `--join-token: ${(err as Error).message}`)
+        }
+      }
       for (const line of install(role, settings, { root: o.root, start: o.start !== false })) process.stdout.write(`${line}\n`)
     } catch (err) { fail(err) }
   }
