@@ -1,6 +1,6 @@
 import t from 'tap'
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
-import { existsSync, readFileSync, statSync } from 'node:fs'
+import { closeSync, existsSync, openSync, readFileSync, readSync, statSync, writeSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Api, tempDir, eventually, type TapLike } from '../helpers/cluster.js'
@@ -137,6 +137,21 @@ t.test('one paste installs an agent from its site\'s relay: checked against the 
     return ep.status === 'online' ? ep : null
   }, 30_000, 100)
   t.equal(online.relayId, r.id, 'the installed agent came online through the relay it was installed from')
+
+  // The relay's cached copy altered (a hostile relay, a bad disk): the same line installs nothing.
+  const cached = join(dir, 'relay', 'cache', exeSha)
+  t.ok(existsSync(cached), 'the relay served it from its cache')
+  const fd = openSync(cached, 'r+')
+  const byte = Buffer.alloc(1)
+  readSync(fd, byte, 0, 1, 5_000_000)
+  byte[0] ^= 0xff
+  writeSync(fd, byte, 0, 1, 5_000_000)
+  closeSync(fd)
+  const tamperedRoot = join(dir, 'tampered-root')
+  const again = spawnSync('sh', ['-c', e.installCommand as string], { cwd: tempDir(t), env: { PATH: '/usr/bin:/bin', RELAYGATE_ROOT: tamperedRoot }, encoding: 'utf8', timeout: 60_000 })
+  t.not(again.status, 0, 'a swapped executable in the relay\'s cache stops the line')
+  t.match(again.stdout + again.stderr, /FAILED|did NOT match/, 'sha256sum says so')
+  t.notOk(existsSync(join(tamperedRoot, 'opt')) || existsSync(join(tamperedRoot, 'etc')), 'and nothing is installed')
 })
 
 t.test('one paste installs a relay from the server, and it links as the unit would run it', async t => {
