@@ -189,6 +189,9 @@ t.test('the endpoint list pages through many endpoints', async t => {
 
 t.test('adding an endpoint shows the agent command with its join token', async t => {
   const { server, api } = await startSite(t)
+  // An executable to install from (any bytes will do here: test/onefile installs a real one).
+  const installer = await api.request('PUT', '/api/artifacts/relaygate-linux-x64', 'not really an executable', { 'content-type': 'application/octet-stream' })
+  t.equal(installer.status, 201)
   const { page, problems } = await openBrowser(t)
   await signIn(page, server.httpUrl, api.token)
   await page.click('text=Add endpoint')
@@ -197,6 +200,9 @@ t.test('adding an endpoint shows the agent command with its join token', async t
   await page.click('text=Create endpoint')
   const command = (await page.textContent('[data-testid=command]')) ?? ''
   t.match(command, /^relaygate agent --join-token rg1\.\S+ --tunnel-target http:\/\/127\.0\.0\.1:2375$/)
+  const installLine = (await page.textContent('[data-testid=install-command]')) ?? ''
+  t.ok(installLine.includes(`echo '${installer.body.sha256 as string}  relaygate' | sha256sum -c -`), 'the one-paste line checks the executable\'s sha256')
+  t.match(installLine, /&& \.\/relaygate install agent --join-token rg1\.\S+ --tunnel-target http:\/\/127\.0\.0\.1:2375$/)
   await page.waitForSelector('tr[data-name=db-02][data-status=offline]')
   await shot(page, 'endpoint-added')
   const listed = await api.ok('GET', '/api/endpoints?q=db-02')
