@@ -371,6 +371,16 @@ export class SqlStore implements Store {
     return rows.map(r => ({ endpointId: r.endpoint_id, edgeId: r.edge_id, code: r.code, count: r.count, firstAt: r.first_at, lastAt: r.last_at }))
   }
 
+  async listAgentVersions (endpointIds: string[]): Promise<Map<string, string>> {
+    const rows = await this.allIn<{ endpoint_id: string, body: string }>('SELECT endpoint_id, body FROM snapshots WHERE endpoint_id IN (?)', endpointIds)
+    const out = new Map<string, string>()
+    for (const r of rows) {
+      const version = (JSON.parse(r.body) as { agentVersion?: unknown }).agentVersion
+      if (typeof version === 'string') out.set(r.endpoint_id, version)
+    }
+    return out
+  }
+
   async spendCredential (tunnelId: string, at: number): Promise<boolean> {
     const first = await this.db.run('INSERT INTO spent_credentials (tunnel_id, spent_at) VALUES (?, ?) ON CONFLICT (tunnel_id) DO NOTHING', [tunnelId, at]) > 0
     if (first) await this.db.run('DELETE FROM spent_credentials WHERE spent_at < ?', [at - SPENT_KEPT_MS])

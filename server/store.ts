@@ -164,6 +164,8 @@ export interface Store {
   countSecurityEvents: (relayId: string) => Promise<number>
   /** The refusals recorded for these endpoints, newest first (batched as listEndpointAgents). */
   listRefusals: (endpointIds: string[]) => Promise<RefusalRecord[]>
+  /** The agent version in each endpoint's latest snapshot (endpoints without one are absent). */
+  listAgentVersions: (endpointIds: string[]) => Promise<Map<string, string>>
 
   /**
    * Spends a one-time tunnel credential: true for the first caller only,

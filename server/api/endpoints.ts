@@ -41,6 +41,8 @@ export interface EndpointView {
   createdAt: string | null
   agents: EndpointAgentView[]
   refusedEdgeIds: RefusalView[]
+  /** From the latest snapshot: the version the endpoint's agent runs (null before its first snapshot). */
+  agentVersion: string | null
   snapshot?: SnapshotSummary | null
 }
 
@@ -49,6 +51,7 @@ export async function endpointViews (ctx: ApiContext, records: EndpointRecord[],
   const ids = records.map(e => e.id)
   const agents = groupBy(await ctx.store.listEndpointAgents(ids), a => a.endpointId)
   const refusals = groupBy(await ctx.store.listRefusals(ids), r => r.endpointId)
+  const versions = await ctx.store.listAgentVersions(ids)
   // Several replicas: agents online and tunnels held elsewhere (one query each for the page).
   const elsewhere = ids.filter(id => ctx.hub.agentsOf(id).length === 0)
   const remote = ctx.cluster === null ? null : { presence: await ctx.cluster.remotePresence(elsewhere), tunnels: await ctx.cluster.remoteTunnels(elsewhere) }
@@ -56,6 +59,7 @@ export async function endpointViews (ctx: ApiContext, records: EndpointRecord[],
   for (const e of records) {
     const online: Array<{ edgeId: string, relayId: string }> = ctx.hub.agentsOf(e.id)
     const view = endpointView(ctx, e, agents.get(e.id) ?? [], refusals.get(e.id) ?? [], online.length > 0 ? online : remote?.presence.get(e.id) ?? [])
+    view.agentVersion = versions.get(e.id) ?? null
     const tunnel = remote?.tunnels.get(e.id)
     if (tunnel !== undefined && view.tunnel.state === 'closed') view.tunnel = tunnel
     if (detail) view.snapshot = await snapshotSummary(ctx, e.id)
@@ -92,7 +96,8 @@ function endpointView (ctx: ApiContext, e: EndpointRecord, agents: EndpointAgent
       const live = online.find(o => o.edgeId === a.edgeId)
       return { edgeId: a.edgeId, status: live === undefined ? 'offline' : 'online', relayId: live?.relayId ?? null, admittedAt: iso(a.admittedAt), lastSeen: live === undefined ? iso(a.lastSeen) : iso(Date.now()) }
     }),
-    refusedEdgeIds: refusals.map(r => ({ edgeId: r.edgeId, code: r.code, count: r.count, firstAt: iso(r.firstAt), lastAt: iso(r.lastAt) }))
+    refusedEdgeIds: refusals.map(r => ({ edgeId: r.edgeId, code: r.code, count: r.count, firstAt: iso(r.firstAt), lastAt: iso(r.lastAt) })),
+    agentVersion: null
   }
 }
 

@@ -127,16 +127,17 @@ export function EndpointsPage () {
     <${ErrorBox} error=${list.error ?? actionError} />
     <div class="table-wrap">
       <table data-testid="endpoints-table">
-        <thead><tr><th>Name</th><th>Status</th><th>Relay</th><th>Edge id</th><th>Last seen</th><th>Tunnel</th><th>Refused edge ids</th><th></th></tr></thead>
+        <thead><tr><th>Name</th><th>Status</th><th>Relay</th><th>Edge id</th><th>Last seen</th><th>Version</th><th>Tunnel</th><th>Refused edge ids</th><th></th></tr></thead>
         <tbody>
           ${rows.length === 0 && !list.loading
-            ? html`<tr><td class="empty" colspan="8">${query === '' ? 'No endpoints yet. Add one to get the command for its agent.' : 'No endpoint matches.'}</td></tr>`
+            ? html`<tr><td class="empty" colspan="9">${query === '' ? 'No endpoints yet. Add one to get the command for its agent.' : 'No endpoint matches.'}</td></tr>`
             : rows.map(ep => html`<tr key=${ep.id} data-endpoint=${ep.id} data-name=${ep.name} data-status=${ep.status}>
                 <td><div class="name-cell"><a href=${`#/endpoints/${encodeURIComponent(ep.id)}`}>${ep.name}</a><span class="mono">${ep.id}</span></div></td>
                 <td><${Badge} value=${ep.status} />${ep.maxAgents > 1 ? html` <span class="muted small">${ep.agents.filter(a => a.status === 'online').length}/${ep.maxAgents}</span>` : null}</td>
                 <td>${ep.relayId === null ? html`<span class="muted">–</span>` : (relayNames.get(ep.relayId) ?? ep.relayId)}</td>
                 <td class="mono" title=${ep.edgeId ?? ''}>${short(ep.edgeId)}</td>
                 <td class="nowrap" title=${ep.lastSeen ?? ''}>${ep.status === 'online' ? 'now' : fmtAgo(ep.lastSeen, now)}</td>
+                <td class="mono" data-testid="agent-version">${ep.agentVersion ?? html`<span class="muted">–</span>`}</td>
                 <td><${TunnelBadge} tunnel=${ep.tunnel} /></td>
                 <td>${(ep.refusedEdgeIds ?? []).length === 0
                   ? html`<span class="muted">none</span>`

@@ -1,4 +1,5 @@
 import t from 'tap'
+import { VERSION } from '../../common/version.js'
 import { deriveE2eKeys, reportMac } from '../../protocol/messages.js'
 import { join } from 'node:path'
 import WebSocket, { WebSocketServer } from 'ws'
@@ -89,6 +90,9 @@ t.test('agents send a snapshot on connect, including what their target says abou
   })
   t.equal(snap.reason, 'connect')
   t.match(snap.snapshot.target, { target: target.url, status: 200 })
+  const listed = (await api.ok('GET', '/api/endpoints?q=snap'))[0]
+  t.equal(listed.agentVersion, snap.snapshot.agentVersion, 'the list shows the version the agent runs')
+  t.equal(listed.agentVersion, VERSION)
   t.ok(target.hits.includes('/info'), 'the agent asked its target for /info')
 })
 
