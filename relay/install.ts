@@ -4,6 +4,7 @@ import type { ArtifactCache } from '../cache/index.js'
 import type { InstallerFile } from '../protocol/relay-messages.js'
 import { installScript, baseFromHost } from '../common/install-script.js'
 import { serveArtifact } from './downloads.js'
+import type { FailureLimiter } from '../common/failure-limiter.js'
 
 /**
  * `GET /install/<name>` and `GET /install/agent.sh`, for anyone (issue 16):
@@ -16,6 +17,8 @@ export function serveInstall (res: uWS.HttpResponse, req: uWS.HttpRequest, optio
   cache: ArtifactCache
   secure: boolean
   logger: Logger
+  /** Executable downloads per peer address (anyone may ask, so nobody may ask without end). */
+  limiter: FailureLimiter
 }): void {
   const file = req.getParameter(0) ?? ''
   if (file === 'agent.sh') {
@@ -29,6 +32,14 @@ export function serveInstall (res: uWS.HttpResponse, req: uWS.HttpRequest, optio
   }
   const installer = options.installers().get(file)
   if (installer === undefined) return notFound(res, `no executable named ${file} here`)
+  const peer = Buffer.from(res.getRemoteAddressAsText()).toString()
+  if (!options.limiter.allows(peer)) {
+    const wait = options.limiter.retryAfter(peer)
+    res.cork(() => res.writeStatus('429 Too Many Requests').writeHeader('retry-after', String(wait)).writeHeader('content-type', 'application/json')
+      .end(JSON.stringify({ error: { code: 'RG_ERR_RATE_LIMIT', message: `too many downloads of the executable from ${peer}; try again in ${wait} s` } })))
+    return
+  }
+  options.limiter.fail(peer)
   serveArtifact(res, req, { cache: options.cache, authorize: () => true, logger: options.logger, sha256: installer.sha256 })
 }
 

@@ -14,6 +14,7 @@ import { RelayCore, type RelayStats, type RelayTaps } from './core.js'
 import { AgentListener } from './listener.js'
 import { serveArtifact } from './downloads.js'
 import { serveInstall } from './install.js'
+import { FailureLimiter } from '../common/failure-limiter.js'
 import { ResultQueue } from './results.js'
 import { createRelayMetrics } from './metrics.js'
 
@@ -115,13 +116,15 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
   const core = new RelayCore(config, link, results, cache, logger, hooks.taps)
   life.onClose('agents', graceful => core.close(graceful))
   const metrics = createRelayMetrics({ stats: core.stats, cache, link, queuedResults: () => results.size })
+  // The executable at /install/: 5 downloads per peer address at once, then one every 10 minutes.
+  const installDownloads = new FailureLimiter({ burst: 5, perSecond: 1 / 600, maxKeys: 10_000 })
   const listener = await AgentListener.listen({ host: config.host, port: config.port, tlsPort: config.tlsPort, cert, logger, retryForMs: config.listenRetryMs }, {
     onAgent: transport => core.accept(transport),
     healthz: res => res.writeStatus(link.isReady ? '200 OK' : '503 Service Unavailable').writeHeader('content-type', 'application/json')
       .end(JSON.stringify({ ok: link.isReady, linked: link.isReady, relayId: link.relayId, agents: core.agents.size, version: VERSION })),
     metrics: res => metrics.serve(res),
     artifact: (res, req) => serveArtifact(res, req, { cache, authorize: token => core.agents.mayDownload(token), logger }),
-    install: (res, req, secure) => serveInstall(res, req, { installers: () => core.installers, cache, secure, logger })
+    install: (res, req, secure) => serveInstall(res, req, { installers: () => core.installers, cache, secure, logger, limiter: installDownloads })
   })
   life.onClose('listener', () => listener.close())
   urls.wsUrl = config.publicUrls.find(u => !u.startsWith('wss:'))?.replace(/\/+$/, '') ?? listener.wsUrl
