@@ -84,7 +84,10 @@ t.test('a job whose sha256 or path the relay changed is refused; the target show
     t.notOk(fs.existsSync(join(agent.config.filesDir!, path)), `${path}: nothing placed`)
   }
   const forged = await securityEvents(api, 'RG_ERR_ORDER_FORGED', 2)
-  t.equal(forged.reduce((n, e) => n + (e.count as number), 0), 2, 'both alterations recorded (one row, counted)')
+  // At least both: an order the server sends again (a retry of an undelivered target) passes the same relay
+  // and is forged again, and that is recorded too (seen once in CI on PostgreSQL: 3).
+  t.ok(forged.reduce((n, e) => n + (e.count as number), 0) >= 2, 'both alterations recorded (one row, counted)')
+  t.equal(forged.length, 1, 'in one row')
   t.notOk(fs.existsSync(join(agent.config.filesDir!, '..', '..', 'outside.bin')))
 
   // With the relay behaving again, the same job goes through: nothing else was broken.
