@@ -29,7 +29,12 @@ export function childEnv (extra: Env = {}): NodeJS.ProcessEnv {
 
 /** Starts `relaygate ...args` (in `cwd`); killed in teardown if still running. */
 export function start (t: TapLike, args: string[], env: Env = {}, cwd = root): Child {
-  const proc = spawn(process.execPath, [bin, ...args], { cwd, env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] })
+  return startCommand(t, process.execPath, [bin, ...args], childEnv(env), cwd)
+}
+
+/** Starts any program with exactly `env`, its output kept; killed in teardown if still running. */
+export function startCommand (t: TapLike, command: string, args: string[], env: NodeJS.ProcessEnv, cwd: string): Child {
+  const proc = spawn(command, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] })
   let stdout = ''
   let stderr = ''
   proc.stdout!.setEncoding('utf8').on('data', (d: string) => { stdout += d })

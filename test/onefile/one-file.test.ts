@@ -4,7 +4,7 @@ import { closeSync, existsSync, openSync, readFileSync, readSync, statSync, writ
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Api, tempDir, eventually, type TapLike } from '../helpers/cluster.js'
-import { readyFile, type Child, type Exit } from '../helpers/child.js'
+import { readyFile, startCommand, type Child } from '../helpers/child.js'
 
 // Issue 16: the one-file executable (npm run dist) runs every role on a host
 // without Node: here with an empty PATH, an empty HOME and a working
@@ -19,20 +19,7 @@ const bare = { PATH: '/nonexistent', HOME: work, RELAYGATE_LOG_LEVEL: 'warn' }
 
 /** Starts the executable as a process with nothing but `bare` in its environment. */
 function startExe (test: TapLike, args: string[]): Child {
-  const proc = spawn(exe, args, { cwd: work, env: bare, stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  proc.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d })
-  proc.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d })
-  const child: Child = {
-    proc,
-    get stdout () { return stdout },
-    get stderr () { return stderr },
-    exit: null,
-    closed: new Promise<Exit>(resolve => proc.once('close', (code, signal) => { child.exit = { code, signal }; resolve(child.exit) }))
-  }
-  test.teardown(async () => { if (child.exit === null) { proc.kill('SIGKILL'); await child.closed } })
-  return child
+  return startCommand(test, exe, args, bare, work)
 }
 
 t.test('the build: one executable and its checksum', async t => {
@@ -196,15 +183,8 @@ t.test('the per-role bundles: relaygate-relay.mjs and relaygate-agent.mjs run th
   const s = await readyFile(server, join(dir, 'server.json'), 60_000)
   const api = new Api(s.httpUrl, readFileSync(s.adminTokenFile, 'utf8').trim())
   const r = await api.ok('POST', '/api/relays', { name: 'mjs-site' })
-  const bundle = (role: string, args: string[]): Child => {
-    const proc = spawn(process.execPath, [join(out, `relaygate-${role}.mjs`), ...args], { cwd: tempDir(t), env: { ...nodeBare, RELAYGATE_NATIVE_DIR: join(dir, 'native') }, stdio: ['ignore', 'pipe', 'pipe'] })
-    let stderr = ''
-    proc.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d })
-    proc.stdout.resume()
-    const child: Child = { proc, get stdout () { return '' }, get stderr () { return stderr }, exit: null, closed: new Promise<Exit>(resolve => proc.once('close', (code, signal) => { child.exit = { code, signal }; resolve(child.exit) })) }
-    t.teardown(async () => { if (child.exit === null) { proc.kill('SIGKILL'); await child.closed } })
-    return child
-  }
+  const bundle = (role: string, args: string[]): Child =>
+    startCommand(t, process.execPath, [join(out, `relaygate-${role}.mjs`), ...args], { ...nodeBare, RELAYGATE_NATIVE_DIR: join(dir, 'native') }, tempDir(t))
   const relay = bundle('relay', ['relay', '--server', s.httpUrl, '--token', r.token, '--host', '127.0.0.1', '--port', '0', '--tls-port', 'off', '--data-dir', join(dir, 'relay'), '--ready-file', join(dir, 'relay.json')])
   await readyFile(relay, join(dir, 'relay.json'), 60_000)
   const e = await api.ok('POST', '/api/endpoints', { name: 'mjs-box' })
