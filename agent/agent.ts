@@ -21,8 +21,12 @@ import { VERSION } from '../common/version.js'
 import type { RelayAddress } from '../protocol/token.js'
 import { verifyAgentConfig, type AgentConfig, type VerifiedAgentConfig } from './config.js'
 import { TunnelEndpoint } from './tunnel.js'
+import { download, type RelayAccess } from './download.js'
 import { takeSnapshot } from './snapshot.js'
 import { JobRunner } from './jobs.js'
+import { SelfUpdater } from '../common/updater.js'
+import { Versions } from '../common/self-update.js'
+import { isOneFile } from '../common/embedded.js'
 import { CheckinFlag } from '../protocol/index.js'
 
 export type AgentState = 'connecting' | 'authenticating' | 'online' | 'waiting' | 'stopped'
@@ -49,7 +53,9 @@ export function loadEdgeId (dataDir: string, given: string | undefined, logger: 
  * proves it holds the endpoint secret, and checks in at the interval the
  * server sets. Events: 'online' {relay}, 'answer' CheckinAnswer,
  * 'offline' {code, reason}, 'relay-error' {relay, error} (a relay could not
- * be reached; the agent moves on), 'fatal' RelaygateError (stopped for good).
+ * be reached; the agent moves on), 'fatal' RelaygateError (stopped for good),
+ * 'restart' {reason} (a self-update switched versions: whoever runs the agent
+ * closes it and starts it again; the CLI exits with RESTART_EXIT_CODE).
  */
 export class RelaygateAgent extends EventEmitter {
   readonly config: VerifiedAgentConfig
@@ -84,6 +90,9 @@ export class RelaygateAgent extends EventEmitter {
   private readonly startedAt = Date.now()
   readonly tunnel: TunnelEndpoint
   readonly jobs: JobRunner
+  readonly updater: SelfUpdater
+  /** The version this agent runs and reports. */
+  readonly version: string
   private currentRelay: RelayAddress | null = null
   private downloadToken: string | null = null
   snapshotsSent = 0
@@ -120,13 +129,34 @@ export class RelaygateAgent extends EventEmitter {
     this.jobs = new JobRunner({
       logger: this.log,
       send: msg => this.report(msg),
-      relay: () => this.currentRelay === null || this.downloadToken === null || this.state !== 'online'
-        ? null
-        : { url: this.currentRelay.url, fingerprints: this.currentRelay.fingerprints, downloadToken: this.downloadToken }
+      relay: () => this.relayAccess()
     }, { dataDir: this.config.dataDir, filesDir: this.config.filesDir!, allowExec: this.config.allowExec, ...(this.config.downloadRetries === undefined ? {} : { downloadRetries: this.config.downloadRetries }) })
+    this.version = this.config.version ?? VERSION
+    const versions = this.config.selfUpdate ?? new Versions(this.config.dataDir, { execPath: process.execPath, version: this.version, oneFile: isOneFile() })
+    this.updater = new SelfUpdater({
+      role: 'agent',
+      logger: this.log,
+      version: this.version,
+      send: report => this.report({ t: 'update-progress', ...report }),
+      // Through the relay's cache, as a job's artifact: N agents at a site cost the server one transfer.
+      fetch: async (order, part, verify, progress) => await download({ jobId: order.updateId, sha256: order.sha256, size: order.size, deadline: order.deadline }, part, this.log, verify, {
+        relay: () => this.relayAccess(),
+        closed: () => this.stopped,
+        progress,
+        retries: this.config.downloadRetries ?? 8,
+        progressTty: false
+      }),
+      restart: reason => { this.emit('restart', { reason }) }
+    }, versions, this.config.dataDir)
   }
 
-  /** Sends a control message to the relay (dropped when offline). */
+  /** The relay to download from now (its HTTP side and our download token), or null while offline. */
+  private relayAccess (): RelayAccess | null {
+    return this.currentRelay === null || this.downloadToken === null || this.state !== 'online'
+      ? null
+      : { url: this.currentRelay.url, fingerprints: this.currentRelay.fingerprints, downloadToken: this.downloadToken }
+  }
+
   /** Sends a report up to the server with its end-to-end MAC (dropped when offline). */
   private report (msg: UnsignedReport | ({ t: 'job-result' } & UnsignedJobResult)): void {
     const mux = this.mux
@@ -137,7 +167,7 @@ export class RelaygateAgent extends EventEmitter {
 
   /** Sends a snapshot of this machine up to the server. */
   async sendSnapshot (reason: string): Promise<void> {
-    const snapshot = await takeSnapshot({ edgeId: this.edgeId, dataDir: this.config.dataDir, tunnelTarget: this.config.tunnelTarget, startedAt: this.startedAt })
+    const snapshot = await takeSnapshot({ edgeId: this.edgeId, dataDir: this.config.dataDir, tunnelTarget: this.config.tunnelTarget, startedAt: this.startedAt, version: this.version })
     if (this.state !== 'online') return
     this.report({ t: 'snapshot', reason, snapshot, takenAt: Date.now() })
     this.snapshotsSent++
@@ -172,6 +202,7 @@ export class RelaygateAgent extends EventEmitter {
     if (!this.stopped && this.running !== null) await this.jobs.drain(this.config.drainTimeoutMs)
     this.stopped = true
     this.tunnel.close()
+    this.updater.close()
     await this.jobs.close()
     if (this.snapshotTimer !== null) clearInterval(this.snapshotTimer)
     this.wake()
@@ -184,6 +215,7 @@ export class RelaygateAgent extends EventEmitter {
   async destroy (): Promise<void> {
     this.stopped = true
     this.tunnel.close()
+    this.updater.close()
     void this.jobs.close()
     if (this.snapshotTimer !== null) clearInterval(this.snapshotTimer)
     this.wake()
@@ -302,7 +334,7 @@ export class RelaygateAgent extends EventEmitter {
         }
       })
       this.mux = mux
-      mux.send(helloFrame({ role: 'agent', endpointId: this.endpointId, edgeId: this.edgeId, agentVersion: VERSION }))
+      mux.send(helloFrame({ role: 'agent', endpointId: this.endpointId, edgeId: this.edgeId, agentVersion: this.version }))
     })
   }
 
@@ -351,6 +383,7 @@ export class RelaygateAgent extends EventEmitter {
   private onOrder (mux: Mux, msg: AgentDown): void {
     switch (msg.t) {
       case 'job': return this.jobs.onControl(msg)
+      case 'update': return this.updater.onOrder(msg)
       case 'agent-settings':
         this.snapshotEveryMs = msg.snapshotIntervalSeconds * 1000
         return this.scheduleSnapshots()
@@ -402,6 +435,7 @@ export class RelaygateAgent extends EventEmitter {
     this.scheduleCheckin(mux)
     this.emit('online', { relay: relay.url })
     this.jobs.onOnline()
+    this.updater.onOnline()
     this.everOnline = true
     this.scheduleSnapshots()
     void this.sendSnapshot('connect').catch(err => this.log.warn({ err: (err as Error).message }, 'snapshot failed'))

@@ -2,6 +2,7 @@ import { resolve } from 'node:path'
 import { RelaygateError } from '../protocol/errors.js'
 import { decodeJoinToken, normalizeFingerprint, type JoinToken, type RelayAddress } from '../protocol/token.js'
 import { SHA256_HEX } from '../common/sha256.js'
+import type { SelfUpdateHost } from '../common/self-update.js'
 
 export interface AgentConfig {
   joinToken: string
@@ -27,6 +28,14 @@ export interface AgentConfig {
   drainTimeoutMs: number
   /** Failed download tries (while a relay is connected) before a job fails; time without a relay does not count. */
   downloadRetries?: number
+  /**
+   * The versions dir that self-updates install into (issue 16); default: the
+   * one-file executable's own, under the data dir. In-process fleets (tests,
+   * benches) give their own.
+   */
+  selfUpdate?: SelfUpdateHost
+  /** The version this agent reports (default: the build's): in-process fleets that play several builds. */
+  version?: string
 }
 
 export const agentDefaults: Omit<AgentConfig, 'joinToken'> = {

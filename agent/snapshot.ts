@@ -8,6 +8,8 @@ export interface SnapshotOptions {
   dataDir: string
   tunnelTarget?: string
   startedAt: number
+  /** The version the agent reports (default: the build's). */
+  version?: string
 }
 
 /** Asks an HTTP (or unix socket) target about itself: Docker's /info when it is a Docker API. */
@@ -70,7 +72,7 @@ export async function takeSnapshot (options: SnapshotOptions): Promise<Record<st
     disk,
     uptimeSeconds: Math.round(os.uptime()),
     agentUptimeSeconds: Math.round((Date.now() - options.startedAt) / 1000),
-    agentVersion: VERSION,
+    agentVersion: options.version ?? VERSION,
     node: process.version
   }
   if (options.tunnelTarget !== undefined) snapshot.target = await describeTarget(options.tunnelTarget)

@@ -1,6 +1,8 @@
 import { execFileSync } from 'node:child_process'
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, realpathSync, renameSync, writeFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
+import { Versions } from '../common/self-update.js'
+import { VERSION } from '../common/version.js'
 import type { Command } from 'commander'
 import { RelaygateError } from '../protocol/errors.js'
 import { isOneFile, extractEmbedded } from '../common/embedded.js'
@@ -20,15 +22,23 @@ export function installLayout (role: Role): { bin: string, env: string, unit: st
   }
 }
 
-/** The unit from deploy/systemd, made to run the installed executable as a dynamic user with the env file. */
+/**
+ * The unit from deploy/systemd, made to run the installed executable as a
+ * dynamic user with the env file. The one-file executable runs through the
+ * link in its data dir, which self-updates switch (issue 16); before each
+ * start the installed executable's update-guard points the link at the
+ * current version and rolls back a new one that keeps failing.
+ */
 function unitText (role: Role, execStart: string): string {
   const name = `relaygate-${role}.service`
   const template = isOneFile() ? readFileSync(extractEmbedded(`deploy/${name}`), 'utf8') : readFileSync(join(packageRoot(), 'deploy', 'systemd', name), 'utf8')
   const layout = installLayout(role)
+  const run = isOneFile() ? join(layout.dataDir, 'bin', 'relaygate') : execStart
+  const guard = isOneFile() ? `ExecStartPre=${execStart} update-guard --data-dir ${layout.dataDir}\n` : ''
   return template
     .replace(/^User=relaygate\nGroup=relaygate\n/m, 'DynamicUser=yes\n')
     .replace(/^EnvironmentFile=-?.*$/m, `EnvironmentFile=${layout.env}`)
-    .replace(/^ExecStart=.*$/m, `ExecStart=${execStart} ${role} --data-dir ${layout.dataDir} --ready-file /run/relaygate-${role}/ready.json`)
+    .replace(/^ExecStart=.*$/m, `${guard}ExecStart=${run} ${role} --data-dir ${layout.dataDir} --ready-file /run/relaygate-${role}/ready.json`)
 }
 
 /** RELAYGATE_<FLAG>=value lines (what the unit's EnvironmentFile holds: the secrets stay out of the unit and of ps). */
@@ -83,8 +93,17 @@ export function install (role: Role, settings: Record<string, string | undefined
   return notes
 }
 
-/** `relaygate install agent|relay`: what the one-line install command runs once the download checked out. */
+/** `relaygate install agent|relay`: what the one-line install command runs once the download checked out; `relaygate update-guard`: what its unit runs before each start. */
 export function registerInstallCommands (program: Command, fail: (err: unknown) => never): void {
+  program.command('update-guard')
+    .description('Before each start of an installed service (its ExecStartPre): point <data-dir>/bin/relaygate at the current version, roll back a new one that keeps failing.')
+    .addOption(opt('--data-dir <dir>', 'the service\'s data directory').makeOptionMandatory())
+    .action((o: Record<string, any>) => {
+      try {
+        const versions = new Versions(resolve(o.dataDir), { execPath: process.execPath, version: VERSION, oneFile: isOneFile() })
+        process.stdout.write(`relaygate update-guard: ${versions.guard()}\n`)
+      } catch (err) { fail(err) }
+    })
   const installCmd = program.command('install').description('Install this executable as a systemd service (what the one-line install command runs).')
   const common = (cmd: Command): Command => cmd
     .addOption(opt('--root <dir>', 'install under this folder instead of / (for packaging and tests)').default('/'))

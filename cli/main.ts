@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander'
 import type { Logger } from 'pino'
 import { VERSION } from '../common/version.js'
+import { RESTART_EXIT_CODE } from '../common/self-update.js'
 import { RelaygateError, toRelaygateError } from '../protocol/errors.js'
 import { connectTcp, readAdminToken } from './connect.js'
 import { createLogger } from './log.js'
@@ -29,22 +30,27 @@ function stopped (err: RelaygateError): never {
   process.exit(GAVE_UP_CODES.has(err.code) ? 1 : EXIT_REFUSED)
 }
 
-/** Runs until SIGINT/SIGTERM, then closes gracefully; a second signal exits at once. */
-function runUntilSignal (logger: Logger, close: () => Promise<void>, forceAfterMs = 15_000): void {
+/**
+ * Runs until SIGINT/SIGTERM, then closes gracefully; a second signal exits at
+ * once. Returns a stop that closes the same way and exits with `code` (a
+ * self-update's restart: RESTART_EXIT_CODE, which the service restarts on).
+ */
+function runUntilSignal (logger: Logger, close: () => Promise<void>, forceAfterMs = 15_000): (code: number, why: string) => void {
   let stopping = false
-  const onSignal = (signal: NodeJS.Signals): void => {
-    if (stopping) process.exit(1)
+  const stop = (code: number, why: string): void => {
+    if (stopping) process.exit(code === 0 ? 1 : code)
     stopping = true
-    logger.info({ signal }, 'shutting down')
-    const force = setTimeout(() => process.exit(1), forceAfterMs)
+    logger.info({ why, exitCode: code }, 'shutting down')
+    const force = setTimeout(() => process.exit(code === 0 ? 1 : code), forceAfterMs)
     force.unref()
-    close().then(() => process.exit(0), err => {
+    close().then(() => process.exit(code), err => {
       logger.error({ err }, 'shutdown failed')
-      process.exit(1)
+      process.exit(code === 0 ? 1 : code)
     })
   }
-  process.on('SIGINT', onSignal)
-  process.on('SIGTERM', onSignal)
+  process.on('SIGINT', signal => stop(0, signal))
+  process.on('SIGTERM', signal => stop(0, signal))
+  return stop
 }
 
 declare const RELAYGATE_BUNDLE_ROLE: string | undefined
@@ -128,14 +134,17 @@ if (typeof RELAYGATE_BUNDLE_ROLE === 'undefined' || RELAYGATE_BUNDLE_ROLE === 'r
       const logger = createLogger(program.opts().logLevel)
       try {
         const { buildRelay } = await import('../relay/relay.js')
+        let stop: ((code: number, why: string) => void) | null = null
         const relay = await buildRelay({
           server: o.server, token: o.token, dataDir: o.dataDir, host: o.host, port: o.port, tlsPort: o.tlsPort, tlsCert: o.tlsCert, tlsKey: o.tlsKey,
           publicUrls: o.publicUrl ?? [], serverFingerprint: o.serverFingerprint, name: o.name, cacheMaxBytes: o.cacheMaxBytes,
           giveUpAfterMs: o.giveUpAfter * 1000, listenRetryMs: o.listenRetry * 1000, readyFile: o.readyFile, pushFlags: o.pushFlags !== false
         }, logger, {
-          onFatal: stopped
+          onFatal: stopped,
+          // A self-update switched versions: stop, for the service to start the new one.
+          onRestart: why => stop?.(RESTART_EXIT_CODE, why)
         })
-        runUntilSignal(logger, () => relay.close())
+        stop = runUntilSignal(logger, () => relay.close())
       } catch (err) { fail(err) }
     })
 }
@@ -167,7 +176,9 @@ if (typeof RELAYGATE_BUNDLE_ROLE === 'undefined' || RELAYGATE_BUNDLE_ROLE === 'a
         }, logger)
         agent.on('fatal', stopped)
         agent.start()
-        runUntilSignal(logger, () => agent.close(), o.stopTimeout * 1000 + 15_000)
+        const stop = runUntilSignal(logger, () => agent.close(), o.stopTimeout * 1000 + 15_000)
+        // A self-update switched versions: stop (running jobs finish first), for the service to start the new one.
+        agent.on('restart', ({ reason }: { reason: string }) => stop(RESTART_EXIT_CODE, reason))
       } catch (err) {
         // The decoder does not know where the token came from: name the flag.
         const coded = toRelaygateError(err)

@@ -29,3 +29,6 @@ export function atLeastVersion (version: string, min: string): boolean {
   for (let i = 0; i < 3; i++) if (a[i] !== b[i]) return a[i] > b[i]
   return true
 }
+
+/** The first version whose relays and agents carry and obey update orders (issue 16). */
+export const UPDATES_SINCE = '0.3.0'

@@ -25,9 +25,15 @@
  *   tunnel-keepalive {tunnelId}          while an admin is active
  *   tunnel-close {tunnelId, reason}
  *   job {jobId, attempt, sha256, size, path, run}
+ *   update {updateId, version, sha256, size, healthSeconds, deadline}   replace this executable (issue 16)
+ *
+ * Passed up, agent -> server (issue 16):
+ *   update-progress {updateId, version, state, progress, bytes, code?, message?}   on the way, and the
+ *                   outcome (succeeded after the restart, or failed/rolled back), sent again at every
+ *                   connect until the next update: the server applies it once
  */
 import {
-  Type, Id, B64, Sha256Hex, Text, NonEmpty, U32, Size, Code, Seconds, message, strict, messageSet, type Static
+  Type, Id, B64, Sha256Hex, Text, NonEmpty, U32, Size, Code, Seconds, BuildVersion, message, strict, messageSet, type Static
 } from './schema.js'
 import type { TProperties } from '@sinclair/typebox'
 
@@ -65,7 +71,24 @@ export const JobProgress = report('job-progress', {
 })
 /** The agent refused an order (forged or replayed): it tells the server, authenticated, so the relay cannot hide it by forging. */
 export const OrderRefused = report('order-refused', { kind: NonEmpty(32), ref: Text(64), code: Code, message: Text(MAX_ERROR_MESSAGE) })
-export const AGENT_UP = [TunnelOpen, TunnelClosed, TunnelNeed, Snapshot, JobProgress, OrderRefused] as const
+/** Where a self-update is: on the way (downloading … restarting) or its outcome (issue 16). */
+export const UpdateState = Type.Union([
+  Type.Literal('downloading'), Type.Literal('verifying'), Type.Literal('installing'), Type.Literal('restarting'),
+  Type.Literal('succeeded'), Type.Literal('failed')
+])
+export const UpdateProgress = report('update-progress', {
+  updateId: Id,
+  /** The version the update is to. */
+  version: BuildVersion,
+  state: UpdateState,
+  progress: Type.Number({ minimum: 0, maximum: 1 }),
+  bytes: Size,
+  /** The version running as this is sent. */
+  running: BuildVersion,
+  code: Type.Optional(Code),
+  message: Type.Optional(Text(MAX_ERROR_MESSAGE))
+})
+export const AGENT_UP = [TunnelOpen, TunnelClosed, TunnelNeed, Snapshot, JobProgress, OrderRefused, UpdateProgress] as const
 export type AgentUp = Static<(typeof AGENT_UP)[number]>
 
 // --- passed down: server -> agent -----------------------------------------------
@@ -92,7 +115,22 @@ export const Job = order('job', {
 export const AgentSettings = order('agent-settings', { snapshotIntervalSeconds: Type.Integer({ minimum: 10, maximum: 86_400 }) })
 /** The server refuses this agent for good (its endpoint was deleted): the agent stops (exit 3). */
 export const Stop = order('stop', { code: Code, message: Text(MAX_ERROR_MESSAGE) })
-export const AGENT_DOWN = [TunnelOffer, TunnelResult, TunnelKeepalive, TunnelClose, Job, AgentSettings, Stop] as const
+/**
+ * Replace this executable with another build (issue 16): download it through
+ * the relay, check its sha256 and that it runs as `version`, install it beside
+ * the current one, switch and restart; back on the old one by itself unless
+ * the new one is online within `healthSeconds`.
+ */
+export const Update = order('update', {
+  updateId: Id,
+  version: BuildVersion,
+  sha256: Sha256Hex,
+  size: Size,
+  healthSeconds: Type.Integer({ minimum: 5, maximum: 3600 }),
+  /** The rollout's deadline (ms since the epoch): a download still waiting for a relay then gives up. */
+  deadline: Type.Integer({ minimum: 0, maximum: 2 ** 53 - 1 })
+})
+export const AGENT_DOWN = [TunnelOffer, TunnelResult, TunnelKeepalive, TunnelClose, Job, AgentSettings, Stop, Update] as const
 export type AgentDown = Static<(typeof AGENT_DOWN)[number]>
 
 // --- agent <-> relay ------------------------------------------------------------

@@ -58,7 +58,13 @@ export const ErrorCode = {
   RG_ERR_REPORT_FORGED: { close: 0, status: 403, message: 'the server refused a report that does not verify end to end' },
   RG_ERR_STORE_UNAVAILABLE: { close: 0, status: 503, message: 'the server\'s database cannot be reached' },
   RG_ERR_PEER_UNAVAILABLE: { close: 0, status: 503, message: 'the server replica that holds the relay cannot be reached' },
-  RG_ERR_TUNNEL_MOVED: { close: 0, status: 503, message: 'the endpoint\'s tunnel is now held by another server replica' }
+  RG_ERR_TUNNEL_MOVED: { close: 0, status: 503, message: 'the endpoint\'s tunnel is now held by another server replica' },
+  RG_ERR_UPDATE_UNSUPPORTED: { close: 0, status: 409, message: 'this process cannot update itself' },
+  RG_ERR_UPDATE_BAD_BINARY: { close: 0, status: 422, message: 'the update\'s executable does not run or is not the version ordered' },
+  RG_ERR_UPDATE_ROLLED_BACK: { close: 0, status: 500, message: 'the new version did not come up healthy and was rolled back' },
+  RG_ERR_UPDATE_TIMEOUT: { close: 0, status: 504, message: 'the update did not finish before its deadline' },
+  RG_ERR_UPDATE_ABORTED: { close: 0, status: 409, message: 'the rollout was aborted before this target updated' },
+  RG_ERR_UPDATE_STATE: { close: 0, status: 409, message: 'the rollout is not in a state that allows this' }
 } as const
 
 export type ErrorCodeName = keyof typeof ErrorCode

@@ -19,12 +19,16 @@
  *   server -> relay  job-result-ack {key}                applied (or already applied): the relay forgets it
  *   relay -> server  result-held {endpointId, jobId, attempt, code, message}   a result the relay could not
  *                    store (disk full): the target shows why it waits
+ *   server -> relay  relay-update {updateId, version, sha256, size, healthSeconds, deadline}   replace the
+ *                    relay's own executable (issue 16; the link is the relay's authenticated channel)
+ *   relay -> server  relay-update-progress {updateId, version, state, progress, bytes, running, code?, message?}
+ *                    as an agent's, about the relay itself (again at every link until the next update)
  */
 import { Type, Id, EdgeId, B64, Sha256Hex, Text, U8, U32, Size, Sid, Code, message, strict, messageSet, withSid, type Static } from './schema.js'
 import { SettingsSchema } from './settings.js'
 import {
   TunnelOpen, TunnelClosed, TunnelNeed, Snapshot, JobProgress, OrderRefused, TunnelOffer, TunnelResult, TunnelKeepalive, TunnelClose, Job, AgentSettings, Stop,
-  JobResultBody, MAX_ERROR_MESSAGE
+  JobResultBody, MAX_ERROR_MESSAGE, UpdateProgress, Update
 } from './agent-messages.js'
 
 export const AuthBegin = message('auth-begin', { sid: Sid, endpointId: Id, edgeId: EdgeId })
@@ -67,20 +71,26 @@ export const InstallerFile = strict({ name: Type.String({ pattern: INSTALLER_NAM
 export const Installers = message('installers', { files: Type.Array(InstallerFile, { maxItems: 8 }) })
 export type InstallerFile = Static<typeof InstallerFile>
 
+/** The relay's own update: the fields of an agent's, without the end-to-end MAC and counter (the link itself is authenticated). */
+const { t: _t1, mac: _mac1, ...relayProgressFields } = UpdateProgress.properties
+export const RelayUpdateProgress = message('relay-update-progress', relayProgressFields)
+const { t: _t2, mac: _mac2, n: _n2, ...relayUpdateFields } = Update.properties
+export const RelayUpdate = message('relay-update', relayUpdateFields)
+
 /** Agent messages on their way up, naming the agent by its session. */
-const AGENT_UP_WITH_SID = [withSid(TunnelOpen), withSid(TunnelClosed), withSid(TunnelNeed), withSid(Snapshot), withSid(JobProgress), withSid(OrderRefused)] as const
+const AGENT_UP_WITH_SID = [withSid(TunnelOpen), withSid(TunnelClosed), withSid(TunnelNeed), withSid(Snapshot), withSid(JobProgress), withSid(OrderRefused), withSid(UpdateProgress)] as const
 export type AgentUpWithSid = Static<(typeof AGENT_UP_WITH_SID)[number]>
 /** Server messages on their way down to one agent. */
-const AGENT_DOWN_WITH_SID = [withSid(TunnelOffer), withSid(TunnelResult), withSid(TunnelKeepalive), withSid(TunnelClose), withSid(Job), withSid(AgentSettings), withSid(Stop)] as const
+const AGENT_DOWN_WITH_SID = [withSid(TunnelOffer), withSid(TunnelResult), withSid(TunnelKeepalive), withSid(TunnelClose), withSid(Job), withSid(AgentSettings), withSid(Stop), withSid(Update)] as const
 export type AgentDownWithSid = Static<(typeof AGENT_DOWN_WITH_SID)[number]>
 
 export const RelayToServer = messageSet('relay message', [
-  AuthBegin, AuthProof, Offline, Stats, RelayJobResult, ResultHeld, ...AGENT_UP_WITH_SID
+  AuthBegin, AuthProof, Offline, Stats, RelayJobResult, ResultHeld, RelayUpdateProgress, ...AGENT_UP_WITH_SID
 ])
 export type RelayToServer = ReturnType<typeof RelayToServer.parse>
 
 export const ServerToRelay = messageSet('server message', [
-  AuthChallenge, AuthResult, Flags, SettingsMessage, Kick, Prestage, RelayJobResultAck, Installers, ...AGENT_DOWN_WITH_SID
+  AuthChallenge, AuthResult, Flags, SettingsMessage, Kick, Prestage, RelayJobResultAck, Installers, RelayUpdate, ...AGENT_DOWN_WITH_SID
 ])
 export type ServerToRelay = ReturnType<typeof ServerToRelay.parse>
 

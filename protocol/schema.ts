@@ -29,6 +29,8 @@ export const Sid = Type.Integer({ minimum: 1, maximum: 0xffffffff })
 /** An error code name (RG_ERR_*) as carried in messages. */
 export const Code = Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Z0-9_]+$' })
 export const Seconds = Type.Integer({ minimum: 1, maximum: 0xffff })
+/** A build's version as `relaygate --version` prints it (npm run dist --version). */
+export const BuildVersion = Type.String({ minLength: 1, maxLength: 64, pattern: '^[0-9A-Za-z.+-]+$' })
 
 /** One message kind: `{t: name, ...fields}`, no other field. */
 export function message<N extends string, P extends TProperties> (t: N, fields: P): TObject<{ t: TLiteral<N> } & P> {

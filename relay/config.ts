@@ -1,3 +1,4 @@
+import type { SelfUpdateHost } from '../common/self-update.js'
 import { resolve } from 'node:path'
 import { RelaygateError } from '../protocol/errors.js'
 import { normalizeFingerprint } from '../protocol/token.js'
@@ -27,6 +28,10 @@ export interface RelayConfig {
   /** The pins, as verified (filled by verifyRelayConfig). */
   serverFingerprints: string[]
   name?: string
+  /** The versions dir self-updates install into (issue 16); default: the one-file executable's own under the data dir. */
+  selfUpdate?: SelfUpdateHost
+  /** The version this relay reports (default: the build's): in-process fleets that play several builds. */
+  version?: string
   cacheMaxBytes: number
   /** Keep no cache file that would leave less free disk than this. */
   cacheMinFreeBytes: number

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino'
 import { RelaygateError, ErrorCode, toRelaygateError, type Transport, type MuxStream } from '../protocol/index.js'
 import type { InstallerFile } from '../protocol/relay-messages.js'
+import type { UpdateOrder } from '../common/updater.js'
 import type { AgentUp, JobResultBody, RelayToServer, ServerToRelay, Settings } from '../protocol/messages.js'
 import type { ArtifactCache } from '../cache/index.js'
 import { AgentSession, type SessionHost, type SessionLimits } from './session.js'
@@ -68,6 +69,8 @@ export class RelayCore implements SessionHost {
   readonly intervals = new IntervalTracker()
   /** The one-file executables anyone may download here (/install/<name>), by name: the server's list. */
   installers = new Map<string, InstallerFile>()
+  /** An update order for this relay itself (issue 16): set by the relay that owns this core. */
+  onUpdate: (order: UpdateOrder) => void = () => {}
   private readonly pendingAuth = new Set<AgentSession>()
   private readonly offline: OfflineBatch
   private readonly ctx: ServerMessageContext
@@ -100,6 +103,7 @@ export class RelayCore implements SessionHost {
         this.installers = new Map(files.map(f => [f.name, f]))
         logger.info({ installers: files.map(f => f.name) }, 'installers from the server')
       },
+      update: order => this.onUpdate(order),
       countStream: () => { this.stats.streams++ },
       countAuthFailure: (remote, code) => {
         this.stats.authFailures++

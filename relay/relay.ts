@@ -1,4 +1,6 @@
-import { mkdirSync } from 'node:fs'
+import { createWriteStream, mkdirSync } from 'node:fs'
+import { Transform } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { RelaygateError } from '../protocol/index.js'
@@ -6,7 +8,10 @@ import { readArtifactHeader, type Settings } from '../protocol/messages.js'
 import { loadOrCreateCert } from '../common/tls.js'
 import { writeReadyFile } from '../common/files.js'
 import { Lifecycle } from '../common/lifecycle.js'
-import { VERSION } from '../common/version.js'
+import { VERSION, atLeastVersion, UPDATES_SINCE } from '../common/version.js'
+import { SelfUpdater } from '../common/updater.js'
+import { Versions } from '../common/self-update.js'
+import { isOneFile } from '../common/embedded.js'
 import { ArtifactCache, type Upstream } from '../cache/index.js'
 import { verifyRelayConfig, type RelayConfig } from './config.js'
 import { ServerLink } from './server-link.js'
@@ -42,6 +47,8 @@ export interface RelaygateRelay {
 export interface RelayHooks {
   /** The server refused this relay for good, or it gave up; the relay has stopped. */
   onFatal?: (err: RelaygateError) => void
+  /** A self-update switched versions (issue 16): close the relay and start it again (the CLI exits with RESTART_EXIT_CODE). */
+  onRestart?: (reason: string) => void
   /** Tests that play a hostile relay (never set in production). */
   taps?: RelayTaps
 }
@@ -54,6 +61,7 @@ export interface RelayHooks {
  */
 export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, hooks: RelayHooks = {}): Promise<RelaygateRelay> {
   const config = verifyRelayConfig(input)
+  const version = config.version ?? VERSION
   mkdirSync(config.dataDir, { recursive: true })
   const life = new Lifecycle()
   const urls = { wsUrl: null as string | null, wssUrl: null as string | null }
@@ -85,7 +93,7 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
     hello: () => ({
       role: 'relay',
       token: config.token,
-      version: VERSION,
+      version,
       ...(config.name !== undefined ? { name: config.name } : {}),
       ...(urls.wsUrl !== null ? { wsUrl: urls.wsUrl } : {}),
       ...(urls.wssUrl !== null ? { wssUrl: urls.wssUrl } : {}),
@@ -94,6 +102,8 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
     onReady: () => {
       core.linked()
       stats.resend()
+      // Only a server that orders updates hears about them (an older one would refuse the message).
+      if (atLeastVersion(link.serverVersion ?? '', UPDATES_SINCE)) updater.onOnline()
       if (readyWritten) return
       readyWritten = true
       writeReadyFile(config.readyFile, { wsUrl: urls.wsUrl, wssUrl: urls.wssUrl, fingerprint: cert?.fingerprint ?? null, relayId: link.relayId, pid: process.pid })
@@ -115,13 +125,16 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
 
   const core = new RelayCore(config, link, results, cache, logger, hooks.taps)
   life.onClose('agents', graceful => core.close(graceful))
+  const updater = relayUpdater(config, version, cache, link, logger, hooks)
+  core.onUpdate = order => updater.onOrder(order)
+  life.onClose('updates', () => updater.close())
   const metrics = createRelayMetrics({ stats: core.stats, cache, link, queuedResults: () => results.size })
   // The executable at /install/: 5 downloads per peer address at once, then one every 10 minutes.
   const installDownloads = new FailureLimiter({ burst: 5, perSecond: 1 / 600, maxKeys: 10_000 })
   const listener = await AgentListener.listen({ host: config.host, port: config.port, tlsPort: config.tlsPort, cert, logger, retryForMs: config.listenRetryMs }, {
     onAgent: transport => core.accept(transport),
     healthz: res => res.writeStatus(link.isReady ? '200 OK' : '503 Service Unavailable').writeHeader('content-type', 'application/json')
-      .end(JSON.stringify({ ok: link.isReady, linked: link.isReady, relayId: link.relayId, agents: core.agents.size, version: VERSION })),
+      .end(JSON.stringify({ ok: link.isReady, linked: link.isReady, relayId: link.relayId, agents: core.agents.size, version })),
     metrics: res => metrics.serve(res),
     artifact: (res, req) => serveArtifact(res, req, { cache, authorize: token => core.agents.mayDownload(token), logger }),
     install: (res, req, secure) => serveInstall(res, req, { installers: () => core.installers, cache, secure, logger, limiter: installDownloads })
@@ -154,6 +167,24 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
     close: () => life.close(true),
     destroy: () => life.close(false)
   }
+}
+
+/** The relay's self-update (issue 16): the executable comes from its own cache, filled through the link like any artifact. */
+function relayUpdater (config: RelayConfig, version: string, cache: ArtifactCache, link: ServerLink, logger: Logger, hooks: RelayHooks): SelfUpdater {
+  return new SelfUpdater({
+    role: 'relay',
+    logger,
+    version,
+    send: report => { link.send({ t: 'relay-update-progress', ...report }) },
+    // With verify, the cache hashes its copy first: a damaged one is dropped and fetched again.
+    fetch: async (order, part, verify, progress) => {
+      const { stream } = await cache.get(order.sha256, 0, { verify })
+      let bytes = 0
+      const count = new Transform({ transform: (chunk: Buffer, _enc, cb) => { bytes += chunk.length; progress(bytes); cb(null, chunk) } })
+      await pipeline(stream, count, createWriteStream(part))
+    },
+    restart: reason => hooks.onRestart?.(reason)
+  }, config.selfUpdate ?? new Versions(config.dataDir, { execPath: process.execPath, version, oneFile: isOneFile() }), config.dataDir)
 }
 
 /** A cache fill: a flow-controlled stream over the one server link, after its 16-byte header. */

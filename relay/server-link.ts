@@ -43,6 +43,8 @@ export class ServerLink {
   private stopped = false
   private retryTimer: NodeJS.Timeout | null = null
   relayId: string | null = null
+  /** The version of the server replica linked to (from its hello). */
+  serverVersion: string | null = null
   settings: Settings = DEFAULT_SETTINGS
   connects = 0
   /** Which of the server URLs is dialed next. */
@@ -169,6 +171,7 @@ export class ServerLink {
   private onHello (frame: Frame): void {
     const hello = readHello(frame, Hellos.fromServer)
     this.relayId = hello.relayId
+    this.serverVersion = hello.version
     this.settings = hello.settings
     this.ready = true
     this.connects++

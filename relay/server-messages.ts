@@ -7,6 +7,7 @@ import { spliceStreams } from '../protocol/splice.js'
 import type { ArtifactCache } from '../cache/index.js'
 import type { AgentRegistry } from './agents.js'
 import type { ResultQueue } from './results.js'
+import type { UpdateOrder } from '../common/updater.js'
 
 /** What the handlers of server messages act on. */
 export interface ServerMessageContext {
@@ -24,6 +25,8 @@ export interface ServerMessageContext {
   countStream: () => void
   /** The server refused an agent (counted per peer address: see RelayCore.accept). */
   countAuthFailure: (remote: string, code: string) => void
+  /** The server orders this relay to replace its executable (issue 16). */
+  update: (order: UpdateOrder) => void
   /** Tests of hostile relays only (RelayTaps.tunnelChunk). */
   tunnelChunk?: (chunk: Buffer, direction: 'to-agent' | 'to-server') => Buffer
 }
@@ -39,6 +42,10 @@ export function onServerMessage (ctx: ServerMessageContext, msg: ServerToRelay):
     case 'prestage': return onPrestage(ctx, msg.sha256)
     case 'job-result-ack': return ctx.results.remove(msg.key)
     case 'installers': return ctx.installersChanged(msg.files)
+    case 'relay-update': {
+      const { t: _t, ...order } = msg
+      return ctx.update(order)
+    }
     default: return toAgent(ctx, msg)
   }
 }

@@ -57,7 +57,7 @@ export type PresenceListener = (agent: AgentRef, online: boolean) => void
 /** A stream a relay opened (an artifact fill), with its validated metadata. */
 export type RelayStreamHandler = (relayId: string, stream: MuxStream, meta: RelayStreamMeta) => void
 /** Relay-level messages (not about one agent): its figures, a durable job result. */
-export type RelayLevelKind = 'stats' | 'job-result' | 'result-held'
+export type RelayLevelKind = 'stats' | 'job-result' | 'result-held' | 'relay-update-progress'
 export type RelayLevelMessage<K extends RelayLevelKind> = Extract<RelayToServer, { t: K }>
 export type RelayLevelHandler<K extends RelayLevelKind> = (relayId: string, msg: RelayLevelMessage<K>, reply: (message: ServerToRelay) => void) => Promise<void> | void
 
@@ -75,6 +75,7 @@ export class RelayHub {
   private readonly presence = new Map<string, Set<Session & { link: RelayLink, ref: AgentRef }>>()
   private readonly handlers = new Map<string, RelayMessageHandler<never>>()
   private readonly presenceListeners: PresenceListener[] = []
+  private readonly linkListeners: Array<(relayId: string) => void> = []
   private readonly streamHandlers = new Map<string, RelayStreamHandler>()
   private readonly relayHandlers = new Map<string, RelayLevelHandler<never>>()
   private readonly flags = new Map<string, number>()
@@ -165,6 +166,21 @@ export class RelayHub {
 
   onPresence (listener: PresenceListener): void {
     this.presenceListeners.push(listener)
+  }
+
+  /** The version of a relay linked here, or null when it is not. */
+  relayVersion (relayId: string): string | null {
+    return this.links.get(relayId)?.version ?? null
+  }
+
+  /** Relays linked here (ids). */
+  linkedRelays (): string[] {
+    return [...this.links.keys()]
+  }
+
+  /** Called with a relay's id each time it links here. */
+  onRelayLinked (listener: (relayId: string) => void): void {
+    this.linkListeners.push(listener)
   }
 
   relayStatus (relayId: string): { connected: boolean, agents: number, connectedAt: number | null } {
@@ -352,6 +368,7 @@ export class RelayHub {
     mux.send(helloFrame({ role: 'server', relayId: record.id, settings: this.opts.settings.current, version: this.opts.version }))
     if (this.installers.length > 0) this.sendInstallers(link)
     link.log.info({ wsUrl: hello.wsUrl, wssUrl: hello.wssUrl }, 'relay linked')
+    for (const listener of this.linkListeners) listener(record.id)
     return link
   }
 
@@ -377,7 +394,8 @@ export class RelayHub {
         return
       case 'stats':
       case 'job-result':
-      case 'result-held': return link.enqueue(0, () => this.onRelayLevelMessage(link, msg))
+      case 'result-held':
+      case 'relay-update-progress': return link.enqueue(0, () => this.onRelayLevelMessage(link, msg))
       default: return link.enqueue(msg.sid, () => this.onAgentMessage(link, msg))
     }
   }

@@ -2,6 +2,7 @@ import pg from 'pg'
 import type { Logger } from 'pino'
 import { RelaygateError } from '../protocol/errors.js'
 import { Backoff } from '../common/backoff.js'
+import { UPDATE_TABLES_PG } from './update-store.js'
 import { SqlStore, type SqlDriver } from './sql-store.js'
 import { ClusterStore } from './cluster-store.js'
 
@@ -163,7 +164,9 @@ const MIGRATIONS: string[] = [
     token_hash TEXT PRIMARY KEY,
     replica_id TEXT NOT NULL,
     created_at BIGINT NOT NULL
-  );`
+  );`,
+  // 4: self-update rollouts (issue 16).
+  UPDATE_TABLES_PG
 ]
 export const PG_SCHEMA_VERSION = MIGRATIONS.length
 /** The advisory lock migrations hold (any constant; "rgate" in ASCII). */

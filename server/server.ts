@@ -25,6 +25,7 @@ import { createApi, type RelayFigures } from './api/index.js'
 import { TunnelManager } from './tunnels.js'
 import { ArtifactStore } from './artifacts.js'
 import { JobManager } from './jobs.js'
+import { UpdateManager } from './updates.js'
 import { createTunnelProxy } from './proxy.js'
 import { EventHub, type EventTopic } from './events.js'
 import { createStaticUi } from './static.js'
@@ -89,6 +90,8 @@ export interface ServerApp {
   readonly tunnels: TunnelManager
   readonly artifacts: ArtifactStore
   readonly jobs: JobManager
+  /** Self-update rollouts (issue 16). */
+  readonly updates: UpdateManager
   /** Change notifications for the dashboard (`GET /api/events`): call `events.publish(topic)` after a change. */
   readonly events: EventHub
   /** Tampering caught end to end (forged or replayed orders and reports). */
@@ -146,6 +149,8 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
   const jobs = new JobManager({ store, hub, security, logger: logger.child({ component: 'jobs' }) })
   // Written last of all (reverse order): pending job updates reach the store before it closes.
   life.onClose('job updates', () => jobs.close())
+  const updates = new UpdateManager({ store, hub, logger: logger.child({ component: 'updates' }) })
+  life.onClose('rollouts', () => updates.close())
   const snapshots = snapshotWriter(store, logger.child({ component: 'snapshots' }))
   life.onClose('snapshots', () => snapshots.close())
   if (cluster !== null) life.onClose('cluster', () => cluster.close())
@@ -181,7 +186,7 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
     cluster?.changed(topic)
   }
   const relayStats = new Map<string, RelayFigures>()
-  wireRelayEvents({ hub, snapshots, artifacts, tunnels, jobs, publish, relayStats, onFigures: (relayId, figures) => cluster?.relayFigures(relayId, figures) })
+  wireRelayEvents({ hub, snapshots, artifacts, tunnels, jobs, updates, publish, relayStats, onFigures: (relayId, figures) => cluster?.relayFigures(relayId, figures) })
   security.onEvent(() => publish('relays'))
 
   // GET /metrics: behind the admin token unless metricsPublic (then keep the port off the internet).
@@ -199,7 +204,7 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
     }
   }
   const app: ServerApp = {
-    config, store, hub, tunnels, artifacts, jobs, events, security, cluster, life, servers, adminTokenFile: admin.file, baseUrl: '',
+    config, store, hub, tunnels, artifacts, jobs, updates, events, security, cluster, life, servers, adminTokenFile: admin.file, baseUrl: '',
     handleRequest: (req, res) => {
       if (forwarder?.web(req, res, () => local.request(req, res)) !== true) local.request(req, res)
     },
@@ -213,7 +218,7 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
     life.onClose('forwarder', () => forwarder?.close())
   }
   const api = createApi({
-    store, settings, hub, tunnels, artifacts, jobs, events: { publish }, security, cluster,
+    store, settings, hub, tunnels, artifacts, jobs, updates, events: { publish }, security, cluster,
     relayStats: id => relayStats.get(id),
     logger: logger.child({ component: 'api' }),
     version: VERSION,
@@ -334,12 +339,13 @@ function movedAgain (): RelaygateError {
 }
 
 /** What relays report that is not one module's business: snapshots, figures, and change notifications for the dashboard. */
-function wireRelayEvents (p: { hub: RelayHub, snapshots: WriteBehind<SnapshotRecord>, artifacts: ArtifactStore, tunnels: TunnelManager, jobs: JobManager, publish: (topic: EventTopic) => void, relayStats: Map<string, RelayFigures>, onFigures: (relayId: string, figures: RelayFigures) => void }): void {
+function wireRelayEvents (p: { hub: RelayHub, snapshots: WriteBehind<SnapshotRecord>, artifacts: ArtifactStore, tunnels: TunnelManager, jobs: JobManager, updates: UpdateManager, publish: (topic: EventTopic) => void, relayStats: Map<string, RelayFigures>, onFigures: (relayId: string, figures: RelayFigures) => void }): void {
   const { hub, artifacts, publish } = p
   hub.onRelayMessage('snapshot', (agent, msg) => {
     // Written with others (every agent of a relay sends one when it comes back). An old snapshot
     // replayed by a relay verifies, but does not replace a newer one: the write keeps the newer.
     p.snapshots.add({ endpointId: agent.endpointId, edgeId: agent.edgeId, receivedAt: Date.now(), reason: msg.reason, snapshot: { ...msg.snapshot, takenAt: msg.takenAt } })
+    p.updates.noteAgentVersion(agent.endpointId, msg.snapshot.agentVersion)
   })
   hub.onRelayStream('artifact', (_relayId, stream, meta) => artifacts.serve(stream, meta.sha256, meta.offset))
   hub.onRelayLevel('stats', (relayId, msg) => {
@@ -351,6 +357,7 @@ function wireRelayEvents (p: { hub: RelayHub, snapshots: WriteBehind<SnapshotRec
   hub.onPresence(() => { publish('endpoints'); publish('relays') })
   p.tunnels.onState(() => publish('endpoints'))
   p.jobs.onChange(() => publish('jobs'))
+  p.updates.onChange(() => publish('updates'))
 }
 
 /** Builds and starts a server: the app, then its HTTP and HTTPS listeners. Port 0 picks free ports; the URLs tell which. */

@@ -1,5 +1,6 @@
 import { DEFAULT_SETTINGS, type Settings } from '../protocol/messages.js'
 import { laterTouch } from './store.js'
+import { SqlUpdateStore, type UpdateStore } from './update-store.js'
 import type {
   Store, RelayRecord, EndpointRecord, RefusalRecord, EndpointAgentRecord, SnapshotRecord, ArtifactRecord,
   JobRecord, JobTargetRecord, JobTargetState, SecurityEventRecord, EndpointTouch
@@ -124,9 +125,11 @@ function setClause (patch: Record<string, unknown>, columns: Record<string, stri
  */
 export class SqlStore implements Store {
   protected readonly db: SqlDriver
+  readonly updates: UpdateStore
 
   constructor (db: SqlDriver) {
     this.db = db
+    this.updates = new SqlUpdateStore(db)
   }
 
   async transaction<T> (fn: (tx: Store) => Promise<T>): Promise<T> {
@@ -409,7 +412,8 @@ export class SqlStore implements Store {
     if (await this.db.get('SELECT 1 AS one FROM artifacts WHERE sha256 = ? LIMIT 1', [sha256]) !== undefined) return true
     const running = await this.db.get(`SELECT 1 AS one FROM jobs j JOIN job_targets t ON t.job_id = j.id
       WHERE j.sha256 = ? AND t.state NOT IN ('succeeded', 'failed') LIMIT 1`, [sha256])
-    return running !== undefined
+    if (running !== undefined) return true
+    return await this.db.get('SELECT 1 AS one FROM updates WHERE sha256 = ? AND state IN (\'running\', \'paused\') LIMIT 1', [sha256]) !== undefined
   }
 
   async createJob (job: JobRecord, endpointIds: string[]): Promise<void> {

@@ -3,9 +3,10 @@ import type { Database as DB, Statement } from 'better-sqlite3'
 import { RelaygateError } from '../protocol/errors.js'
 import { DEFAULT_JOB_DEADLINE_MS } from './store.js'
 import { SqlStore, type SqlDriver } from './sql-store.js'
+import { UPDATE_TABLES_SQLITE } from './update-store.js'
 
-/** 4: spent tunnel credentials. 5: snapshots.taken_at. */
-export const SQLITE_SCHEMA_VERSION = 5
+/** 4: spent tunnel credentials. 5: snapshots.taken_at. 6: self-update rollouts. */
+export const SQLITE_SCHEMA_VERSION = 6
 
 const schema = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -112,7 +113,7 @@ CREATE TABLE IF NOT EXISTS endpoint_tombstones (
   tunnel_key BLOB NOT NULL,
   deleted_at INTEGER NOT NULL
 );
-`
+${UPDATE_TABLES_SQLITE}`
 
 /** One better-sqlite3 connection, shared by the driver and its transactions. */
 class SqliteConnection {

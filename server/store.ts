@@ -1,4 +1,5 @@
 import type { Settings } from '../protocol/messages.js'
+import type { UpdateStore } from './update-store.js'
 
 /**
  * Everything the server persists, asynchronous and transactional. One set
@@ -204,6 +205,9 @@ export interface Store {
    * endpoint, attempt), whoever else writes.
    */
   updateJobTarget: (jobId: string, endpointId: string, patch: Partial<Omit<JobTargetRecord, 'jobId' | 'endpointId'>>, onlyAttempt?: number) => Promise<boolean>
+
+  /** Self-update rollouts (issue 16). */
+  readonly updates: UpdateStore
 
   close: () => Promise<void>
 }

@@ -6,6 +6,7 @@ import type { RelayHub } from '../hub.js'
 import type { TunnelManager } from '../tunnels.js'
 import type { ArtifactStore } from '../artifacts.js'
 import type { JobManager } from '../jobs.js'
+import type { UpdateManager } from '../updates.js'
 import type { EventTopic } from '../events.js'
 import type { SecurityLog } from '../security.js'
 import type { CacheStatsMessage } from '../../protocol/messages.js'
@@ -37,6 +38,7 @@ export interface ApiOptions {
   tunnels: TunnelManager
   artifacts: ArtifactStore
   jobs: JobManager
+  updates: UpdateManager
   security: SecurityLog
   /** Latest figures a relay reported (cache, queued results). */
   relayStats: (relayId: string) => RelayFigures | undefined

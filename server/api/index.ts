@@ -8,6 +8,7 @@ import { endpointRoutes } from './endpoints.js'
 import { tunnelRoutes } from './tunnels.js'
 import { artifactRoutes } from './artifacts.js'
 import { jobRoutes } from './jobs.js'
+import { updateRoutes } from './updates.js'
 import { settingsRoutes } from './settings.js'
 import { securityRoutes } from './security.js'
 
@@ -39,7 +40,7 @@ export function createApi (options: ApiOptions): (req: IncomingMessage, res: Ser
   }
   const ctx: ApiContext = { ...options, route: register, publish: topic => options.events?.publish(topic) }
   register('GET', '/healthz', (_req, res) => sendJson(res, 200, { ok: true, version: options.version }))
-  for (const routes of [relayRoutes, endpointRoutes, tunnelRoutes, artifactRoutes, jobRoutes, settingsRoutes, securityRoutes]) routes(ctx)
+  for (const routes of [relayRoutes, endpointRoutes, tunnelRoutes, artifactRoutes, jobRoutes, updateRoutes, settingsRoutes, securityRoutes]) routes(ctx)
 
   return (req, res) => {
     const path = (req.url ?? '/').split('?')[0]

@@ -24,7 +24,8 @@ export function messageSamples (): { sha: string, jobResult: Sample, good: Recor
         { t: 'tunnel-need', mac },
         { t: 'snapshot', reason: 'connect', takenAt: 1764892800000, snapshot: { hostname: 'h', load: [1, 2, 3] }, mac },
         { t: 'job-progress', jobId: 'jabc', attempt: 1, state: 'downloading', progress: 0.5, bytes: 1024, mac },
-        { t: 'order-refused', kind: 'job', ref: 'jabc', code: 'RG_ERR_ORDER_FORGED', message: 'does not verify', mac }
+        { t: 'order-refused', kind: 'job', ref: 'jabc', code: 'RG_ERR_ORDER_FORGED', message: 'does not verify', mac },
+        { t: 'update-progress', updateId: 'uabc', version: '0.3.2', state: 'downloading', progress: 0.25, bytes: 1024, running: '0.3.1', mac }
       ]
     },
     'relay -> agent': {
@@ -40,7 +41,8 @@ export function messageSamples (): { sha: string, jobResult: Sample, good: Recor
         { t: 'tunnel-close', tunnelId: 'tAbC', reason: 'closed by the admin', n: 4, mac },
         { t: 'job', jobId: 'jabc', attempt: 1, sha256: sha, size: 100, path: 'a/b.tgz', run: ['sh', '-c', 'true'], deadline: 1764892800000, n: 5, mac },
         { t: 'agent-settings', snapshotIntervalSeconds: 600, n: 6, mac },
-        { t: 'stop', code: 'RG_ERR_ENDPOINT_DELETED', message: 'deleted', n: 7, mac }
+        { t: 'stop', code: 'RG_ERR_ENDPOINT_DELETED', message: 'deleted', n: 7, mac },
+        { t: 'update', updateId: 'uabc', version: '0.3.2', sha256: sha, size: 111_000_000, healthSeconds: 120, deadline: 1764892800000, n: 8, mac }
       ]
     },
     'relay -> server': {
@@ -57,7 +59,9 @@ export function messageSamples (): { sha: string, jobResult: Sample, good: Recor
         { t: 'tunnel-need', sid: 4, mac },
         { t: 'snapshot', sid: 4, reason: 'interval', takenAt: 1, snapshot: {}, mac },
         { t: 'job-progress', sid: 4, jobId: 'jabc', attempt: 1, state: 'running', progress: 1, bytes: 0, mac },
-        { t: 'order-refused', sid: 4, kind: 'tunnel-offer', ref: 'tAbC', code: 'RG_ERR_ORDER_REPLAYED', message: 'seen', mac }
+        { t: 'order-refused', sid: 4, kind: 'tunnel-offer', ref: 'tAbC', code: 'RG_ERR_ORDER_REPLAYED', message: 'seen', mac },
+        { t: 'update-progress', sid: 4, updateId: 'uabc', version: '0.3.2', state: 'failed', progress: 1, bytes: 0, running: '0.3.1', code: 'RG_ERR_UPDATE_ROLLED_BACK', message: 'back on 0.3.1', mac },
+        { t: 'relay-update-progress', updateId: 'uabc', version: '0.3.2', state: 'succeeded', progress: 1, bytes: 0, running: '0.3.2' }
       ]
     },
     'server -> relay': {
@@ -77,7 +81,9 @@ export function messageSamples (): { sha: string, jobResult: Sample, good: Recor
         { t: 'tunnel-close', sid: 2, tunnelId: 'tAbC', reason: 'bye', n: 4, mac },
         { t: 'job', sid: 2, jobId: 'jabc', attempt: 1, sha256: sha, size: 0, path: 'x', run: null, deadline: 1764892800000, n: 5, mac },
         { t: 'agent-settings', sid: 2, snapshotIntervalSeconds: 60, n: 6, mac },
-        { t: 'stop', sid: 2, code: 'RG_ERR_ENDPOINT_DELETED', message: 'deleted', n: 7, mac }
+        { t: 'stop', sid: 2, code: 'RG_ERR_ENDPOINT_DELETED', message: 'deleted', n: 7, mac },
+        { t: 'update', sid: 2, updateId: 'uabc', version: '0.3.2', sha256: sha, size: 1, healthSeconds: 5, deadline: 1, n: 8, mac },
+        { t: 'relay-update', updateId: 'uabc', version: '0.3.2', sha256: sha, size: 1, healthSeconds: 3600, deadline: 1 }
       ]
     },
     'server stream metadata': { set: ServerStreams, samples: [{ t: 'tunnel', sid: 3, tunnelId: 'tAbC', kind: 'tcp', port: 22, nonce: 'bm9uY2Vub25jZQ' }] },
