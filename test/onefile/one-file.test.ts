@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Api, tempDir, eventually, type TapLike } from '../helpers/cluster.js'
 import { readyFile, startCommand, type Child } from '../helpers/child.js'
+import { UnitRunner } from '../helpers/unit.js'
 
 // Issue 16: the one-file executable (npm run dist) runs every role on a host
 // without Node: here with an empty PATH, an empty HOME and a working
@@ -109,20 +110,16 @@ t.test('one paste installs an agent from its site\'s relay: checked against the 
   const unit = readFileSync(join(root, 'etc/systemd/system/relaygate-agent.service'), 'utf8')
   t.match(unit, /^EnvironmentFile=\/etc\/relaygate\/agent\.env$/m)
   t.match(unit, /^DynamicUser=yes$/m)
-  const execStart = /^ExecStart=(.*)$/m.exec(unit)![1].split(' ')
-  t.equal(execStart[0], '/opt/relaygate/bin/relaygate')
+  t.match(unit, /^ExecStartPre=\/opt\/relaygate\/bin\/relaygate update-guard --data-dir \/var\/lib\/relaygate-agent$/m, 'before each start, the installed executable\'s guard')
+  t.match(unit, /^ExecStart=\/var\/lib\/relaygate-agent\/bin\/relaygate agent /m, 'then the version the guard points at (self-update)')
 
-  // Run it the way the unit would: its ExecStart (paths under the root) with the env file's variables.
-  const args = execStart.slice(1).map(a => a.startsWith('/') ? join(root, a) : a)
-  const ready = join(dir, 'installed-agent.json')
-  const i = args.indexOf('--ready-file')
-  args[i + 1] = ready
-  const proc = spawn(join(root, execStart[0]), args, { cwd: tempDir(t), env: { ...env, PATH: '/nonexistent' }, stdio: ['ignore', 'ignore', 'pipe'] })
-  t.teardown(() => { proc.kill('SIGKILL') })
+  // Run it the way the unit would (no systemd here): guard, then ExecStart, with the env file's variables.
+  const runner = new UnitRunner(t, root, 'etc/systemd/system/relaygate-agent.service', tempDir(t)).start()
   const online = await eventually(async () => {
     const ep = await api.ok('GET', `/api/endpoints/${e.id as string}`)
     return ep.status === 'online' ? ep : null
   }, 30_000, 100)
+  t.match(runner.guardLines[0], /versions set up/, 'the guard set the versions dir up on the first start')
   t.equal(online.relayId, r.id, 'the installed agent came online through the relay it was installed from')
 
   // The relay's cached copy altered (a hostile relay, a bad disk): the same line installs nothing.
@@ -158,13 +155,9 @@ t.test('one paste installs a relay from the server, and it links as the unit wou
   const env = Object.fromEntries(readFileSync(envFile, 'utf8').trim().split('\n').map(l => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]))
   t.same(env, { RELAYGATE_SERVER: s.httpUrl, RELAYGATE_TOKEN: r.token }, 'the server and the relay token, nothing else')
   const unit = readFileSync(join(root, 'etc/systemd/system/relaygate-relay.service'), 'utf8')
-  const execStart = /^ExecStart=(.*)$/m.exec(unit)![1].split(' ')
-  t.same(execStart.slice(0, 2), ['/opt/relaygate/bin/relaygate', 'relay'])
+  t.match(unit, /^ExecStart=\/var\/lib\/relaygate-relay\/bin\/relaygate relay /m)
   // As the unit would run it, on free ports (a site's env file may set them too).
-  const args = execStart.slice(1).map(a => a.startsWith('/') ? join(root, a) : a)
-  args[args.indexOf('--ready-file') + 1] = join(dir, 'installed-relay.json')
-  const proc = spawn(join(root, execStart[0]), args, { cwd: tempDir(t), env: { ...env, PATH: '/nonexistent', RELAYGATE_HOST: '127.0.0.1', RELAYGATE_PORT: '0', RELAYGATE_TLS_PORT: 'off' }, stdio: 'ignore' })
-  t.teardown(() => { proc.kill('SIGKILL') })
+  new UnitRunner(t, root, 'etc/systemd/system/relaygate-relay.service', tempDir(t), { env: { RELAYGATE_HOST: '127.0.0.1', RELAYGATE_PORT: '0', RELAYGATE_TLS_PORT: 'off' } }).start()
   const linked = await eventually(async () => {
     const relay = await api.ok('GET', `/api/relays/${r.id as string}`)
     return relay.connected === true ? relay : null
