@@ -6,11 +6,12 @@ import { RelaygateError } from '../protocol/errors.js'
 import { TransferProgress } from '../common/progress.js'
 import { readAdminToken } from './connect.js'
 import { adminRequest, verifyServerUrl, type AdminTarget } from './http-client.js'
-import { opt, parseCount } from './options.js'
+import { opt, parseCount, collect } from './options.js'
 
 /**
  * Operator helpers that speak to the admin API, for people without curl:
- * `token create-relay`, `endpoint create|list`, `artifact upload`.
+ * `token create-relay`, `endpoint create|list`, `artifact upload`,
+ * `update create|list|show|pause|resume|abort`.
  * The admin token comes from RELAYGATE_ADMIN_TOKEN or --token-file
  * (default ./data/admin-token). API errors print one line with their code
  * and exit 1; usage errors exit 2.
@@ -125,6 +126,93 @@ export function registerAdminCommands (program: Command, fail: (err: unknown) =>
       const a = body as { name: string, sha256: string, size: number }
       out(JSON.stringify({ name: a.name, sha256: a.sha256, size: a.size }))
     }))
+
+  registerUpdateCommands(program, { withServer, target, out, run })
+}
+
+interface AdminHelpers {
+  withServer: (cmd: Command) => Command
+  target: (o: Record<string, any>) => AdminTarget
+  out: (text: string) => void
+  run: (fn: (...args: any[]) => Promise<void>) => (...args: any[]) => Promise<void>
+}
+
+interface RolloutView {
+  id: string, target: string, version: string, artifact: string, state: string, reason: string | null
+  counts: Record<string, number>
+  targets: Array<{ id: string, name: string | null, canary: boolean, state: string, progress: number, fromVersion: string | null, version: string | null, error?: { code: string, message: string }, note?: string }>
+}
+
+/** One rollout as lines: its state and counts, then a row per target. */
+function describeRollout (v: RolloutView): string {
+  const c = v.counts
+  const head = `update ${v.id}: ${v.target} to ${v.version} (${v.artifact}), ${v.state}${v.reason === null ? '' : ` (${v.reason})`}; ` +
+    `${c.succeeded} updated, ${c.inFlight} on their way, ${c.pending} waiting, ${c.failed} failed, ${c.cancelled} cancelled of ${c.total}`
+  const rows = [['TARGET', 'NAME', 'STATE', 'PROGRESS', 'FROM', 'RUNNING', 'ERROR']]
+  for (const x of v.targets) {
+    rows.push([x.id + (x.canary ? ' (canary)' : ''), x.name ?? '-', x.state, `${Math.round(x.progress * 100)}%`, x.fromVersion ?? '-', x.version ?? '-', x.error === undefined ? (x.note ?? '') : `${x.error.code}: ${x.error.message}`])
+  }
+  return `${head}\n${table(rows)}`
+}
+
+/** `relaygate update create|list|show|pause|resume|abort` (issue 16): staged self-update rollouts. */
+function registerUpdateCommands (program: Command, h: AdminHelpers): void {
+  const update = program.command('update').description('Self-update rollouts of agents or relays to an executable uploaded as an artifact (admin API).')
+  const watch = async (o: Record<string, any>, id: string): Promise<void> => {
+    for (;;) {
+      const { body } = await adminRequest(h.target(o), 'GET', `/api/updates/${encodeURIComponent(id)}`)
+      const view = body as RolloutView
+      if (o.json !== true) h.out(`${new Date().toISOString()} ${describeRollout(view).split('\n')[0]}`)
+      if (!['running', 'paused'].includes(view.state) || o.watch !== true) {
+        h.out(o.json === true ? JSON.stringify(view) : describeRollout(view))
+        if (view.state === 'failed') process.exitCode = 1
+        return
+      }
+      await new Promise(resolve => setTimeout(resolve, 2000))
+    }
+  }
+  h.withServer(update.command('create')
+    .description('Start a rollout: canaries first, then the rest (at most --max-parallel at once); offline ones update when they return.')
+    .addOption(opt('--artifact <name>', 'the executable, uploaded as an artifact (relaygate artifact upload)').makeOptionMandatory())
+    .addOption(opt('--to <version>', 'the version to update to: what the executable\'s --version prints').makeOptionMandatory())
+    .addOption(opt('--target <kind>', 'agents or relays').choices(['agents', 'relays']).default('agents'))
+    .addOption(opt('--endpoint <id>', 'an endpoint to update (repeatable; default: all)').argParser(collect))
+    .addOption(opt('--relay <id>', 'a relay to update (repeatable; default: all)').argParser(collect))
+    .addOption(opt('--canary <n|ids>', 'the first N targets, or a comma-separated list of ids, go first'))
+    .addOption(opt('--health-seconds <n>', 'a new version not online within this rolls back by itself').argParser(parseCount))
+    .addOption(opt('--max-parallel <n>', 'targets updating at once').argParser(parseCount))
+    .addOption(opt('--watch', 'follow the rollout until it ends (exit 1 if it failed)')))
+    .action(h.run(async (o: Record<string, any>) => {
+      const request: Record<string, unknown> = { artifact: o.artifact, version: o.to, target: o.target }
+      if (o.endpoint !== undefined) request.endpoints = o.endpoint
+      if (o.relay !== undefined) request.relays = o.relay
+      if (typeof o.canary === 'string') request.canary = /^\d+$/.test(o.canary) ? Number(o.canary) : o.canary.split(',').map((x: string) => x.trim()).filter(Boolean)
+      if (o.healthSeconds !== undefined) request.healthSeconds = o.healthSeconds
+      if (o.maxParallel !== undefined) request.maxParallel = o.maxParallel
+      const { body } = await adminRequest(h.target(o), 'POST', '/api/updates', { json: request })
+      const id = (body as { id: string }).id
+      if (o.watch !== true) return h.out(o.json === true ? JSON.stringify(body) : `update ${id} started: relaygate update show ${id} --watch`)
+      await watch(o, id)
+    }))
+  h.withServer(update.command('list').description('Recent rollouts, newest first.'))
+    .action(h.run(async (o: Record<string, any>) => {
+      const { body } = await adminRequest(h.target(o), 'GET', '/api/updates')
+      const list = body as RolloutView[]
+      if (o.json === true) return h.out(JSON.stringify(list))
+      const rows = [['ID', 'TARGET', 'VERSION', 'STATE', 'UPDATED', 'FAILED', 'TOTAL']]
+      for (const v of list) rows.push([v.id, v.target, v.version, v.state, String(v.counts.succeeded), String(v.counts.failed), String(v.counts.total)])
+      h.out(table(rows))
+    }))
+  h.withServer(update.command('show').description('One rollout with each target\'s state.').argument('<id>').addOption(opt('--watch', 'follow it until it ends')))
+    .action(h.run(async (id: string, o: Record<string, any>) => { await watch(o, id) }))
+  for (const action of ['pause', 'resume', 'abort'] as const) {
+    const what = { pause: 'Send the update to no more targets (those on their way go on).', resume: 'Go on with a paused rollout.', abort: 'End the rollout: targets not sent it yet are cancelled.' }[action]
+    h.withServer(update.command(action).description(what).argument('<id>'))
+      .action(h.run(async (id: string, o: Record<string, any>) => {
+        const { body } = await adminRequest(h.target(o), 'POST', `/api/updates/${encodeURIComponent(id)}/${action}`)
+        h.out(o.json === true ? JSON.stringify(body) : describeRollout(body as RolloutView))
+      }))
+  }
 }
 
 /** Left-aligned columns, two spaces apart. */

@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { startSite, startServer, startAgent, tempDir, eventually, freePort, type Api, type TapLike } from '../helpers/cluster.js'
 import { uploadArtifact, relayFigures } from '../helpers/artifacts.js'
 import { scriptBuild, UnitAgent, UnitRelay, waitRollout } from '../helpers/updates.js'
+import { run } from '../helpers/child.js'
 
 // Issue 16, staged self-update: rollouts over in-process agents and relays
 // run the way their systemd units run them (guard, then the build the link
@@ -234,4 +235,23 @@ t.test('bad update bodies get a coded answer', async t => {
   t.equal(unknown.status, 404)
   t.equal((await api.request('GET', '/api/updates/u_nope')).status, 404)
   t.equal((await api.request('POST', '/api/updates/u_nope/pause')).status, 404)
+})
+
+t.test('the CLI starts a rollout and follows it to its end; list, show and a refused pause', async t => {
+  const f = await fleet(t, 1)
+  const env = { RELAYGATE_ADMIN_TOKEN: f.api.token }
+  const created = await run(t, ['update', 'create', '--server', f.api.baseUrl, '--artifact', 'relaygate-next', '--to', V2, '--endpoint', f.ids[0], '--health-seconds', '30', '--watch'], env, undefined, 60_000)
+  t.equal(created.code, 0, created.stderr)
+  t.match(created.stdout, /succeeded; 1 updated, 0 on their way, 0 waiting, 0 failed, 0 cancelled of 1/)
+  t.match(created.stdout, new RegExp(`box-0\\s+succeeded\\s+100%\\s+${V1.replace(/\./g, '\\.')}\\s+${V2.replace(/\./g, '\\.')}`), 'a row per target: from and to')
+  const id = /update (u\w+):/.exec(created.stdout)![1]
+  const list = await run(t, ['update', 'list', '--server', f.api.baseUrl, '--json'], env)
+  t.equal(JSON.parse(list.stdout)[0].id, id)
+  const show = await run(t, ['update', 'show', id, '--server', f.api.baseUrl], env)
+  t.match(show.stdout, /succeeded/)
+  const pause = await run(t, ['update', 'pause', id, '--server', f.api.baseUrl], env)
+  t.equal(pause.code, 1)
+  t.match(pause.stderr, /RG_ERR_UPDATE_STATE/)
+  const bad = await run(t, ['update', 'create', '--server', f.api.baseUrl, '--artifact', 'x', '--to', '1', '--target', 'servers'], env)
+  t.equal(bad.code, 2, 'a bad --target is a usage error')
 })
