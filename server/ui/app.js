@@ -13,12 +13,14 @@ import { Login } from './login.js'
 import { RelaysPage } from './relays.js'
 import { useRoute } from './route.js'
 import { SettingsPage } from './settings.js'
+import { UpdateDetail, UpdatesPage } from './updates.js'
 
 const pages = [
   { id: 'endpoints', label: 'Endpoints' },
   { id: 'relays', label: 'Relays' },
   { id: 'artifacts', label: 'Artifacts' },
   { id: 'jobs', label: 'Jobs' },
+  { id: 'updates', label: 'Updates' },
   { id: 'settings', label: 'Settings' }
 ]
 
@@ -31,6 +33,7 @@ function Shell () {
     case 'relays': page = html`<${RelaysPage} />`; break
     case 'artifacts': page = html`<${ArtifactsPage} />`; break
     case 'jobs': page = route.id === null ? html`<${JobsPage} />` : html`<${JobDetail} id=${route.id} key=${route.id} />`; break
+    case 'updates': page = route.id === null ? html`<${UpdatesPage} />` : html`<${UpdateDetail} id=${route.id} key=${route.id} />`; break
     case 'settings': page = html`<${SettingsPage} />`; break
     default: page = html`<div class="card">No page “${route.page}”. <a href="#/endpoints">Endpoints</a></div>`
   }

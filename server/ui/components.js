@@ -3,11 +3,13 @@ import { useState } from '/ui/vendor/hooks.mjs'
 import { html } from './html.js'
 
 // Exactly the states the server sends: endpoint status, tunnel state, job and
-// job target state (queued, downloading, verifying, running, succeeded, failed), relay link.
+// job target state (queued, downloading, verifying, running, succeeded, failed), relay link,
+// rollout state (running, paused, aborted, succeeded, failed) and update target state.
 export const badgeKinds = {
   online: 'ok', offline: '', open: 'ok', requested: 'warn', closed: '',
   queued: '', downloading: 'info', verifying: 'info', running: 'info', succeeded: 'ok', failed: 'bad',
-  connected: 'ok', disconnected: '', revoked: 'bad'
+  connected: 'ok', disconnected: '', revoked: 'bad',
+  paused: 'warn', aborted: 'bad', pending: '', sent: 'info', installing: 'info', restarting: 'info', cancelled: ''
 }
 
 export function Badge ({ value, label }) {

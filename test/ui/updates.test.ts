@@ -1,0 +1,69 @@
+// The dashboard's Updates pages (issue 16) in a real headless Chromium: a
+// rollout started from the form, its progress per target shown live, pause
+// and resume from the page, and each agent's version in the endpoint list.
+import t from 'tap'
+import { join } from 'node:path'
+import { openBrowser, signIn, shot } from '../helpers/browser.js'
+import { startSite, tempDir, eventually } from '../helpers/cluster.js'
+import { uploadArtifact } from '../helpers/artifacts.js'
+import { scriptBuild, UnitAgent } from '../helpers/updates.js'
+
+t.test('updates: start a rollout from the page, follow each target, pause and resume it', async t => {
+  const site = await startSite(t)
+  const dir = tempDir(t)
+  const v1 = scriptBuild(dir, '0.3.1')
+  const v2 = scriptBuild(dir, '0.3.2')
+  t.equal((await uploadArtifact(site.api, 'relaygate-next', v2.bytes)).status, 201)
+  const names = ['web-01', 'web-02', 'db-01']
+  for (const [i, name] of names.entries()) {
+    const e = await site.api.ok('POST', '/api/endpoints', { name })
+    await new UnitAgent(t, join(dir, `agent-${i}`), { path: v1.path, version: '0.3.1' }, () => ({ joinToken: e.joinToken })).start().whenOnline()
+  }
+  const { page, problems } = await openBrowser(t)
+  await signIn(page, site.server.httpUrl, site.api.token, '#/endpoints')
+  await page.waitForFunction(() => [...(globalThis as any).document.querySelectorAll('[data-testid=agent-version]')].filter((c: any) => c.textContent === '0.3.1').length === 3)
+
+  await page.click('nav.nav a[href="#/updates"]')
+  await page.waitForSelector('[data-page=updates] [data-testid=updates-table]')
+  t.match(await page.textContent('[data-testid=updates-table] tbody'), /No updates yet/)
+  await page.click('text=New update')
+  await page.selectOption('[data-testid=new-update] select[name=artifact]', 'relaygate-next')
+  await page.fill('[data-testid=new-update] input[name=version]', '0.3.2')
+  await page.fill('[data-testid=new-update] input[name=maxParallel]', '1')
+  await page.click('[data-testid=new-update] button[type=submit]')
+  await page.waitForSelector('[data-page=update]')
+  // Pause as soon as the page shows it running: the canary (one target) goes on, the rest wait.
+  await page.click('button:has-text("Pause")')
+  await page.waitForSelector('[data-page=update][data-state=paused]')
+  await page.waitForSelector('button:has-text("Resume")')
+  const id = await page.getAttribute('[data-page=update]', 'data-update')
+  const paused = await eventually(async () => {
+    const v = await site.api.ok('GET', `/api/updates/${id}`)
+    return v.counts.inFlight === 0 ? v : null
+  }, 30_000)
+  t.ok(paused.counts.pending >= 2, 'the rest wait while paused')
+  await page.waitForFunction(() => (globalThis as any).document.querySelectorAll('[data-testid=update-targets] tr[data-state=pending]').length >= 2)
+  t.match(await page.textContent('[data-testid=update-targets]'), /canary/, 'the canary is marked')
+  await shot(page, 'update-paused')
+
+  await page.click('button:has-text("Resume")')
+  await page.waitForSelector('[data-page=update][data-state=succeeded]', { timeout: 60_000 })
+  const rows = await page.$$eval('[data-testid=update-targets] tbody tr', trs => trs.map((tr: any) => tr.textContent))
+  t.equal(rows.length, 3)
+  for (const row of rows) t.match(row, /succeeded.*0\.3\.1.*0\.3\.2/, 'each target: succeeded, from and to')
+  t.match(await page.textContent('[data-testid=counts]'), /3 of 3 updated/)
+  await shot(page, 'update-done')
+
+  // The endpoint list follows: every agent on the new version.
+  await page.click('nav.nav a[href="#/endpoints"]')
+  await page.waitForFunction(() => [...(globalThis as any).document.querySelectorAll('[data-testid=agent-version]')].filter((c: any) => c.textContent === '0.3.2').length === 3)
+
+  // On a phone: the rollout's table scrolls inside its frame, the page itself does not.
+  await page.setViewportSize({ width: 390, height: 800 })
+  await page.goto(`${site.server.httpUrl}/#/updates/${id}`)
+  await page.waitForSelector('[data-page=update][data-state=succeeded]')
+  const overflow = await page.evaluate(() => (globalThis as any).document.documentElement.scrollWidth - (globalThis as any).innerWidth)
+  t.ok(overflow <= 1, `no sideways scroll of the page at 390 px (${overflow} px)`)
+  await shot(page, 'update-phone')
+  t.same(problems, [], 'no page errors')
+})
