@@ -114,6 +114,19 @@ program.command('p5-artifact-fanout')
     print(await run(o))
   })
 
+program.command('p11-self-update')
+  .description('P11: self-update of N agents behind one relay (canaries, then all): time to all updated, server egress per build; baseline: a plain job of the same size to the same agents (same run)')
+  .option('--agents <n>', 'agents, each run as its systemd unit would', int, 1000)
+  .option('--size-mb <n>', 'size of the new build, MiB (N x size on the /tmp disk until the end)', int, 16)
+  .option('--canary <n>', 'canaries, updated before the rest', int, 10)
+  .option('--timeout <s>', 'give up after this many seconds', int, 600)
+  .action(async (o: { agents: number, sizeMb: number, canary: number, timeout: number }) => {
+    const { run } = await import('./scenarios/p11-self-update.js')
+    const result = await run(o)
+    print(result)
+    if (result.targets?.allUpdated?.met !== true) process.exitCode = 1
+  })
+
 withStoreOption(fleetCommand('p6-reconnect-storm'))
   .description('P6: restart a relay holding N agents: time until all are online again, server auth rate and CPU during the storm')
   .option('--timeout <s>', 'give up waiting for recovery after this many seconds', int, 120)

@@ -4,6 +4,8 @@
  *
  * Parent → worker: {t:'start', tokens, relayUrl, staggerMs, dataDir, ownDirs}
  *                  (ownDirs: each agent gets <dataDir>/<pid>-<i> of its own, for jobs)
+ *                  units?: {path, version}: each agent runs as its systemd unit would (self-update:
+ *                  bench/lib/unit-agent.ts), installed from the build at `path`
  *                  {t:'measure', on}   (collect check-in round trips or not)
  *                  {t:'collect'}       → {t:'rtts', samples: Float64Array, loopDelay: {p99Ms, maxMs}}
  *                                        (loopDelay: this process's event-loop delay while measuring)
@@ -15,12 +17,14 @@ import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { join } from 'node:path'
 import { pino } from 'pino'
 import { RelaygateAgent } from '../../agent/agent.js'
+import { UnitAgent } from './unit-agent.js'
 
-interface StartMessage { t: 'start', tokens: string[], relayUrl: string, staggerMs: number, dataDir: string, ownDirs?: boolean }
+interface StartMessage { t: 'start', tokens: string[], relayUrl: string, staggerMs: number, dataDir: string, ownDirs?: boolean, units?: { path: string, version: string } }
 type Message = StartMessage | { t: 'measure', on: boolean } | { t: 'collect' } | { t: 'stop' }
 
 const logger = pino({ level: 'silent' })
 const agents: RelaygateAgent[] = []
+const units: UnitAgent[] = []
 let online = 0
 let fatal = 0
 let measuring = false
@@ -35,6 +39,13 @@ function send (msg: unknown): void {
   if (process.connected) process.send!(msg)
 }
 
+function watch (agent: RelaygateAgent): void {
+  agent.on('online', () => { online++ })
+  agent.on('offline', () => { online-- })
+  agent.on('fatal', () => { fatal++ })
+  agent.on('rtt', (ms: number) => { if (measuring) rtts.push(ms) })
+}
+
 function start (m: StartMessage): void {
   const n = m.tokens.length
   let i = 0
@@ -44,12 +55,16 @@ function start (m: StartMessage): void {
     // Start every agent whose turn has come (timers are coarse at this rate).
     const due = step === 0 ? n : Math.min(n, Math.floor((performance.now() - t0) / step) + 1)
     for (; i < due; i++) {
-      const dataDir = m.ownDirs === true ? join(m.dataDir, `${process.pid}-${i}`) : m.dataDir
-      const agent = new RelaygateAgent({ joinToken: m.tokens[i], relays: [m.relayUrl], dataDir, edgeId: randomUUID(), drainTimeoutMs: 0 }, logger)
-      agent.on('online', () => { online++ })
-      agent.on('offline', () => { online-- })
-      agent.on('fatal', () => { fatal++ })
-      agent.on('rtt', (ms: number) => { if (measuring) rtts.push(ms) })
+      const dataDir = m.ownDirs === true || m.units !== undefined ? join(m.dataDir, `${process.pid}-${i}`) : m.dataDir
+      const config = { joinToken: m.tokens[i], relays: [m.relayUrl], edgeId: randomUUID(), drainTimeoutMs: 0 }
+      if (m.units !== undefined) {
+        const unit = new UnitAgent(dataDir, m.units, () => config, logger, agent => { watch(agent); agents.push(agent) })
+        unit.start()
+        units.push(unit)
+        continue
+      }
+      const agent = new RelaygateAgent({ ...config, dataDir }, logger)
+      watch(agent)
       agent.start()
       agents.push(agent)
     }
@@ -67,7 +82,7 @@ async function stop (): Promise<void> {
   if (startTimer !== null) clearTimeout(startTimer)
   if (statusTimer !== null) clearInterval(statusTimer)
   await Promise.race([
-    Promise.allSettled(agents.map(async a => { await a.destroy() })),
+    Promise.allSettled([...units.map(async u => { await u.stop() }), ...agents.map(async a => { await a.destroy() })]),
     new Promise(resolve => setTimeout(resolve, 5000))
   ])
   process.exit(0)

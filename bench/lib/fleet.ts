@@ -55,8 +55,10 @@ export async function createJoinTokens (base: string, token: string, n: number, 
  * `groups` lets agents go to different relays: each group is split on its own.
  * `ownDirs` gives every agent a data dir (and so a files dir) of its own, as
  * jobs need: agents sharing one would download into the same part file.
+ * `units` runs every agent as its systemd unit would, installed from that
+ * build (self-updates: bench/lib/unit-agent.ts).
  */
-export async function startFleet (groups: Array<{ tokens: string[], relayUrl: string }>, options: { staggerMs: number, perProcess?: number, ownDirs?: boolean }): Promise<Fleet> {
+export async function startFleet (groups: Array<{ tokens: string[], relayUrl: string }>, options: { staggerMs: number, perProcess?: number, ownDirs?: boolean, units?: { path: string, version: string } }): Promise<Fleet> {
   const perProcess = options.perProcess ?? AGENTS_PER_PROCESS
   const dataDir = mkdtempSync(join(tmpdir(), 'rg-bench-fleet-'))
   const workerJs = join(dirname(fileURLToPath(import.meta.url)), 'fleet-worker.js')
@@ -95,7 +97,7 @@ export async function startFleet (groups: Array<{ tokens: string[], relayUrl: st
       })
     }
     // Start all generators at once so the stagger spreads over the whole fleet.
-    workers.forEach((w, i) => w.child.send({ t: 'start', tokens: plans[i].tokens, relayUrl: plans[i].relayUrl, staggerMs: options.staggerMs, dataDir, ownDirs: options.ownDirs === true }))
+    workers.forEach((w, i) => w.child.send({ t: 'start', tokens: plans[i].tokens, relayUrl: plans[i].relayUrl, staggerMs: options.staggerMs, dataDir, ownDirs: options.ownDirs === true, units: options.units }))
   } catch (err) {
     await stop()
     throw err

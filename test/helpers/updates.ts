@@ -1,9 +1,8 @@
-import { execFileSync } from 'node:child_process'
-import { chmodSync, readFileSync, realpathSync, writeFileSync } from 'node:fs'
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Versions } from '../../common/self-update.js'
-import { RelaygateAgent } from '../../agent/agent.js'
 import type { AgentConfig } from '../../agent/config.js'
+import { UnitAgent as BaseUnitAgent, linkedVersion } from '../../bench/lib/unit-agent.js'
 import { buildRelay, type RelaygateRelay } from '../../relay/relay.js'
 import type { RelayConfig } from '../../relay/config.js'
 import { sha256 } from './artifacts.js'
@@ -23,56 +22,11 @@ export function scriptBuild (dir: string, version: string, says = version): { pa
   return { path, bytes, sha256: sha256(bytes) }
 }
 
-/** What `relaygate --version` of the build the link points at says. */
-function linkedVersion (dataDir: string): { exe: string, version: string } {
-  const exe = realpathSync(join(dataDir, 'bin', 'relaygate'))
-  return { exe, version: execFileSync(exe, ['--version'], { encoding: 'utf8' }).trim() }
-}
-
-/**
- * An agent run the way its systemd unit runs it, in this process: before
- * each start the guard (ExecStartPre, by the installed build), then the
- * build the link points at, as that version; when it asks for a restart
- * (a self-update switched), it is stopped and started again.
- */
-export class UnitAgent {
-  agent: RelaygateAgent | null = null
-  starts = 0
-  private stopped = false
-
-  constructor (
-    private readonly t: TapLike,
-    readonly dataDir: string,
-    private readonly installed: { path: string, version: string },
-    private readonly config: (version: string) => Partial<AgentConfig>
-  ) {
+/** An in-process agent run as its unit would run it (bench/lib/unit-agent.ts), stopped in teardown. */
+export class UnitAgent extends BaseUnitAgent {
+  constructor (t: TapLike, dataDir: string, installed: { path: string, version: string }, config: (version: string) => Partial<AgentConfig>) {
+    super(dataDir, installed, config, testLogger())
     t.teardown(() => this.stop())
-  }
-
-  start (): RelaygateAgent {
-    new Versions(this.dataDir, { execPath: this.installed.path, version: this.installed.version, oneFile: true }).guard()
-    const { exe, version } = linkedVersion(this.dataDir)
-    this.starts++
-    const agent = new RelaygateAgent({
-      dataDir: this.dataDir,
-      selfUpdate: new Versions(this.dataDir, { execPath: exe, version, oneFile: true }),
-      version,
-      ...this.config(version)
-    } as Partial<AgentConfig>, testLogger())
-    agent.once('restart', () => {
-      void agent.close().then(() => { if (!this.stopped) this.start() })
-    })
-    this.agent = agent.start()
-    return agent
-  }
-
-  async stop (): Promise<void> {
-    this.stopped = true
-    await this.agent?.destroy()
-  }
-
-  get version (): string | null {
-    return this.agent?.version ?? null
   }
 }
 
