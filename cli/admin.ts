@@ -42,7 +42,7 @@ export function registerAdminCommands (program: Command, fail: (err: unknown) =>
     .action(run(async (o: Record<string, any>) => {
       const t = target(o)
       const { body } = await adminRequest(t, 'POST', '/api/relays', { json: { name: o.name } })
-      const relay = body as { id: string, name: string, token: string, installCommand?: string | null }
+      const relay = body as { id: string, name: string, token: string, installCommand?: string | null, installCommands?: Record<string, string> }
       const command = ['relaygate relay', `--server ${t.server}`, ...(t.serverFingerprint === undefined ? [] : [`--server-fingerprint ${t.serverFingerprint}`]), `--token ${relay.token}`].join(' ')
       if (o.json === true) return out(JSON.stringify({ ...relay, command }))
       out([
@@ -52,7 +52,8 @@ export function registerAdminCommands (program: Command, fail: (err: unknown) =>
         'Run the relay at the site (or put server and token in its --config file):',
         '',
         `  ${command}`,
-        ...(typeof relay.installCommand === 'string' ? ['', 'Or install it there (as root, no Node needed; the line checks the download\'s sha256):', '', `  ${relay.installCommand}`] : [])
+        ...(typeof relay.installCommand === 'string' ? ['', 'Or install it there (as root, no Node needed; the line checks the download\'s sha256):', '', `  ${relay.installCommand}`] : []),
+        ...otherKinds(relay.installCommand, relay.installCommands)
       ].join('\n'))
     }))
 
@@ -67,7 +68,7 @@ export function registerAdminCommands (program: Command, fail: (err: unknown) =>
       if (o.tunnelTarget !== undefined) request.tunnelTarget = o.tunnelTarget
       if (o.maxAgents !== undefined) request.maxAgents = o.maxAgents
       const { body } = await adminRequest(target(o), 'POST', '/api/endpoints', { json: request })
-      const e = body as { id: string, name: string, joinToken: string, command: string, installCommand?: string | null, warning?: string }
+      const e = body as { id: string, name: string, joinToken: string, command: string, installCommand?: string | null, installCommands?: Record<string, string>, warning?: string }
       if (o.json === true) return out(JSON.stringify(e))
       out([
         `endpoint "${e.name}" created: ${e.id}`,
@@ -77,7 +78,8 @@ export function registerAdminCommands (program: Command, fail: (err: unknown) =>
         'Run the agent on the machine:',
         '',
         `  ${e.command}`,
-        ...(typeof e.installCommand === 'string' ? ['', 'Or install it there from the site\'s relay (as root, no Node needed; the line checks the download\'s sha256):', '', `  ${e.installCommand}`] : [])
+        ...(typeof e.installCommand === 'string' ? ['', 'Or install it there from the site\'s relay (as root, no Node needed; the line checks the download\'s sha256):', '', `  ${e.installCommand}`] : []),
+        ...otherKinds(e.installCommand, e.installCommands)
       ].join('\n'))
     }))
 
@@ -213,6 +215,13 @@ function registerUpdateCommands (program: Command, h: AdminHelpers): void {
         h.out(o.json === true ? JSON.stringify(body) : describeRollout(body as RolloutView))
       }))
   }
+}
+
+/** The install lines for the other kinds of machine (e.g. linux-arm64), after the default one. */
+function otherKinds (shown: string | null | undefined, all: Record<string, string> | undefined): string[] {
+  const lines: string[] = []
+  for (const [kind, line] of Object.entries(all ?? {})) if (line !== shown) lines.push('', `On a ${kind} machine:`, '', `  ${line}`)
+  return lines
 }
 
 /** Left-aligned columns, two spaces apart. */

@@ -65,6 +65,13 @@ export class Installers {
     return file === undefined ? null : installCommand(serverUrl, file.name, file.sha256, 'relay', args)
   }
 
+  /** One line per kind of machine there is an executable for (linux-x64, linux-arm64, …): an agent's from its relay, a relay's from the server. */
+  commandsByKind (role: 'agent' | 'relay', from: string | undefined, args: string[]): Record<string, string> {
+    if (from === undefined) return {}
+    const base = from.replace(/^ws/, 'http')
+    return Object.fromEntries(this.files.map(f => [f.name.replace(/^relaygate-/, ''), installCommand(base, f.name, f.sha256, role, args)]))
+  }
+
   /** `GET /install/<name>` and `GET /install/relay.sh` for anyone; false for other paths. */
   handle (req: http.IncomingMessage, res: http.ServerResponse): boolean {
     const path = (req.url ?? '/').split('?')[0]

@@ -167,8 +167,10 @@ export function endpointRoutes (ctx: ApiContext): void {
     ctx.publish('endpoints')
     // The one line that installs the agent from its site's relay (plain ws: the sha256 in the line is the check).
     const fromRelay = relays.find(r => r.url.startsWith('ws:'))?.url
-    const installCommand = ctx.installers?.agentCommand(fromRelay, ['--join-token', joinToken, ...(tunnelTarget === null ? [] : ['--tunnel-target', tunnelTarget])]) ?? null
-    const out: EndpointView & { joinToken: string, command: string, installCommand: string | null, warning?: string } = { ...(await endpointViews(ctx, [record]))[0], joinToken, command, installCommand }
+    const installArgs = ['--join-token', joinToken, ...(tunnelTarget === null ? [] : ['--tunnel-target', tunnelTarget])]
+    const installCommand = ctx.installers?.agentCommand(fromRelay, installArgs) ?? null
+    const installCommands = ctx.installers?.commandsByKind('agent', fromRelay, installArgs) ?? {}
+    const out: EndpointView & { joinToken: string, command: string, installCommand: string | null, installCommands: Record<string, string>, warning?: string } = { ...(await endpointViews(ctx, [record]))[0], joinToken, command, installCommand, installCommands }
     if (relays.length === 0) out.warning = 'no relay has linked to the server yet: the join token names no relay; start a relay first or pass --relay to the agent'
     sendJson(res, 201, out)
   })

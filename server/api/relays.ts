@@ -68,8 +68,10 @@ export function relayRoutes (ctx: ApiContext): void {
     await store.createRelay(record)
     logger.info({ relayId: record.id, name }, 'relay created')
     ctx.publish('relays')
-    const installCommand = ctx.installers?.relayCommand(ctx.publicUrl(), ['--server', ctx.publicUrl(), '--token', token]) ?? null
-    sendJson(res, 201, { id: record.id, name, token, installCommand })
+    const installArgs = ['--server', ctx.publicUrl(), '--token', token]
+    const installCommand = ctx.installers?.relayCommand(ctx.publicUrl(), installArgs) ?? null
+    const installCommands = ctx.installers?.commandsByKind('relay', ctx.publicUrl(), installArgs) ?? {}
+    sendJson(res, 201, { id: record.id, name, token, installCommand, installCommands })
   })
 
   route('GET', '/api/relays', async (_req, res) => {

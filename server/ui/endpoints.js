@@ -24,7 +24,8 @@ export function AgentCommand ({ created, onClose }) {
     <pre class="command" data-testid="command">${created.command}</pre>
     ${created.installCommand
       ? html`<p>Or install it on that machine from its site's relay, as root (no Node needed; the line checks the download against the sha256 in it, so a relay cannot swap it):</p>
-        <pre class="command" data-testid="install-command">${created.installCommand}</pre>`
+        <pre class="command" data-testid="install-command">${created.installCommand}</pre>
+        ${Object.entries(created.installCommands ?? {}).filter(([, line]) => line !== created.installCommand).map(([kind, line]) => html`<p key=${kind}>On a ${kind} machine:</p><pre class="command" data-testid=${`install-command-${kind}`}>${line}</pre>`)}`
       : null}
     <div class="btn-row"><${CopyButton} text=${created.command} /><a class="btn small" href=${`#/endpoints/${encodeURIComponent(created.id)}`}>Open endpoint</a></div>
   </div>`

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url'
 import { Api, tempDir, eventually, type TapLike } from '../helpers/cluster.js'
 import { readyFile, startCommand, type Child } from '../helpers/child.js'
 import { UnitRunner } from '../helpers/unit.js'
+import { uploadArtifact } from '../helpers/artifacts.js'
 
 // Issue 16: the one-file executable (npm run dist) runs every role on a host
 // without Node: here with an empty PATH, an empty HOME and a working
@@ -189,4 +190,42 @@ t.test('the per-role bundles: relaygate-relay.mjs and relaygate-agent.mjs run th
   }, 30_000, 100)
   t.equal(online.relayId, r.id, 'online through the bundled relay (uWebSockets.js out of the bundle)')
   t.ok(existsSync(join(dir, 'native')), 'the relay wrote its native addon to RELAYGATE_NATIVE_DIR')
+})
+
+t.test('the linux-arm64 executable (run here under qemu-user): its version, a relay and an agent from it online through it; its server asks for PostgreSQL', async t => {
+  const arm = join(out, 'relaygate-linux-arm64')
+  const head = readFileSync(arm).subarray(0, 20)
+  t.equal(head.readUInt16LE(18), 183, 'an ELF for AArch64 (e_machine 183)')
+  t.match(readFileSync(join(out, 'SHA256SUMS'), 'utf8'), new RegExp(`^${execFileSync('sha256sum', [arm], { encoding: 'utf8' }).split(' ')[0]}  relaygate-linux-arm64$`, 'm'), 'in SHA256SUMS')
+  // qemu-user runs the arm64 binary with Debian's arm64 C libraries (.ci/run installs both).
+  const qemu = '/usr/bin/qemu-aarch64-static'
+  const onArm = (args: string[]): string[] => ['-L', '/usr/aarch64-linux-gnu', arm, ...args]
+  const v = spawnSync(qemu, onArm(['--version']), { cwd: work, env: bare, encoding: 'utf8', timeout: 60_000 })
+  t.equal(v.stdout.trim(), version, `the same version: ${v.stderr}`)
+  const dir = tempDir(t)
+  const server = startExe(t, ['server', '--data-dir', join(dir, 'server'), '--host', '127.0.0.1', '--http-port', '0', '--https-port', 'off', '--ready-file', join(dir, 'server.json')])
+  const s = await readyFile(server, join(dir, 'server.json'), 60_000)
+  const api = new Api(s.httpUrl, readFileSync(s.adminTokenFile, 'utf8').trim())
+  const r = await api.ok('POST', '/api/relays', { name: 'arm-site' })
+  const relay = startCommand(t, qemu, onArm(['relay', '--server', s.httpUrl, '--token', r.token, '--host', '127.0.0.1', '--port', '0', '--tls-port', 'off', '--data-dir', join(dir, 'relay'), '--ready-file', join(dir, 'relay.json')]), bare, work)
+  await readyFile(relay, join(dir, 'relay.json'), 120_000)
+  // Given the arm64 executable too, the server offers a line per kind of machine.
+  const upload = await uploadArtifact(api, 'relaygate-linux-arm64', readFileSync(arm))
+  t.equal(upload.status, 201)
+  const e = await eventually(async () => {
+    const created = await api.ok('POST', '/api/endpoints', { name: `arm-box-${Date.now()}` })
+    return created.installCommands?.['linux-arm64'] !== undefined ? created : null
+  }, 20_000, 200)
+  t.ok(e.installCommands['linux-arm64'].includes(execFileSync('sha256sum', [arm], { encoding: 'utf8' }).split(' ')[0]), 'the arm64 line carries the arm64 executable\'s sha256')
+  t.equal(e.installCommands['linux-x64'], e.installCommand, 'the x64 line is the default one')
+  const agent = startCommand(t, qemu, onArm(['agent', '--join-token', e.joinToken, '--data-dir', join(dir, 'agent'), '--ready-file', join(dir, 'agent.json')]), bare, work)
+  await readyFile(agent, join(dir, 'agent.json'), 120_000)
+  const online = await eventually(async () => {
+    const ep = await api.ok('GET', `/api/endpoints/${e.id as string}`)
+    return ep.status === 'online' && ep.agentVersion === version ? ep : null
+  }, 60_000, 200)
+  t.equal(online.relayId, r.id, 'the arm64 agent is online through the arm64 relay (uWebSockets.js for arm64 inside)')
+  const armServer = spawnSync(qemu, onArm(['server', '--data-dir', join(dir, 'arm-server'), '--http-port', '0', '--https-port', 'off']), { cwd: work, env: bare, encoding: 'utf8', timeout: 60_000 })
+  t.equal(armServer.status, 2, 'its server without a database URL is a configuration error')
+  t.match(armServer.stderr, /no embedded SQLite.*--database-url.*\(RG_ERR_CONFIG\)/)
 })

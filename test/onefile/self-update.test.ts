@@ -20,7 +20,7 @@ const V3 = '9.9.3-broken'
 const builds = tempDir(t)
 const exeOf = (version: string): string => {
   const out = join(builds, version)
-  execFileSync(process.execPath, [join(root, 'scripts', 'dist.mjs'), '--out', out, '--version', version], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'], timeout: 180_000 })
+  execFileSync(process.execPath, [join(root, 'scripts', 'dist.mjs'), '--out', out, '--version', version, '--targets', `${process.platform}-${process.arch}`], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'], timeout: 180_000 })
   return join(out, `relaygate-${process.platform}-${process.arch}`)
 }
 const v1 = exeOf(V1)
