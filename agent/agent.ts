@@ -405,7 +405,7 @@ export class RelaygateAgent extends EventEmitter {
     const verdict = this.orders.check(msg)
     if (verdict === 'ok') return true
     const code = verdict === 'forged' ? 'RG_ERR_ORDER_FORGED' : 'RG_ERR_ORDER_REPLAYED'
-    const ref = 'jobId' in msg ? msg.jobId : ('tunnelId' in msg ? msg.tunnelId : '')
+    const ref = 'jobId' in msg ? msg.jobId : ('tunnelId' in msg ? msg.tunnelId : ('updateId' in msg ? msg.updateId : ''))
     this.ordersRefused++
     this.log.warn({ code, kind: msg.t, ref }, 'refused an order that did not come from the server as sent')
     this.emit('order-refused', { code, kind: msg.t, ref })

@@ -62,6 +62,19 @@ t.test('an injected job with a command is refused by the agent and never runs', 
   t.match((await api.ok('GET', '/api/relays'))[0], { securityEvents: 1 }, 'the relay\'s count shows it')
 })
 
+t.test('an invented update order is refused: the agent downloads nothing and stays on its version', async t => {
+  const { api, hostile, agent, endpointId } = await hostileSite(t)
+  const sid = (hostile.fromServer.find(m => m.t === 'agent-settings') as { sid: number }).sid
+  // The relay's own build, offered as the agent's update: it has the cache, not the key.
+  hostile.injectDown({ t: 'update', sid, updateId: 'uforged0001', version: '6.6.6', sha256: 'b'.repeat(64), size: 1, healthSeconds: 5, deadline: Date.now() + 60_000, n: 2_000_000, mac: randomBytes(32).toString('base64url') })
+  const [event] = await securityEvents(api, 'RG_ERR_ORDER_FORGED')
+  t.match(event, { code: 'RG_ERR_ORDER_FORGED', endpointId, kind: 'update', ref: 'uforged0001', relayId: hostile.relay.relayId })
+  t.equal(agent.updater.busy, false, 'no update started')
+  t.notOk(fs.existsSync(join(agent.config.dataDir, 'downloads', `update-${'b'.repeat(64)}.part`)), 'nothing downloaded')
+  const reported = await eventually(async () => (await api.ok('GET', `/api/endpoints/${endpointId}`)).agentVersion ?? undefined)
+  t.equal(reported, agent.version, 'the version it reports is unchanged')
+})
+
 t.test('a job whose sha256 or path the relay changed is refused; the target shows why, nothing is placed', async t => {
   const { api, hostile, agent, endpointId } = await hostileSite(t)
   const body = randomBytes(64 * 1024)
