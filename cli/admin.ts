@@ -62,9 +62,11 @@ export function registerAdminCommands (program: Command, fail: (err: unknown) =>
     .description('Create an endpoint; prints its join token (shown once) and the agent command.')
     .addOption(opt('--name <name>', 'the endpoint\'s name, e.g. db-01').makeOptionMandatory())
     .addOption(opt('--tunnel-target <url>', 'where tunnel streams go on the agent side: http://host:port, tcp://host:port or unix:/path'))
-    .addOption(opt('--max-agents <n>', 'agents that may serve it (more than 1 makes a cluster endpoint)').argParser(parseCount)))
+    .addOption(opt('--max-agents <n>', 'agents that may serve it (more than 1 makes a cluster endpoint)').argParser(parseCount))
+    .addOption(opt('--tag <tag>', 'a tag to target it by (repeatable), e.g. site-a').argParser(collect)))
     .action(run(async (o: Record<string, any>) => {
       const request: Record<string, unknown> = { name: o.name }
+      if (o.tag !== undefined) request.tags = o.tag
       if (o.tunnelTarget !== undefined) request.tunnelTarget = o.tunnelTarget
       if (o.maxAgents !== undefined) request.maxAgents = o.maxAgents
       const { body } = await adminRequest(target(o), 'POST', '/api/endpoints', { json: request })
@@ -84,13 +86,18 @@ export function registerAdminCommands (program: Command, fail: (err: unknown) =>
     }))
 
   withServer(endpoint.command('list')
-    .description('List endpoints with their status, relay and tunnel state.'))
+    .description('List endpoints with their status, relay and tunnel state.')
+    .addOption(opt('--tag <tag>', 'only those carrying this tag (repeatable: all of them)').argParser(collect))
+    .addOption(opt('--status <status>', 'only online or offline ones').choices(['online', 'offline'])))
     .action(run(async (o: Record<string, any>) => {
-      const { body } = await adminRequest(target(o), 'GET', '/api/endpoints')
-      const list = body as Array<{ id: string, name: string, status: string, relayId: string | null, lastSeen: string | null, tunnel?: { state?: string } }>
+      const query = new URLSearchParams()
+      for (const tag of o.tag ?? []) query.append('tag', tag)
+      if (o.status !== undefined) query.set('status', o.status)
+      const { body } = await adminRequest(target(o), 'GET', `/api/endpoints${query.size > 0 ? `?${query.toString()}` : ''}`)
+      const list = body as Array<{ id: string, name: string, status: string, relayId: string | null, lastSeen: string | null, tunnel?: { state?: string }, tags?: string[], agentVersion?: string | null }>
       if (o.json === true) return out(JSON.stringify(list))
-      const rows = [['ID', 'NAME', 'STATUS', 'RELAY', 'LAST SEEN', 'TUNNEL']]
-      for (const e of list) rows.push([e.id, e.name, e.status, e.relayId ?? '-', e.lastSeen ?? '-', e.tunnel?.state ?? '-'])
+      const rows = [['ID', 'NAME', 'STATUS', 'RELAY', 'LAST SEEN', 'TUNNEL', 'VERSION', 'TAGS']]
+      for (const e of list) rows.push([e.id, e.name, e.status, e.relayId ?? '-', e.lastSeen ?? '-', e.tunnel?.state ?? '-', e.agentVersion ?? '-', (e.tags ?? []).join(',') || '-'])
       out(table(rows))
     }))
 
@@ -179,6 +186,7 @@ function registerUpdateCommands (program: Command, h: AdminHelpers): void {
     .addOption(opt('--to <version>', 'the version to update to: what the executable\'s --version prints').makeOptionMandatory())
     .addOption(opt('--target <kind>', 'agents or relays').choices(['agents', 'relays']).default('agents'))
     .addOption(opt('--endpoint <id>', 'an endpoint to update (repeatable; default: all)').argParser(collect))
+    .addOption(opt('--tag <tag>', 'the endpoints carrying this tag (repeatable: all of them)').argParser(collect))
     .addOption(opt('--relay <id>', 'a relay to update (repeatable; default: all)').argParser(collect))
     .addOption(opt('--canary <n|ids>', 'the first N targets, or a comma-separated list of ids, go first'))
     .addOption(opt('--health-seconds <n>', 'a new version not online within this rolls back by itself').argParser(parseCount))
@@ -187,6 +195,7 @@ function registerUpdateCommands (program: Command, h: AdminHelpers): void {
     .action(h.run(async (o: Record<string, any>) => {
       const request: Record<string, unknown> = { artifact: o.artifact, version: o.to, target: o.target }
       if (o.endpoint !== undefined) request.endpoints = o.endpoint
+      if (o.tag !== undefined) request.tags = o.tag
       if (o.relay !== undefined) request.relays = o.relay
       if (typeof o.canary === 'string') request.canary = /^\d+$/.test(o.canary) ? Number(o.canary) : o.canary.split(',').map((x: string) => x.trim()).filter(Boolean)
       if (o.healthSeconds !== undefined) request.healthSeconds = o.healthSeconds

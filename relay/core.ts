@@ -190,6 +190,9 @@ export class RelayCore implements SessionHost {
 
   beginAuth (s: AgentSession): void {
     s.restartAuth()
+    // The server hears of agents that left before of one that arrives: an agent
+    // restarting (a self-update) is not taken for a clone of its own old session.
+    this.offline.sendNow()
     if (this.link.send({ t: 'auth-begin', sid: s.sid, endpointId: s.endpointId, edgeId: s.edgeId })) return
     if (this.pendingAuth.size >= this.opts.maxPendingAuth) {
       s.fail(new RelaygateError('RG_ERR_UPSTREAM_UNAVAILABLE', 'relay has no link to the server and too many agents wait'))

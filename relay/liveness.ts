@@ -48,12 +48,16 @@ export class OfflineBatch {
 
   add (sid: number): void {
     this.sids.push(sid)
-    this.timer ??= setTimeout(() => {
-      this.timer = null
-      const sids = this.sids
-      this.sids = []
-      if (sids.length > 0) this.flush(sids)
-    }, 100)
+    this.timer ??= setTimeout(() => this.sendNow(), 100)
+  }
+
+  /** Sends what is gathered at once (before anything that must come after it). */
+  sendNow (): void {
+    if (this.timer !== null) clearTimeout(this.timer)
+    this.timer = null
+    const sids = this.sids
+    this.sids = []
+    if (sids.length > 0) this.flush(sids)
   }
 
   clear (): void {

@@ -72,3 +72,16 @@ export function bearerAuthorizer (tokenHashes: () => readonly string[], matches:
     }
   }
 }
+
+/** A tag: letters, digits and . _ : - (1-64). */
+export const TAG = /^[A-Za-z0-9._:-]{1,64}$/
+
+/** A list of tags in a body (deduplicated, at most 32), or undefined when absent. */
+export function bodyTags (body: Record<string, unknown>, field: string): string[] | undefined {
+  const value = body[field]
+  if (value === undefined) return undefined
+  if (!Array.isArray(value) || value.length > 32 || value.some(v => typeof v !== 'string' || !TAG.test(v))) {
+    fail('RG_ERR_BAD_REQUEST', `field "${field}" must be a list of at most 32 tags, each 1-64 letters, digits or . _ : -`)
+  }
+  return [...new Set(value as string[])]
+}

@@ -166,7 +166,9 @@ const MIGRATIONS: string[] = [
     created_at BIGINT NOT NULL
   );`,
   // 4: self-update rollouts (issue 16).
-  UPDATE_TABLES_PG
+  UPDATE_TABLES_PG,
+  // 5: endpoint tags (a JSON list of strings).
+  'ALTER TABLE endpoints ADD COLUMN IF NOT EXISTS tags TEXT NOT NULL DEFAULT \'[]\''
 ]
 export const PG_SCHEMA_VERSION = MIGRATIONS.length
 /** The advisory lock migrations hold (any constant; "rgate" in ASCII). */

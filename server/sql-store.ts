@@ -38,7 +38,7 @@ interface RelayRow {
 }
 interface EndpointRow {
   id: string, name: string, tunnel_target: string | null, auth_key: Buffer, tunnel_key: Buffer,
-  edge_id: string | null, created_at: number, last_seen: number | null, relay_id: string | null, max_agents: number
+  edge_id: string | null, created_at: number, last_seen: number | null, relay_id: string | null, max_agents: number, tags: string | null
 }
 interface JobRow { id: string, artifact: string, sha256: string, size: number, path: string, run: string | null, created_at: number, deadline: number }
 interface TargetRow {
@@ -70,7 +70,8 @@ const endpointFromRow = (r: EndpointRow): EndpointRecord => ({
   createdAt: r.created_at,
   lastSeen: r.last_seen,
   relayId: r.relay_id,
-  maxAgents: r.max_agents
+  maxAgents: r.max_agents,
+  tags: r.tags === null || r.tags === '' ? [] : JSON.parse(r.tags) as string[]
 })
 
 const jobFromRow = (r: JobRow): JobRecord => ({
@@ -188,8 +189,14 @@ export class SqlStore implements Store {
   }
 
   async createEndpoint (e: EndpointRecord): Promise<void> {
-    await this.db.run(`INSERT INTO endpoints (id, name, tunnel_target, auth_key, tunnel_key, edge_id, created_at, last_seen, relay_id, max_agents)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, [e.id, e.name, e.tunnelTarget, e.authKey, e.tunnelKey, e.edgeId, e.createdAt, e.lastSeen, e.relayId, e.maxAgents])
+    await this.db.run(`INSERT INTO endpoints (id, name, tunnel_target, auth_key, tunnel_key, edge_id, created_at, last_seen, relay_id, max_agents, tags)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, [e.id, e.name, e.tunnelTarget, e.authKey, e.tunnelKey, e.edgeId, e.createdAt, e.lastSeen, e.relayId, e.maxAgents, JSON.stringify(e.tags ?? [])])
+  }
+
+  async updateEndpoint (id: string, patch: { name?: string, tags?: string[] }): Promise<boolean> {
+    const set = setClause({ name: patch.name, tags: patch.tags === undefined ? undefined : JSON.stringify(patch.tags) }, { name: 'name', tags: 'tags' })
+    if (set.sql === '') return await this.getEndpoint(id) !== undefined
+    return await this.db.run(`UPDATE endpoints SET ${set.sql} WHERE id = ?`, [...set.values, id]) > 0
   }
 
   async getEndpoint (id: string): Promise<EndpointRecord | undefined> {
@@ -208,12 +215,15 @@ export class SqlStore implements Store {
     return (await this.db.all<EndpointRow>('SELECT * FROM endpoints ORDER BY created_at, id')).map(endpointFromRow)
   }
 
-  async findEndpoints ({ q, offset, limit }: { q: string, offset: number, limit: number }): Promise<{ total: number, page: EndpointRecord[] }> {
+  async findEndpoints ({ q, offset, limit, tags = [] }: { q: string, offset: number, limit: number, tags?: string[] }): Promise<{ total: number, page: EndpointRecord[] }> {
     // LIKE with its wildcards escaped: a search for "50%" or "a_b" means those characters.
-    const like = `%${q.toLowerCase().replace(/[\\%_]/g, c => `\\${c}`)}%`
-    const where = `WHERE CAST(? AS TEXT) = '' OR lower(e.name) LIKE ? ESCAPE '\\' OR lower(e.id) LIKE ? ESCAPE '\\' OR lower(coalesce(e.edge_id, '')) LIKE ? ESCAPE '\\'
-      OR e.id IN (SELECT a.endpoint_id FROM endpoint_agents a WHERE lower(a.edge_id) LIKE ? ESCAPE '\\')`
-    const args = [q, like, like, like, like]
+    const escape = (text: string): string => text.replace(/[\\%_]/g, c => `\\${c}`)
+    const like = `%${escape(q.toLowerCase())}%`
+    // Tags are kept as a JSON list of strings of [A-Za-z0-9._:-]: "tag" with its quotes matches one whole tag.
+    const tagged = tags.map(() => ` AND e.tags LIKE ? ESCAPE '\\'`).join('')
+    const where = `WHERE (CAST(? AS TEXT) = '' OR lower(e.name) LIKE ? ESCAPE '\\' OR lower(e.id) LIKE ? ESCAPE '\\' OR lower(coalesce(e.edge_id, '')) LIKE ? ESCAPE '\\'
+      OR e.id IN (SELECT a.endpoint_id FROM endpoint_agents a WHERE lower(a.edge_id) LIKE ? ESCAPE '\\'))${tagged}`
+    const args = [q, like, like, like, like, ...tags.map(tag => `%${escape(JSON.stringify(tag))}%`)]
     const total = (await this.db.get<{ n: number }>(`SELECT COUNT(*) AS n FROM endpoints e ${where}`, args))!.n
     const rows = await this.db.all<EndpointRow>(`SELECT e.* FROM endpoints e ${where} ORDER BY e.created_at, e.id LIMIT ? OFFSET ?`, [...args, limit, offset])
     return { total, page: rows.map(endpointFromRow) }

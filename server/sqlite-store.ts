@@ -5,8 +5,8 @@ import { DEFAULT_JOB_DEADLINE_MS } from './store.js'
 import { SqlStore, type SqlDriver } from './sql-store.js'
 import { UPDATE_TABLES_SQLITE } from './update-store.js'
 
-/** 4: spent tunnel credentials. 5: snapshots.taken_at. 6: self-update rollouts. */
-export const SQLITE_SCHEMA_VERSION = 6
+/** 4: spent tunnel credentials. 5: snapshots.taken_at. 6: self-update rollouts. 7: endpoints.tags. */
+export const SQLITE_SCHEMA_VERSION = 7
 
 const schema = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -213,6 +213,7 @@ function migrate (conn: SqliteConnection): void {
   db.exec(schema)
   const columns = (conn.stmt('PRAGMA table_info(endpoints)').all() as Array<{ name: string }>).map(c => c.name)
   if (!columns.includes('max_agents')) db.exec('ALTER TABLE endpoints ADD COLUMN max_agents INTEGER NOT NULL DEFAULT 1')
+  if (!columns.includes('tags')) db.exec('ALTER TABLE endpoints ADD COLUMN tags TEXT NOT NULL DEFAULT \'[]\'')
   const jobColumns = (conn.stmt('PRAGMA table_info(jobs)').all() as Array<{ name: string }>).map(c => c.name)
   if (!jobColumns.includes('deadline')) {
     // Jobs from before deadlines: the default one, from their creation.

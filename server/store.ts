@@ -35,6 +35,8 @@ export interface EndpointRecord {
   relayId: string | null
   /** How many distinct edge ids (agents) may serve this endpoint: 1, or more for a cluster. */
   maxAgents: number
+  /** Labels to target groups of endpoints (jobs, updates, lists): site-a, db, … (absent = none). */
+  tags?: string[]
 }
 
 export interface EndpointAgentRecord {
@@ -130,10 +132,13 @@ export interface Store {
   listEndpoints: () => Promise<EndpointRecord[]>
   /**
    * One page of the endpoints whose name, id or an admitted edge id contains
-   * `q` (case-insensitive; '' matches all), in creation order, and how many
-   * match: the search and the paging happen in the database.
+   * `q` (case-insensitive; '' matches all) and that carry every one of
+   * `tags`, in creation order, and how many match: the search and the paging
+   * happen in the database.
    */
-  findEndpoints: (query: { q: string, offset: number, limit: number }) => Promise<{ total: number, page: EndpointRecord[] }>
+  findEndpoints: (query: { q: string, offset: number, limit: number, tags?: string[] }) => Promise<{ total: number, page: EndpointRecord[] }>
+  /** Renames an endpoint or replaces its tags; false when there is no such endpoint. */
+  updateEndpoint: (id: string, patch: { name?: string, tags?: string[] }) => Promise<boolean>
   /**
    * Admits an edge id for an endpoint: already admitted (a read: its last
    * seen time is written with presence, touchEndpoints), or a free place

@@ -4,7 +4,7 @@ import { deriveTunnelRoot } from '../../protocol/tunnel-crypto.js'
 import type { EndpointRecord, EndpointAgentRecord, RefusalRecord } from '../store.js'
 import type { TunnelInfo } from '../tunnels.js'
 import { newId } from '../ids.js'
-import { sendJson, fail, readJson, bodyString, rejectUnknownFields } from '../http-util.js'
+import { sendJson, fail, readJson, bodyString, bodyTags, rejectUnknownFields, TAG } from '../http-util.js'
 import { iso, type ApiContext } from './context.js'
 
 /** Accepted tunnel targets: http(s)://host:port, tcp://host:port, unix:/path. */
@@ -43,6 +43,7 @@ export interface EndpointView {
   refusedEdgeIds: RefusalView[]
   /** From the latest snapshot: the version the endpoint's agent runs (null before its first snapshot). */
   agentVersion: string | null
+  tags: string[]
   snapshot?: SnapshotSummary | null
 }
 
@@ -97,7 +98,8 @@ function endpointView (ctx: ApiContext, e: EndpointRecord, agents: EndpointAgent
       return { edgeId: a.edgeId, status: live === undefined ? 'offline' : 'online', relayId: live?.relayId ?? null, admittedAt: iso(a.admittedAt), lastSeen: live === undefined ? iso(a.lastSeen) : iso(Date.now()) }
     }),
     refusedEdgeIds: refusals.map(r => ({ edgeId: r.edgeId, code: r.code, count: r.count, firstAt: iso(r.firstAt), lastAt: iso(r.lastAt) })),
-    agentVersion: null
+    agentVersion: null,
+    tags: e.tags ?? []
   }
 }
 
@@ -138,8 +140,9 @@ export function endpointRoutes (ctx: ApiContext): void {
   const { store, hub, tunnels, logger, route } = ctx
   route('POST', '/api/endpoints', async (req, res) => {
     const body = await readJson(req, ctx.maxBodyBytes)
-    rejectUnknownFields(body, ['name', 'tunnelTarget', 'maxAgents'])
+    rejectUnknownFields(body, ['name', 'tunnelTarget', 'maxAgents', 'tags'])
     const name = bodyString(body, 'name', { required: true, max: 128 })!
+    const tags = bodyTags(body, 'tags') ?? []
     const target = bodyString(body, 'tunnelTarget', { max: 1024 })
     const tunnelTarget = target === undefined ? null : verifyTunnelTarget(target)
     const maxAgents = body.maxAgents ?? 1
@@ -157,7 +160,8 @@ export function endpointRoutes (ctx: ApiContext): void {
       createdAt: Date.now(),
       lastSeen: null,
       relayId: null,
-      maxAgents
+      maxAgents,
+      tags
     }
     await store.createEndpoint(record)
     const relays = await joinRelays(ctx)
@@ -187,9 +191,36 @@ export function endpointRoutes (ctx: ApiContext): void {
     }
     const q = (query.get('q') ?? '').trim()
     if (q.length > 200) fail('RG_ERR_BAD_REQUEST', 'q must be at most 200 characters')
-    const found = await store.findEndpoints({ q, offset: count('offset', 0), limit: count('limit', Number.MAX_SAFE_INTEGER) })
-    res.setHeader('x-total-count', String(found.total))
-    sendJson(res, 200, await endpointViews(ctx, found.page))
+    // ?tag=a&tag=b (or tag=a,b): endpoints carrying every one of them.
+    const tags = query.getAll('tag').flatMap(t => t.split(',')).map(t => t.trim()).filter(t => t !== '')
+    for (const tag of tags) if (!TAG.test(tag)) fail('RG_ERR_BAD_REQUEST', `tag "${tag.slice(0, 70)}": 1-64 letters, digits or . _ : -`)
+    const status = query.get('status')
+    if (status !== null && status !== 'online' && status !== 'offline') fail('RG_ERR_BAD_REQUEST', 'status must be online or offline')
+    const offset = count('offset', 0)
+    const limit = count('limit', Number.MAX_SAFE_INTEGER)
+    if (status === null) {
+      const found = await store.findEndpoints({ q, offset, limit, tags })
+      res.setHeader('x-total-count', String(found.total))
+      return sendJson(res, 200, await endpointViews(ctx, found.page))
+    }
+    // Presence is live state, not a column: filter every match, then page.
+    const all = await endpointViews(ctx, (await store.findEndpoints({ q, offset: 0, limit: Number.MAX_SAFE_INTEGER, tags })).page)
+    const matching = all.filter(v => v.status === status)
+    res.setHeader('x-total-count', String(matching.length))
+    sendJson(res, 200, matching.slice(offset, offset + limit))
+  })
+
+  // Rename, or replace the tags.
+  route('PATCH', '/api/endpoints/:id', async (req, res, params) => {
+    const body = await readJson(req, ctx.maxBodyBytes)
+    rejectUnknownFields(body, ['name', 'tags'])
+    const name = bodyString(body, 'name', { max: 128 })
+    if (name !== undefined && name.trim() === '') fail('RG_ERR_BAD_REQUEST', 'field "name" must not be empty')
+    const tags = bodyTags(body, 'tags')
+    if (!await store.updateEndpoint(params.id ?? '', { name, tags })) fail('RG_ERR_NOT_FOUND', `no endpoint ${params.id}`)
+    logger.info({ endpointId: params.id, name, tags }, 'endpoint changed')
+    ctx.publish('endpoints')
+    sendJson(res, 200, (await endpointViews(ctx, [await endpointOr404(ctx, params.id)], true))[0])
   })
 
   route('GET', '/api/endpoints/:id', async (_req, res, params) => {

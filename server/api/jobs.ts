@@ -1,4 +1,5 @@
-import { sendJson, fail, readJson, bodyString, rejectUnknownFields } from '../http-util.js'
+import { sendJson, fail, readJson, bodyString, bodyTags, rejectUnknownFields } from '../http-util.js'
+import type { Store } from '../store.js'
 import type { ApiContext } from './context.js'
 
 /** /api/jobs: create (an artifact to deliver, optionally a command to run), list, show. */
@@ -6,12 +7,16 @@ export function jobRoutes (ctx: ApiContext): void {
   const { jobs, route } = ctx
   route('POST', '/api/jobs', async (req, res) => {
     const body = await readJson(req, ctx.maxBodyBytes)
-    rejectUnknownFields(body, ['artifact', 'endpoints', 'path', 'run', 'deadlineSeconds'])
+    rejectUnknownFields(body, ['artifact', 'endpoints', 'tags', 'path', 'run', 'deadlineSeconds'])
     const artifact = bodyString(body, 'artifact', { required: true, max: 128 })!
-    const endpoints = body.endpoints
-    if (!Array.isArray(endpoints) || endpoints.length === 0 || endpoints.length > 10_000 || endpoints.some(e => typeof e !== 'string')) {
-      fail('RG_ERR_BAD_REQUEST', 'field "endpoints" must be a non-empty list of endpoint ids')
+    const tags = bodyTags(body, 'tags')
+    const listed = body.endpoints ?? (tags === undefined ? undefined : [])
+    if (!Array.isArray(listed) || listed.length > 10_000 || listed.some(e => typeof e !== 'string') || (listed.length === 0 && tags === undefined)) {
+      fail('RG_ERR_BAD_REQUEST', 'field "endpoints" must be a non-empty list of endpoint ids (or give "tags": endpoints carrying all of them)')
     }
+    // Tags name the endpoints carrying all of them now.
+    const endpoints = [...listed as string[], ...(tags === undefined ? [] : await taggedEndpoints(ctx.store, tags))]
+    if (endpoints.length === 0) fail('RG_ERR_NOT_FOUND', `no endpoint carries the tags ${tags!.join(', ')}`)
     const path = bodyString(body, 'path', { max: 512 })
     const run = body.run
     if (run !== undefined && (!Array.isArray(run) || run.length === 0 || run.length > 64 || run.some(a => typeof a !== 'string' || a.length > 4096))) {
@@ -21,7 +26,7 @@ export function jobRoutes (ctx: ApiContext): void {
     if (deadlineSeconds !== undefined && (!Number.isInteger(deadlineSeconds) || (deadlineSeconds as number) < 1 || (deadlineSeconds as number) > 30 * 86_400)) {
       fail('RG_ERR_BAD_REQUEST', 'field "deadlineSeconds" must be a whole number of seconds from 1 to 2592000 (30 days)')
     }
-    const job = await jobs.create({ artifact, endpoints: endpoints as string[], path, run: run as string[] | undefined, deadlineSeconds: deadlineSeconds as number | undefined })
+    const job = await jobs.create({ artifact, endpoints, path, run: run as string[] | undefined, deadlineSeconds: deadlineSeconds as number | undefined })
     // Other replicas send it to the targets whose agents they hold.
     ctx.cluster?.announce({ kind: 'job', jobId: job.id })
     sendJson(res, 201, { id: job.id })
@@ -34,4 +39,9 @@ export function jobRoutes (ctx: ApiContext): void {
     if (view === undefined) fail('RG_ERR_NOT_FOUND', `no job ${params.id}`)
     sendJson(res, 200, view)
   })
+}
+
+/** The ids of the endpoints that carry every one of `tags`. */
+export async function taggedEndpoints (store: Store, tags: string[]): Promise<string[]> {
+  return (await store.findEndpoints({ q: '', offset: 0, limit: Number.MAX_SAFE_INTEGER, tags })).page.map(e => e.id)
 }

@@ -1,4 +1,5 @@
-import { sendJson, fail, readJson, bodyString, rejectUnknownFields } from '../http-util.js'
+import { sendJson, fail, readJson, bodyString, bodyTags, rejectUnknownFields } from '../http-util.js'
+import { taggedEndpoints } from './jobs.js'
 import type { ApiContext } from './context.js'
 
 const VERSION = /^[0-9A-Za-z.+-]{1,64}$/
@@ -29,16 +30,23 @@ export function updateRoutes (ctx: ApiContext): void {
   const { updates, route } = ctx
   route('POST', '/api/updates', async (req, res) => {
     const body = await readJson(req, ctx.maxBodyBytes)
-    rejectUnknownFields(body, ['artifact', 'version', 'target', 'endpoints', 'relays', 'canary', 'healthSeconds', 'maxParallel', 'deadlineSeconds'])
+    rejectUnknownFields(body, ['artifact', 'version', 'target', 'endpoints', 'tags', 'relays', 'canary', 'healthSeconds', 'maxParallel', 'deadlineSeconds'])
     const artifact = bodyString(body, 'artifact', { required: true, max: 128 })!
     const version = bodyString(body, 'version', { required: true, max: 64 })!
     if (!VERSION.test(version)) fail('RG_ERR_BAD_REQUEST', 'field "version" must be what the executable\'s --version prints (letters, digits, . + -)')
     const target = body.target
     if (target !== 'agents' && target !== 'relays') fail('RG_ERR_BAD_REQUEST', 'field "target" must be "agents" or "relays"')
-    const endpoints = idList(body, 'endpoints')
+    let endpoints = idList(body, 'endpoints')
+    const tags = bodyTags(body, 'tags')
     const relays = idList(body, 'relays')
     if (target === 'agents' && relays !== undefined) fail('RG_ERR_BAD_REQUEST', 'field "relays" is for target "relays"; name endpoints in "endpoints"')
-    if (target === 'relays' && endpoints !== undefined) fail('RG_ERR_BAD_REQUEST', 'field "endpoints" is for target "agents"; name relays in "relays"')
+    if (target === 'relays' && (endpoints !== undefined || tags !== undefined)) fail('RG_ERR_BAD_REQUEST', 'fields "endpoints" and "tags" are for target "agents"; name relays in "relays"')
+    if (tags !== undefined) {
+      // The endpoints carrying every one of the tags now.
+      const tagged = await taggedEndpoints(ctx.store, tags)
+      if (tagged.length === 0) fail('RG_ERR_NOT_FOUND', `no endpoint carries the tags ${tags.join(', ')}`)
+      endpoints = [...new Set([...(endpoints ?? []), ...tagged])]
+    }
     let canary: number | string[] | undefined
     if (Array.isArray(body.canary)) canary = idList(body, 'canary')
     else canary = wholeNumber(body, 'canary', 0, 100_000)

@@ -78,6 +78,7 @@ export function EndpointsPage () {
   const [q, setQ] = useState('')
   const [query, setQuery] = useState('')
   const [offset, setOffset] = useState(0)
+  const [tag, setTag] = useState(null)
   const [adding, setAdding] = useState(false)
   const [created, setCreated] = useState(null)
   const [actionError, setActionError] = useState(null)
@@ -96,10 +97,12 @@ export function EndpointsPage () {
   const [list] = useResource(async () => {
     const params = new URLSearchParams({ offset: String(offset), limit: String(PAGE_SIZE) })
     if (query !== '') params.set('q', query)
+    if (tag !== null) params.set('tag', tag)
     const { data, headers } = await api('GET', `/api/endpoints?${params}`, undefined, { withHeaders: true })
     const total = Number(headers.get('x-total-count') ?? data.length)
     return { data, meta: { total } }
-  }, [query, offset], ['endpoints'])
+  }, [query, offset, tag], ['endpoints'])
+  const filterTag = value => { setTag(value); setOffset(0) }
 
   const connect = async ep => {
     setActionError(null)
@@ -122,8 +125,9 @@ export function EndpointsPage () {
     ${adding && created === null ? html`<${AddEndpoint} onCreated=${c => { setCreated(c); setAdding(false) }} onCancel=${() => setAdding(false)} />` : null}
     <div class="toolbar">
       <input type="search" placeholder="Search by name, id or edge id" value=${q} onInput=${e => setQ(e.target.value)} aria-label="Search endpoints" />
+      ${tag !== null ? html`<span class="chip" data-testid="tag-filter">tag: ${tag}<button type="button" title="Show every tag" onClick=${() => filterTag(null)}>×</button></span>` : null}
       <span class="spacer"></span>
-      <span class="muted">${list.loading ? 'Loading…' : `${total.toLocaleString()} endpoint${total === 1 ? '' : 's'}${query !== '' ? ' match' : ''}`}</span>
+      <span class="muted">${list.loading ? 'Loading…' : `${total.toLocaleString()} endpoint${total === 1 ? '' : 's'}${query !== '' || tag !== null ? ' match' : ''}`}</span>
     </div>
     <${ErrorBox} error=${list.error ?? actionError} />
     <div class="table-wrap">
@@ -133,7 +137,8 @@ export function EndpointsPage () {
           ${rows.length === 0 && !list.loading
             ? html`<tr><td class="empty" colspan="9">${query === '' ? 'No endpoints yet. Add one to get the command for its agent.' : 'No endpoint matches.'}</td></tr>`
             : rows.map(ep => html`<tr key=${ep.id} data-endpoint=${ep.id} data-name=${ep.name} data-status=${ep.status}>
-                <td><div class="name-cell"><a href=${`#/endpoints/${encodeURIComponent(ep.id)}`}>${ep.name}</a><span class="mono">${ep.id}</span></div></td>
+                <td><div class="name-cell"><a href=${`#/endpoints/${encodeURIComponent(ep.id)}`}>${ep.name}</a><span class="mono">${ep.id}</span>
+                  ${(ep.tags ?? []).length > 0 ? html`<span class="chips">${ep.tags.map(x => html`<button type="button" class="chip tag" key=${x} data-tag=${x} title="Show only endpoints with this tag" onClick=${() => filterTag(x)}>${x}</button>`)}</span>` : null}</div></td>
                 <td><${Badge} value=${ep.status} />${ep.maxAgents > 1 ? html` <span class="muted small">${ep.agents.filter(a => a.status === 'online').length}/${ep.maxAgents}</span>` : null}</td>
                 <td>${ep.relayId === null ? html`<span class="muted">–</span>` : (relayNames.get(ep.relayId) ?? ep.relayId)}</td>
                 <td class="mono" title=${ep.edgeId ?? ''}>${short(ep.edgeId)}</td>

@@ -247,6 +247,55 @@ t.test('endpoints: create, list, get, delete', async t => {
   t.same(await api.ok('GET', '/api/endpoints'), [])
 })
 
+t.test('tags: on create and PATCH, lists filtered by tag and status, jobs aimed at a tag; rename', async t => {
+  const { api, relay } = await startSite(t)
+  const make = async (name: string, tags?: string[]): Promise<any> => await api.ok('POST', '/api/endpoints', tags === undefined ? { name } : { name, tags })
+  const a = await make('web-a', ['site-a', 'web'])
+  const b = await make('db-a', ['site-a', 'db', 'db'])
+  const c = await make('web-b', ['site-b', 'web'])
+  const d = await make('plain')
+  t.same(a.tags, ['site-a', 'web'])
+  t.same(b.tags, ['site-a', 'db'], 'a tag given twice is kept once')
+  t.same(d.tags, [])
+  const names = async (query: string): Promise<string[]> => (await api.ok('GET', `/api/endpoints${query}`) as any[]).map(e => e.name)
+  t.same(await names('?tag=site-a'), ['web-a', 'db-a'])
+  t.same(await names('?tag=site-a&tag=web'), ['web-a'], 'every tag must be carried')
+  t.same(await names('?tag=web,site-b'), ['web-b'], 'or comma-separated')
+  t.same(await names('?tag=sit'), [], 'a tag matches whole, not a part of one')
+  t.same(await names('?tag=web&q=-b'), ['web-b'], 'with the search')
+  // Status is live: one agent online.
+  await startAgent(t, c.joinToken, { relays: [relay.wsUrl!] }).whenOnline()
+  await eventually(async () => (await names('?status=online')).includes('web-b') || undefined)
+  t.same(await names('?status=online'), ['web-b'])
+  t.same(await names('?tag=web&status=offline'), ['web-a'])
+  const page = await fetch(`${api.baseUrl}/api/endpoints?status=offline&limit=2&offset=1`, { headers: { authorization: `Bearer ${api.token}` } })
+  t.equal(page.headers.get('x-total-count'), '3', 'x-total-count counts every match of the filter')
+  t.same((await page.json() as any[]).map(e => e.name), ['db-a', 'plain'], 'then one page of them')
+
+  // PATCH: rename, replace tags.
+  const renamed = await api.ok('PATCH', `/api/endpoints/${d.id as string}`, { name: 'plain-2', tags: ['site-b'] })
+  t.match(renamed, { id: d.id, name: 'plain-2', tags: ['site-b'] })
+  t.same(await names('?tag=site-b'), ['web-b', 'plain-2'])
+  t.same((await api.ok('PATCH', `/api/endpoints/${d.id as string}`, { tags: [] })).tags, [], 'tags can be cleared')
+  for (const [body, why] of [[{ tags: ['has space'] }, 'a bad tag'], [{ tags: 'site-a' }, 'not a list'], [{ name: '' }, 'an empty name'], [{ owner: 'x' }, 'an unknown field']] as const) {
+    const res = await api.request('PATCH', `/api/endpoints/${d.id as string}`, body)
+    t.equal(res.status, 400, why)
+    t.equal(res.body.error.code, 'RG_ERR_BAD_REQUEST')
+  }
+  t.equal((await api.request('PATCH', '/api/endpoints/e_nope', { name: 'x' })).status, 404)
+  t.equal((await api.request('GET', '/api/endpoints?tag=bad%20tag')).status, 400)
+  t.equal((await api.request('GET', '/api/endpoints?status=asleep')).status, 400)
+
+  // A job aimed at a tag goes to the endpoints carrying it.
+  const upload = await fetch(`${api.baseUrl}/api/artifacts/tool.bin`, { method: 'PUT', headers: { authorization: `Bearer ${api.token}` }, body: 'x' })
+  t.equal(upload.status, 201)
+  const job = await api.ok('POST', '/api/jobs', { artifact: 'tool.bin', tags: ['site-a'] })
+  const view = await api.ok('GET', `/api/jobs/${job.id as string}`)
+  t.same(view.targets.map((x: any) => x.endpointId).sort(), [a.id, b.id].sort())
+  const none = await api.request('POST', '/api/jobs', { artifact: 'tool.bin', tags: ['nowhere'] })
+  t.equal(none.status, 404)
+})
+
 t.test('unknown routes are 404, wrong methods 405', async t => {
   const { api } = await startServer(t)
   for (const path of ['/api/nope', '/nope', '/api/endpoints/e_x/nope/deeper', '/ui/nope.js']) {
@@ -254,7 +303,7 @@ t.test('unknown routes are 404, wrong methods 405', async t => {
     t.equal(res.status, 404, path)
     t.equal(res.body.error.code, 'RG_ERR_NOT_FOUND', path)
   }
-  for (const [method, path] of [['PUT', '/api/relays'], ['PATCH', '/api/endpoints'], ['DELETE', '/api/settings'], ['POST', '/api/settings'], ['PATCH', '/api/endpoints/e_x'], ['POST', '/healthz']]) {
+  for (const [method, path] of [['PUT', '/api/relays'], ['PATCH', '/api/endpoints'], ['DELETE', '/api/settings'], ['POST', '/api/settings'], ['PUT', '/api/endpoints/e_x'], ['POST', '/healthz']]) {
     const res = await api.request(method, path)
     t.equal(res.status, 405, `${method} ${path}`)
     t.equal(res.body.error.code, 'RG_ERR_METHOD_NOT_ALLOWED', `${method} ${path}`)

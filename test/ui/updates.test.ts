@@ -8,7 +8,7 @@ import { startSite, tempDir, eventually } from '../helpers/cluster.js'
 import { uploadArtifact } from '../helpers/artifacts.js'
 import { scriptBuild, UnitAgent } from '../helpers/updates.js'
 
-t.test('updates: start a rollout from the page, follow each target, pause and resume it', async t => {
+t.test('updates: start a rollout from the page, follow each target, pause and resume it; endpoints filtered by a tag', async t => {
   const site = await startSite(t)
   const dir = tempDir(t)
   const v1 = scriptBuild(dir, '0.3.1')
@@ -16,7 +16,7 @@ t.test('updates: start a rollout from the page, follow each target, pause and re
   t.equal((await uploadArtifact(site.api, 'relaygate-next', v2.bytes)).status, 201)
   const names = ['web-01', 'web-02', 'db-01']
   for (const [i, name] of names.entries()) {
-    const e = await site.api.ok('POST', '/api/endpoints', { name })
+    const e = await site.api.ok('POST', '/api/endpoints', { name, tags: [name.startsWith('web') ? 'web' : 'db', 'site-a'] })
     await new UnitAgent(t, join(dir, `agent-${i}`), { path: v1.path, version: '0.3.1' }, () => ({ joinToken: e.joinToken })).start().whenOnline()
   }
   const { page, problems } = await openBrowser(t)
@@ -57,6 +57,14 @@ t.test('updates: start a rollout from the page, follow each target, pause and re
   // The endpoint list follows: every agent on the new version.
   await page.click('nav.nav a[href="#/endpoints"]')
   await page.waitForFunction(() => [...(globalThis as any).document.querySelectorAll('[data-testid=agent-version]')].filter((c: any) => c.textContent === '0.3.2').length === 3)
+  // Tags show on each endpoint; one click lists only the endpoints carrying it.
+  await page.click('tr[data-name=web-01] button[data-tag=web]')
+  await page.waitForSelector('[data-testid=tag-filter]')
+  await page.waitForFunction(() => (globalThis as any).document.querySelectorAll('tbody tr[data-endpoint]').length === 2)
+  t.same(await page.$$eval('tbody tr[data-endpoint]', trs => trs.map((tr: any) => tr.dataset.name)), ['web-01', 'web-02'], 'the web endpoints only')
+  await shot(page, 'endpoints-tag')
+  await page.click('[data-testid=tag-filter] button')
+  await page.waitForFunction(() => (globalThis as any).document.querySelectorAll('tbody tr[data-endpoint]').length === 3)
 
   // On a phone: the rollout's table scrolls inside its frame, the page itself does not.
   await page.setViewportSize({ width: 390, height: 800 })

@@ -67,6 +67,7 @@ t.test('a rollout updates agents through their relay: one transfer to the site, 
     return list.every(e => e.agentVersion === V2) ? list : null
   }, 10_000)
   t.equal(endpoints?.length, 3, 'the endpoint list shows the new version')
+  t.same(endpoints?.flatMap(e => e.refusedEdgeIds), [], 'no agent was refused on its way back')
 })
 
 t.test('canaries go first; a canary that fails stops the rollout and the rest stay on their version', async t => {
@@ -220,6 +221,9 @@ t.test('bad update bodies get a coded answer', async t => {
     [{ artifact: 'x', version: '1.0.0', target: 'agents', relays: ['r1'] }, 400, 'RG_ERR_BAD_REQUEST'],
     [{ artifact: 'x', version: '1.0.0', target: 'agents', healthSeconds: 1 }, 400, 'RG_ERR_BAD_REQUEST'],
     [{ artifact: 'x', version: '1.0.0', target: 'agents', surprise: true }, 400, 'RG_ERR_BAD_REQUEST'],
+    [{ artifact: 'x', version: '1.0.0', target: 'relays', tags: ['site-a'] }, 400, 'RG_ERR_BAD_REQUEST'],
+    [{ artifact: 'x', version: '1.0.0', target: 'agents', tags: ['not a tag'] }, 400, 'RG_ERR_BAD_REQUEST'],
+    [{ artifact: 'x', version: '1.0.0', target: 'agents', tags: ['nowhere'] }, 404, 'RG_ERR_NOT_FOUND'],
     [{ artifact: 'nope', version: '1.0.0', target: 'agents' }, 404, 'RG_ERR_ARTIFACT_UNKNOWN']
   ]
   for (const [body, status, code] of cases) {
@@ -237,13 +241,18 @@ t.test('bad update bodies get a coded answer', async t => {
   t.equal((await api.request('POST', '/api/updates/u_nope/pause')).status, 404)
 })
 
-t.test('the CLI starts a rollout and follows it to its end; list, show and a refused pause', async t => {
-  const f = await fleet(t, 1)
+t.test('the CLI starts a rollout for a tag and follows it to its end; list, show and a refused pause', async t => {
+  const f = await fleet(t, 2)
   const env = { RELAYGATE_ADMIN_TOKEN: f.api.token }
-  const created = await run(t, ['update', 'create', '--server', f.api.baseUrl, '--artifact', 'relaygate-next', '--to', V2, '--endpoint', f.ids[0], '--health-seconds', '30', '--watch'], env, undefined, 60_000)
+  await f.api.ok('PATCH', `/api/endpoints/${f.ids[0]}`, { tags: ['canary-site'] })
+  const created = await run(t, ['update', 'create', '--server', f.api.baseUrl, '--artifact', 'relaygate-next', '--to', V2, '--tag', 'canary-site', '--health-seconds', '30', '--watch'], env, undefined, 60_000)
   t.equal(created.code, 0, created.stderr)
   t.match(created.stdout, /succeeded; 1 updated, 0 on their way, 0 waiting, 0 failed, 0 cancelled of 1/)
   t.match(created.stdout, new RegExp(`box-0\\s+succeeded\\s+100%\\s+${V1.replace(/\./g, '\\.')}\\s+${V2.replace(/\./g, '\\.')}`), 'a row per target: from and to')
+  t.equal(f.units[1].version, V1, 'the endpoint without the tag is not updated')
+  const listed = await run(t, ['endpoint', 'list', '--server', f.api.baseUrl, '--tag', 'canary-site', '--status', 'online'], env)
+  t.match(listed.stdout, new RegExp(`box-0\\s+online.*${V2.replace(/\./g, '\\.')}\\s+canary-site`), 'endpoint list: version and tags, filtered')
+  t.notMatch(listed.stdout, /box-1/)
   const id = /update (u\w+):/.exec(created.stdout)![1]
   const list = await run(t, ['update', 'list', '--server', f.api.baseUrl, '--json'], env)
   t.equal(JSON.parse(list.stdout)[0].id, id)
