@@ -34,13 +34,14 @@ export class UnitAgent extends BaseUnitAgent {
 export class UnitRelay {
   relay: RelaygateRelay | null = null
   version: string | null = null
+  starts = 0
   private stopped = false
 
   constructor (
     private readonly t: TapLike,
     readonly dataDir: string,
     private readonly installed: { path: string, version: string },
-    private readonly config: Partial<RelayConfig>
+    private readonly config: (version: string) => Partial<RelayConfig>
   ) {
     t.teardown(() => this.stop())
   }
@@ -49,8 +50,9 @@ export class UnitRelay {
     new Versions(this.dataDir, { execPath: this.installed.path, version: this.installed.version, oneFile: true }).guard()
     const { exe, version } = linkedVersion(this.dataDir)
     this.version = version
+    this.starts++
     const relay = await buildRelay({
-      dataDir: this.dataDir, host: '127.0.0.1', port: 0, tlsPort: 0, ...this.config,
+      dataDir: this.dataDir, host: '127.0.0.1', port: 0, tlsPort: 0, ...this.config(version),
       selfUpdate: new Versions(this.dataDir, { execPath: exe, version, oneFile: true }),
       version
     }, testLogger(), {

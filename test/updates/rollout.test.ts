@@ -201,7 +201,8 @@ t.test('a relay updates itself over its link and reports its new version', async
   const v2 = scriptBuild(dir, V2)
   t.equal((await uploadArtifact(api, 'relaygate-next', v2.bytes)).status, 201)
   const r = await api.ok('POST', '/api/relays', { name: 'site-r' })
-  const unit = new UnitRelay(t, join(dir, 'relay'), { path: v1.path, version: V1 }, { server: server.httpUrl, token: r.token, port: await freePort() })
+  const port = await freePort()
+  const unit = new UnitRelay(t, join(dir, 'relay'), { path: v1.path, version: V1 }, () => ({ server: server.httpUrl, token: r.token, port }))
   await (await unit.start()).whenLinked()
   const id = await post(api, { artifact: 'relaygate-next', version: V2, target: 'relays', relays: [r.id] })
   const done = await waitRollout(api, id, ['succeeded', 'failed'])
@@ -210,6 +211,28 @@ t.test('a relay updates itself over its link and reports its new version', async
   t.equal(unit.version, V2)
   const relays = await relayFigures(api, r.id, x => x.connected === true && x.version === V2)
   t.equal(relays.version, V2, 'GET /api/relays shows the new version')
+})
+
+t.test('a relay whose new version cannot link rolls itself back; the old one links and reports it', async t => {
+  const { server, api } = await startServer(t)
+  const dir = tempDir(t)
+  const v1 = scriptBuild(dir, V1)
+  const v2 = scriptBuild(dir, V2)
+  t.equal((await uploadArtifact(api, 'relaygate-next', v2.bytes)).status, 201)
+  const r = await api.ok('POST', '/api/relays', { name: 'site-r' })
+  // V2 at this site is misconfigured: it looks for the server where there is none.
+  const nowhere = `http://127.0.0.1:${await freePort()}`
+  const port = await freePort()
+  const unit = new UnitRelay(t, join(dir, 'relay'), { path: v1.path, version: V1 }, version => ({ server: version === V2 ? nowhere : server.httpUrl, token: r.token, port }))
+  await (await unit.start()).whenLinked()
+  const id = await post(api, { artifact: 'relaygate-next', version: V2, target: 'relays', healthSeconds: 5 })
+  const done = await waitRollout(api, id, ['succeeded', 'failed'], 40_000)
+  t.equal(done.state, 'failed')
+  t.equal(done.targets[0].error.code, 'RG_ERR_UPDATE_ROLLED_BACK')
+  t.equal(done.targets[0].version, V1, 'reported by the old version, linked again')
+  t.equal(unit.version, V1)
+  t.equal(unit.starts, 3, 'the old one, the new one, the old one again')
+  t.equal((await relayFigures(api, r.id, x => x.connected === true)).version, V1)
 })
 
 t.test('bad update bodies get a coded answer', async t => {
