@@ -2,7 +2,7 @@ import pg from 'pg'
 import type { Logger } from 'pino'
 import { RelaygateError } from '../protocol/errors.js'
 import { Backoff } from '../common/backoff.js'
-import { UPDATE_TABLES_PG } from './update-store.js'
+import { updateTables } from './update-store.js'
 import { SqlStore, type SqlDriver } from './sql-store.js'
 import { ClusterStore } from './cluster-store.js'
 
@@ -166,7 +166,7 @@ const MIGRATIONS: string[] = [
     created_at BIGINT NOT NULL
   );`,
   // 4: self-update rollouts (issue 16).
-  UPDATE_TABLES_PG,
+  updateTables('pg'),
   // 5: endpoint tags (a JSON list of strings).
   'ALTER TABLE endpoints ADD COLUMN IF NOT EXISTS tags TEXT NOT NULL DEFAULT \'[]\''
 ]

@@ -106,7 +106,7 @@ const targetColumns: Record<string, string> = {
 }
 
 /** `SET a = ?, b = ?` for the known keys of a patch, and their values. */
-function setClause (patch: Record<string, unknown>, columns: Record<string, string>): { sql: string, values: unknown[] } {
+export function setClause (patch: Record<string, unknown>, columns: Record<string, string>): { sql: string, values: unknown[] } {
   const sets: string[] = []
   const values: unknown[] = []
   for (const [key, value] of Object.entries(patch)) {

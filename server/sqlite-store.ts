@@ -3,7 +3,7 @@ import type { Database as DB, Statement } from 'better-sqlite3'
 import { RelaygateError } from '../protocol/errors.js'
 import { DEFAULT_JOB_DEADLINE_MS } from './store.js'
 import { SqlStore, type SqlDriver } from './sql-store.js'
-import { UPDATE_TABLES_SQLITE } from './update-store.js'
+import { updateTables } from './update-store.js'
 
 /** 4: spent tunnel credentials. 5: snapshots.taken_at. 6: self-update rollouts. 7: endpoints.tags. */
 export const SQLITE_SCHEMA_VERSION = 7
@@ -113,7 +113,7 @@ CREATE TABLE IF NOT EXISTS endpoint_tombstones (
   tunnel_key BLOB NOT NULL,
   deleted_at INTEGER NOT NULL
 );
-${UPDATE_TABLES_SQLITE}`
+${updateTables('sqlite')}`
 
 /** One better-sqlite3 connection, shared by the driver and its transactions. */
 class SqliteConnection {

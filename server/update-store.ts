@@ -1,4 +1,4 @@
-import type { SqlDriver } from './sql-store.js'
+import { setClause, type SqlDriver } from './sql-store.js'
 
 /**
  * The rollouts of self-updates (issue 16) as the store keeps them: one row
@@ -151,17 +151,10 @@ export class SqlUpdateStore implements UpdateStore {
   }
 
   async updateUpdateTarget (updateId: string, targetId: string, patch: Partial<Omit<UpdateTargetRecord, 'updateId' | 'targetId'>>, from?: readonly UpdateTargetState[]): Promise<boolean> {
-    const sets: string[] = []
-    const values: unknown[] = []
-    for (const [key, value] of Object.entries(patch)) {
-      const column = targetColumns[key]
-      if (column === undefined || value === undefined) continue
-      sets.push(`${column} = ?`)
-      values.push(typeof value === 'boolean' ? (value ? 1 : 0) : value)
-    }
-    if (sets.length === 0) return false
+    const set = setClause({ ...patch, canary: patch.canary === undefined ? undefined : (patch.canary ? 1 : 0) }, targetColumns)
+    if (set.sql === '') return false
     const guard = from === undefined ? '' : ` AND state IN (${placeholders(from)})`
-    return await this.db.run(`UPDATE update_targets SET ${sets.join(', ')} WHERE update_id = ? AND target_id = ?${guard}`, [...values, updateId, targetId, ...(from ?? [])]) > 0
+    return await this.db.run(`UPDATE update_targets SET ${set.sql} WHERE update_id = ? AND target_id = ?${guard}`, [...set.values, updateId, targetId, ...(from ?? [])]) > 0
   }
 
   async endUpdateTargets (updateId: string, state: 'failed' | 'cancelled', code: string, message: string, at: number, from?: readonly UpdateTargetState[]): Promise<number> {
@@ -171,54 +164,24 @@ export class SqlUpdateStore implements UpdateStore {
   }
 }
 
-/** The tables, for SQLite (the PostgreSQL migration has the same with its types). */
-export const UPDATE_TABLES_SQLITE = `
+/** The tables, in SQLite's or PostgreSQL's types (the store's schema and migration 4). */
+export function updateTables (dialect: 'sqlite' | 'pg'): string {
+  const big = dialect === 'pg' ? 'BIGINT' : 'INTEGER'
+  const real = dialect === 'pg' ? 'DOUBLE PRECISION' : 'REAL'
+  return `
 CREATE TABLE IF NOT EXISTS updates (
   id TEXT PRIMARY KEY,
   kind TEXT NOT NULL,
   artifact TEXT NOT NULL,
   sha256 TEXT NOT NULL,
-  size INTEGER NOT NULL,
+  size ${big} NOT NULL,
   version TEXT NOT NULL,
   state TEXT NOT NULL,
   reason TEXT,
   health_seconds INTEGER NOT NULL,
   max_parallel INTEGER NOT NULL,
-  created_at INTEGER NOT NULL,
-  deadline INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS updates_state ON updates(state);
-CREATE TABLE IF NOT EXISTS update_targets (
-  update_id TEXT NOT NULL REFERENCES updates(id) ON DELETE CASCADE,
-  target_id TEXT NOT NULL,
-  canary INTEGER NOT NULL DEFAULT 0,
-  state TEXT NOT NULL,
-  progress REAL NOT NULL DEFAULT 0,
-  bytes INTEGER NOT NULL DEFAULT 0,
-  from_version TEXT,
-  running TEXT,
-  error_code TEXT,
-  error_message TEXT,
-  sent_at INTEGER,
-  updated_at INTEGER NOT NULL,
-  PRIMARY KEY (update_id, target_id)
-);
-`
-
-export const UPDATE_TABLES_PG = `
-CREATE TABLE IF NOT EXISTS updates (
-  id TEXT PRIMARY KEY,
-  kind TEXT NOT NULL,
-  artifact TEXT NOT NULL,
-  sha256 TEXT NOT NULL,
-  size BIGINT NOT NULL,
-  version TEXT NOT NULL,
-  state TEXT NOT NULL,
-  reason TEXT,
-  health_seconds INTEGER NOT NULL,
-  max_parallel INTEGER NOT NULL,
-  created_at BIGINT NOT NULL,
-  deadline BIGINT NOT NULL
+  created_at ${big} NOT NULL,
+  deadline ${big} NOT NULL
 );
 CREATE INDEX IF NOT EXISTS updates_state ON updates (state);
 CREATE TABLE IF NOT EXISTS update_targets (
@@ -226,14 +189,15 @@ CREATE TABLE IF NOT EXISTS update_targets (
   target_id TEXT NOT NULL,
   canary INTEGER NOT NULL DEFAULT 0,
   state TEXT NOT NULL,
-  progress DOUBLE PRECISION NOT NULL DEFAULT 0,
-  bytes BIGINT NOT NULL DEFAULT 0,
+  progress ${real} NOT NULL DEFAULT 0,
+  bytes ${big} NOT NULL DEFAULT 0,
   from_version TEXT,
   running TEXT,
   error_code TEXT,
   error_message TEXT,
-  sent_at BIGINT,
-  updated_at BIGINT NOT NULL,
+  sent_at ${big},
+  updated_at ${big} NOT NULL,
   PRIMARY KEY (update_id, target_id)
 );
 `
+}

@@ -1,8 +1,7 @@
-import { randomBytes } from 'node:crypto'
-import { chmodSync, closeSync, mkdtempSync, openSync, rmSync, writeSync, readFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createHash } from 'node:crypto'
+import { writeRandomFile } from '../lib/files.js'
 import { writeResult, round, barChart, type BenchResult } from '../lib/report.js'
 import { api } from '../lib/procs.js'
 import { startFleetSite, startFleet, createJoinTokens, waitOnline, withCleanup, type Fleet, type FleetSite } from '../lib/fleet.js'
@@ -26,22 +25,7 @@ const log = (msg: string): void => { process.stderr.write(`p11: ${msg}\n`) }
  * the shell never reads, so its size is an executable's.
  */
 function writeBuild (file: string, version: string, bytes: number): string {
-  const head = Buffer.from(`#!/bin/sh\necho ${version}\nexit 0\n`)
-  const hash = createHash('sha256').update(head)
-  const fd = openSync(file, 'w', 0o755)
-  try {
-    writeSync(fd, head)
-    for (let left = bytes - head.length; left > 0;) {
-      const chunk = randomBytes(Math.min(left, 1024 * 1024))
-      writeSync(fd, chunk)
-      hash.update(chunk)
-      left -= chunk.length
-    }
-  } finally {
-    closeSync(fd)
-  }
-  chmodSync(file, 0o755)
-  return hash.digest('hex')
+  return writeRandomFile(file, bytes, { head: Buffer.from(`#!/bin/sh\necho ${version}\nexit 0\n`), mode: 0o755 })
 }
 
 /** Polls until `done` returns a value; the seconds it took with it. */

@@ -1,6 +1,5 @@
 import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process'
-import { createHash, randomBytes } from 'node:crypto'
-import { chmodSync, closeSync, createReadStream, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statfsSync, writeFileSync, writeSync } from 'node:fs'
+import { chmodSync, createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
 import { connect } from 'node:net'
 import { loadavg, tmpdir } from 'node:os'
@@ -9,6 +8,7 @@ import { pino } from 'pino'
 import { RelaygateAgent } from '../../agent/agent.js'
 import { decodeJoinToken } from '../../protocol/token.js'
 import { writeResult, percentile, round, barChart, type BenchResult } from '../lib/report.js'
+import { writeRandomFile } from '../lib/files.js'
 import { api } from '../lib/procs.js'
 import { startFleetSite, startFleet, createJoinTokens, waitOnline, withCleanup, type Fleet, type FleetSite } from '../lib/fleet.js'
 import { cpuMeter, freePort, sleep, scrapeMetrics, metric, metricLabel } from '../lib/sample.js'
@@ -30,23 +30,6 @@ const ROUNDS = 2
 const JOB_PATH = 'p5/artifact.bin'
 
 const log = (msg: string): void => { process.stderr.write(`p5: ${msg}\n`) }
-
-/** Random bytes written to `file` in 1 MiB pieces; returns their sha256. */
-function writeRandomFile (file: string, bytes: number): string {
-  const hash = createHash('sha256')
-  const fd = openSync(file, 'w', 0o644)
-  try {
-    for (let left = bytes; left > 0;) {
-      const chunk = randomBytes(Math.min(left, 1024 * 1024))
-      writeSync(fd, chunk)
-      hash.update(chunk)
-      left -= chunk.length
-    }
-  } finally {
-    closeSync(fd)
-  }
-  return hash.digest('hex')
-}
 
 /** PUT /api/artifacts/:name with the file as the raw body. */
 async function upload (base: string, token: string, name: string, file: string, size: number): Promise<{ sha256: string, size: number }> {

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import { closeSync, openSync, readSync, writeSync } from 'node:fs'
 import type { Api } from './cluster.js'
 import { eventually } from './cluster.js'
 
@@ -30,4 +31,17 @@ export async function relayFigures (api: Api, relayId: string, check: (r: any) =
     const r = list.find(x => x.id === relayId)
     return r !== undefined && check(r) ? r : undefined
   }, timeoutMs)
+}
+
+/** Inverts one byte of a file in place (a damaged or swapped cache copy of the same size). */
+export function flipByte (file: string, at: number): void {
+  const fd = openSync(file, 'r+')
+  try {
+    const byte = Buffer.alloc(1)
+    readSync(fd, byte, 0, 1, at)
+    byte[0] ^= 0xff
+    writeSync(fd, byte, 0, 1, at)
+  } finally {
+    closeSync(fd)
+  }
 }

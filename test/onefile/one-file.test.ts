@@ -1,12 +1,12 @@
 import t from 'tap'
-import { execFileSync, spawn, spawnSync } from 'node:child_process'
-import { closeSync, existsSync, openSync, readFileSync, readSync, statSync, writeSync } from 'node:fs'
+import { execFileSync, spawnSync } from 'node:child_process'
+import { existsSync, readFileSync, statSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Api, tempDir, eventually, type TapLike } from '../helpers/cluster.js'
 import { readyFile, startCommand, type Child } from '../helpers/child.js'
 import { UnitRunner } from '../helpers/unit.js'
-import { uploadArtifact } from '../helpers/artifacts.js'
+import { uploadArtifact, flipByte } from '../helpers/artifacts.js'
 
 // Issue 16: the one-file executable (npm run dist) runs every role on a host
 // without Node: here with an empty PATH, an empty HOME and a working
@@ -126,12 +126,7 @@ t.test('one paste installs an agent from its site\'s relay: checked against the 
   // The relay's cached copy altered (a hostile relay, a bad disk): the same line installs nothing.
   const cached = join(dir, 'relay', 'cache', exeSha)
   t.ok(existsSync(cached), 'the relay served it from its cache')
-  const fd = openSync(cached, 'r+')
-  const byte = Buffer.alloc(1)
-  readSync(fd, byte, 0, 1, 5_000_000)
-  byte[0] ^= 0xff
-  writeSync(fd, byte, 0, 1, 5_000_000)
-  closeSync(fd)
+  flipByte(cached, 5_000_000)
   const tamperedRoot = join(dir, 'tampered-root')
   const again = spawnSync('sh', ['-c', e.installCommand as string], { cwd: tempDir(t), env: { PATH: '/usr/bin:/bin', RELAYGATE_ROOT: tamperedRoot }, encoding: 'utf8', timeout: 60_000 })
   t.not(again.status, 0, 'a swapped executable in the relay\'s cache stops the line')

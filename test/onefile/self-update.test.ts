@@ -1,11 +1,11 @@
 import t from 'tap'
 import { execFileSync, spawnSync } from 'node:child_process'
-import { closeSync, existsSync, openSync, readFileSync, readSync, realpathSync, writeFileSync, writeSync, chmodSync } from 'node:fs'
+import { existsSync, readFileSync, realpathSync, writeFileSync, chmodSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Api, tempDir, eventually } from '../helpers/cluster.js'
 import { readyFile, startCommand } from '../helpers/child.js'
-import { uploadArtifact, relayFigures } from '../helpers/artifacts.js'
+import { uploadArtifact, relayFigures, flipByte } from '../helpers/artifacts.js'
 import { UnitRunner } from '../helpers/unit.js'
 
 // Issue 16, self-update with rollback, with the real one-file executable:
@@ -86,12 +86,7 @@ t.test('an installed agent updates through its relay, an offline one on return p
   // The relay's cached copy is altered while box-b is away: box-b refuses it, and gets a good one.
   const cached = join(dir, 'relay', 'cache', sha(v2))
   t.ok(existsSync(cached), 'the relay cached the executable')
-  const fd = openSync(cached, 'r+')
-  const byte = Buffer.alloc(1)
-  readSync(fd, byte, 0, 1, 7_000_000)
-  byte[0] ^= 0xff
-  writeSync(fd, byte, 0, 1, 7_000_000)
-  closeSync(fd)
+  flipByte(cached, 7_000_000)
   const bBack = new UnitRunner(t, b.root, 'etc/systemd/system/relaygate-agent.service', work, { env: { RELAYGATE_LOG_LEVEL: 'info' } }).start()
   const done = await rollout(first, ['succeeded', 'failed'])
   t.equal(done.state, 'succeeded', JSON.stringify(done.targets))

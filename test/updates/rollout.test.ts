@@ -194,7 +194,8 @@ t.test('agents that cannot update themselves say why', async t => {
   t.match(byId[byHand.id].error.message, /one-file|installed/, 'it says how it runs')
 })
 
-t.test('a relay updates itself over its link and reports its new version', async t => {
+/** A server and one relay running V1 as its unit would, V2 uploaded; `config` may differ by version. */
+async function relaySite (t: TapLike & { equal: (a: unknown, b: unknown) => void }, config: (version: string, serverUrl: string) => Record<string, unknown> = () => ({})) {
   const { server, api } = await startServer(t)
   const dir = tempDir(t)
   const v1 = scriptBuild(dir, V1)
@@ -202,8 +203,13 @@ t.test('a relay updates itself over its link and reports its new version', async
   t.equal((await uploadArtifact(api, 'relaygate-next', v2.bytes)).status, 201)
   const r = await api.ok('POST', '/api/relays', { name: 'site-r' })
   const port = await freePort()
-  const unit = new UnitRelay(t, join(dir, 'relay'), { path: v1.path, version: V1 }, () => ({ server: server.httpUrl, token: r.token, port }))
+  const unit = new UnitRelay(t, join(dir, 'relay'), { path: v1.path, version: V1 }, version => ({ server: server.httpUrl, token: r.token, port, ...config(version, server.httpUrl) }))
   await (await unit.start()).whenLinked()
+  return { api, r, unit }
+}
+
+t.test('a relay updates itself over its link and reports its new version', async t => {
+  const { api, r, unit } = await relaySite(t)
   const id = await post(api, { artifact: 'relaygate-next', version: V2, target: 'relays', relays: [r.id] })
   const done = await waitRollout(api, id, ['succeeded', 'failed'])
   t.equal(done.state, 'succeeded', JSON.stringify(done.targets))
@@ -214,17 +220,9 @@ t.test('a relay updates itself over its link and reports its new version', async
 })
 
 t.test('a relay whose new version cannot link rolls itself back; the old one links and reports it', async t => {
-  const { server, api } = await startServer(t)
-  const dir = tempDir(t)
-  const v1 = scriptBuild(dir, V1)
-  const v2 = scriptBuild(dir, V2)
-  t.equal((await uploadArtifact(api, 'relaygate-next', v2.bytes)).status, 201)
-  const r = await api.ok('POST', '/api/relays', { name: 'site-r' })
   // V2 at this site is misconfigured: it looks for the server where there is none.
   const nowhere = `http://127.0.0.1:${await freePort()}`
-  const port = await freePort()
-  const unit = new UnitRelay(t, join(dir, 'relay'), { path: v1.path, version: V1 }, version => ({ server: version === V2 ? nowhere : server.httpUrl, token: r.token, port }))
-  await (await unit.start()).whenLinked()
+  const { api, r, unit } = await relaySite(t, version => version === V2 ? { server: nowhere } : {})
   const id = await post(api, { artifact: 'relaygate-next', version: V2, target: 'relays', healthSeconds: 5 })
   const done = await waitRollout(api, id, ['succeeded', 'failed'], 40_000)
   t.equal(done.state, 'failed')
