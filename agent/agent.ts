@@ -106,6 +106,8 @@ export class RelaygateAgent extends EventEmitter {
   /** The server's verified stop order, if one came. */
   private stopOrder: RelaygateError | null = null
   private snapshotEveryMs = 600_000
+  /** The relay's latest ERROR frame (a refusal's whole message, when the close reason cuts it). */
+  private lastRelayError: { code: number, reason: string } | null = null
 
   constructor (input: Partial<AgentConfig>, logger: Logger) {
     super()
@@ -167,7 +169,7 @@ export class RelaygateAgent extends EventEmitter {
 
   /** Sends a snapshot of this machine up to the server. */
   async sendSnapshot (reason: string): Promise<void> {
-    const snapshot = await takeSnapshot({ edgeId: this.edgeId, dataDir: this.config.dataDir, tunnelTarget: this.config.tunnelTarget, startedAt: this.startedAt, version: this.version })
+    const snapshot = await takeSnapshot({ edgeId: this.edgeId, dataDir: this.config.dataDir, tunnelTarget: this.config.tunnelTarget, startedAt: this.startedAt, version: this.version, allowExec: this.config.allowExec })
     if (this.state !== 'online') return
     this.report({ t: 'snapshot', reason, snapshot, takenAt: Date.now() })
     this.snapshotsSent++
@@ -323,7 +325,10 @@ export class RelaygateAgent extends EventEmitter {
           if (this.stopOrder !== null) {
             resolve({ accepted, fatal: this.stopOrder })
           } else if (FATAL_CLOSE_CODES.has(code) && !this.everOnline) {
-            resolve({ accepted, fatal: error ?? new RelaygateError(codeForClose(code) ?? 'RG_ERR_AUTH', reason) })
+            // The whole message, when the relay sent it ahead of a close reason too short for it.
+            const whole = this.lastRelayError !== null && this.lastRelayError.code === code && this.lastRelayError.reason.startsWith(reason) ? this.lastRelayError.reason : null
+            const fatal = error ?? new RelaygateError(codeForClose(code) ?? 'RG_ERR_AUTH', reason)
+            resolve({ accepted, fatal: whole === null ? fatal : new RelaygateError(fatal.code, whole) })
           } else {
             // Once accepted, a refusal must come from the server (a verified stop order):
             // a relay closing with a refusal code may be lying, so try again (with backoff).
@@ -350,6 +355,7 @@ export class RelaygateAgent extends EventEmitter {
         return false
       case FrameType.ERROR: {
         const { code, reason } = decodeCodeReason(frame.payload)
+        this.lastRelayError = { code, reason }
         this.log.warn({ code: codeForClose(code) ?? code, reason }, 'relay reported an error')
         return false
       }

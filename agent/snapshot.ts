@@ -10,6 +10,8 @@ export interface SnapshotOptions {
   startedAt: number
   /** The version the agent reports (default: the build's). */
   version?: string
+  /** Whether jobs may run commands here (--allow-exec): the job form shows it. */
+  allowExec?: boolean
 }
 
 /** Asks an HTTP (or unix socket) target about itself: Docker's /info when it is a Docker API. */
@@ -73,6 +75,7 @@ export async function takeSnapshot (options: SnapshotOptions): Promise<Record<st
     uptimeSeconds: Math.round(os.uptime()),
     agentUptimeSeconds: Math.round((Date.now() - options.startedAt) / 1000),
     agentVersion: options.version ?? VERSION,
+    allowExec: options.allowExec === true,
     node: process.version
   }
   if (options.tunnelTarget !== undefined) snapshot.target = await describeTarget(options.tunnelTarget)

@@ -38,7 +38,7 @@ export function registerAdminCommands (program: Command, fail: (err: unknown) =>
   const token = program.command('token').description('Relay tokens (admin API).')
   withServer(token.command('create-relay')
     .description('Create a relay token; prints it (shown once) and the command to run at the site.')
-    .addOption(opt('--name <name>', 'the relay\'s name, e.g. site-a').makeOptionMandatory()))
+    .addOption(opt('--name <name>', 'the relay\'s name, e.g. site-a', 'relay').makeOptionMandatory()))
     .action(run(async (o: Record<string, any>) => {
       const t = target(o)
       const { body } = await adminRequest(t, 'POST', '/api/relays', { json: { name: o.name } })
@@ -60,10 +60,10 @@ export function registerAdminCommands (program: Command, fail: (err: unknown) =>
   const endpoint = program.command('endpoint').description('Endpoints (admin API).')
   withServer(endpoint.command('create')
     .description('Create an endpoint; prints its join token (shown once) and the agent command.')
-    .addOption(opt('--name <name>', 'the endpoint\'s name, e.g. db-01').makeOptionMandatory())
-    .addOption(opt('--tunnel-target <url>', 'where tunnel streams go on the agent side: http://host:port, tcp://host:port or unix:/path'))
-    .addOption(opt('--max-agents <n>', 'agents that may serve it (more than 1 makes a cluster endpoint)').argParser(parseCount))
-    .addOption(opt('--tag <tag>', 'a tag to target it by (repeatable), e.g. site-a').argParser(collect)))
+    .addOption(opt('--name <name>', 'the endpoint\'s name, e.g. db-01', 'endpoint').makeOptionMandatory())
+    .addOption(opt('--tunnel-target <url>', 'where tunnel streams go on the agent side: http://host:port, tcp://host:port or unix:/path', 'endpoint'))
+    .addOption(opt('--max-agents <n>', 'agents that may serve it (more than 1 makes a cluster endpoint)', 'endpoint').argParser(parseCount))
+    .addOption(opt('--tag <tag>', 'a tag to target it by (repeatable), e.g. site-a', 'endpoint').argParser(collect)))
     .action(run(async (o: Record<string, any>) => {
       const request: Record<string, unknown> = { name: o.name }
       if (o.tag !== undefined) request.tags = o.tag
@@ -87,8 +87,8 @@ export function registerAdminCommands (program: Command, fail: (err: unknown) =>
 
   withServer(endpoint.command('list')
     .description('List endpoints with their status, relay and tunnel state.')
-    .addOption(opt('--tag <tag>', 'only those carrying this tag (repeatable: all of them)').argParser(collect))
-    .addOption(opt('--status <status>', 'only online or offline ones').choices(['online', 'offline'])))
+    .addOption(opt('--tag <tag>', 'only those carrying this tag (repeatable: all of them)', 'endpoint').argParser(collect))
+    .addOption(opt('--status <status>', 'only online or offline ones', 'endpoint').choices(['online', 'offline'])))
     .action(run(async (o: Record<string, any>) => {
       const query = new URLSearchParams()
       for (const tag of o.tag ?? []) query.append('tag', tag)
@@ -105,7 +105,8 @@ export function registerAdminCommands (program: Command, fail: (err: unknown) =>
   withServer(artifact.command('upload')
     .description('Upload a file as an artifact (streamed; a progress bar on a terminal). Prints {name, sha256, size}.')
     .argument('<file>', 'the file to upload')
-    .addOption(opt('--name <name>', 'artifact name (default: the file\'s name)')))
+    .addOption(opt('--name <name>', 'artifact name (default: the file\'s name)', 'artifact'))
+    .addOption(opt('--replace', 'replace an artifact of that name (refused otherwise)', 'artifact')))
     .action(run(async (file: string, o: Record<string, any>) => {
       let size: number
       try {
@@ -128,7 +129,7 @@ export function registerAdminCommands (program: Command, fail: (err: unknown) =>
       const stream = createReadStream(file).on('error', err => counter.destroy(err)).pipe(counter)
       let body: unknown
       try {
-        ({ body } = await adminRequest(target(o), 'PUT', `/api/artifacts/${encodeURIComponent(name)}`, { stream, contentLength: size }))
+        ({ body } = await adminRequest(target(o), 'PUT', `/api/artifacts/${encodeURIComponent(name)}${o.replace === true ? '?replace=1' : ''}`, { stream, contentLength: size }))
       } finally {
         meter.done()
       }
@@ -182,16 +183,16 @@ function registerUpdateCommands (program: Command, h: AdminHelpers): void {
   }
   h.withServer(update.command('create')
     .description('Start a rollout: canaries first, then the rest (at most --max-parallel at once); offline ones update when they return.')
-    .addOption(opt('--artifact <name>', 'the executable, uploaded as an artifact (relaygate artifact upload)').makeOptionMandatory())
-    .addOption(opt('--to <version>', 'the version to update to: what the executable\'s --version prints').makeOptionMandatory())
-    .addOption(opt('--target <kind>', 'agents or relays').choices(['agents', 'relays']).default('agents'))
-    .addOption(opt('--endpoint <id>', 'an endpoint to update (repeatable; default: all)').argParser(collect))
-    .addOption(opt('--tag <tag>', 'the endpoints carrying this tag (repeatable: all of them)').argParser(collect))
-    .addOption(opt('--relay <id>', 'a relay to update (repeatable; default: all)').argParser(collect))
-    .addOption(opt('--canary <n|ids>', 'the first N targets, or a comma-separated list of ids, go first'))
-    .addOption(opt('--health-seconds <n>', 'a new version not online within this rolls back by itself').argParser(parseCount))
-    .addOption(opt('--max-parallel <n>', 'targets updating at once').argParser(parseCount))
-    .addOption(opt('--watch', 'follow the rollout until it ends (exit 1 if it failed)')))
+    .addOption(opt('--artifact <name>', 'the executable, uploaded as an artifact (relaygate artifact upload)', 'update').makeOptionMandatory())
+    .addOption(opt('--to <version>', 'the version to update to: what the executable\'s --version prints', 'update').makeOptionMandatory())
+    .addOption(opt('--target <kind>', 'agents or relays', 'update').choices(['agents', 'relays']).default('agents'))
+    .addOption(opt('--endpoint <id>', 'an endpoint to update (repeatable; default: all)', 'update').argParser(collect))
+    .addOption(opt('--tag <tag>', 'the endpoints carrying this tag (repeatable: all of them)', 'update').argParser(collect))
+    .addOption(opt('--relay <id>', 'a relay to update (repeatable; default: all)', 'update').argParser(collect))
+    .addOption(opt('--canary <n|ids>', 'the first N targets, or a comma-separated list of ids, go first', 'update'))
+    .addOption(opt('--health-seconds <n>', 'a new version not online within this rolls back by itself', 'update').argParser(parseCount))
+    .addOption(opt('--max-parallel <n>', 'targets updating at once', 'update').argParser(parseCount))
+    .addOption(opt('--watch', 'follow the rollout until it ends (exit 1 if it failed)', 'update')))
     .action(h.run(async (o: Record<string, any>) => {
       const request: Record<string, unknown> = { artifact: o.artifact, version: o.to, target: o.target }
       if (o.endpoint !== undefined) request.endpoints = o.endpoint

@@ -1,4 +1,4 @@
-import { mkdirSync, existsSync, readFileSync, mkdtempSync } from 'node:fs'
+import { mkdirSync, existsSync, readFileSync, mkdtempSync, rmSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import os, { tmpdir } from 'node:os'
 import http from 'node:http'
@@ -77,6 +77,8 @@ async function api (baseUrl: string, token: string, method: string, path: string
  * second run with the same --data-dir reuses the same endpoints.
  */
 export async function startDemo (options: DemoOptions, logger: Logger): Promise<Demo> {
+  // A data dir of its own (none given) goes when the demo stops; a given one keeps its state for the next run.
+  const ownDir = options.dataDir === undefined
   const dataDir = resolve(options.dataDir ?? mkdtempSync(join(tmpdir(), 'relaygate-demo-')))
   const demoDir = join(dataDir, 'demo')
   mkdirSync(demoDir, { recursive: true })
@@ -120,7 +122,9 @@ export async function startDemo (options: DemoOptions, logger: Logger): Promise<
         dataDir: join(dataDir, `agent-${i}`),
         relays: [relay.wssUrl ?? relay.wsUrl!],
         pins: relay.fingerprint === null ? [] : [relay.fingerprint],
-        tunnelTarget: site.url
+        tunnelTarget: site.url,
+        // The README's job example runs a command: the demo's agents (on this machine, in its data dir) allow it.
+        allowExec: true
       }, logger.child({ process: `agent-${i}` }))
       agents.push(agent.start())
       cleanup.unshift(() => agent.close())
@@ -139,7 +143,12 @@ export async function startDemo (options: DemoOptions, logger: Logger): Promise<
       dataDir,
       curl,
       close: () => {
-        closing ??= (async () => { for (const c of cleanup) await c().catch(() => {}) })()
+        closing ??= (async () => {
+          // Tunnels end first, as a stop and not as agents lost (which the server would offer again and log).
+          for (const agent of agents) server.tunnels.closeTunnel(agent.endpointId, 'the demo is stopping')
+          for (const c of cleanup) await c().catch(() => {})
+          if (ownDir) rmSync(dataDir, { recursive: true, force: true })
+        })()
         return closing
       }
     }

@@ -42,21 +42,24 @@ async function connect (url: URL, pin: string | undefined): Promise<net.Socket> 
   const secure = url.protocol === 'https:'
   const port = Number(url.port === '' ? (secure ? 443 : 80) : url.port)
   const fail = (err: Error): never => {
-    throw new RelaygateError('RG_ERR_NO_RELAY', `cannot reach the server at ${url.origin}: ${(err as NodeJS.ErrnoException).code ?? err.message}`)
+    throw new RelaygateError('RG_ERR_SERVER_UNREACHABLE', `cannot reach the server at ${url.origin}: ${(err as NodeJS.ErrnoException).code ?? err.message} (is it running there? check --server)`)
   }
   if (!secure) {
     const sock = net.connect({ host, port })
     await once(sock, 'connect').catch(fail)
     return sock
   }
-  const sock = tls.connect({ host, port, servername: net.isIP(host) === 0 ? host : undefined, rejectUnauthorized: pin === undefined })
+  // The certificate is checked here (the pin, or the CA verdict), so that a refusal can name its fingerprint.
+  const sock = tls.connect({ host, port, servername: net.isIP(host) === 0 ? host : undefined, rejectUnauthorized: false })
   await once(sock, 'secureConnect').catch(fail)
-  if (pin !== undefined) {
-    const fp = normalizeFingerprint(sock.getPeerCertificate().fingerprint256 ?? '')
-    if (fp !== pin) {
-      sock.destroy()
-      throw new RelaygateError('RG_ERR_PIN_MISMATCH', `server certificate ${fp} is not the pinned one`)
-    }
+  const fp = normalizeFingerprint(sock.getPeerCertificate().fingerprint256 ?? '')
+  if (pin !== undefined && fp !== pin) {
+    sock.destroy()
+    throw new RelaygateError('RG_ERR_PIN_MISMATCH', `server certificate ${fp} is not the pinned one (--server-fingerprint): if the server has a new certificate, pin that`)
+  }
+  if (pin === undefined && !sock.authorized) {
+    sock.destroy()
+    throw new RelaygateError('RG_ERR_PIN_MISMATCH', `the server's certificate is not one a trusted CA vouches for (${String(sock.authorizationError)}): if it is your server's self-signed certificate, pin it with --server-fingerprint ${fp}`)
   }
   return sock
 }
@@ -84,7 +87,7 @@ export async function adminRequest (target: AdminTarget, method: string, path: s
   const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
     const req = http.request({ createConnection: () => socket, method, path: url.pathname + url.search, headers })
     req.once('response', resolve)
-    req.once('error', err => reject(new RelaygateError('RG_ERR_NO_RELAY', `request to ${url.origin} failed: ${(err as NodeJS.ErrnoException).code ?? err.message}`)))
+    req.once('error', err => reject(new RelaygateError('RG_ERR_SERVER_UNREACHABLE', `request to ${url.origin} failed: ${(err as NodeJS.ErrnoException).code ?? err.message}`)))
     if (stream !== undefined) {
       stream.once('error', err => req.destroy(err))
       stream.pipe(req)

@@ -64,7 +64,7 @@ declare const RELAYGATE_BUNDLE_ROLE: string | undefined
 const program = new Command('relaygate')
   .description('Relay-centric gateway for agent fleets behind firewalls.\nEvery flag can also be set as an environment variable RELAYGATE_<FLAG> (e.g. RELAYGATE_DATA_DIR).\nserver, relay and agent also read --config FILE (YAML or JSON; keys are long flag names).\nPrecedence: command-line flag > environment variable > config file > default.')
   .version(VERSION, '-v, --version')
-  .addOption(opt('--log-level <level>', 'trace, debug, info, warn, error or silent').default('info'))
+  .addOption(opt('--log-level <level>', 'how much to log').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info'))
   .showSuggestionAfterError(true)
   .exitOverride()
   .configureOutput({

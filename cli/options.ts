@@ -1,9 +1,15 @@
 import { InvalidArgumentError, Option, type Command } from 'commander'
 
-/** An option that also reads RELAYGATE_<FLAG> from the environment. */
-export function opt (flags: string, description: string): Option {
+/**
+ * An option that also reads RELAYGATE_<FLAG> from the environment, or
+ * RELAYGATE_<SCOPE>_<FLAG> with a scope: an operator command's options that
+ * name one object (`endpoint create --name`) read variables of their own, so
+ * that a RELAYGATE_NAME meant for the relay never names an endpoint.
+ */
+export function opt (flags: string, description: string, scope?: string): Option {
   const long = /--([a-z0-9-]+)/.exec(flags)?.[1] ?? ''
-  return new Option(flags, description).env(`RELAYGATE_${long.toUpperCase().replace(/-/g, '_')}`)
+  const name = (scope === undefined ? long : `${scope}-${long}`).toUpperCase().replace(/-/g, '_')
+  return new Option(flags, description).env(`RELAYGATE_${name}`)
 }
 
 export function parsePort (value: string): number {

@@ -11,12 +11,17 @@ export interface DialOptions {
   timeoutMs?: number
   /** Called with the TLS socket once its certificate passed the pins (wss only), e.g. to export keying material. */
   onSecure?: (socket: TLSSocket) => void
+  /** The flag that pins a certificate for whoever dials (named when a certificate is not trusted): --pin, --server-fingerprint. */
+  pinFlag?: string
 }
 
 /**
  * Opens a WebSocket. For wss with pins, the peer's certificate must match one
- * of the fingerprints: the check happens on the upgrade response, before we
- * send a single frame, so nothing secret ever reaches an impostor.
+ * of the fingerprints; without pins, a trusted CA must vouch for it (and its
+ * name must match). Both checks happen on the upgrade response, before we
+ * send a single frame, so nothing secret ever reaches an impostor; a
+ * certificate that fails is named by its fingerprint, with the flag that
+ * would pin it (a self-signed relay or server is the usual case).
  */
 export function dialWebSocket (url: string, options: DialOptions): Promise<WebSocket> {
   const pins = (options.fingerprints ?? []).map(normalizeFingerprint)
@@ -27,8 +32,8 @@ export function dialWebSocket (url: string, options: DialOptions): Promise<WebSo
       perMessageDeflate: false,
       generateMask: zeroMask,
       handshakeTimeout: options.timeoutMs ?? 10_000,
-      // With pins we verify the certificate ourselves (self-signed relays).
-      rejectUnauthorized: !(secure && pins.length > 0)
+      // The certificate is checked on the upgrade below (pins, or the CA verdict), so that a refusal can name its fingerprint.
+      rejectUnauthorized: false
     })
     let settled = false
     const fail = (err: Error): void => {
@@ -42,13 +47,15 @@ export function dialWebSocket (url: string, options: DialOptions): Promise<WebSo
     ws.once('upgrade', res => {
       if (!secure) return
       const socket = res.socket as TLSSocket
-      if (pins.length > 0) {
-        const cert = socket.getPeerCertificate()
-        const fp = cert?.fingerprint256 === undefined ? '' : normalizeFingerprint(cert.fingerprint256)
-        if (!pins.includes(fp)) {
-          fail(new RelaygateError('RG_ERR_PIN_MISMATCH', `certificate of ${url} has fingerprint ${fp || 'none'}, not a pinned one`))
-          return
-        }
+      const cert = socket.getPeerCertificate()
+      const fp = cert?.fingerprint256 === undefined ? '' : normalizeFingerprint(cert.fingerprint256)
+      if (pins.length > 0 && !pins.includes(fp)) {
+        fail(new RelaygateError('RG_ERR_PIN_MISMATCH', `certificate of ${url} has fingerprint ${fp || 'none'}, not a pinned one: if it is the right peer (a new certificate), pin it with ${options.pinFlag ?? '--pin'} ${fp}`))
+        return
+      }
+      if (pins.length === 0 && !socket.authorized) {
+        fail(new RelaygateError('RG_ERR_PIN_MISMATCH', `certificate of ${url} is not one a trusted CA vouches for (${String(socket.authorizationError)}); its sha256 fingerprint is ${fp || 'none'}: if this is your peer (a self-signed certificate), pin it with ${options.pinFlag ?? '--pin'} ${fp}`))
+        return
       }
       options.onSecure?.(socket)
     })

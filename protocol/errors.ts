@@ -64,7 +64,9 @@ export const ErrorCode = {
   RG_ERR_UPDATE_ROLLED_BACK: { close: 0, status: 500, message: 'the new version did not come up healthy and was rolled back' },
   RG_ERR_UPDATE_TIMEOUT: { close: 0, status: 504, message: 'the update did not finish before its deadline' },
   RG_ERR_UPDATE_ABORTED: { close: 0, status: 409, message: 'the rollout was aborted before this target updated' },
-  RG_ERR_UPDATE_STATE: { close: 0, status: 409, message: 'the rollout is not in a state that allows this' }
+  RG_ERR_UPDATE_STATE: { close: 0, status: 409, message: 'the rollout is not in a state that allows this' },
+  RG_ERR_ARTIFACT_EXISTS: { close: 0, status: 409, message: 'an artifact with that name exists' },
+  RG_ERR_SERVER_UNREACHABLE: { close: 0, status: 503, message: 'the server cannot be reached' }
 } as const
 
 export type ErrorCodeName = keyof typeof ErrorCode

@@ -96,7 +96,10 @@ export function verifyRelayConfig (input: Partial<RelayConfig>): RelayConfig {
     if (!['http:', 'https:', 'ws:', 'wss:'].includes(url.protocol)) throw new RelaygateError('RG_ERR_CONFIG', `--server must be http(s):// or ws(s)://, got ${url.protocol}`)
   }
   config.servers = [...new Set(servers.map(s => s.replace(/\/+$/, '')))]
-  if (typeof config.token !== 'string' || config.token.length < 8) throw new RelaygateError('RG_ERR_CONFIG', '--token is required (a relay token from POST /api/relays)')
+  if (typeof config.token !== 'string' || config.token === '') throw new RelaygateError('RG_ERR_CONFIG', '--token is required (a relay token from POST /api/relays or relaygate token create-relay)')
+  if (config.token.length < 8 || /\s/.test(config.token)) {
+    throw new RelaygateError('RG_ERR_CONFIG', `--token is not a relay token (${config.token.length} characters${/\s/.test(config.token) ? ', with spaces' : ''}): copy the whole rgr_… token POST /api/relays gave`)
+  }
   for (const [field, value, allowOff] of [['--port', config.port, false], ['--tls-port', config.tlsPort, true]] as const) {
     if (!Number.isInteger(value) || value < (allowOff ? -1 : 0) || value > 65535) throw new RelaygateError('RG_ERR_CONFIG', `${field} must be a port number 0-65535, got ${String(value)}`)
   }

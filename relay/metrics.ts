@@ -1,6 +1,7 @@
 import { readdir } from 'node:fs/promises'
 import type uWS from 'uWebSockets.js'
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
+import { registerBuildInfo } from '../common/build-info.js'
 import type { CacheStats } from '../cache/index.js'
 
 /** What the relay's metrics read at scrape time. */
@@ -9,6 +10,8 @@ export interface RelayMetricsSources {
   cache: { getStats: () => CacheStats }
   link: { readonly isReady: boolean, readonly bytes: { in: number, out: number }, readonly connects: number }
   queuedResults: () => number
+  /** The version this relay runs (relaygate_build_info). */
+  version: string
 }
 
 export interface RelayMetrics {
@@ -35,6 +38,7 @@ export function createRelayMetrics (src: RelayMetricsSources): RelayMetrics {
     new Counter({ name, help, registers: [registry], collect () { this.reset(); this.inc(Math.max(0, read())) } })
   }
 
+  registerBuildInfo(registry, 'relay', src.version)
   gauge('relaygate_relay_agents_connected', 'Agent links open now (authenticated or not yet).', () => src.stats.agents)
   counter('relaygate_relay_checkins_total', 'Check-ins answered by this relay.', () => src.stats.checkins)
   counter('relaygate_relay_pushes_total', 'Check-in answers pushed to agents without waiting for a check-in.', () => src.stats.pushes)

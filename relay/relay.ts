@@ -128,7 +128,7 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
   const updater = relayUpdater(config, version, cache, link, logger, hooks)
   core.onUpdate = order => updater.onOrder(order)
   life.onClose('updates', () => updater.close())
-  const metrics = createRelayMetrics({ stats: core.stats, cache, link, queuedResults: () => results.size })
+  const metrics = createRelayMetrics({ stats: core.stats, cache, link, queuedResults: () => results.size, version })
   // The executable at /install/: 5 downloads per peer address at once, then one every 10 minutes.
   const installDownloads = new FailureLimiter({ burst: 5, perSecond: 1 / 600, maxKeys: 10_000 })
   const listener = await AgentListener.listen({ host: config.host, port: config.port, tlsPort: config.tlsPort, cert, logger, retryForMs: config.listenRetryMs }, {

@@ -103,7 +103,8 @@ export class ServerLink {
     try {
       ws = await dialWebSocket(url, {
         fingerprints: this.opts.serverFingerprints,
-        maxPayload: DEFAULT_MAX_PAYLOAD + HEADER_SIZE
+        maxPayload: DEFAULT_MAX_PAYLOAD + HEADER_SIZE,
+        pinFlag: '--server-fingerprint'
       })
     } catch (err) {
       const coded = toRelaygateError(err, 'RG_ERR_UPSTREAM_UNAVAILABLE')

@@ -186,6 +186,8 @@ export class AgentSession {
 
   /** Ends the link with a coded error (refused, kicked, timed out). */
   fail (err: RelaygateError): void {
+    // A close reason holds 120 characters; a longer message (what to do next) goes first, whole, as an ERROR frame.
+    if (err.message.length > 120 && !this.mux.closed) this.mux.send(frames.error(err.closeCode, err.message.slice(0, 1000)))
     void this.mux.destroy(err)
   }
 

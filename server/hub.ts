@@ -482,9 +482,11 @@ export class RelayHub {
     if (!verifyProof(endpoint.authKey, input, proof)) return await refuse('RG_ERR_AUTH', 'wrong endpoint secret')
     // Known agents (every reconnect after the first) were found admitted at auth-begin: no second read.
     if (!session.admitted && !await this.opts.store.admitEdgeId(session.endpointId, session.edgeId, Date.now())) {
+      // Say how to free the place: the admin API (or the agent's data dir, if this is the same machine reinstalled).
+      const free = `if the machine that had it is gone, free its place: DELETE /api/endpoints/${session.endpointId}/agents/<its edge id> (the endpoint page lists them), then this agent is admitted`
       return await refuse('RG_ERR_EDGE_ID_MISMATCH', endpoint.maxAgents > 1
-        ? `this cluster endpoint already has its ${endpoint.maxAgents} agents`
-        : 'this endpoint is associated with another edge id')
+        ? `this cluster endpoint already has its ${endpoint.maxAgents} agents; ${free}`
+        : `this endpoint is associated with another edge id (${endpoint.edgeId ?? 'another agent'}); ${free}, or start this agent with --edge-id ${endpoint.edgeId ?? '<that id>'} if it is the same machine`)
     }
     // The agent or its link may have gone while the store answered.
     if (link.sessions.get(sid) !== session || this.links.get(link.relayId) !== link) return

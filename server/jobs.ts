@@ -242,9 +242,11 @@ export class JobManager {
     }
   }
 
-  async view (id: string): Promise<JobView | undefined> {
+  /** A job with its targets; `names` (endpoint id -> name) is read from the store when not given. */
+  async view (id: string, names?: Map<string, string>): Promise<JobView | undefined> {
     const job = await this.store.getJob(id)
     if (job === undefined) return undefined
+    const nameOf = names ?? await this.endpointNames()
     const targets = (await this.store.listJobTargets(id)).map(t => {
       const queued = this.pending.get(`${t.jobId}\n${t.endpointId}`)
       return queued === undefined ? t : { ...t, ...queued.patch }
@@ -262,6 +264,7 @@ export class JobManager {
       targets: targets.map(t => {
         const out: Record<string, unknown> = {
           endpointId: t.endpointId,
+          name: nameOf.get(t.endpointId) ?? null,
           state: t.state,
           progress: t.progress,
           bytes: t.bytes,
@@ -276,10 +279,15 @@ export class JobManager {
     }
   }
 
+  private async endpointNames (): Promise<Map<string, string>> {
+    return new Map((await this.store.listEndpoints()).map(e => [e.id, e.name]))
+  }
+
   async list (limit = 100): Promise<JobView[]> {
     const views = []
+    const names = await this.endpointNames()
     for (const j of await this.store.listJobs(limit)) {
-      const view = await this.view(j.id)
+      const view = await this.view(j.id, names)
       if (view !== undefined) views.push(view)
     }
     return views

@@ -2,6 +2,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import { RelaygateError, toRelaygateError } from '../protocol/errors.js'
 import { sendError } from './http-util.js'
+import { registerBuildInfo } from '../common/build-info.js'
+import { VERSION } from '../common/version.js'
 import type { Store, JobTargetState } from './store.js'
 import type { RelayHub } from './hub.js'
 import type { TunnelManager } from './tunnels.js'
@@ -55,6 +57,7 @@ export function createServerMetrics (options: ServerMetricsOptions): ServerMetri
   let defaults = false
   const { cluster } = options
   if (cluster !== undefined) registry.setDefaultLabels({ replica: cluster.replicaId })
+  registerBuildInfo(registry, 'server', VERSION)
   /** Fleet-wide figures (from the database): from one replica only in a cluster. */
   const fleet = async (): Promise<boolean> => cluster === undefined || await cluster.reportsFleet()
   if (cluster !== undefined) {
@@ -86,7 +89,7 @@ export function createServerMetrics (options: ServerMetricsOptions): ServerMetri
   })
   mirror(registry, 'relaygate_server_relay_link_received_bytes_total', 'Bytes received over relay links (WebSocket payloads).', () => hub.linkStats().bytesIn)
   mirror(registry, 'relaygate_server_relay_link_sent_bytes_total', 'Bytes sent over relay links (WebSocket payloads).', () => hub.linkStats().bytesOut)
-  mirror(registry, 'relaygate_hub_auth_requests_total', 'Agent authentications relays asked the server for (auth-begin messages).', () => hub.authBegins)
+  mirror(registry, 'relaygate_server_agent_auth_requests_total', 'Agent authentications relays asked the server for (auth-begin messages).', () => hub.authBegins)
   mirror(registry, 'relaygate_server_tunnel_opens_total', 'Tunnels opened (a valid first use of one-time credentials).', () => tunnels.opens)
   const latency = new Histogram({
     name: 'relaygate_server_tunnel_open_latency_seconds',

@@ -3,7 +3,7 @@ import { laterTouch } from './store.js'
 import { SqlUpdateStore, type UpdateStore } from './update-store.js'
 import type {
   Store, RelayRecord, EndpointRecord, RefusalRecord, EndpointAgentRecord, SnapshotRecord, ArtifactRecord,
-  JobRecord, JobTargetRecord, JobTargetState, SecurityEventRecord, EndpointTouch
+  JobRecord, JobTargetRecord, JobTargetState, SecurityEventRecord, EndpointTouch, AgentFacts
 } from './store.js'
 
 /**
@@ -385,11 +385,20 @@ export class SqlStore implements Store {
   }
 
   async listAgentVersions (endpointIds: string[]): Promise<Map<string, string>> {
-    const rows = await this.allIn<{ endpoint_id: string, body: string }>('SELECT endpoint_id, body FROM snapshots WHERE endpoint_id IN (?)', endpointIds)
     const out = new Map<string, string>()
+    for (const [id, facts] of await this.listAgentFacts(endpointIds)) if (facts.version !== undefined) out.set(id, facts.version)
+    return out
+  }
+
+  async listAgentFacts (endpointIds: string[]): Promise<Map<string, AgentFacts>> {
+    const rows = await this.allIn<{ endpoint_id: string, body: string }>('SELECT endpoint_id, body FROM snapshots WHERE endpoint_id IN (?)', endpointIds)
+    const out = new Map<string, AgentFacts>()
     for (const r of rows) {
-      const version = (JSON.parse(r.body) as { agentVersion?: unknown }).agentVersion
-      if (typeof version === 'string') out.set(r.endpoint_id, version)
+      const body = JSON.parse(r.body) as { agentVersion?: unknown, allowExec?: unknown }
+      const facts: AgentFacts = {}
+      if (typeof body.agentVersion === 'string') facts.version = body.agentVersion
+      if (typeof body.allowExec === 'boolean') facts.allowExec = body.allowExec
+      out.set(r.endpoint_id, facts)
     }
     return out
   }

@@ -172,6 +172,8 @@ export interface Store {
   listRefusals: (endpointIds: string[]) => Promise<RefusalRecord[]>
   /** The agent version in each endpoint's latest snapshot (endpoints without one are absent). */
   listAgentVersions: (endpointIds: string[]) => Promise<Map<string, string>>
+  /** What each endpoint's latest snapshot says of its agent: version, whether it runs commands (endpoints without one are absent). */
+  listAgentFacts: (endpointIds: string[]) => Promise<Map<string, AgentFacts>>
 
   /**
    * Spends a one-time tunnel credential: true for the first caller only,
@@ -216,6 +218,9 @@ export interface Store {
 
   close: () => Promise<void>
 }
+
+/** What an agent's snapshot says of it (absent: an older agent did not say). */
+export interface AgentFacts { version?: string, allowExec?: boolean }
 
 /** The settings in force, kept in memory (read on every agent and tunnel), replaced when they change. */
 export interface SettingsRef {

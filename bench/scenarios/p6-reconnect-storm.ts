@@ -8,7 +8,7 @@ export interface P6Options { agents: number, interval: number, stagger: number, 
 interface Point { t: number, online: number, authTotal: number, serverCpu: number }
 
 async function authTotal (base: string, token: string): Promise<number> {
-  return metric(await scrapeMetrics(`${base}/metrics`, token), 'relaygate_hub_auth_requests_total')
+  return metric(await scrapeMetrics(`${base}/metrics`, token), 'relaygate_server_agent_auth_requests_total')
 }
 
 /** Online agents and auth requests/s over time (seconds from SIGTERM), as an SVG. */
@@ -137,7 +137,7 @@ export async function run (o: P6Options): Promise<BenchResult> {
         staggerSecondsInitialConnect: o.stagger,
         ...fleetParameters(o, created, fleet),
         restart: 'SIGTERM to the relay, wait for exit, start it again with the same port (fixed from a free-port probe) and data dir',
-        sampling: 'every 250 ms: GET /api/relays (sum of agents), GET /metrics relaygate_hub_auth_requests_total (admin token), /proc/<server pid>/stat',
+        sampling: 'every 250 ms: GET /api/relays (sum of agents), GET /metrics relaygate_server_agent_auth_requests_total (admin token), /proc/<server pid>/stat',
         timeoutSeconds: o.timeout
       },
       figures,

@@ -10,7 +10,14 @@ export function artifactView (a: { name: string, sha256: string, size: number, c
 /** /api/artifacts: upload (raw body), list, show, delete, prestage on relays. */
 export function artifactRoutes (ctx: ApiContext): void {
   const { store, hub, artifacts, route } = ctx
+  // An existing name is replaced only when asked (?replace=1): refused before any byte is read.
   route('PUT', '/api/artifacts/:name', async (req, res, params) => {
+    const replace = ['1', 'true', 'yes'].includes(new URL(req.url ?? '/', 'http://x').searchParams.get('replace') ?? '')
+    const existing = replace ? undefined : await store.getArtifact(params.name ?? '')
+    if (existing !== undefined) {
+      res.setHeader('connection', 'close') // the body is not read
+      fail('RG_ERR_ARTIFACT_EXISTS', `an artifact named ${existing.name} exists (sha256 ${existing.sha256.slice(0, 12)}…): upload with ?replace=1 to replace it, or use another name`)
+    }
     const declared = req.headers['content-length'] === undefined ? undefined : Number(req.headers['content-length'])
     const record = await artifacts.upload(params.name ?? '', req, declared, ctx.settings.current.maxUploadBytes)
     await ctx.installers?.refresh()

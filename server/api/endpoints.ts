@@ -43,6 +43,8 @@ export interface EndpointView {
   refusedEdgeIds: RefusalView[]
   /** From the latest snapshot: the version the endpoint's agent runs (null before its first snapshot). */
   agentVersion: string | null
+  /** From the latest snapshot: whether its agent runs job commands (--allow-exec); null before its first snapshot. */
+  allowsCommands: boolean | null
   tags: string[]
   snapshot?: SnapshotSummary | null
 }
@@ -52,7 +54,7 @@ export async function endpointViews (ctx: ApiContext, records: EndpointRecord[],
   const ids = records.map(e => e.id)
   const agents = groupBy(await ctx.store.listEndpointAgents(ids), a => a.endpointId)
   const refusals = groupBy(await ctx.store.listRefusals(ids), r => r.endpointId)
-  const versions = await ctx.store.listAgentVersions(ids)
+  const facts = await ctx.store.listAgentFacts(ids)
   // Several replicas: agents online and tunnels held elsewhere (one query each for the page).
   const elsewhere = ids.filter(id => ctx.hub.agentsOf(id).length === 0)
   const remote = ctx.cluster === null ? null : { presence: await ctx.cluster.remotePresence(elsewhere), tunnels: await ctx.cluster.remoteTunnels(elsewhere) }
@@ -60,7 +62,8 @@ export async function endpointViews (ctx: ApiContext, records: EndpointRecord[],
   for (const e of records) {
     const online: Array<{ edgeId: string, relayId: string }> = ctx.hub.agentsOf(e.id)
     const view = endpointView(ctx, e, agents.get(e.id) ?? [], refusals.get(e.id) ?? [], online.length > 0 ? online : remote?.presence.get(e.id) ?? [])
-    view.agentVersion = versions.get(e.id) ?? null
+    view.agentVersion = facts.get(e.id)?.version ?? null
+    view.allowsCommands = facts.get(e.id)?.allowExec ?? null
     const tunnel = remote?.tunnels.get(e.id)
     if (tunnel !== undefined && view.tunnel.state === 'closed') view.tunnel = tunnel
     if (detail) view.snapshot = await snapshotSummary(ctx, e.id)
@@ -99,6 +102,7 @@ function endpointView (ctx: ApiContext, e: EndpointRecord, agents: EndpointAgent
     }),
     refusedEdgeIds: refusals.map(r => ({ edgeId: r.edgeId, code: r.code, count: r.count, firstAt: iso(r.firstAt), lastAt: iso(r.lastAt) })),
     agentVersion: null,
+    allowsCommands: null,
     tags: e.tags ?? []
   }
 }

@@ -7,10 +7,10 @@ import { fmtBytes, fmtTime, short } from './format.js'
 import { useResource } from './live.js'
 
 /** PUT with XMLHttpRequest: fetch() has no upload progress. */
-export function uploadArtifact (name, file, onProgress) {
+export function uploadArtifact (name, file, onProgress, replace = false) {
   const xhr = new XMLHttpRequest()
   const done = new Promise((resolve, reject) => {
-    xhr.open('PUT', `/api/artifacts/${encodeURIComponent(name)}`)
+    xhr.open('PUT', `/api/artifacts/${encodeURIComponent(name)}${replace ? '?replace=1' : ''}`)
     xhr.setRequestHeader('authorization', `Bearer ${session.token}`)
     xhr.setRequestHeader('content-type', 'application/octet-stream')
     xhr.upload.onprogress = e => { if (e.lengthComputable) onProgress(e.loaded, e.total) }
@@ -35,7 +35,7 @@ export function ArtifactsPage () {
   const [error, setError] = useState(null)
   const inputRef = useRef(null)
 
-  const start = async e => {
+  const start = async (e, replace = false) => {
     e.preventDefault()
     if (file === null) return
     const target = name.trim() || file.name
@@ -46,7 +46,7 @@ export function ArtifactsPage () {
       state.total = total
       state.events++
       setUpload({ ...state, abort: job.abort })
-    })
+    }, replace)
     setUpload({ ...state, abort: job.abort })
     try {
       const result = await job.done
@@ -88,6 +88,9 @@ export function ArtifactsPage () {
       </div>` : null}
     </form>
     <${ErrorBox} error=${error ?? list.error} what="artifacts" />
+    ${error?.code === 'RG_ERR_ARTIFACT_EXISTS' && file !== null
+      ? html`<div class="btn-row"><button class="btn danger" data-testid="replace-artifact" onClick=${e => start(e, true)}>Replace ${name.trim() || file.name}</button></div>`
+      : null}
     <div class="table-wrap">
       <table data-testid="artifacts-table">
         <thead><tr><th>Name</th><th>Size</th><th>sha256</th><th>Uploaded</th><th></th></tr></thead>

@@ -71,7 +71,9 @@ export function NewJob ({ onCreated, onCancel }) {
         <div class="picker" style=${{ marginTop: '6px' }}>
           ${(found.data ?? []).map(ep => html`<label key=${ep.id} data-pick=${ep.id}>
             <input type="checkbox" checked=${picked.has(ep.id)} onChange=${() => toggle(ep)} />
-            <span>${ep.name}</span> <${Badge} value=${ep.status} /> <span class="mono muted small">${ep.id}</span>
+            <span>${ep.name}</span> <${Badge} value=${ep.status} />
+            ${ep.allowsCommands === true ? html`<span class="badge info" data-testid="runs-commands">runs commands</span>` : (ep.allowsCommands === false ? html`<span class="badge" data-testid="no-commands">no commands</span>` : null)}
+            <span class="mono muted small">${ep.id}</span>
           </label>`)}
           ${(found.data ?? []).length === 0 ? html`<p class="muted" style=${{ padding: '8px 10px', margin: 0 }}>No endpoint matches.</p>` : null}
         </div>
@@ -79,7 +81,7 @@ export function NewJob ({ onCreated, onCancel }) {
       </div>
       <label>Path on the agent <span class="hint">optional: relative to the agent's files dir; the artifact's name by default</span>
         <input name="path" class="mono" value=${path} onInput=${e => setPath(e.target.value)} placeholder="releases/app.tar.gz" /></label>
-      <label>Run after delivery <span class="hint">optional command line, split like a shell would (quotes group words); agents run only allow-listed commands</span>
+      <label>Run after delivery <span class="hint">optional command line, split like a shell would (quotes group words); only agents started with --allow-exec run it ("runs commands" above), the others fail the target with RG_ERR_EXEC_NOT_ALLOWED</span>
         <input name="run" class="mono" value=${run} onInput=${e => setRun(e.target.value)} placeholder="sh install.sh --quiet" /></label>
       ${argvError !== null ? html`<div class="error">${argvError}</div>` : (argv !== null ? html`<div class="muted small">argv: <code>${JSON.stringify(argv)}</code></div>` : null)}
       <${ErrorBox} error=${error} what="jobs" />
@@ -148,7 +150,7 @@ export function JobDetail ({ id }) {
       <table data-testid="job-targets">
         <thead><tr><th>Endpoint</th><th>State</th><th>Progress</th><th>Bytes</th><th>Exit</th><th>Result</th></tr></thead>
         <tbody>${(j.targets ?? []).map(t => html`<tr key=${t.endpointId} data-target=${t.endpointId} data-state=${t.state}>
-          <td><a class="mono" href=${`#/endpoints/${encodeURIComponent(t.endpointId)}`}>${t.endpointId}</a></td>
+          <td><div class="name-cell"><a href=${`#/endpoints/${encodeURIComponent(t.endpointId)}`}>${t.name ?? t.endpointId}</a><span class="mono">${t.endpointId}</span></div></td>
           <td><${Badge} value=${t.state} /></td>
           <td><${Progress} value=${t.state === 'succeeded' ? 1 : t.progress} state=${t.state} /></td>
           <td>${t.bytes === undefined ? '–' : fmtBytes(t.bytes)}</td>

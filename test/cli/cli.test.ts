@@ -97,7 +97,7 @@ if (!existsSync(bin)) {
       { args: ['relay'], flag: '--server' },
       { args: ['relay', '--server', 'http://127.0.0.1:1'], flag: '--token' },
       { args: ['relay', '--server', 'notaurl', '--token', 'x12345678'], flag: '--server' },
-      { args: ['relay', '--server', 'http://127.0.0.1:1', '--token', 'short'], flag: '--token' },
+      { args: ['relay', '--server', 'http://127.0.0.1:1', '--token', 'short'], flag: '--token is not a relay token' },
       { args: ['relay', '--server', 'http://127.0.0.1:1', '--token', 'x12345678', '--port', '-1'], flag: '--port' },
       { args: ['relay', '--server', 'http://127.0.0.1:1', '--token', 'x12345678', '--cache-max-bytes', 'lots'], flag: '--cache-max-bytes' },
       { args: ['agent'], flag: '--join-token' },
@@ -109,7 +109,11 @@ if (!existsSync(bin)) {
       { args: ['agent', '--join-token', withRelayToken, '--data-dir', join(dir, 'a4'), '--tunnel-target', 'ftp://x'], flag: '--tunnel-target' },
       { args: ['agent', '--join-token', withRelayToken, '--data-dir', join(dir, 'a5')], env: { RELAYGATE_ALLOW_EXEC: 'maybe' }, flag: 'RELAYGATE_ALLOW_EXEC' },
       { args: ['demo', '--agents', '0'], flag: '--agents' },
-      { args: ['bogus-command'], flag: 'bogus-command' }
+      { args: ['bogus-command'], flag: 'bogus-command' },
+      { args: ['--log-level', 'loud', 'server'], flag: '--log-level' },
+      { args: ['server'], env: { RELAYGATE_LOG_LEVEL: 'loud' }, flag: 'RELAYGATE_LOG_LEVEL' },
+      // A variable meant for the relay's --name does not name an endpoint: endpoint create reads RELAYGATE_ENDPOINT_NAME.
+      { args: ['endpoint', 'create', '--server', 'http://127.0.0.1:1'], env: { RELAYGATE_NAME: 'site-relay', RELAYGATE_ADMIN_TOKEN: 'x' }, flag: '--name' }
     ]
     const results = await pool(cases, 4, c => run(t, c.args, c.env))
     cases.forEach((c, i) => {
@@ -280,5 +284,25 @@ if (!existsSync(bin)) {
     t.same(list.map((e: any) => e.id).sort(), [...info.endpoints].sort())
     demo.proc.kill('SIGINT')
     t.same(await exitWithin(demo), { code: 0, signal: null }, 'SIGINT: exit 0')
+  })
+
+  t.test('demo: its agents run the README\'s job example; Ctrl-C with a tunnel open logs no "tunnel lost" and removes its temp dir', async t => {
+    const ready = join(tempDir(t), 'demo.json')
+    const demo = start(t, ['demo', '--agents', '1', '--http-port', '0', '--https-port', 'off', '--relay-port', '0', '--relay-tls-port', '0', '--ready-file', ready])
+    const info = await readyFile(demo, ready, 45_000)
+    t.ok(existsSync(info.dataDir), 'a temp data dir')
+    const api = new Api(info.httpUrl, readFileSync(info.adminTokenFile, 'utf8').trim())
+    const upload = await fetch(`${info.httpUrl}/api/artifacts/app.sh`, { method: 'PUT', headers: { authorization: `Bearer ${api.token}` }, body: 'echo installed\n' })
+    t.equal(upload.status, 201)
+    const job = await api.ok('POST', '/api/jobs', { artifact: 'app.sh', endpoints: info.endpoints, path: 'releases/app.sh', run: ['sh', 'releases/app.sh'] })
+    const done = await poll(async () => { const v = await api.ok('GET', `/api/jobs/${job.id as string}`); return v.state === 'succeeded' || v.state === 'failed' ? v : null })
+    t.equal(done.state, 'succeeded', JSON.stringify(done.targets))
+    t.equal(done.targets[0].output, 'installed\n', 'the command ran')
+    const hello = await fetch(`${info.httpUrl}/api/endpoints/${info.endpoints[0] as string}/proxy/hello`, { headers: { authorization: `Bearer ${api.token}` } })
+    t.equal(hello.status, 200, 'a tunnel is open')
+    demo.proc.kill('SIGINT')
+    t.same(await exitWithin(demo), { code: 0, signal: null }, 'SIGINT: exit 0')
+    t.notMatch(demo.stdout + demo.stderr, /tunnel lost/, 'stopping is not reported as losing the tunnel')
+    t.notOk(existsSync(info.dataDir), 'its temp data dir is gone')
   })
 }

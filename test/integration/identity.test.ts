@@ -41,6 +41,8 @@ t.test('a different edge id with the same join token is refused and the refusal 
   const intruder = startAgent(t, ep.joinToken, { edgeId: intruderId })
   const err = await fatalOf(intruder)
   t.equal(err.code, 'RG_ERR_EDGE_ID_MISMATCH')
+  t.match(err.message, `DELETE /api/endpoints/${ep.id as string}/agents/`, 'it says how to free the place')
+  t.match(err.message, `--edge-id ${first.edgeId}`, 'or which edge id the same machine would need')
   const view = await api.ok('GET', `/api/endpoints/${ep.id}`)
   t.equal(view.edgeId, first.edgeId, 'association unchanged')
   t.equal(view.status, 'online', 'the rightful agent stays online')

@@ -51,13 +51,13 @@ if (!existsSync(bin)) {
 
     const [created, createdJson] = await runAll(t, [
       { args: ['endpoint', 'create', '--name', 'db-01', ...at] },
-      { args: ['endpoint', 'create', '--name', 'swarm', '--tunnel-target', 'http://127.0.0.1:2375', '--max-agents', '3', '--json', ...at] }
+      { args: ['endpoint', 'create', '--tunnel-target', 'http://127.0.0.1:2375', '--max-agents', '3', '--tag', 'site-a', '--json', ...at], env: { RELAYGATE_NAME: 'the-relays-name', RELAYGATE_ENDPOINT_NAME: 'swarm' } }
     ])
     t.equal(created.code, 0, created.stderr)
     t.match(created.stdout, /join token \(shown only now\): rg1\./)
     t.match(created.stdout, /^ {2}relaygate agent --join-token rg1\.\S+$/m, 'prints the agent command')
     const swarm = JSON.parse(createdJson.stdout)
-    t.match(swarm, { name: 'swarm', maxAgents: 3, tunnelTarget: 'http://127.0.0.1:2375', joinToken: /^rg1\./ })
+    t.match(swarm, { name: 'swarm', maxAgents: 3, tunnelTarget: 'http://127.0.0.1:2375', tags: ['site-a'], joinToken: /^rg1\./ }, 'its name from RELAYGATE_ENDPOINT_NAME, not RELAYGATE_NAME')
     t.match(swarm.command, '--tunnel-target http://127.0.0.1:2375')
 
     const [list, listJson, listTls] = await runAll(t, [
@@ -67,7 +67,7 @@ if (!existsSync(bin)) {
     ])
     t.equal(list.code, 0, list.stderr)
     const rows = lines(list.stdout)
-    t.match(rows[0], /^ID\s+NAME\s+STATUS\s+RELAY\s+LAST SEEN\s+TUNNEL$/)
+    t.match(rows[0], /^ID\s+NAME\s+STATUS\s+RELAY\s+LAST SEEN\s+TUNNEL\s+VERSION\s+TAGS$/)
     t.equal(rows.length, 3, 'a header and two endpoints')
     t.ok(rows.some(r => r.includes(swarm.id) && r.includes('swarm') && r.includes('offline') && r.includes('closed')))
     t.same(JSON.parse(listJson.stdout).map((e: { name: string }) => e.name).sort(), ['db-01', 'swarm'])
@@ -90,7 +90,8 @@ if (!existsSync(bin)) {
       { args: ['token', 'create-relay', ...at], code: 2, match: /required option '--name <name>'/, what: 'a missing flag' },
       { args: ['endpoint', 'list', '--server', 'hub:8080', '--token-file', server.adminTokenFile], code: 2, match: /--server must be http\(s\):\/\//, what: 'a bad server URL' },
       { args: ['endpoint', 'list', '--server', server.httpsUrl!, '--server-fingerprint', 'ab'.repeat(32), '--token-file', server.adminTokenFile], code: 1, match: /RG_ERR_PIN_MISMATCH/, what: 'a wrong pin' },
-      { args: ['endpoint', 'list', '--server', 'http://127.0.0.1:1', '--token-file', server.adminTokenFile], code: 1, match: /cannot reach the server/, what: 'no server' }
+      { args: ['endpoint', 'list', '--server', 'http://127.0.0.1:1', '--token-file', server.adminTokenFile], code: 1, match: /cannot reach the server.*check --server\) \(RG_ERR_SERVER_UNREACHABLE\)/, what: 'no server' },
+      { args: ['endpoint', 'list', '--server', server.httpsUrl!, '--token-file', server.adminTokenFile], code: 1, match: new RegExp(`pin it with --server-fingerprint ${server.fingerprint!} \\(RG_ERR_PIN_MISMATCH\\)`), what: 'a self-signed server: the fingerprint to pin' }
     ]
     const results = await runAll(t, cases)
     cases.forEach((c, i) => {

@@ -1,4 +1,5 @@
 import t from 'tap'
+import { readFileSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import { startSite, startAgent, startServer, eventually } from '../helpers/cluster.js'
 
@@ -93,6 +94,11 @@ t.test('server and relay /metrics show a live site', async t => {
   t.equal(value(s.series, 'relaygate_server_artifacts_stored_bytes'), body.length)
   t.equal(value(s.series, 'relaygate_server_artifact_served_bytes_total'), body.length)
   t.ok(s.series.has('nodejs_heap_size_used_bytes'), 'process metrics included')
+  t.equal(value(s.series, 'relaygate_server_agent_auth_requests_total'), 1, 'one agent authentication asked for')
+  t.notOk([...s.series.keys()].some(k => k.startsWith('relaygate_hub_')), 'every series of the server is named relaygate_server_…')
+  const version = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version as string
+  t.equal(value(s.series, `relaygate_build_info{role="server",version="${version}",node="${process.version}"}`), 1, 'the server\'s build')
+  t.equal(value(r.series, `relaygate_build_info{role="relay",version="${version}",node="${process.version}"}`), 1, 'the relay\'s build')
 
   // Counters survive the link dropping; the gauges follow it.
   const before = value(s.series, 'relaygate_server_relay_link_received_bytes_total')

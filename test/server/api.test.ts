@@ -185,6 +185,13 @@ t.test('relays: create, list before and after the relay links', async t => {
   t.equal((await api.ok('GET', `/api/relays/${res.body.id}`)).revoked, true)
 })
 
+t.test('an endpoint made before any relay linked comes with a warning that its join token names no relay', async t => {
+  const { api } = await startServer(t)
+  const ep = await api.ok('POST', '/api/endpoints', { name: 'too-early' })
+  t.same(decodeJoinToken(ep.joinToken).relays, [])
+  t.match(ep.warning, /no relay has linked.*--relay/, 'and what to do about it')
+})
+
 t.test('a join token made as soon as a relay has linked names that relay, even when the store writes slowly', async t => {
   const { server, api } = await startServer(t)
   // A slow disk or a distant database: the relay record takes 300 ms to write.
@@ -294,6 +301,25 @@ t.test('tags: on create and PATCH, lists filtered by tag and status, jobs aimed 
   t.same(view.targets.map((x: any) => x.endpointId).sort(), [a.id, b.id].sort())
   const none = await api.request('POST', '/api/jobs', { artifact: 'tool.bin', tags: ['nowhere'] })
   t.equal(none.status, 404)
+})
+
+t.test('an upload under a taken artifact name is refused unless it asks to replace', async t => {
+  const { api } = await startServer(t)
+  const put = async (query: string, body: string): Promise<{ status: number, body: any }> => {
+    const res = await fetch(`${api.baseUrl}/api/artifacts/app.tgz${query}`, { method: 'PUT', headers: { authorization: `Bearer ${api.token}` }, body })
+    return { status: res.status, body: await res.json() }
+  }
+  const first = await put('', 'one')
+  t.equal(first.status, 201)
+  const again = await put('', 'two')
+  t.equal(again.status, 409)
+  t.equal(again.body.error.code, 'RG_ERR_ARTIFACT_EXISTS')
+  t.match(again.body.error.message, /replace=1/, 'it says how to replace it')
+  t.equal((await api.ok('GET', '/api/artifacts/app.tgz')).sha256, first.body.sha256, 'the first one stays')
+  const replaced = await put('?replace=1', 'two')
+  t.equal(replaced.status, 201)
+  t.not(replaced.body.sha256, first.body.sha256)
+  t.equal((await api.ok('GET', '/api/artifacts/app.tgz')).sha256, replaced.body.sha256, 'replaced when asked')
 })
 
 t.test('unknown routes are 404, wrong methods 405', async t => {

@@ -4,7 +4,7 @@
 import t from 'tap'
 import { join } from 'node:path'
 import { openBrowser, signIn, shot } from '../helpers/browser.js'
-import { startSite, tempDir, eventually } from '../helpers/cluster.js'
+import { startSite, tempDir } from '../helpers/cluster.js'
 import { uploadArtifact } from '../helpers/artifacts.js'
 import { scriptBuild, UnitAgent } from '../helpers/updates.js'
 
@@ -15,14 +15,22 @@ t.test('updates: start a rollout from the page, follow each target, pause and re
   const v2 = scriptBuild(dir, '0.3.2')
   t.equal((await uploadArtifact(site.api, 'relaygate-next', v2.bytes)).status, 201)
   const names = ['web-01', 'web-02', 'db-01']
+  const units: UnitAgent[] = []
+  const unitFor = (i: number, joinToken: string): UnitAgent => new UnitAgent(t, join(dir, `agent-${i}`), { path: v1.path, version: '0.3.1' }, () => ({ joinToken }))
+  const tokens: string[] = []
   for (const [i, name] of names.entries()) {
     const e = await site.api.ok('POST', '/api/endpoints', { name, tags: [name.startsWith('web') ? 'web' : 'db', 'site-a'] })
-    await new UnitAgent(t, join(dir, `agent-${i}`), { path: v1.path, version: '0.3.1' }, () => ({ joinToken: e.joinToken })).start().whenOnline()
+    tokens.push(e.joinToken)
+    units.push(unitFor(i, e.joinToken))
+    await units[i].start().whenOnline()
   }
   const { page, problems } = await openBrowser(t)
   await signIn(page, site.server.httpUrl, site.api.token, '#/endpoints')
   await page.waitForFunction(() => [...(globalThis as any).document.querySelectorAll('[data-testid=agent-version]')].filter((c: any) => c.textContent === '0.3.1').length === 3)
 
+  // web-02 and db-01 go offline: the rollout's canary (web-01, the first) goes alone.
+  await units[1].stop()
+  await units[2].stop()
   await page.click('nav.nav a[href="#/updates"]')
   await page.waitForSelector('[data-page=updates] [data-testid=updates-table]')
   t.match(await page.textContent('[data-testid=updates-table] tbody'), /No updates yet/)
@@ -32,17 +40,20 @@ t.test('updates: start a rollout from the page, follow each target, pause and re
   await page.fill('[data-testid=new-update] input[name=maxParallel]', '1')
   await page.click('[data-testid=new-update] button[type=submit]')
   await page.waitForSelector('[data-page=update]')
-  // Pause as soon as the page shows it running: the canary (one target) goes on, the rest wait.
+  const id = await page.getAttribute('[data-page=update]', 'data-update')
+  // The page follows the canary to its end, then it is paused; the others come back while it is.
+  await page.waitForSelector('[data-testid=update-targets] tr[data-state=succeeded]', { timeout: 30_000 })
   await page.click('button:has-text("Pause")')
   await page.waitForSelector('[data-page=update][data-state=paused]')
   await page.waitForSelector('button:has-text("Resume")')
-  const id = await page.getAttribute('[data-page=update]', 'data-update')
-  const paused = await eventually(async () => {
-    const v = await site.api.ok('GET', `/api/updates/${id}`)
-    return v.counts.inFlight === 0 ? v : null
-  }, 30_000)
-  t.ok(paused.counts.pending >= 2, 'the rest wait while paused')
-  await page.waitForFunction(() => (globalThis as any).document.querySelectorAll('[data-testid=update-targets] tr[data-state=pending]').length >= 2)
+  units[1] = unitFor(1, tokens[1])
+  units[2] = unitFor(2, tokens[2])
+  await units[1].start().whenOnline()
+  await units[2].start().whenOnline()
+  await new Promise(resolve => setTimeout(resolve, 1500)) // more than a tick of the rollout
+  const paused = await site.api.ok('GET', `/api/updates/${id}`)
+  t.same([paused.state, paused.counts.succeeded, paused.counts.pending], ['paused', 1, 2], 'back online, the rest still wait while paused')
+  await page.waitForFunction(() => (globalThis as any).document.querySelectorAll('[data-testid=update-targets] tr[data-state=pending]').length === 2)
   t.match(await page.textContent('[data-testid=update-targets]'), /canary/, 'the canary is marked')
   await shot(page, 'update-paused')
 
@@ -72,6 +83,11 @@ t.test('updates: start a rollout from the page, follow each target, pause and re
   await page.waitForSelector('[data-page=update][data-state=succeeded]')
   const overflow = await page.evaluate(() => (globalThis as any).document.documentElement.scrollWidth - (globalThis as any).innerWidth)
   t.ok(overflow <= 1, `no sideways scroll of the page at 390 px (${overflow} px)`)
+  const bar = await page.evaluate(() => (globalThis as any).document.querySelector('.sidebar').getBoundingClientRect().height)
+  t.ok(bar <= 110, `the navigation is one compact bar at 390 px (${Math.round(bar)} px of 800)`)
+  const table = await page.evaluate(() => { const w = (globalThis as any).document.querySelector('[data-page=update] .table-wrap'); return { client: w.clientWidth, scroll: w.scrollWidth, right: w.getBoundingClientRect().right } })
+  t.ok(table.right <= 390 + 1, 'the table\'s frame fits the screen')
+  t.ok(table.scroll >= table.client, 'and its columns scroll inside it')
   await shot(page, 'update-phone')
   t.same(problems, [], 'no page errors')
 })
