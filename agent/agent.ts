@@ -14,6 +14,7 @@ import {
 import { deriveTunnelRoot } from '../protocol/tunnel-crypto.js'
 import { WsTransport } from '../protocol/ws-transport.js'
 import { dialWebSocket } from '../common/dial.js'
+import { proxyFor } from '../common/proxy.js'
 import { Backoff } from '../common/backoff.js'
 import { computeProof, deriveAuthKey } from '../protocol/auth.js'
 import { writeFileAtomic, writeReadyFile } from '../common/files.js'
@@ -156,7 +157,7 @@ export class RelaygateAgent extends EventEmitter {
   private relayAccess (): RelayAccess | null {
     return this.currentRelay === null || this.downloadToken === null || this.state !== 'online'
       ? null
-      : { url: this.currentRelay.url, fingerprints: this.currentRelay.fingerprints, downloadToken: this.downloadToken }
+      : { url: this.currentRelay.url, fingerprints: this.currentRelay.fingerprints, downloadToken: this.downloadToken, proxy: proxyFor(this.currentRelay.url, this.config.proxy) }
   }
 
   /** Sends a report up to the server with its end-to-end MAC (dropped when offline). */
@@ -282,7 +283,7 @@ export class RelaygateAgent extends EventEmitter {
     const url = `${relay.url}/agent`
     let ws
     try {
-      ws = await dialWebSocket(url, { fingerprints: relay.fingerprints, maxPayload: 4 * (AGENT_MAX_PAYLOAD + HEADER_SIZE) })
+      ws = await dialWebSocket(url, { fingerprints: relay.fingerprints, maxPayload: 4 * (AGENT_MAX_PAYLOAD + HEADER_SIZE), proxy: proxyFor(url, this.config.proxy) })
     } catch (err) {
       const coded = toRelaygateError(err, 'RG_ERR_NO_RELAY')
       this.log.warn({ relay: relay.url, code: coded.code, message: coded.message }, 'cannot reach relay')

@@ -3,6 +3,7 @@ import { RelaygateError } from '../protocol/errors.js'
 import { decodeJoinToken, normalizeFingerprint, type JoinToken, type RelayAddress } from '../protocol/token.js'
 import { SHA256_HEX } from '../common/sha256.js'
 import type { SelfUpdateHost } from '../common/self-update.js'
+import { verifyProxyUrl } from '../common/proxy.js'
 
 export interface AgentConfig {
   joinToken: string
@@ -36,6 +37,8 @@ export interface AgentConfig {
   selfUpdate?: SelfUpdateHost
   /** The version this agent reports (default: the build's): in-process fleets that play several builds. */
   version?: string
+  /** An HTTP CONNECT proxy to the relays (default: HTTPS_PROXY and the like, with NO_PROXY). */
+  proxy?: string
 }
 
 export const agentDefaults: Omit<AgentConfig, 'joinToken'> = {
@@ -61,6 +64,7 @@ export function verifyAgentConfig (input: Partial<AgentConfig>): VerifiedAgentCo
   const config = { ...agentDefaults, ...clean } as AgentConfig
   if (typeof config.joinToken !== 'string' || config.joinToken === '') throw new RelaygateError('RG_ERR_CONFIG', '--join-token is required (from POST /api/endpoints)')
   const token = decodeJoinToken(config.joinToken)
+  if (config.proxy !== undefined && config.proxy !== '') verifyProxyUrl(config.proxy)
   if (config.edgeId !== undefined && !uuidPattern.test(config.edgeId)) throw new RelaygateError('RG_ERR_CONFIG', `--edge-id must be a UUID, got ${config.edgeId}`)
   const pins = config.pins.map(normalizeFingerprint)
   for (const p of pins) if (!SHA256_HEX.test(p)) throw new RelaygateError('RG_ERR_CONFIG', `--pin must be a sha256 fingerprint (64 hex digits), got ${p}`)

@@ -7,6 +7,7 @@ import type { Logger } from 'pino'
 import { RelaygateError, toRelaygateError, type ErrorCodeName } from '../protocol/errors.js'
 import { normalizeFingerprint } from '../protocol/token.js'
 import { TransferProgress } from '../common/progress.js'
+import { connectThrough, tlsOver } from '../common/proxy.js'
 import { Backoff } from '../common/backoff.js'
 
 /**
@@ -16,7 +17,7 @@ import { Backoff } from '../common/backoff.js'
  */
 
 /** The relay link's URL (ws:// or wss://), its accepted fingerprints, and our download token. */
-export interface RelayAccess { url: string, fingerprints: string[], downloadToken: string }
+export interface RelayAccess { url: string, fingerprints: string[], downloadToken: string, proxy?: URL | null }
 
 export interface DownloadJob { jobId: string, sha256: string, size: number, deadline: number }
 
@@ -36,17 +37,26 @@ export interface DownloadContext {
 const RELAY_POLL_MS = 250
 
 /** Opens a connection to the relay's HTTP port, checking the certificate pin before any byte is sent. */
-async function connectRelay (url: URL, fingerprints: string[]): Promise<net.Socket> {
+async function connectRelay (url: URL, fingerprints: string[], proxy: URL | null = null): Promise<net.Socket> {
   const port = Number(url.port === '' ? (url.protocol === 'https:' ? 443 : 80) : url.port)
   const host = url.hostname.replace(/^\[|\]$/g, '')
+  // Through a proxy: a CONNECT tunnel, and TLS to the relay inside it (the pins apply end to end).
+  const tunnel = proxy === null ? null : await connectThrough(proxy, host, port)
   if (url.protocol !== 'https:') {
+    if (tunnel !== null) return tunnel
     const sock = net.connect({ host, port })
     await once(sock, 'connect')
     return sock
   }
   const pins = fingerprints.map(normalizeFingerprint)
-  const sock = tls.connect({ host, port, servername: net.isIP(host) === 0 ? host : undefined, rejectUnauthorized: pins.length === 0 })
+  const sock = tunnel !== null
+    ? tlsOver(tunnel, host)
+    : tls.connect({ host, port, servername: net.isIP(host) === 0 ? host : undefined, rejectUnauthorized: false })
   await once(sock, 'secureConnect')
+  if (pins.length === 0 && !sock.authorized) {
+    sock.destroy()
+    throw new RelaygateError('RG_ERR_PIN_MISMATCH', `relay certificate is not one a trusted CA vouches for (${String(sock.authorizationError)})`)
+  }
   if (pins.length > 0) {
     const fp = normalizeFingerprint(sock.getPeerCertificate().fingerprint256 ?? '')
     if (!pins.includes(fp)) {
@@ -108,7 +118,7 @@ async function fetchOnce (job: DownloadJob, part: string, relay: RelayAccess, lo
     have = 0
   }
   if (job.size >= 0 && have === job.size) return
-  const socket = await connectRelay(base, relay.fingerprints)
+  const socket = await connectRelay(base, relay.fingerprints, relay.proxy ?? null)
   const headers: Record<string, string> = { authorization: `Bearer ${relay.downloadToken}`, host: base.host }
   if (have > 0) {
     headers.range = `bytes=${have}-`

@@ -7,6 +7,8 @@ import { TransferProgress } from '../common/progress.js'
 import { readAdminToken } from './connect.js'
 import { adminRequest, verifyServerUrl, type AdminTarget } from './http-client.js'
 import { opt, parseCount, collect } from './options.js'
+import { readLogin } from './login.js'
+import { registerOperatorCommands } from './operator.js'
 
 /**
  * Operator helpers that speak to the admin API, for people without curl:
@@ -18,16 +20,21 @@ import { opt, parseCount, collect } from './options.js'
  */
 export function registerAdminCommands (program: Command, fail: (err: unknown) => never): void {
   const withServer = (cmd: Command): Command => cmd
-    .addOption(opt('--server <url>', 'server URL, e.g. http://hub:8080').makeOptionMandatory())
-    .addOption(opt('--token-file <file>', 'admin token file (default ./data/admin-token; RELAYGATE_ADMIN_TOKEN wins)'))
+    .addOption(opt('--server <url>', 'server URL, e.g. http://hub:8080 (default: the one relaygate login saved)'))
+    .addOption(opt('--token-file <file>', 'admin token file (default: the token relaygate login saved, else ./data/admin-token; RELAYGATE_ADMIN_TOKEN wins)'))
     .addOption(opt('--server-fingerprint <sha256>', 'pin the server\'s self-signed HTTPS certificate'))
     .addOption(opt('--json', 'print the API\'s answer as JSON'))
 
-  const target = (o: Record<string, any>): AdminTarget => ({
-    server: verifyServerUrl(o.server),
-    token: readAdminToken(o.tokenFile),
-    serverFingerprint: o.serverFingerprint
-  })
+  // Flags and variables first, then what relaygate login saved (its token and pin only for its server).
+  const target = (o: Record<string, any>): AdminTarget => {
+    const login = readLogin()
+    if (o.server === undefined && login === null) throw new RelaygateError('RG_ERR_CONFIG', '--server is required (or run relaygate login --server URL once)')
+    const server = verifyServerUrl(o.server ?? login!.server)
+    const saved = login !== null && login.server === server ? login : null
+    const fromEnv = process.env.RELAYGATE_ADMIN_TOKEN
+    const token = fromEnv === undefined || fromEnv === '' ? (o.tokenFile === undefined && saved !== null ? saved.token : readAdminToken(o.tokenFile)) : fromEnv.trim()
+    return { server, token, serverFingerprint: o.serverFingerprint ?? saved?.serverFingerprint }
+  }
   const out = (text: string): void => { process.stdout.write(text.endsWith('\n') ? text : text + '\n') }
   const run = (fn: (...args: any[]) => Promise<void>) => async (...args: any[]): Promise<void> => {
     try {
@@ -138,13 +145,16 @@ export function registerAdminCommands (program: Command, fail: (err: unknown) =>
     }))
 
   registerUpdateCommands(program, { withServer, target, out, run })
+  registerOperatorCommands(program, { withServer, target, out, run, table }, { endpoint, artifact })
 }
 
-interface AdminHelpers {
+export interface AdminHelpers {
+  /** Adds --server, --token-file, --server-fingerprint and --json. */
   withServer: (cmd: Command) => Command
   target: (o: Record<string, any>) => AdminTarget
   out: (text: string) => void
   run: (fn: (...args: any[]) => Promise<void>) => (...args: any[]) => Promise<void>
+  table?: (rows: string[][]) => string
 }
 
 interface RolloutView {
@@ -235,7 +245,7 @@ function otherKinds (shown: string | null | undefined, all: Record<string, strin
 }
 
 /** Left-aligned columns, two spaces apart. */
-function table (rows: string[][]): string {
+export function table (rows: string[][]): string {
   const widths = rows[0].map((_, i) => Math.max(...rows.map(r => r[i].length)))
   return rows.map(r => r.map((cell, i) => i === r.length - 1 ? cell : cell.padEnd(widths[i])).join('  ')).join('\n')
 }

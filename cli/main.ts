@@ -124,6 +124,7 @@ if (typeof RELAYGATE_BUNDLE_ROLE === 'undefined' || RELAYGATE_BUNDLE_ROLE === 'r
     .addOption(opt('--public-url <url>', 'ws:// or wss:// URL agents should dial (repeatable)').argParser(collect))
     .addOption(opt('--server-fingerprint <sha256>', 'pin the server\'s certificate (https server with a self-signed certificate; repeatable)').argParser(collect))
     .addOption(opt('--name <name>', 'name reported to the server'))
+    .addOption(opt('--proxy <url>', 'an HTTP CONNECT proxy to the server, http://user:pass@proxy:3128 (default: HTTPS_PROXY/HTTP_PROXY, with NO_PROXY)'))
     .addOption(opt('--cache-max-bytes <n>', 'artifact cache budget, e.g. 10GiB').default(10 * 1024 ** 3).argParser(parseBytes))
     .addOption(opt('--give-up-after <seconds>', 'stop after this long without reaching the server (0 = never)').default(86_400).argParser(parseSeconds))
     .addOption(opt('--listen-retry <seconds>', 'keep trying an address that cannot be listened on yet (not up at boot) this long; a port another process holds fails at once').default(60).argParser(parseSeconds))
@@ -137,7 +138,7 @@ if (typeof RELAYGATE_BUNDLE_ROLE === 'undefined' || RELAYGATE_BUNDLE_ROLE === 'r
         let stop: ((code: number, why: string) => void) | null = null
         const relay = await buildRelay({
           server: o.server, token: o.token, dataDir: o.dataDir, host: o.host, port: o.port, tlsPort: o.tlsPort, tlsCert: o.tlsCert, tlsKey: o.tlsKey,
-          publicUrls: o.publicUrl ?? [], serverFingerprint: o.serverFingerprint, name: o.name, cacheMaxBytes: o.cacheMaxBytes,
+          publicUrls: o.publicUrl ?? [], serverFingerprint: o.serverFingerprint, name: o.name, proxy: o.proxy, cacheMaxBytes: o.cacheMaxBytes,
           giveUpAfterMs: o.giveUpAfter * 1000, listenRetryMs: o.listenRetry * 1000, readyFile: o.readyFile, pushFlags: o.pushFlags !== false
         }, logger, {
           onFatal: stopped,
@@ -161,6 +162,7 @@ if (typeof RELAYGATE_BUNDLE_ROLE === 'undefined' || RELAYGATE_BUNDLE_ROLE === 'a
     .addOption(opt('--allow-tcp <ports>', 'agent-side TCP ports (on 127.0.0.1) that `relaygate connect` may reach, e.g. 22,5432').argParser(collectPorts))
     .addOption(opt('--allow-exec', 'allow jobs to run commands'))
     .addOption(opt('--files-dir <dir>', 'where jobs place artifacts (default <data-dir>/files)'))
+    .addOption(opt('--proxy <url>', 'an HTTP CONNECT proxy to the relays, http://user:pass@proxy:3128 (default: HTTPS_PROXY/HTTP_PROXY, with NO_PROXY)'))
     .addOption(opt('--give-up-after <seconds>', 'stop after this long without reaching any relay (0 = never)').default(86_400).argParser(parseSeconds))
     .addOption(opt('--ready-file <file>', 'write {edgeId, endpointId, relay} here once accepted'))
     .addOption(opt('--stop-timeout <seconds>', 'on SIGTERM, wait this long for running jobs to finish and be reported').default(30).argParser(parseSeconds))
@@ -171,7 +173,7 @@ if (typeof RELAYGATE_BUNDLE_ROLE === 'undefined' || RELAYGATE_BUNDLE_ROLE === 'a
         const { RelaygateAgent } = await import('../agent/agent.js')
         const agent = new RelaygateAgent({
           joinToken: o.joinToken, dataDir: o.dataDir, edgeId: o.edgeId, relays: o.relay ?? [], pins: o.pin ?? [],
-          tunnelTarget: o.tunnelTarget, allowTcp: o.allowTcp ?? [], allowExec: o.allowExec === true, filesDir: o.filesDir, giveUpAfterMs: o.giveUpAfter * 1000, readyFile: o.readyFile,
+          tunnelTarget: o.tunnelTarget, allowTcp: o.allowTcp ?? [], allowExec: o.allowExec === true, filesDir: o.filesDir, proxy: o.proxy, giveUpAfterMs: o.giveUpAfter * 1000, readyFile: o.readyFile,
           drainTimeoutMs: o.stopTimeout * 1000
         }, logger)
         agent.on('fatal', stopped)

@@ -1,5 +1,7 @@
 import WebSocket from 'ws'
 import type { TLSSocket } from 'node:tls'
+import type { Socket } from 'node:net'
+import { connectThrough, tlsOver } from './proxy.js'
 import { RelaygateError } from '../protocol/errors.js'
 import { normalizeFingerprint } from '../protocol/token.js'
 import { zeroMask } from '../protocol/ws-transport.js'
@@ -13,6 +15,8 @@ export interface DialOptions {
   onSecure?: (socket: TLSSocket) => void
   /** The flag that pins a certificate for whoever dials (named when a certificate is not trusted): --pin, --server-fingerprint. */
   pinFlag?: string
+  /** An HTTP CONNECT proxy to go through (common/proxy.ts: proxyFor), or null/absent for a direct connection. */
+  proxy?: URL | null
 }
 
 /**
@@ -23,11 +27,20 @@ export interface DialOptions {
  * certificate that fails is named by its fingerprint, with the flag that
  * would pin it (a self-signed relay or server is the usual case).
  */
-export function dialWebSocket (url: string, options: DialOptions): Promise<WebSocket> {
+export async function dialWebSocket (url: string, options: DialOptions): Promise<WebSocket> {
   const pins = (options.fingerprints ?? []).map(normalizeFingerprint)
   const secure = url.startsWith('wss:')
-  return new Promise((resolve, reject) => {
+  // Through a proxy: a CONNECT tunnel first, then the WebSocket (and its TLS) inside it, end to end.
+  let createConnection: (() => Socket) | undefined
+  if (options.proxy != null) {
+    const target = new URL(url)
+    const host = target.hostname.replace(/^\[|\]$/g, '')
+    const tunnel = await connectThrough(options.proxy, host, Number(target.port === '' ? (secure ? 443 : 80) : target.port), options.timeoutMs)
+    createConnection = secure ? () => tlsOver(tunnel, host) : () => tunnel
+  }
+  return await new Promise((resolve, reject) => {
     const ws = new WebSocket(url, {
+      ...(createConnection === undefined ? {} : { createConnection }),
       maxPayload: options.maxPayload,
       perMessageDeflate: false,
       generateMask: zeroMask,

@@ -66,7 +66,8 @@ export const ErrorCode = {
   RG_ERR_UPDATE_ABORTED: { close: 0, status: 409, message: 'the rollout was aborted before this target updated' },
   RG_ERR_UPDATE_STATE: { close: 0, status: 409, message: 'the rollout is not in a state that allows this' },
   RG_ERR_ARTIFACT_EXISTS: { close: 0, status: 409, message: 'an artifact with that name exists' },
-  RG_ERR_SERVER_UNREACHABLE: { close: 0, status: 503, message: 'the server cannot be reached' }
+  RG_ERR_SERVER_UNREACHABLE: { close: 0, status: 503, message: 'the server cannot be reached' },
+  RG_ERR_PROXY: { close: 0, status: 502, message: 'the HTTP proxy refused or failed the connection' }
 } as const
 
 export type ErrorCodeName = keyof typeof ErrorCode

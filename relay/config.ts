@@ -1,4 +1,5 @@
 import type { SelfUpdateHost } from '../common/self-update.js'
+import { verifyProxyUrl } from '../common/proxy.js'
 import { resolve } from 'node:path'
 import { RelaygateError } from '../protocol/errors.js'
 import { normalizeFingerprint } from '../protocol/token.js'
@@ -28,6 +29,8 @@ export interface RelayConfig {
   /** The pins, as verified (filled by verifyRelayConfig). */
   serverFingerprints: string[]
   name?: string
+  /** An HTTP CONNECT proxy to the server (default: HTTPS_PROXY and the like, with NO_PROXY). */
+  proxy?: string
   /** The versions dir self-updates install into (issue 16); default: the one-file executable's own under the data dir. */
   selfUpdate?: SelfUpdateHost
   /** The version this relay reports (default: the build's): in-process fleets that play several builds. */
@@ -96,6 +99,7 @@ export function verifyRelayConfig (input: Partial<RelayConfig>): RelayConfig {
     if (!['http:', 'https:', 'ws:', 'wss:'].includes(url.protocol)) throw new RelaygateError('RG_ERR_CONFIG', `--server must be http(s):// or ws(s)://, got ${url.protocol}`)
   }
   config.servers = [...new Set(servers.map(s => s.replace(/\/+$/, '')))]
+  if (config.proxy !== undefined && config.proxy !== '') verifyProxyUrl(config.proxy)
   if (typeof config.token !== 'string' || config.token === '') throw new RelaygateError('RG_ERR_CONFIG', '--token is required (a relay token from POST /api/relays or relaygate token create-relay)')
   if (config.token.length < 8 || /\s/.test(config.token)) {
     throw new RelaygateError('RG_ERR_CONFIG', `--token is not a relay token (${config.token.length} characters${/\s/.test(config.token) ? ', with spaces' : ''}): copy the whole rgr_… token POST /api/relays gave`)

@@ -86,6 +86,7 @@ export async function buildRelay (input: Partial<RelayConfig>, logger: Logger, h
   const link: ServerLink = new ServerLink({
     serverUrls: config.servers,
     serverFingerprints: config.serverFingerprints,
+    ...(config.proxy === undefined ? {} : { proxy: config.proxy }),
     logger: logger.child({ component: 'server-link' }),
     keepAliveMs: config.serverKeepAliveMs,
     livenessTimeoutMs: config.serverLivenessTimeoutMs,

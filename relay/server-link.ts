@@ -1,4 +1,5 @@
 import type { Logger } from 'pino'
+import { proxyFor } from '../common/proxy.js'
 import {
   Mux, DEFAULT_MAX_PAYLOAD, HEADER_SIZE, RelaygateError, ErrorCode, FATAL_CLOSE_CODES, toRelaygateError, type Frame, type MuxStream
 } from '../protocol/index.js'
@@ -15,6 +16,8 @@ export interface ServerLinkOptions {
   serverUrls: string[]
   /** Accepted certificate fingerprints for https/wss servers (any one). */
   serverFingerprints: string[]
+  /** --proxy: an HTTP CONNECT proxy to the server (else HTTPS_PROXY and the like, with NO_PROXY). */
+  proxy?: string
   hello: () => RelayHello
   logger: Logger
   keepAliveMs: number
@@ -104,7 +107,8 @@ export class ServerLink {
       ws = await dialWebSocket(url, {
         fingerprints: this.opts.serverFingerprints,
         maxPayload: DEFAULT_MAX_PAYLOAD + HEADER_SIZE,
-        pinFlag: '--server-fingerprint'
+        pinFlag: '--server-fingerprint',
+        proxy: proxyFor(url, this.opts.proxy)
       })
     } catch (err) {
       const coded = toRelaygateError(err, 'RG_ERR_UPSTREAM_UNAVAILABLE')

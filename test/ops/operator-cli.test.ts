@@ -1,0 +1,81 @@
+import t from 'tap'
+import { existsSync, readFileSync, statSync } from 'node:fs'
+import { join } from 'node:path'
+import { startSite, startAgent, startTarget, tempDir, eventually } from '../helpers/cluster.js'
+import { run, bin, type Env } from '../helpers/child.js'
+
+// Issue 17, a complete CLI: `relaygate login` once, then every operator
+// command without --server or a token (as gh auth login), tables on a
+// terminal and --json everywhere.
+if (!existsSync(bin)) {
+  t.fail(`${bin} is missing: run \`npm run build\` before the CLI tests`)
+} else {
+  t.test('login, then relays, endpoints, artifacts, jobs and settings without --server', async t => {
+    const { server, api, relayId } = await startSite(t)
+    const target = await startTarget(t)
+    const ep = await api.ok('POST', '/api/endpoints', { name: 'web-01', tunnelTarget: target.url })
+    await startAgent(t, ep.joinToken, { allowExec: true }).whenOnline()
+    const env: Env = { XDG_CONFIG_HOME: tempDir(t) }
+    const cli = async (...args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> => await run(t, args, env, undefined, 60_000)
+
+    const wrong = await run(t, ['login', '--server', server.httpUrl], { ...env, RELAYGATE_ADMIN_TOKEN: 'not-the-token-at-all' })
+    t.equal(wrong.code, 1, 'a token the server refuses is not saved')
+    t.match(wrong.stderr, /RG_ERR_UNAUTHORIZED/)
+    const saved = join(env.XDG_CONFIG_HOME, 'relaygate', 'cli.json')
+    t.notOk(existsSync(saved))
+    const login = await cli('login', '--server', server.httpUrl, '--token-file', server.adminTokenFile)
+    t.equal(login.code, 0, login.stderr)
+    t.equal(statSync(saved).mode & 0o777, 0o600, 'the saved login is readable by its owner only')
+    t.same(JSON.parse(readFileSync(saved, 'utf8')), { server: server.httpUrl, token: api.token })
+
+    const relays = await cli('relays', 'list')
+    t.equal(relays.code, 0, relays.stderr)
+    t.match(relays.stdout, new RegExp(`^ID\\s+NAME\\s+LINK\\s+AGENTS\\s+VERSION`, 'm'))
+    t.match(relays.stdout, new RegExp(`${relayId}\\s+site-a\\s+connected\\s+1\\s`), 'no --server, no token file: from the login')
+
+    t.match((await cli('endpoint', 'tag', ep.id, 'site-a', 'db')).stdout, /web-01: site-a,db/)
+    t.match((await cli('endpoint', 'tag', ep.id, '--remove', 'db')).stdout, /web-01: site-a$/m)
+    const show = await cli('endpoint', 'show', ep.id)
+    t.match(show.stdout, /status\s+online/)
+    t.match(show.stdout, /runs commands\s+true/)
+    t.match(show.stdout, /tags\s+site-a/)
+    const shown = JSON.parse((await cli('endpoint', 'show', ep.id, '--json')).stdout)
+    t.equal(shown.id, ep.id, '--json prints the API\'s answer')
+    const tunnel = await cli('endpoint', 'tunnel', ep.id)
+    t.equal(tunnel.code, 0, tunnel.stderr)
+    t.match(tunnel.stdout, /tunnel of .*: open/)
+    t.equal((await cli('endpoint', 'tunnel', ep.id, '--close')).code, 0)
+
+    const upload = await fetch(`${server.httpUrl}/api/artifacts/hello.sh`, { method: 'PUT', headers: { authorization: `Bearer ${api.token}` }, body: 'echo hello from $RELAYGATE_JOB_ID\n' })
+    t.equal(upload.status, 201)
+    t.match((await cli('artifact', 'list')).stdout, /hello\.sh\s+\d+\s+[0-9a-f]{64}/)
+    const job = await cli('job', 'create', '--artifact', 'hello.sh', '--tag', 'site-a', '--run', 'sh', 'hello.sh', '--watch')
+    t.equal(job.code, 0, job.stderr)
+    t.match(job.stdout, /job j\w+: succeeded \(hello\.sh\)/)
+    t.match(job.stdout, new RegExp(`${ep.id as string}\\s+web-01\\s+succeeded\\s+100%\\s+0`), 'a row per target, by name')
+    const jobId = /job (j\w+):/.exec(job.stdout)![1]
+    t.match((await cli('job', 'list')).stdout, new RegExp(`${jobId}\\s+hello\\.sh\\s+succeeded\\s+1`))
+    t.equal((await cli('job', 'watch', jobId)).code, 0)
+    const noTargets = await cli('job', 'create', '--artifact', 'hello.sh')
+    t.equal(noTargets.code, 2, 'a job needs --endpoint or --tag')
+
+    t.match((await cli('settings', 'set', 'checkinIntervalSeconds=10')).stdout, /checkinIntervalSeconds\s+10/)
+    t.equal((await api.ok('GET', '/api/settings')).checkinIntervalSeconds, 10)
+    t.match((await cli('settings', 'get')).stdout, /checkinIntervalSeconds\s+10/)
+    const badSetting = await cli('settings', 'set', 'checkinIntervalSeconds=fast')
+    t.equal(badSetting.code, 1)
+    t.match(badSetting.stderr, /RG_ERR_BAD_REQUEST/)
+
+    t.equal((await cli('artifact', 'delete', 'hello.sh')).code, 0)
+    t.same(await api.ok('GET', '/api/artifacts'), [])
+    t.equal((await cli('endpoint', 'delete', ep.id)).code, 0)
+    t.equal((await api.request('GET', `/api/endpoints/${ep.id as string}`)).status, 404)
+    t.equal((await cli('relays', 'revoke', relayId)).code, 0)
+    await eventually(async () => (await api.ok('GET', `/api/relays/${relayId}`)).revoked === true || undefined)
+
+    // Another server named on the command line does not get the saved token.
+    const elsewhere = await cli('relays', 'list', '--server', 'http://127.0.0.1:1')
+    t.equal(elsewhere.code, 2)
+    t.match(elsewhere.stderr, /--token-file: cannot read/)
+  })
+}
