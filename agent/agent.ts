@@ -170,7 +170,7 @@ export class RelaygateAgent extends EventEmitter {
 
   /** Sends a snapshot of this machine up to the server. */
   async sendSnapshot (reason: string): Promise<void> {
-    const snapshot = await takeSnapshot({ edgeId: this.edgeId, dataDir: this.config.dataDir, tunnelTarget: this.config.tunnelTarget, startedAt: this.startedAt, version: this.version, allowExec: this.config.allowExec })
+    const snapshot = await takeSnapshot({ edgeId: this.edgeId, dataDir: this.config.dataDir, tunnelTarget: this.config.tunnelTarget, startedAt: this.startedAt, version: this.version, allowExec: this.config.allowExec, tags: this.config.tags })
     if (this.state !== 'online') return
     this.report({ t: 'snapshot', reason, snapshot, takenAt: Date.now() })
     this.snapshotsSent++

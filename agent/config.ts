@@ -39,6 +39,8 @@ export interface AgentConfig {
   version?: string
   /** An HTTP CONNECT proxy to the relays (default: HTTPS_PROXY and the like, with NO_PROXY). */
   proxy?: string
+  /** Tags this agent adds to its endpoint (self-registration): site-a, db, … */
+  tags?: string[]
 }
 
 export const agentDefaults: Omit<AgentConfig, 'joinToken'> = {
@@ -65,6 +67,10 @@ export function verifyAgentConfig (input: Partial<AgentConfig>): VerifiedAgentCo
   if (typeof config.joinToken !== 'string' || config.joinToken === '') throw new RelaygateError('RG_ERR_CONFIG', '--join-token is required (from POST /api/endpoints)')
   const token = decodeJoinToken(config.joinToken)
   if (config.proxy !== undefined && config.proxy !== '') verifyProxyUrl(config.proxy)
+  for (const tag of config.tags ?? []) {
+    if (!/^[A-Za-z0-9._:-]{1,64}$/.test(tag)) throw new RelaygateError('RG_ERR_CONFIG', `--tag ${tag.slice(0, 70)}: 1-64 letters, digits or . _ : -`)
+  }
+  if ((config.tags ?? []).length > 32) throw new RelaygateError('RG_ERR_CONFIG', '--tag: at most 32 tags')
   if (config.edgeId !== undefined && !uuidPattern.test(config.edgeId)) throw new RelaygateError('RG_ERR_CONFIG', `--edge-id must be a UUID, got ${config.edgeId}`)
   const pins = config.pins.map(normalizeFingerprint)
   for (const p of pins) if (!SHA256_HEX.test(p)) throw new RelaygateError('RG_ERR_CONFIG', `--pin must be a sha256 fingerprint (64 hex digits), got ${p}`)

@@ -12,6 +12,8 @@ export interface SnapshotOptions {
   version?: string
   /** Whether jobs may run commands here (--allow-exec): the job form shows it. */
   allowExec?: boolean
+  /** --tag: tags the agent adds to its endpoint. */
+  tags?: string[]
 }
 
 /** Asks an HTTP (or unix socket) target about itself: Docker's /info when it is a Docker API. */
@@ -76,6 +78,7 @@ export async function takeSnapshot (options: SnapshotOptions): Promise<Record<st
     agentUptimeSeconds: Math.round((Date.now() - options.startedAt) / 1000),
     agentVersion: options.version ?? VERSION,
     allowExec: options.allowExec === true,
+    ...((options.tags ?? []).length > 0 ? { tags: options.tags } : {}),
     node: process.version
   }
   if (options.tunnelTarget !== undefined) snapshot.target = await describeTarget(options.tunnelTarget)

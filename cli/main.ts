@@ -163,6 +163,7 @@ if (typeof RELAYGATE_BUNDLE_ROLE === 'undefined' || RELAYGATE_BUNDLE_ROLE === 'a
     .addOption(opt('--allow-exec', 'allow jobs to run commands'))
     .addOption(opt('--files-dir <dir>', 'where jobs place artifacts (default <data-dir>/files)'))
     .addOption(opt('--proxy <url>', 'an HTTP CONNECT proxy to the relays, http://user:pass@proxy:3128 (default: HTTPS_PROXY/HTTP_PROXY, with NO_PROXY)'))
+    .addOption(opt('--tag <tag>', 'a tag this agent adds to its endpoint (repeatable), e.g. site-a').argParser(collect))
     .addOption(opt('--give-up-after <seconds>', 'stop after this long without reaching any relay (0 = never)').default(86_400).argParser(parseSeconds))
     .addOption(opt('--ready-file <file>', 'write {edgeId, endpointId, relay} here once accepted'))
     .addOption(opt('--stop-timeout <seconds>', 'on SIGTERM, wait this long for running jobs to finish and be reported').default(30).argParser(parseSeconds))
@@ -173,7 +174,7 @@ if (typeof RELAYGATE_BUNDLE_ROLE === 'undefined' || RELAYGATE_BUNDLE_ROLE === 'a
         const { RelaygateAgent } = await import('../agent/agent.js')
         const agent = new RelaygateAgent({
           joinToken: o.joinToken, dataDir: o.dataDir, edgeId: o.edgeId, relays: o.relay ?? [], pins: o.pin ?? [],
-          tunnelTarget: o.tunnelTarget, allowTcp: o.allowTcp ?? [], allowExec: o.allowExec === true, filesDir: o.filesDir, proxy: o.proxy, giveUpAfterMs: o.giveUpAfter * 1000, readyFile: o.readyFile,
+          tunnelTarget: o.tunnelTarget, allowTcp: o.allowTcp ?? [], allowExec: o.allowExec === true, filesDir: o.filesDir, proxy: o.proxy, tags: o.tag, giveUpAfterMs: o.giveUpAfter * 1000, readyFile: o.readyFile,
           drainTimeoutMs: o.stopTimeout * 1000
         }, logger)
         agent.on('fatal', stopped)

@@ -81,6 +81,15 @@ export function registerOperatorCommands (program: Command, h: Required<AdminHel
       const changed = await api(o, 'PATCH', `/api/endpoints/${encodeURIComponent(id)}`, { tags })
       print(o, changed, () => `${changed.name as string}: ${(changed.tags as string[]).join(',') || '(no tags)'}`)
     }))
+  h.withServer(endpoint.command('reissue-token').description('A new join token (shown once); the old one stops working at once: agents using it are stopped.').argument('<id>'))
+    .action(h.run(async (id: string, o: Record<string, any>) => {
+      const e = await api(o, 'POST', `/api/endpoints/${encodeURIComponent(id)}/join-token`)
+      print(o, e, () => [
+        `join token of "${e.name as string}" re-issued (shown only now): ${e.joinToken as string}`,
+        `warning: ${e.warning as string}`, '', 'Run the agent on the machine with it:', '', `  ${e.command as string}`,
+        ...(typeof e.installCommand === 'string' ? ['', 'Or install it there:', '', `  ${e.installCommand as string}`] : [])
+      ].join('\n'))
+    }))
   h.withServer(endpoint.command('tunnel').description('Open the endpoint\'s tunnel (waits until it is open), or --close it.').argument('<id>')
     .addOption(opt('--close', 'close it instead', 'endpoint')))
     .action(h.run(async (id: string, o: Record<string, any>) => {

@@ -36,6 +36,7 @@ import type { TunnelInfo } from './tunnels.js'
 export type ClusterMessage =
   | { kind: 'settings' }
   | { kind: 'endpoint-deleted', endpointId: string }
+  | { kind: 'endpoint-rekeyed', endpointId: string }
   | { kind: 'relay-revoked', relayId: string }
   | { kind: 'job', jobId: string }
   | { kind: 'changed', topic: EventTopic }

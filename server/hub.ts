@@ -243,7 +243,7 @@ export class RelayHub {
   }
 
   /** Disconnects and refuses an endpoint's agents (after deletion). */
-  kickEndpoint (endpointId: string, code: 'RG_ERR_ENDPOINT_DELETED' | 'RG_ERR_ENDPOINT_UNKNOWN', message: string): void {
+  kickEndpoint (endpointId: string, code: 'RG_ERR_ENDPOINT_DELETED' | 'RG_ERR_ENDPOINT_UNKNOWN' | 'RG_ERR_AUTH', message: string): void {
     this.flags.delete(endpointId)
     // The agents hear it from the server, authenticated: a relay's close code alone does not stop an agent that was online.
     for (const ref of this.agentsOf(endpointId)) ref.order({ t: 'stop', code, message })

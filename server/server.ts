@@ -26,6 +26,8 @@ import { TunnelManager } from './tunnels.js'
 import { ArtifactStore } from './artifacts.js'
 import { JobManager } from './jobs.js'
 import { UpdateManager } from './updates.js'
+import { REKEYED_MESSAGE } from './api/endpoints.js'
+import { TAG } from './http-util.js'
 import { createTunnelProxy } from './proxy.js'
 import { EventHub, type EventTopic } from './events.js'
 import { createStaticUi } from './static.js'
@@ -186,7 +188,7 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
     cluster?.changed(topic)
   }
   const relayStats = new Map<string, RelayFigures>()
-  wireRelayEvents({ hub, snapshots, artifacts, tunnels, jobs, updates, publish, relayStats, onFigures: (relayId, figures) => cluster?.relayFigures(relayId, figures) })
+  wireRelayEvents({ store, hub, snapshots, artifacts, tunnels, jobs, updates, publish, relayStats, onFigures: (relayId, figures) => cluster?.relayFigures(relayId, figures) })
   security.onEvent(() => publish('relays'))
 
   // GET /metrics: behind the admin token unless metricsPublic (then keep the port off the internet).
@@ -271,6 +273,10 @@ function joinCluster (p: {
     tunnels.closeTunnel(msg.endpointId, 'endpoint deleted')
     hub.kickEndpoint(msg.endpointId, 'RG_ERR_ENDPOINT_DELETED', 'endpoint deleted by the admin')
   })
+  cluster.on('endpoint-rekeyed', msg => {
+    tunnels.closeTunnel(msg.endpointId, 'join token re-issued')
+    hub.kickEndpoint(msg.endpointId, 'RG_ERR_AUTH', REKEYED_MESSAGE)
+  })
   cluster.on('relay-revoked', msg => hub.disconnectRelay(msg.relayId, new RelaygateError('RG_ERR_RELAY_REVOKED', 'relay token revoked')))
   cluster.on('job', msg => { jobs.dispatchLocal(msg.jobId).catch(failed('dispatching a job')) })
   cluster.on('changed', msg => p.publishLocal(msg.topic))
@@ -339,13 +345,14 @@ function movedAgain (): RelaygateError {
 }
 
 /** What relays report that is not one module's business: snapshots, figures, and change notifications for the dashboard. */
-function wireRelayEvents (p: { hub: RelayHub, snapshots: WriteBehind<SnapshotRecord>, artifacts: ArtifactStore, tunnels: TunnelManager, jobs: JobManager, updates: UpdateManager, publish: (topic: EventTopic) => void, relayStats: Map<string, RelayFigures>, onFigures: (relayId: string, figures: RelayFigures) => void }): void {
+function wireRelayEvents (p: { store: Store, hub: RelayHub, snapshots: WriteBehind<SnapshotRecord>, artifacts: ArtifactStore, tunnels: TunnelManager, jobs: JobManager, updates: UpdateManager, publish: (topic: EventTopic) => void, relayStats: Map<string, RelayFigures>, onFigures: (relayId: string, figures: RelayFigures) => void }): void {
   const { hub, artifacts, publish } = p
   hub.onRelayMessage('snapshot', (agent, msg) => {
     // Written with others (every agent of a relay sends one when it comes back). An old snapshot
     // replayed by a relay verifies, but does not replace a newer one: the write keeps the newer.
     p.snapshots.add({ endpointId: agent.endpointId, edgeId: agent.edgeId, receivedAt: Date.now(), reason: msg.reason, snapshot: { ...msg.snapshot, takenAt: msg.takenAt } })
     p.updates.noteAgentVersion(agent.endpointId, msg.snapshot.agentVersion)
+    void selfTag(p.store, agent.endpointId, msg.snapshot.tags).then(changed => { if (changed) publish('endpoints') }, () => {})
   })
   hub.onRelayStream('artifact', (_relayId, stream, meta) => artifacts.serve(stream, meta.sha256, meta.offset))
   hub.onRelayLevel('stats', (relayId, msg) => {
@@ -358,6 +365,22 @@ function wireRelayEvents (p: { hub: RelayHub, snapshots: WriteBehind<SnapshotRec
   p.tunnels.onState(() => publish('endpoints'))
   p.jobs.onChange(() => publish('jobs'))
   p.updates.onChange(() => publish('updates'))
+}
+
+/**
+ * An agent started with --tag adds those tags to its endpoint (self-registration,
+ * issue 17): from its snapshot, which is authenticated end to end. Tags are only
+ * added, never taken off (the admin removes them). True when the endpoint changed.
+ */
+async function selfTag (store: Store, endpointId: string, tags: unknown): Promise<boolean> {
+  if (!Array.isArray(tags) || tags.length === 0) return false
+  const wanted = tags.filter((x): x is string => typeof x === 'string' && TAG.test(x)).slice(0, 32)
+  const endpoint = await store.getEndpoint(endpointId)
+  if (endpoint === undefined) return false
+  const have = endpoint.tags ?? []
+  const added = wanted.filter(x => !have.includes(x))
+  if (added.length === 0) return false
+  return await store.updateEndpoint(endpointId, { tags: [...have, ...added].slice(0, 32) })
 }
 
 /** Builds and starts a server: the app, then its HTTP and HTTPS listeners. Port 0 picks free ports; the URLs tell which. */

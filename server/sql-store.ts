@@ -193,8 +193,8 @@ export class SqlStore implements Store {
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, [e.id, e.name, e.tunnelTarget, e.authKey, e.tunnelKey, e.edgeId, e.createdAt, e.lastSeen, e.relayId, e.maxAgents, JSON.stringify(e.tags ?? [])])
   }
 
-  async updateEndpoint (id: string, patch: { name?: string, tags?: string[] }): Promise<boolean> {
-    const set = setClause({ name: patch.name, tags: patch.tags === undefined ? undefined : JSON.stringify(patch.tags) }, { name: 'name', tags: 'tags' })
+  async updateEndpoint (id: string, patch: { name?: string, tags?: string[], authKey?: Buffer, tunnelKey?: Buffer }): Promise<boolean> {
+    const set = setClause({ ...patch, tags: patch.tags === undefined ? undefined : JSON.stringify(patch.tags) }, { name: 'name', tags: 'tags', authKey: 'auth_key', tunnelKey: 'tunnel_key' })
     if (set.sql === '') return await this.getEndpoint(id) !== undefined
     return await this.db.run(`UPDATE endpoints SET ${set.sql} WHERE id = ?`, [...set.values, id]) > 0
   }

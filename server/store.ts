@@ -137,8 +137,8 @@ export interface Store {
    * happen in the database.
    */
   findEndpoints: (query: { q: string, offset: number, limit: number, tags?: string[] }) => Promise<{ total: number, page: EndpointRecord[] }>
-  /** Renames an endpoint or replaces its tags; false when there is no such endpoint. */
-  updateEndpoint: (id: string, patch: { name?: string, tags?: string[] }) => Promise<boolean>
+  /** Renames an endpoint, replaces its tags or its keys (a re-issued join token); false when there is no such endpoint. */
+  updateEndpoint: (id: string, patch: { name?: string, tags?: string[], authKey?: Buffer, tunnelKey?: Buffer }) => Promise<boolean>
   /**
    * Admits an edge id for an endpoint: already admitted (a read: its last
    * seen time is written with presence, touchEndpoints), or a free place

@@ -139,7 +139,26 @@ async function endpointOr404 (ctx: ApiContext, id: string | undefined): Promise<
   return e
 }
 
-/** /api/endpoints: create (with the join token), list and search, show, delete, free an agent's place. */
+/** What an agent stopped by a re-issued join token is told. */
+export const REKEYED_MESSAGE = 'this endpoint\'s join token was re-issued: start the agent with the new one (relaygate install agent --join-token …)'
+
+/** An endpoint with its join token, the agent command and the install lines (a new endpoint, a re-issued token). */
+async function withJoinToken (ctx: ApiContext, record: EndpointRecord, secret: string): Promise<EndpointView & { joinToken: string, command: string, installCommand: string | null, installCommands: Record<string, string>, warning?: string }> {
+  const relays = await joinRelays(ctx)
+  const joinToken = encodeJoinToken({ serverUrl: ctx.publicUrl(), relays, endpointId: record.id, secret })
+  const tunnelTarget = record.tunnelTarget
+  const command = `relaygate agent --join-token ${joinToken}${tunnelTarget === null ? '' : ` --tunnel-target ${tunnelTarget}`}`
+  // The one line that installs the agent from its site's relay (plain ws: the sha256 in the line is the check).
+  const fromRelay = relays.find(r => r.url.startsWith('ws:'))?.url
+  const installArgs = ['--join-token', joinToken, ...(tunnelTarget === null ? [] : ['--tunnel-target', tunnelTarget])]
+  const installCommand = ctx.installers?.agentCommand(fromRelay, installArgs) ?? null
+  const installCommands = ctx.installers?.commandsByKind('agent', fromRelay, installArgs) ?? {}
+  const out: EndpointView & { joinToken: string, command: string, installCommand: string | null, installCommands: Record<string, string>, warning?: string } = { ...(await endpointViews(ctx, [record]))[0], joinToken, command, installCommand, installCommands }
+  if (relays.length === 0) out.warning = 'no relay has linked to the server yet: the join token names no relay; start a relay first or pass --relay to the agent'
+  return out
+}
+
+/** /api/endpoints: create (with the join token), list and search, show, rename and tag, delete, re-issue the join token, free an agent's place. */
 export function endpointRoutes (ctx: ApiContext): void {
   const { store, hub, tunnels, logger, route } = ctx
   route('POST', '/api/endpoints', async (req, res) => {
@@ -168,18 +187,24 @@ export function endpointRoutes (ctx: ApiContext): void {
       tags
     }
     await store.createEndpoint(record)
-    const relays = await joinRelays(ctx)
-    const joinToken = encodeJoinToken({ serverUrl: ctx.publicUrl(), relays, endpointId: record.id, secret })
-    const command = `relaygate agent --join-token ${joinToken}${tunnelTarget === null ? '' : ` --tunnel-target ${tunnelTarget}`}`
     logger.info({ endpointId: record.id, name }, 'endpoint created')
     ctx.publish('endpoints')
-    // The one line that installs the agent from its site's relay (plain ws: the sha256 in the line is the check).
-    const fromRelay = relays.find(r => r.url.startsWith('ws:'))?.url
-    const installArgs = ['--join-token', joinToken, ...(tunnelTarget === null ? [] : ['--tunnel-target', tunnelTarget])]
-    const installCommand = ctx.installers?.agentCommand(fromRelay, installArgs) ?? null
-    const installCommands = ctx.installers?.commandsByKind('agent', fromRelay, installArgs) ?? {}
-    const out: EndpointView & { joinToken: string, command: string, installCommand: string | null, installCommands: Record<string, string>, warning?: string } = { ...(await endpointViews(ctx, [record]))[0], joinToken, command, installCommand, installCommands }
-    if (relays.length === 0) out.warning = 'no relay has linked to the server yet: the join token names no relay; start a relay first or pass --relay to the agent'
+    sendJson(res, 201, await withJoinToken(ctx, record, secret))
+  })
+
+  // A new join token (a leaked one, a machine replaced): the old one stops working at once.
+  route('POST', '/api/endpoints/:id/join-token', async (_req, res, params) => {
+    const e = await endpointOr404(ctx, params.id)
+    const secret = newSecret(32)
+    // Agents online with the old token are stopped (an order they can verify), here and at other replicas.
+    tunnels.closeTunnel(e.id, 'join token re-issued')
+    hub.kickEndpoint(e.id, 'RG_ERR_AUTH', REKEYED_MESSAGE)
+    await store.updateEndpoint(e.id, { authKey: deriveAuthKey(secret), tunnelKey: deriveTunnelRoot(secret) })
+    ctx.cluster?.announce({ kind: 'endpoint-rekeyed', endpointId: e.id })
+    logger.info({ endpointId: e.id }, 'join token re-issued')
+    ctx.publish('endpoints')
+    const out = await withJoinToken(ctx, e, secret)
+    out.warning = [out.warning, 'the old join token no longer works: agents that use it were stopped and are refused; install or start them with this one'].filter(Boolean).join('; ')
     sendJson(res, 201, out)
   })
 

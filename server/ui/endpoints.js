@@ -18,7 +18,7 @@ export function useRelayNames () {
 
 export function AgentCommand ({ created, onClose }) {
   return html`<div class="card highlight" data-testid="agent-command">
-    <div class="page-head"><h2>Endpoint “${created.name}” created</h2><button class="btn small" onClick=${onClose}>Done</button></div>
+    <div class="page-head"><h2>${created.warning?.includes('old join token') ? html`New join token for “${created.name}”` : html`Endpoint “${created.name}” created`}</h2><button class="btn small" onClick=${onClose}>Done</button></div>
     <p>Run this on the machine to manage. The join token inside is shown only now: copy it before you leave this page.</p>
     ${created.warning !== undefined ? html`<div class="notice">${created.warning}</div>` : null}
     <pre class="command" data-testid="command">${created.command}</pre>
@@ -224,6 +224,7 @@ export function EndpointDetail ({ id }) {
   const now = useNow()
   const relayNames = useRelayNames()
   const [error, setError] = useState(null)
+  const [reissued, setReissued] = useState(null)
   const [ep, refresh] = useResource(async () => ({ data: await api('GET', `/api/endpoints/${encodeURIComponent(id)}`) }), [id], ['endpoints'])
   const e = ep.data
   const state = e?.tunnel?.state ?? 'closed'
@@ -252,8 +253,16 @@ export function EndpointDetail ({ id }) {
         <h1>${e.name} <${Badge} value=${e.status} /></h1>
         <div class="sub muted mono">${e.id}</div>
       </div>
-      <button class="btn danger" onClick=${() => { if (confirm(`Delete endpoint ${e.name}? Its agents are disconnected and refused.`)) act('DELETE', base, () => go('#/endpoints')) }}>Delete endpoint</button>
+      <div class="btn-row">
+        <button class="btn" data-testid="reissue-token" onClick=${async () => {
+          if (!confirm(`Re-issue the join token of ${e.name}? The old token stops working at once: agents that use it are stopped and refused until they get the new one.`)) return
+          setError(null)
+          try { setReissued(await api('POST', `${base}/join-token`)) } catch (err) { setError(err) }
+        }}>Re-issue join token</button>
+        <button class="btn danger" onClick=${() => { if (confirm(`Delete endpoint ${e.name}? Its agents are disconnected and refused.`)) act('DELETE', base, () => go('#/endpoints')) }}>Delete endpoint</button>
+      </div>
     </div>
+    ${reissued !== null ? html`<${AgentCommand} created=${reissued} onClose=${() => setReissued(null)} />` : null}
     <${ErrorBox} error=${error ?? ep.error} />
     <div class="card">
       <h2>Tunnel</h2>

@@ -23,12 +23,27 @@ function smallDisk (t: TapLike, size: string): string {
   return dir
 }
 
-/** Fills the file system of `dir` with a ballast file, leaving about `leave` bytes; returns a function that removes it. */
+/**
+ * Fills the file system of `dir` with a ballast file, leaving about `leave`
+ * bytes; returns a function that removes it. Written a MiB at a time: when
+ * something else writes meanwhile (a relay's fill), the disk may be full
+ * before the ballast is, and that is what was asked for (ENOSPC ends it).
+ */
 function fillUp (dir: string, leave: number): () => void {
   const ballast = join(dir, 'ballast')
   const st = fs.statfsSync(dir)
-  const free = st.bavail * st.bsize
-  fs.writeFileSync(ballast, Buffer.alloc(Math.max(0, free - leave)))
+  let left = Math.max(0, st.bavail * st.bsize - leave)
+  const fd = fs.openSync(ballast, 'w')
+  try {
+    const chunk = Buffer.alloc(MiB)
+    while (left > 0) {
+      left -= fs.writeSync(fd, chunk, 0, Math.min(left, MiB))
+    }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err
+  } finally {
+    fs.closeSync(fd)
+  }
   return () => fs.rmSync(ballast, { force: true })
 }
 

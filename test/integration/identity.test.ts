@@ -141,3 +141,36 @@ t.test('a relay speaks only for agents that authenticated through it', async t =
   const relays = await api.ok('GET', '/api/relays')
   t.match(relays.find((r: { id: string }) => r.id === second.id), { connected: true, agents: 0 })
 })
+
+t.test('a re-issued join token: agents with the old one are stopped and refused, the new one works (same edge id)', async t => {
+  const { api } = await startSite(t)
+  const ep = await api.ok('POST', '/api/endpoints', { name: 'rekeyed' })
+  const dataDir = join(tempDir(t), 'agent')
+  const old = startAgent(t, ep.joinToken, { dataDir })
+  await old.whenOnline()
+  const stopped = fatalOf(old)
+  const reissued = await api.ok('POST', `/api/endpoints/${ep.id as string}/join-token`)
+  t.not(reissued.joinToken, ep.joinToken)
+  t.match(reissued.warning, /old join token no longer works/)
+  const err = await stopped
+  t.equal(err.code, 'RG_ERR_AUTH', 'the online agent is stopped by a verified order')
+  t.match(err.message, /re-issued/)
+  const again = startAgent(t, ep.joinToken, { dataDir: join(tempDir(t), 'again') })
+  t.equal((await fatalOf(again)).code, 'RG_ERR_AUTH', 'the old token is refused')
+  const renewed = startAgent(t, reissued.joinToken, { dataDir })
+  await renewed.whenOnline()
+  t.equal(renewed.edgeId, old.edgeId, 'the same machine, with the new token')
+  t.equal((await api.request('POST', '/api/endpoints/e_nope/join-token')).status, 404)
+})
+
+t.test('an agent started with --tag adds its tags to its endpoint', async t => {
+  const { api } = await startSite(t)
+  const ep = await api.ok('POST', '/api/endpoints', { name: 'self-tagged', tags: ['given'] })
+  await startAgent(t, ep.joinToken, { tags: ['site-x', 'db'] }).whenOnline()
+  const tagged = await eventually(async () => {
+    const e = await api.ok('GET', `/api/endpoints/${ep.id as string}`)
+    return e.tags.length === 3 ? e : null
+  }, 10_000)
+  t.same(tagged.tags, ['given', 'site-x', 'db'], 'added, the admin\'s kept')
+  t.throws(() => startAgent(t, ep.joinToken, { tags: ['not a tag'] }), { code: 'RG_ERR_CONFIG' })
+})

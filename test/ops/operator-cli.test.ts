@@ -66,6 +66,12 @@ if (!existsSync(bin)) {
     t.equal(badSetting.code, 1)
     t.match(badSetting.stderr, /RG_ERR_BAD_REQUEST/)
 
+    const reissued = await cli('endpoint', 'reissue-token', ep.id)
+    t.equal(reissued.code, 0, reissued.stderr)
+    t.match(reissued.stdout, /join token of "web-01" re-issued \(shown only now\): rg1\.\S+/)
+    t.match(reissued.stdout, /warning: .*old join token no longer works/)
+    t.notMatch(reissued.stdout, new RegExp(ep.joinToken.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')), 'a new token, not the old one')
+
     t.equal((await cli('artifact', 'delete', 'hello.sh')).code, 0)
     t.same(await api.ok('GET', '/api/artifacts'), [])
     t.equal((await cli('endpoint', 'delete', ep.id)).code, 0)

@@ -165,8 +165,21 @@ t.test('adding an endpoint shows the agent command with its join token', async t
 
   // The command works as printed: its join token brings the endpoint online.
   const joinToken = command.split(' ')[3]
-  startAgent(t, joinToken)
+  const agent = startAgent(t, joinToken)
   await page.waitForSelector('tr[data-name=db-02][data-status=online]')
+
+  // Re-issued from the endpoint's page: a new token shown once, saying the old one stopped working.
+  const stopped = new Promise<{ code: string }>(resolve => agent.once('fatal', resolve))
+  await page.click('tr[data-name=db-02] a')
+  await page.waitForSelector('[data-page=endpoint]')
+  page.once('dialog', dialog => { void dialog.accept() })
+  await page.click('[data-testid=reissue-token]')
+  await page.waitForSelector('[data-testid=agent-command] >> text=New join token for')
+  t.match(await page.textContent('[data-testid=agent-command]'), /old join token no longer works/, 'the page says the old one stopped working')
+  const newToken = ((await page.textContent('[data-testid=command]')) ?? '').split(' ')[3]
+  t.not(newToken, joinToken)
+  t.equal((await stopped).code, 'RG_ERR_AUTH', 'the agent with the old token was stopped')
+  await shot(page, 'token-reissued')
   t.same(problems, [])
 })
 
