@@ -192,22 +192,6 @@ export function endpointRoutes (ctx: ApiContext): void {
     sendJson(res, 201, await withJoinToken(ctx, record, secret))
   })
 
-  // A new join token (a leaked one, a machine replaced): the old one stops working at once.
-  route('POST', '/api/endpoints/:id/join-token', async (_req, res, params) => {
-    const e = await endpointOr404(ctx, params.id)
-    const secret = newSecret(32)
-    // Agents online with the old token are stopped (an order they can verify), here and at other replicas.
-    tunnels.closeTunnel(e.id, 'join token re-issued')
-    hub.kickEndpoint(e.id, 'RG_ERR_AUTH', REKEYED_MESSAGE)
-    await store.updateEndpoint(e.id, { authKey: deriveAuthKey(secret), tunnelKey: deriveTunnelRoot(secret) })
-    ctx.cluster?.announce({ kind: 'endpoint-rekeyed', endpointId: e.id })
-    logger.info({ endpointId: e.id }, 'join token re-issued')
-    ctx.publish('endpoints')
-    const out = await withJoinToken(ctx, e, secret)
-    out.warning = [out.warning, 'the old join token no longer works: agents that use it were stopped and are refused; install or start them with this one'].filter(Boolean).join('; ')
-    sendJson(res, 201, out)
-  })
-
   // Optional ?q= (substring of name, id or edge id), &offset=, &limit=: one page, and x-total-count for the pager.
   route('GET', '/api/endpoints', async (req, res) => {
     const query = new URL(req.url ?? '/', 'http://x').searchParams
@@ -239,19 +223,6 @@ export function endpointRoutes (ctx: ApiContext): void {
     sendJson(res, 200, matching.slice(offset, offset + limit))
   })
 
-  // Rename, or replace the tags.
-  route('PATCH', '/api/endpoints/:id', async (req, res, params) => {
-    const body = await readJson(req, ctx.maxBodyBytes)
-    rejectUnknownFields(body, ['name', 'tags'])
-    const name = bodyString(body, 'name', { max: 128 })
-    if (name !== undefined && name.trim() === '') fail('RG_ERR_BAD_REQUEST', 'field "name" must not be empty')
-    const tags = bodyTags(body, 'tags')
-    if (!await store.updateEndpoint(params.id ?? '', { name, tags })) fail('RG_ERR_NOT_FOUND', `no endpoint ${params.id}`)
-    logger.info({ endpointId: params.id, name, tags }, 'endpoint changed')
-    ctx.publish('endpoints')
-    sendJson(res, 200, (await endpointViews(ctx, [await endpointOr404(ctx, params.id)], true))[0])
-  })
-
   route('GET', '/api/endpoints/:id', async (_req, res, params) => {
     const e = await store.getEndpoint(params.id ?? '')
     if (e === undefined) fail('RG_ERR_NOT_FOUND', `no endpoint ${params.id}`)
@@ -281,5 +252,38 @@ export function endpointRoutes (ctx: ApiContext): void {
     if (!await store.removeEndpointAgent(e.id, params.edgeId ?? '')) fail('RG_ERR_NOT_FOUND', `edge id ${params.edgeId} is not admitted for ${e.id}`)
     logger.info({ endpointId: e.id, edgeId: params.edgeId }, 'agent place freed')
     res.writeHead(204).end()
+  })
+}
+
+/** Changes to an endpoint: rename and tags (PATCH), a re-issued join token. */
+export function endpointEditRoutes (ctx: ApiContext): void {
+  const { store, hub, tunnels, logger, route } = ctx
+  // Rename, or replace the tags.
+  route('PATCH', '/api/endpoints/:id', async (req, res, params) => {
+    const body = await readJson(req, ctx.maxBodyBytes)
+    rejectUnknownFields(body, ['name', 'tags'])
+    const name = bodyString(body, 'name', { max: 128 })
+    if (name !== undefined && name.trim() === '') fail('RG_ERR_BAD_REQUEST', 'field "name" must not be empty')
+    const tags = bodyTags(body, 'tags')
+    if (!await store.updateEndpoint(params.id ?? '', { name, tags })) fail('RG_ERR_NOT_FOUND', `no endpoint ${params.id}`)
+    logger.info({ endpointId: params.id, name, tags }, 'endpoint changed')
+    ctx.publish('endpoints')
+    sendJson(res, 200, (await endpointViews(ctx, [await endpointOr404(ctx, params.id)], true))[0])
+  })
+
+  // A new join token (a leaked one, a machine replaced): the old one stops working at once.
+  route('POST', '/api/endpoints/:id/join-token', async (_req, res, params) => {
+    const e = await endpointOr404(ctx, params.id)
+    const secret = newSecret(32)
+    // Agents online with the old token are stopped (an order they can verify), here and at other replicas.
+    tunnels.closeTunnel(e.id, 'join token re-issued')
+    hub.kickEndpoint(e.id, 'RG_ERR_AUTH', REKEYED_MESSAGE)
+    await store.updateEndpoint(e.id, { authKey: deriveAuthKey(secret), tunnelKey: deriveTunnelRoot(secret) })
+    ctx.cluster?.announce({ kind: 'endpoint-rekeyed', endpointId: e.id })
+    logger.info({ endpointId: e.id }, 'join token re-issued')
+    ctx.publish('endpoints')
+    const out = await withJoinToken(ctx, e, secret)
+    out.warning = [out.warning, 'the old join token no longer works: agents that use it were stopped and are refused; install or start them with this one'].filter(Boolean).join('; ')
+    sendJson(res, 201, out)
   })
 }

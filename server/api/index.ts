@@ -4,7 +4,7 @@ import { RelaygateError, toRelaygateError } from '../../protocol/index.js'
 import { sendJson, sendError } from '../http-util.js'
 import type { ApiContext, ApiOptions, Handler, Method } from './context.js'
 import { relayRoutes } from './relays.js'
-import { endpointRoutes } from './endpoints.js'
+import { endpointRoutes, endpointEditRoutes } from './endpoints.js'
 import { tunnelRoutes } from './tunnels.js'
 import { artifactRoutes } from './artifacts.js'
 import { jobRoutes } from './jobs.js'
@@ -40,7 +40,7 @@ export function createApi (options: ApiOptions): (req: IncomingMessage, res: Ser
   }
   const ctx: ApiContext = { ...options, route: register, publish: topic => options.events?.publish(topic) }
   register('GET', '/healthz', (_req, res) => sendJson(res, 200, { ok: true, version: options.version }))
-  for (const routes of [relayRoutes, endpointRoutes, tunnelRoutes, artifactRoutes, jobRoutes, updateRoutes, settingsRoutes, securityRoutes]) routes(ctx)
+  for (const routes of [relayRoutes, endpointRoutes, endpointEditRoutes, tunnelRoutes, artifactRoutes, jobRoutes, updateRoutes, settingsRoutes, securityRoutes]) routes(ctx)
 
   return (req, res) => {
     const path = (req.url ?? '/').split('?')[0]
