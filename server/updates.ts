@@ -178,14 +178,16 @@ export class UpdateManager {
     this.changed(id)
   }
 
-  async view (id: string): Promise<RolloutView | undefined> {
+  /** One rollout with its targets; `names` holds the endpoints' and relays' names once read (a list reads them once for all). */
+  async view (id: string, names: Partial<Record<RolloutRecord['kind'], Map<string, string>>> = {}): Promise<RolloutView | undefined> {
     const r = await this.store.updates.getRollout(id)
     if (r === undefined) return undefined
     await this.flush()
     const targets = await this.store.updates.listUpdateTargets(id)
-    const names = new Map<string, string>(r.kind === 'agents'
+    names[r.kind] ??= new Map<string, string>(r.kind === 'agents'
       ? (await this.store.listEndpoints()).map(e => [e.id, e.name])
       : (await this.store.listRelays()).map(x => [x.id, x.name]))
+    const nameOf = names[r.kind]!
     const count = (states: readonly UpdateTargetState[]): number => targets.filter(t => states.includes(t.state)).length
     return {
       id: r.id,
@@ -203,7 +205,7 @@ export class UpdateManager {
       counts: { total: targets.length, pending: count(['pending']), inFlight: count(IN_FLIGHT), succeeded: count(['succeeded']), failed: count(['failed']), cancelled: count(['cancelled']) },
       targets: targets.map(t => {
         const out: Record<string, unknown> = {
-          id: t.targetId, name: names.get(t.targetId) ?? null, canary: t.canary, state: t.state, progress: t.progress, bytes: t.bytes,
+          id: t.targetId, name: nameOf.get(t.targetId) ?? null, canary: t.canary, state: t.state, progress: t.progress, bytes: t.bytes,
           fromVersion: t.fromVersion, version: t.running, updatedAt: new Date(t.updatedAt).toISOString()
         }
         if (t.errorCode !== null) out.error = { code: t.errorCode, message: t.errorMessage ?? '' }
@@ -215,8 +217,9 @@ export class UpdateManager {
 
   async list (limit = 50): Promise<RolloutView[]> {
     const views: RolloutView[] = []
+    const names = {}
     for (const r of await this.store.updates.listRollouts(limit)) {
-      const v = await this.view(r.id)
+      const v = await this.view(r.id, names)
       if (v !== undefined) views.push(v)
     }
     return views
