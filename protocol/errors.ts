@@ -67,7 +67,10 @@ export const ErrorCode = {
   RG_ERR_UPDATE_STATE: { close: 0, status: 409, message: 'the rollout is not in a state that allows this' },
   RG_ERR_ARTIFACT_EXISTS: { close: 0, status: 409, message: 'an artifact with that name exists' },
   RG_ERR_SERVER_UNREACHABLE: { close: 0, status: 503, message: 'the server cannot be reached' },
-  RG_ERR_PROXY: { close: 0, status: 502, message: 'the HTTP proxy refused or failed the connection' }
+  RG_ERR_PROXY: { close: 0, status: 502, message: 'the HTTP proxy refused or failed the connection' },
+  RG_ERR_FORBIDDEN: { close: 0, status: 403, message: 'the token\'s role does not allow this' },
+  RG_ERR_NAME_TAKEN: { close: 0, status: 409, message: 'the name is taken' },
+  RG_ERR_LAST_ADMIN: { close: 0, status: 409, message: 'the last admin token cannot be revoked' }
 } as const
 
 export type ErrorCodeName = keyof typeof ErrorCode

@@ -88,6 +88,9 @@ export class SealedStream extends Duplex {
   private tail: Buffer[] = []
   private tailBytes = 0
   private tailTimer: NodeJS.Immediate | null = null
+  /** Plaintext bytes sealed and sent, and opened and received (the audit log's bytes each way). */
+  bytesSent = 0
+  bytesReceived = 0
 
   constructor (inner: Duplex, tunnelKey: Buffer, nonce: string, side: StreamSide) {
     // Buffers as deep as a mux stream's window (512 KiB): a shallower one paused the flow at every record (P4 halved).
@@ -169,6 +172,7 @@ export class SealedStream extends Duplex {
    */
   private seal (kind: number, parts: Buffer[], size: number): Buffer {
     const out = allocFramed(HEADER + size + TAG)
+    this.bytesSent += size
     out.writeUInt32BE(size, 0)
     out[4] = kind
     const cipher = createCipheriv(CIPHER, this.sendKey, iv(this.sendSeq++))
@@ -199,6 +203,7 @@ export class SealedStream extends Duplex {
       const record = this.takeBytes(HEADER + length + TAG)
       if (this.ended) throw tampered('data after the authenticated end')
       const plain = this.open(record, length)
+      this.bytesReceived += length
       if (record[4] === KIND_END) {
         this.ended = true
         this.push(null)

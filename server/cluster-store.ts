@@ -189,15 +189,6 @@ export class ClusterStore {
       WHERE t.endpoint_id IN (?)`, endpointIds, [now])
     return new Map(rs.map(r => [r.endpoint_id, { replicaId: r.replica_id, info: JSON.parse(r.info) as Record<string, unknown> }]))
   }
-
-  async addAdminToken (tokenHash: string, replicaId: string, at: number): Promise<void> {
-    await this.db.run(`INSERT INTO admin_tokens (token_hash, replica_id, created_at) VALUES (?, ?, ?)
-      ON CONFLICT (token_hash) DO UPDATE SET replica_id = excluded.replica_id`, [tokenHash, replicaId, at])
-  }
-
-  async adminTokenHashes (): Promise<string[]> {
-    return (await this.db.all<{ token_hash: string }>('SELECT token_hash FROM admin_tokens ORDER BY created_at')).map(r => r.token_hash)
-  }
 }
 
 function byKey (a: PresenceChange, b: PresenceChange): number {

@@ -8,7 +8,7 @@ import { sendError } from './http-util.js'
  * fetch it again": it carries no data, so nothing leaks through it and a lost
  * notification costs one stale view until the next one (or a reconnect).
  */
-export type EventTopic = 'endpoints' | 'relays' | 'settings' | 'artifacts' | 'jobs' | 'updates'
+export type EventTopic = 'endpoints' | 'relays' | 'settings' | 'artifacts' | 'jobs' | 'updates' | 'tokens' | 'audit'
 
 export interface EventHubOptions {
   logger: Logger

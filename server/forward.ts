@@ -8,6 +8,7 @@ import { encodeStreamMeta } from '../protocol/messages.js'
 import type { Cluster } from './cluster.js'
 import { asSocket, TunnelHttpAgent } from './tunnels.js'
 import { sendError } from './http-util.js'
+import type { Authorize } from './access.js'
 
 /**
  * One hop between replicas: what must run at the replica holding an
@@ -21,7 +22,19 @@ const routed = /^\/api\/endpoints\/([^/?#]+)\/(?:proxy|tcp|tunnel)(?:[/?#]|$)/
 const FROM_PEER = Symbol('relaygate.fromPeer')
 
 function fromPeer (req: IncomingMessage): boolean {
-  return (req.socket as Duplex & { [FROM_PEER]?: boolean })[FROM_PEER] === true
+  return (req.socket as (Duplex & { [FROM_PEER]?: boolean }) | null)?.[FROM_PEER] === true
+}
+
+/** Carries the caller's address to the replica a request is forwarded to (believed only from a peer). */
+const SOURCE_HEADER = 'x-relaygate-source'
+
+/** The address a request came from: a sibling's forwarded request keeps its caller's. */
+export function sourceOf (req: IncomingMessage): string | null {
+  if (fromPeer(req)) {
+    const forwarded = req.headers[SOURCE_HEADER]
+    return typeof forwarded === 'string' ? forwarded : null
+  }
+  return req.socket?.remoteAddress ?? null
 }
 
 export interface ForwarderOptions {
@@ -29,7 +42,7 @@ export interface ForwarderOptions {
   /** The replica that must handle the endpoint's tunnel requests; null: this one. */
   locate: (endpointId: string) => Promise<string | null>
   /** Checked here first: an unauthenticated request costs no lookup and no hop. */
-  authorize: (req: IncomingMessage) => void
+  authorize: Authorize
   /** Handles a connection forwarded by a sibling (an http.Server that never listens). */
   localServer: http.Server
   logger: Logger
@@ -90,6 +103,7 @@ export function createForwarder (options: ForwarderOptions): Forwarder {
         return
       }
       if (to === null) return local()
+      req.headers[SOURCE_HEADER] = sourceOf(req) ?? ''
       try {
         proxy.web(req, res, { target: 'http://replica', agent: await agentFor(to), proxyTimeout: 0 })
       } catch (err) {
@@ -115,7 +129,10 @@ export function createForwarder (options: ForwarderOptions): Forwarder {
       }
       // The request as received (the upgrade's bytes: WebSocket or relaygate-tcp), then both ways.
       const lines = [`${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/1.1`]
-      for (let i = 0; i < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`)
+      for (let i = 0; i < req.rawHeaders.length; i += 2) {
+        if (req.rawHeaders[i].toLowerCase() !== SOURCE_HEADER) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`)
+      }
+      lines.push(`${SOURCE_HEADER}: ${sourceOf(req) ?? ''}`)
       stream.write(lines.join('\r\n') + '\r\n\r\n')
       if (head.length > 0) stream.write(head)
       const cut = (): void => { socket.destroy(); stream.destroy() }

@@ -41,47 +41,5 @@ export async function readJson (req: IncomingMessage, limit: number): Promise<Re
   return value as Record<string, unknown>
 }
 
-/** Field validation for API bodies: RG_ERR_BAD_REQUEST naming the field. */
-export function bodyString (body: Record<string, unknown>, field: string, options: { required?: boolean, max?: number, pattern?: RegExp } = {}): string | undefined {
-  const value = body[field]
-  if (value === undefined || value === null) {
-    if (options.required === true) fail('RG_ERR_BAD_REQUEST', `field "${field}" is required`)
-    return undefined
-  }
-  const max = options.max ?? 256
-  if (typeof value !== 'string' || value.trim() === '' || value.length > max) {
-    fail('RG_ERR_BAD_REQUEST', `field "${field}" must be a non-empty string of at most ${max} characters`)
-  }
-  if (options.pattern !== undefined && !options.pattern.test(value)) fail('RG_ERR_BAD_REQUEST', `field "${field}" has an invalid format`)
-  return value
-}
-
-export function rejectUnknownFields (body: Record<string, unknown>, allowed: string[]): void {
-  for (const key of Object.keys(body)) {
-    if (!allowed.includes(key)) fail('RG_ERR_BAD_REQUEST', `unknown field "${key}" (allowed: ${allowed.join(', ')})`)
-  }
-}
-
-/** Checks `Authorization: Bearer <admin token>` against the stored hashes (one per replica in a cluster); throws RG_ERR_UNAUTHORIZED. */
-export function bearerAuthorizer (tokenHashes: () => readonly string[], matches: (token: string, hash: string) => boolean): (req: IncomingMessage) => void {
-  return req => {
-    const header = req.headers.authorization ?? ''
-    const match = /^Bearer\s+(\S+)\s*$/i.exec(header)
-    if (match === null || !tokenHashes().some(hash => matches(match[1], hash))) {
-      fail('RG_ERR_UNAUTHORIZED', match === null ? 'send Authorization: Bearer <admin token>' : 'wrong admin token')
-    }
-  }
-}
-
 /** A tag: letters, digits and . _ : - (1-64). */
 export const TAG = /^[A-Za-z0-9._:-]{1,64}$/
-
-/** A list of tags in a body (deduplicated, at most 32), or undefined when absent. */
-export function bodyTags (body: Record<string, unknown>, field: string): string[] | undefined {
-  const value = body[field]
-  if (value === undefined) return undefined
-  if (!Array.isArray(value) || value.length > 32 || value.some(v => typeof v !== 'string' || !TAG.test(v))) {
-    fail('RG_ERR_BAD_REQUEST', `field "${field}" must be a list of at most 32 tags, each 1-64 letters, digits or . _ : -`)
-  }
-  return [...new Set(value as string[])]
-}

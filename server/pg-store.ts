@@ -3,6 +3,7 @@ import type { Logger } from 'pino'
 import { RelaygateError } from '../protocol/errors.js'
 import { Backoff } from '../common/backoff.js'
 import { updateTables } from './update-store.js'
+import { accessTables } from './access-store.js'
 import { SqlStore, type SqlDriver } from './sql-store.js'
 import { ClusterStore } from './cluster-store.js'
 
@@ -168,7 +169,9 @@ const MIGRATIONS: string[] = [
   // 4: self-update rollouts (issue 16).
   updateTables('pg'),
   // 5: endpoint tags (a JSON list of strings).
-  'ALTER TABLE endpoints ADD COLUMN IF NOT EXISTS tags TEXT NOT NULL DEFAULT \'[]\''
+  'ALTER TABLE endpoints ADD COLUMN IF NOT EXISTS tags TEXT NOT NULL DEFAULT \'[]\'',
+  // 6: named API tokens, the audit log, unique endpoint names (issue 17).
+  accessTables('pg')
 ]
 export const PG_SCHEMA_VERSION = MIGRATIONS.length
 /** The advisory lock migrations hold (any constant; "rgate" in ASCII). */

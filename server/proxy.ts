@@ -6,6 +6,8 @@ import type { Logger } from 'pino'
 import { RelaygateError, toRelaygateError } from '../protocol/index.js'
 import type { TunnelManager } from './tunnels.js'
 import { sendError } from './http-util.js'
+import type { Authorize } from './access.js'
+import { sourceOf } from './forward.js'
 
 export interface ProxyOptions {
   tunnels: TunnelManager
@@ -13,7 +15,7 @@ export interface ProxyOptions {
   /** How long a proxied request waits for a closed tunnel to open. */
   openTimeoutMs: number
   /** Throws RG_ERR_UNAUTHORIZED unless the request carries the admin token. */
-  authorize: (req: IncomingMessage) => void
+  authorize: Authorize
   /**
    * Several replicas: a request that waited here for a tunnel another
    * replica took over (RG_ERR_TUNNEL_MOVED) is handed back to be forwarded
@@ -91,12 +93,12 @@ export function createTunnelProxy (options: ProxyOptions): {
 
   /** Authorizes, opens the tunnel (RG_ERR_NOT_FOUND for no such endpoint); the proxy target. */
   const prepare = async (req: IncomingMessage, endpointId: string): Promise<string> => {
-    options.authorize(req)
+    const caller = options.authorize(req, 'operator')
     const authorization = req.headers.authorization
     delete req.headers.authorization
     tunnels.touch(endpointId)
     try {
-      await tunnels.ensureOpen(endpointId, options.openTimeoutMs)
+      await tunnels.ensureOpen(endpointId, options.openTimeoutMs, { token: caller.name, source: sourceOf(req) })
     } catch (err) {
       if ((err as RelaygateError).code === 'RG_ERR_TUNNEL_MOVED') req.headers.authorization = authorization
       throw err

@@ -31,8 +31,8 @@ import { TAG } from './http-util.js'
 import { createTunnelProxy } from './proxy.js'
 import { EventHub, type EventTopic } from './events.js'
 import { createStaticUi } from './static.js'
-import { bearerAuthorizer, sendError } from './http-util.js'
-import { tokenMatches } from '../protocol/auth.js'
+import { sendError } from './http-util.js'
+import { AccessControl, AuditLog, type Authorize } from './access.js'
 import { createServerMetrics } from './metrics.js'
 import { SecurityLog } from './security.js'
 
@@ -65,14 +65,15 @@ function urlHost (host: string): string {
   return host.includes(':') ? `[${host}]` : host
 }
 
-/** Reads the admin token file, or creates it (0600) on first start. */
-function loadAdminToken (dataDir: string, override: string | undefined, logger: Logger): { token: string, file: string } {
+/** Reads the admin token file, or creates it (0600) on first start (again when `fresh`: the one in it was revoked). */
+function loadAdminToken (dataDir: string, override: string | undefined, logger: Logger, fresh = false): { token: string, file: string, replaced?: string } {
   const file = join(dataDir, 'admin-token')
   if (override !== undefined) {
+    const before = existsSync(file) ? readFileSync(file, 'utf8').trim() : ''
     writeFileAtomic(file, override + '\n', 0o600)
-    return { token: override, file }
+    return { token: override, file, ...(before !== '' && before !== override ? { replaced: before } : {}) }
   }
-  if (existsSync(file)) {
+  if (existsSync(file) && !fresh) {
     chmodSync(file, 0o600)
     const token = readFileSync(file, 'utf8').trim()
     if (token.length >= 16) return { token, file }
@@ -82,6 +83,28 @@ function loadAdminToken (dataDir: string, override: string | undefined, logger: 
   writeFileAtomic(file, token + '\n', 0o600)
   logger.info({ file, token: redact(token) }, 'created the admin token')
   return { token, file }
+}
+
+/**
+ * The first-start admin token, registered as the API token "admin" (its
+ * hash; several replicas' tokens get distinct names). One revoked through
+ * the API is replaced by a new one in the file (--admin-token brings the
+ * given one back).
+ */
+async function adminToken (store: Store, config: ServerConfig, logger: Logger): Promise<{ token: string, file: string }> {
+  let admin = loadAdminToken(config.dataDir, config.adminToken, logger)
+  if (admin.replaced !== undefined) {
+    // The token the override replaced in the file stops working.
+    const old = (await store.access.listTokens()).find(t => t.builtin && t.revokedAt === null && t.tokenHash === hashToken(admin.replaced!))
+    if (old !== undefined) await store.access.revokeToken(old.id, Date.now())
+  }
+  let record = await store.access.ensureBuiltinToken(hashToken(admin.token), ['admin'], Date.now(), config.adminToken !== undefined)
+  if (record.revokedAt !== null) {
+    logger.warn({ file: admin.file }, 'the admin token in the file was revoked; writing a new one')
+    admin = loadAdminToken(config.dataDir, undefined, logger, true)
+    record = await store.access.ensureBuiltinToken(hashToken(admin.token), ['admin'], Date.now(), false)
+  }
+  return admin
 }
 
 /** The server without its sockets: state, relay hub, tunnels, jobs, and the request and upgrade handlers. */
@@ -131,15 +154,17 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
     })
   life.onClose('store', () => store.close())
   const cluster = clusterSecret === null ? null : new Cluster({ store: store as PgStore, secret: clusterSecret, version: VERSION, logger: logger.child({ component: 'cluster' }) })
-  const admin = loadAdminToken(config.dataDir, config.adminToken, logger)
-  await store.setMeta('adminTokenHash', hashToken(admin.token))
-  // Every replica's admin token is valid on every replica.
-  const adminHashes = { current: [hashToken(admin.token)] }
-  if (cluster !== null) {
-    await cluster.store.cluster.addAdminToken(hashToken(admin.token), cluster.replicaId, Date.now())
-    adminHashes.current = await cluster.store.cluster.adminTokenHashes()
-  }
-  const authorize = bearerAuthorizer(() => adminHashes.current, tokenMatches)
+  const admin = await adminToken(store, config, logger)
+  // Named API tokens (the first-start admin token is one of them), shared by every replica through the store.
+  const access = new AccessControl(store.access, logger.child({ component: 'access' }))
+  await access.reload()
+  life.onClose('token last-used times', () => access.close())
+  const authorize = access.authorize
+  let publishAudit = (): void => {}
+  const audit = new AuditLog({ store: store.access, logger: logger.child({ component: 'audit' }), retentionDays: config.auditRetentionDays, publish: () => publishAudit() })
+  // Closed after the parts that record entries (reverse order).
+  life.onClose('audit log', () => audit.close())
+  void audit.prune()
   // Read on every agent and tunnel: kept in memory, replaced by PATCH /api/settings.
   const settings: SettingsRef = { current: await store.getSettings() }
 
@@ -165,6 +190,14 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
   })
   life.onClose('relay links', graceful => hub.close(graceful))
   const tunnels = new TunnelManager({ store, settings, hub, security, logger: logger.child({ component: 'tunnels' }), adminWindowMs: config.tunnelAdminWindowMs })
+  tunnels.onSession(e => audit.record({
+    token: e.by?.token ?? null,
+    action: `tunnel.${e.kind}`,
+    target: e.endpointId,
+    source: e.by?.source ?? null,
+    result: 'ok',
+    detail: { tunnelId: e.tunnelId, edgeId: e.edgeId, relayId: e.relayId, ...(e.kind === 'close' ? { bytesToAgent: e.bytesToAgent, bytesFromAgent: e.bytesFromAgent, seconds: e.seconds, reason: e.reason } : {}) }
+  }))
   let forwarder: Forwarder | null = null
   const tunnelProxy = createTunnelProxy({
     tunnels, logger: logger.child({ component: 'proxy' }), openTimeoutMs: config.tunnelOpenTimeoutMs, authorize,
@@ -187,6 +220,7 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
     events.publish(topic)
     cluster?.changed(topic)
   }
+  publishAudit = () => publish('audit')
   const relayStats = new Map<string, RelayFigures>()
   wireRelayEvents({ store, hub, snapshots, artifacts, tunnels, jobs, updates, publish, relayStats, onFigures: (relayId, figures) => cluster?.relayFigures(relayId, figures) })
   security.onEvent(() => publish('relays'))
@@ -216,7 +250,7 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
     }
   }
   if (cluster !== null) {
-    forwarder = joinCluster({ cluster, app, authorize, adminHashes, settings, publishLocal: topic => { events.publish(topic); if (topic === 'artifacts') void installers.refresh().catch(() => {}) }, logger })
+    forwarder = joinCluster({ cluster, app, authorize, access, settings, publishLocal: topic => { events.publish(topic); if (topic === 'artifacts') void installers.refresh().catch(() => {}) }, logger })
     life.onClose('forwarder', () => forwarder?.close())
   }
   const api = createApi({
@@ -225,6 +259,9 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
     logger: logger.child({ component: 'api' }),
     version: VERSION,
     authorize,
+    access,
+    audit,
+    tokensChanged: () => cluster?.announce({ kind: 'admin-tokens' }),
     maxBodyBytes: config.maxBodyBytes,
     publicUrl: () => config.publicUrl ?? app.baseUrl,
     installers
@@ -242,8 +279,8 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
 function joinCluster (p: {
   cluster: Cluster
   app: ServerApp
-  authorize: (req: http.IncomingMessage) => void
-  adminHashes: { current: string[] }
+  authorize: Authorize
+  access: AccessControl
   settings: SettingsRef
   publishLocal: (topic: EventTopic) => void
   logger: Logger
@@ -260,7 +297,7 @@ function joinCluster (p: {
     }, failed('reading the settings'))
   }
   const reloadAdminTokens = (): void => {
-    cluster.store.cluster.adminTokenHashes().then(hashes => { p.adminHashes.current = hashes }, failed('reading the admin tokens'))
+    p.access.reload().catch(failed('reading the API tokens'))
   }
   cluster.on('settings', reloadSettings)
   cluster.on('admin-tokens', reloadAdminTokens)

@@ -1,6 +1,7 @@
 import { DEFAULT_SETTINGS, type Settings } from '../protocol/messages.js'
 import { laterTouch } from './store.js'
 import { SqlUpdateStore, type UpdateStore } from './update-store.js'
+import { SqlAccessStore, type AccessStore } from './access-store.js'
 import type {
   Store, RelayRecord, EndpointRecord, RefusalRecord, EndpointAgentRecord, SnapshotRecord, ArtifactRecord,
   JobRecord, JobTargetRecord, JobTargetState, SecurityEventRecord, EndpointTouch, AgentFacts
@@ -127,10 +128,12 @@ export function setClause (patch: Record<string, unknown>, columns: Record<strin
 export class SqlStore implements Store {
   protected readonly db: SqlDriver
   readonly updates: UpdateStore
+  readonly access: AccessStore
 
   constructor (db: SqlDriver) {
     this.db = db
     this.updates = new SqlUpdateStore(db)
+    this.access = new SqlAccessStore(db)
   }
 
   async transaction<T> (fn: (tx: Store) => Promise<T>): Promise<T> {

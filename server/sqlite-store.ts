@@ -4,9 +4,10 @@ import { RelaygateError } from '../protocol/errors.js'
 import { DEFAULT_JOB_DEADLINE_MS } from './store.js'
 import { SqlStore, type SqlDriver } from './sql-store.js'
 import { updateTables } from './update-store.js'
+import { accessTables } from './access-store.js'
 
 /** 4: spent tunnel credentials. 5: snapshots.taken_at. 6: self-update rollouts. 7: endpoints.tags. */
-export const SQLITE_SCHEMA_VERSION = 7
+export const SQLITE_SCHEMA_VERSION = 8
 
 const schema = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -113,7 +114,8 @@ CREATE TABLE IF NOT EXISTS endpoint_tombstones (
   tunnel_key BLOB NOT NULL,
   deleted_at INTEGER NOT NULL
 );
-${updateTables('sqlite')}`
+${updateTables('sqlite')}
+${accessTables('sqlite')}`
 
 /** One better-sqlite3 connection, shared by the driver and its transactions. */
 class SqliteConnection {

@@ -1,5 +1,6 @@
 import type { Settings } from '../protocol/messages.js'
 import type { UpdateStore } from './update-store.js'
+import type { AccessStore } from './access-store.js'
 
 /**
  * Everything the server persists, asynchronous and transactional. One set
@@ -215,6 +216,9 @@ export interface Store {
 
   /** Self-update rollouts (issue 16). */
   readonly updates: UpdateStore
+
+  /** API tokens and the audit log (issue 17). */
+  readonly access: AccessStore
 
   close: () => Promise<void>
 }

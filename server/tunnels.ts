@@ -35,10 +35,32 @@ interface Tunnel {
   lastAdminActivity: number
   /** Proxied WebSockets and raw TCP sessions open now. */
   sessions: number
-  streams: Set<Duplex>
+  streams: Set<SealedStream>
+  /** Who asked for it (the audit log's tunnel sessions), and the bytes of its streams that ended, each way. */
+  by: TunnelRequester | null
+  bytesToAgent: number
+  bytesFromAgent: number
   keepAliveTimer: NodeJS.Timeout | null
   agent: TunnelHttpAgent | null
   log: Logger
+}
+
+/** Who asked for a tunnel: the API token's name and the caller's address. */
+export interface TunnelRequester { token: string, source: string | null }
+
+/** A tunnel session opened (an agent took it) or closed (the admin, idle, the agent went away), for the audit log. */
+export interface TunnelSessionEvent {
+  kind: 'open' | 'close'
+  endpointId: string
+  tunnelId: string
+  by: TunnelRequester | null
+  edgeId: string | null
+  relayId: string | null
+  /** close: plaintext bytes each way and how long it was open. */
+  bytesToAgent?: number
+  bytesFromAgent?: number
+  seconds?: number
+  reason?: string
 }
 
 export interface TunnelInfo {
@@ -94,6 +116,7 @@ export class TunnelManager {
   private readonly stateListeners: Array<(endpointId: string, state: TunnelStateName) => void> = []
   opens = 0
   private readonly openListeners: Array<(seconds: number) => void> = []
+  private readonly sessionListeners: Array<(event: TunnelSessionEvent) => void> = []
 
   /** Requests within this window count as an open admin session (keep-alives are sent). */
   private readonly adminWindowMs: number
@@ -129,6 +152,36 @@ export class TunnelManager {
     this.openListeners.push(listener)
   }
 
+  /** Hears each tunnel session open and close (the audit log). */
+  onSession (listener: (event: TunnelSessionEvent) => void): void {
+    this.sessionListeners.push(listener)
+  }
+
+  /**
+   * A session ends: the tunnel closes, or its agent went away (offered again
+   * under a new id). Returns its streams still open, taken out of the tunnel
+   * (counted here, for the caller to destroy).
+   */
+  private sessionEnded (t: Tunnel, reason: string): SealedStream[] {
+    const open = [...t.streams]
+    t.streams.clear()
+    if (t.openedAt === null || t.owner === null) return open
+    let toAgent = t.bytesToAgent
+    let fromAgent = t.bytesFromAgent
+    for (const s of open) {
+      toAgent += s.bytesSent
+      fromAgent += s.bytesReceived
+    }
+    const event: TunnelSessionEvent = {
+      kind: 'close', endpointId: t.endpointId, tunnelId: t.tunnelId, by: t.by, edgeId: t.owner.edgeId, relayId: t.owner.relayId,
+      bytesToAgent: toAgent, bytesFromAgent: fromAgent, seconds: Math.round((Date.now() - t.openedAt) / 1000), reason
+    }
+    t.bytesToAgent = 0
+    t.bytesFromAgent = 0
+    for (const listener of this.sessionListeners) listener(event)
+    return open
+  }
+
   /** Figures for /metrics: tunnels open and streams through them now. */
   counts (): { open: number, requested: number, streams: number } {
     let open = 0
@@ -160,7 +213,7 @@ export class TunnelManager {
   }
 
   /** Raises the flag (idempotent) and offers credentials to the endpoint's online agents. */
-  async request (endpointId: string): Promise<TunnelStateName> {
+  async request (endpointId: string, by: TunnelRequester | null = null): Promise<TunnelStateName> {
     if (this.closed) throw new RelaygateError('RG_ERR_CLOSED', 'server is shutting down')
     const endpoint = this.tunnels.get(endpointId)?.endpoint ?? await this.store.getEndpoint(endpointId)
     if (endpoint === undefined) throw new RelaygateError('RG_ERR_NOT_FOUND', `no endpoint ${endpointId}`)
@@ -183,6 +236,9 @@ export class TunnelManager {
         lastAdminActivity: Date.now(),
         sessions: 0,
         streams: new Set(),
+        by,
+        bytesToAgent: 0,
+        bytesFromAgent: 0,
         keepAliveTimer: null,
         agent: null,
         log: this.logger.child({ endpointId, tunnelId: cred.tunnelId })
@@ -198,8 +254,8 @@ export class TunnelManager {
   }
 
   /** Raises the flag if needed and resolves once the tunnel is open. */
-  async ensureOpen (endpointId: string, timeoutMs: number): Promise<void> {
-    await this.request(endpointId)
+  async ensureOpen (endpointId: string, timeoutMs: number, by: TunnelRequester | null = null): Promise<void> {
+    await this.request(endpointId, by)
     const t = this.tunnels.get(endpointId)!
     if (t.state === 'open') return
     await new Promise<void>((resolve, reject) => {
@@ -259,7 +315,11 @@ export class TunnelManager {
     })
     t.streams.add(stream)
     t.lastAdminActivity = Date.now()
-    stream.once('close', () => t.streams.delete(stream))
+    stream.once('close', () => {
+      if (!t.streams.delete(stream)) return
+      t.bytesToAgent += stream.bytesSent
+      t.bytesFromAgent += stream.bytesReceived
+    })
     return stream
   }
 
@@ -321,6 +381,7 @@ export class TunnelManager {
     this.startKeepAlive(t)
     this.changed(t.endpointId, 'open')
     for (const listener of this.openListeners) listener((t.openedAt - t.requestedAt) / 1000)
+    for (const listener of this.sessionListeners) listener({ kind: 'open', endpointId: t.endpointId, tunnelId, by: t.by, edgeId: agent.edgeId, relayId: agent.relayId })
     for (const w of [...t.waiters]) w.resolve()
   }
 
@@ -345,10 +406,11 @@ export class TunnelManager {
     if (t === undefined || t.owner !== agent) return
     // The tunnel dropped while wanted: new credentials, offered to whoever is online.
     t.log.warn({ edgeId: agent.edgeId }, 'tunnel lost with its agent; offering it again')
+    const open = this.sessionEnded(t, 'its agent went away')
     this.stopKeepAlive(t)
     t.agent?.destroy()
     t.agent = null
-    for (const s of [...t.streams]) s.destroy(new RelaygateError('RG_ERR_TUNNEL_CLOSED', 'the agent serving the tunnel went away'))
+    for (const s of open) s.destroy(new RelaygateError('RG_ERR_TUNNEL_CLOSED', 'the agent serving the tunnel went away'))
     const cred = newCredential()
     t.tunnelId = cred.tunnelId
     t.credential = cred.credential
@@ -396,11 +458,12 @@ export class TunnelManager {
   private finish (t: Tunnel, reason: string, error?: RelaygateError): void {
     if (this.tunnels.get(t.endpointId) !== t) return
     this.tunnels.delete(t.endpointId)
+    const open = this.sessionEnded(t, reason)
     this.stopKeepAlive(t)
     t.agent?.destroy()
     t.agent = null
     const err = error ?? new RelaygateError('RG_ERR_TUNNEL_CLOSED', `tunnel closed: ${reason}`)
-    for (const s of [...t.streams]) s.destroy(err)
+    for (const s of open) s.destroy(err)
     for (const w of [...t.waiters]) w.reject(err)
     if (!this.closed) this.hub.setFlags(t.endpointId, this.hub.getFlags(t.endpointId) & ~CheckinFlag.TUNNEL)
     t.log.info({ reason }, 'tunnel closed')

@@ -1,4 +1,3 @@
-import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Installers } from '../installers.js'
 import type { Logger } from 'pino'
 import type { Store, SettingsRef } from '../store.js'
@@ -13,6 +12,9 @@ import type { CacheStatsMessage } from '../../protocol/messages.js'
 import type { ClusterMessage } from '../cluster.js'
 import type { LivePresence, RelayLocation } from '../cluster-store.js'
 import type { TunnelInfo } from '../tunnels.js'
+import type { TSchema, Static } from '@sinclair/typebox'
+import type { AccessControl, AuditLog, Authorize } from '../access.js'
+import type { Method, RouteHandler, RouteSpec } from './route.js'
 
 /** What the API needs of the other replicas when the server is one of several (null when alone). */
 export interface ClusterView {
@@ -44,8 +46,14 @@ export interface ApiOptions {
   relayStats: (relayId: string) => RelayFigures | undefined
   logger: Logger
   version: string
-  /** Throws RG_ERR_UNAUTHORIZED unless the request carries an admin token. */
-  authorize: (req: IncomingMessage) => void
+  /** The caller's token (RG_ERR_UNAUTHORIZED without a valid one, RG_ERR_FORBIDDEN below the role). */
+  authorize: Authorize
+  /** The API tokens (issue 17); absent in some API tests. */
+  access?: AccessControl
+  /** The audit log (issue 17). */
+  audit: AuditLog
+  /** A token was created or revoked: other replicas read the tokens again. */
+  tokensChanged?: () => void
   cluster: ClusterView | null
   maxBodyBytes: number
   /** Server URL for join tokens. */
@@ -56,13 +64,11 @@ export interface ApiOptions {
   installers?: Installers
 }
 
-export type Params = Record<string, string | undefined>
-export type Handler = (req: IncomingMessage, res: ServerResponse, params: Params) => Promise<void> | void
-export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE'
+export type { Params, Method } from './route.js'
 
-/** What each resource module gets: the options, and `route` to register its routes (all behind the admin token). */
+/** What each resource module gets: the options, and `route` to register its routes (each with its spec: role, body schema, audit action). */
 export interface ApiContext extends ApiOptions {
-  route: (method: Method, path: string, handler: Handler) => void
+  route: <B extends TSchema = TSchema>(method: Method, path: string, spec: RouteSpec<B>, handler: RouteHandler<Static<B>>) => void
   publish: (topic: EventTopic) => void
 }
 

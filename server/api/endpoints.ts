@@ -4,7 +4,10 @@ import { deriveTunnelRoot } from '../../protocol/tunnel-crypto.js'
 import type { EndpointRecord, EndpointAgentRecord, RefusalRecord } from '../store.js'
 import type { TunnelInfo } from '../tunnels.js'
 import { newId } from '../ids.js'
-import { sendJson, fail, readJson, bodyString, bodyTags, rejectUnknownFields, TAG } from '../http-util.js'
+import { Type } from '@sinclair/typebox'
+import { sendJson, fail, TAG } from '../http-util.js'
+import { isUniqueViolation } from '../access-store.js'
+import { Body, Field, QueryField } from './route.js'
 import { iso, type ApiContext } from './context.js'
 
 /** Accepted tunnel targets: http(s)://host:port, tcp://host:port, unix:/path. */
@@ -158,20 +161,37 @@ async function withJoinToken (ctx: ApiContext, record: EndpointRecord, secret: s
   return out
 }
 
+/** Runs a write that may hit the unique endpoint name: RG_ERR_NAME_TAKEN saying which. */
+async function uniqueName<T> (name: string | undefined, write: () => Promise<T>): Promise<T> {
+  try {
+    return await write()
+  } catch (err) {
+    if (isUniqueViolation(err)) fail('RG_ERR_NAME_TAKEN', `an endpoint named "${name ?? ''}" exists: endpoint names are unique (choose another, or rename that one)`)
+    throw err
+  }
+}
+
+const TunnelTarget = Type.String({ minLength: 1, maxLength: 1024, description: 'http(s)://host:port, tcp://host:port or unix:/path: what the tunnel reaches at the endpoint' })
+
 /** /api/endpoints: create (with the join token), list and search, show, rename and tag, delete, re-issue the join token, free an agent's place. */
 export function endpointRoutes (ctx: ApiContext): void {
   const { store, hub, tunnels, logger, route } = ctx
-  route('POST', '/api/endpoints', async (req, res) => {
-    const body = await readJson(req, ctx.maxBodyBytes)
-    rejectUnknownFields(body, ['name', 'tunnelTarget', 'maxAgents', 'tags'])
-    const name = bodyString(body, 'name', { required: true, max: 128 })!
-    const tags = bodyTags(body, 'tags') ?? []
-    const target = bodyString(body, 'tunnelTarget', { max: 1024 })
-    const tunnelTarget = target === undefined ? null : verifyTunnelTarget(target)
+  route('POST', '/api/endpoints', {
+    summary: 'Create an endpoint: its join token (shown once), the agent command and install lines',
+    role: 'operator',
+    audit: 'endpoint.create',
+    body: Body({
+      name: Field.name('endpoint'),
+      tunnelTarget: Type.Optional(TunnelTarget),
+      maxAgents: Type.Optional(Field.count(1, 64, 'agents that may share it: more than 1 makes a cluster endpoint')),
+      tags: Type.Optional(Field.tags('labels to target groups by'))
+    }),
+    responses: { 201: 'The endpoint with joinToken, command, installCommand(s) and a warning when no relay is linked yet', 409: 'RG_ERR_NAME_TAKEN' }
+  }, async (_req, res, _params, { body, note }) => {
+    const name = body.name
+    const tags = [...new Set(body.tags ?? [])]
+    const tunnelTarget = body.tunnelTarget === undefined ? null : verifyTunnelTarget(body.tunnelTarget)
     const maxAgents = body.maxAgents ?? 1
-    if (typeof maxAgents !== 'number' || !Number.isInteger(maxAgents) || maxAgents < 1 || maxAgents > 64) {
-      fail('RG_ERR_BAD_REQUEST', 'field "maxAgents" must be an integer from 1 to 64 (more than 1 makes a cluster endpoint)')
-    }
     const secret = newSecret(32)
     const record: EndpointRecord = {
       id: newId('e'),
@@ -186,15 +206,27 @@ export function endpointRoutes (ctx: ApiContext): void {
       maxAgents,
       tags
     }
-    await store.createEndpoint(record)
+    await uniqueName(name, async () => await store.createEndpoint(record))
+    note.target = record.id
+    note.detail = { name, ...(tags.length === 0 ? {} : { tags }) }
     logger.info({ endpointId: record.id, name }, 'endpoint created')
     ctx.publish('endpoints')
     sendJson(res, 201, await withJoinToken(ctx, record, secret))
   })
 
   // Optional ?q= (substring of name, id or edge id), &offset=, &limit=: one page, and x-total-count for the pager.
-  route('GET', '/api/endpoints', async (req, res) => {
-    const query = new URL(req.url ?? '/', 'http://x').searchParams
+  route('GET', '/api/endpoints', {
+    summary: 'List and search endpoints (one page; x-total-count has the total)',
+    role: 'viewer',
+    query: {
+      q: Type.String({ maxLength: 200, description: 'a substring of the name, id or edge id' }),
+      tag: QueryField.tag,
+      status: Type.Union([Type.Literal('online'), Type.Literal('offline')], { description: 'only online or offline ones' }),
+      offset: Type.String({ pattern: '^[0-9]{0,15}$', description: 'skip this many' }),
+      limit: Type.String({ pattern: '^[0-9]{0,15}$', description: 'at most this many' })
+    },
+    responses: { 200: 'A list of endpoints' }
+  }, async (_req, res, _params, { query }) => {
     const count = (name: string, fallback: number): number => {
       const raw = query.get(name)
       if (raw === null || raw === '') return fallback
@@ -223,13 +255,13 @@ export function endpointRoutes (ctx: ApiContext): void {
     sendJson(res, 200, matching.slice(offset, offset + limit))
   })
 
-  route('GET', '/api/endpoints/:id', async (_req, res, params) => {
+  route('GET', '/api/endpoints/:id', { summary: 'One endpoint with its agents, refusals and latest snapshot summary', role: 'viewer', responses: { 200: 'The endpoint' } }, async (_req, res, params) => {
     const e = await store.getEndpoint(params.id ?? '')
     if (e === undefined) fail('RG_ERR_NOT_FOUND', `no endpoint ${params.id}`)
     sendJson(res, 200, (await endpointViews(ctx, [e], true))[0])
   })
 
-  route('DELETE', '/api/endpoints/:id', async (_req, res, params) => {
+  route('DELETE', '/api/endpoints/:id', { summary: 'Delete an endpoint: its agents are stopped and refused', role: 'operator', audit: 'endpoint.delete', responses: { 204: 'Deleted' } }, async (_req, res, params) => {
     const id = params.id ?? ''
     if (!await store.deleteEndpoint(id)) fail('RG_ERR_NOT_FOUND', `no endpoint ${id}`)
     tunnels.closeTunnel(id, 'endpoint deleted')
@@ -240,15 +272,16 @@ export function endpointRoutes (ctx: ApiContext): void {
     res.writeHead(204).end()
   })
 
-  route('GET', '/api/endpoints/:id/snapshot', async (_req, res, params) => {
+  route('GET', '/api/endpoints/:id/snapshot', { summary: 'The endpoint\'s latest snapshot, as its agent sent it', role: 'viewer', responses: { 200: 'The snapshot' } }, async (_req, res, params) => {
     const e = await endpointOr404(ctx, params.id)
     const snap = await store.getSnapshot(e.id)
     if (snap === undefined) fail('RG_ERR_NOT_FOUND', `no snapshot from ${e.id} yet`)
     sendJson(res, 200, { endpointId: e.id, edgeId: snap.edgeId, receivedAt: iso(snap.receivedAt), reason: snap.reason, snapshot: snap.snapshot })
   })
 
-  route('DELETE', '/api/endpoints/:id/agents/:edgeId', async (_req, res, params) => {
+  route('DELETE', '/api/endpoints/:id/agents/:edgeId', { summary: 'Free an agent\'s place (another machine may join with the token)', role: 'operator', audit: 'endpoint.free-agent', responses: { 204: 'Freed' } }, async (_req, res, params, { note }) => {
     const e = await endpointOr404(ctx, params.id)
+    note.detail = { edgeId: params.edgeId }
     if (!await store.removeEndpointAgent(e.id, params.edgeId ?? '')) fail('RG_ERR_NOT_FOUND', `edge id ${params.edgeId} is not admitted for ${e.id}`)
     logger.info({ endpointId: e.id, edgeId: params.edgeId }, 'agent place freed')
     res.writeHead(204).end()
@@ -259,20 +292,29 @@ export function endpointRoutes (ctx: ApiContext): void {
 export function endpointEditRoutes (ctx: ApiContext): void {
   const { store, hub, tunnels, logger, route } = ctx
   // Rename, or replace the tags.
-  route('PATCH', '/api/endpoints/:id', async (req, res, params) => {
-    const body = await readJson(req, ctx.maxBodyBytes)
-    rejectUnknownFields(body, ['name', 'tags'])
-    const name = bodyString(body, 'name', { max: 128 })
-    if (name !== undefined && name.trim() === '') fail('RG_ERR_BAD_REQUEST', 'field "name" must not be empty')
-    const tags = bodyTags(body, 'tags')
-    if (!await store.updateEndpoint(params.id ?? '', { name, tags })) fail('RG_ERR_NOT_FOUND', `no endpoint ${params.id}`)
+  route('PATCH', '/api/endpoints/:id', {
+    summary: 'Rename an endpoint, or replace its tags',
+    role: 'operator',
+    audit: 'endpoint.change',
+    body: Body({ name: Type.Optional(Field.name('endpoint')), tags: Type.Optional(Field.tags('the endpoint\'s tags from now on')) }),
+    responses: { 200: 'The endpoint now', 409: 'RG_ERR_NAME_TAKEN' }
+  }, async (_req, res, params, { body, note }) => {
+    const { name } = body
+    const tags = body.tags === undefined ? undefined : [...new Set(body.tags)]
+    note.detail = { ...(name === undefined ? {} : { name }), ...(tags === undefined ? {} : { tags }) }
+    if (!await uniqueName(name, async () => await store.updateEndpoint(params.id ?? '', { name, tags }))) fail('RG_ERR_NOT_FOUND', `no endpoint ${params.id}`)
     logger.info({ endpointId: params.id, name, tags }, 'endpoint changed')
     ctx.publish('endpoints')
     sendJson(res, 200, (await endpointViews(ctx, [await endpointOr404(ctx, params.id)], true))[0])
   })
 
   // A new join token (a leaked one, a machine replaced): the old one stops working at once.
-  route('POST', '/api/endpoints/:id/join-token', async (_req, res, params) => {
+  route('POST', '/api/endpoints/:id/join-token', {
+    summary: 'Re-issue the join token: the old one stops working at once (its agents are stopped and refused)',
+    role: 'operator',
+    audit: 'endpoint.reissue-token',
+    responses: { 201: 'The endpoint with its new joinToken, command and install lines' }
+  }, async (_req, res, params) => {
     const e = await endpointOr404(ctx, params.id)
     const secret = newSecret(32)
     // Agents online with the old token are stopped (an order they can verify), here and at other replicas.

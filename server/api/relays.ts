@@ -4,7 +4,8 @@ import type { RelayRecord } from '../store.js'
 import type { RelayLocation } from '../cluster-store.js'
 import type { CacheStatsMessage } from '../../protocol/messages.js'
 import { newId } from '../ids.js'
-import { sendJson, fail, readJson, bodyString, rejectUnknownFields } from '../http-util.js'
+import { sendJson, fail } from '../http-util.js'
+import { Body, Field } from './route.js'
 import { iso, type ApiContext, type RelayFigures } from './context.js'
 
 export interface RelayView {
@@ -56,16 +57,22 @@ export async function relayView (ctx: ApiContext, r: RelayRecord, elsewhere?: Ma
 /** /api/relays: create (the token is shown once), list, show, revoke. */
 export function relayRoutes (ctx: ApiContext): void {
   const { store, hub, logger, route } = ctx
-  route('POST', '/api/relays', async (req, res) => {
-    const body = await readJson(req, ctx.maxBodyBytes)
-    rejectUnknownFields(body, ['name'])
-    const name = bodyString(body, 'name', { required: true, max: 128 })!
+  route('POST', '/api/relays', {
+    summary: 'Create a relay: its token (shown once) and the line that installs it',
+    role: 'admin',
+    audit: 'relay.create',
+    body: Body({ name: Field.name('relay') }),
+    responses: { 201: '{id, name, token, installCommand, installCommands}' }
+  }, async (_req, res, _params, { body, note }) => {
+    const name = body.name
     const token = `rgr_${newSecret(32)}`
     const record: RelayRecord = {
       id: newId('r'), name, tokenHash: hashToken(token), createdAt: Date.now(), revokedAt: null,
       fingerprint: null, wsUrl: null, wssUrl: null, version: null, lastSeen: null
     }
     await store.createRelay(record)
+    note.target = record.id
+    note.detail = { name }
     logger.info({ relayId: record.id, name }, 'relay created')
     ctx.publish('relays')
     const installArgs = ['--server', ctx.publicUrl(), '--token', token]
@@ -74,18 +81,18 @@ export function relayRoutes (ctx: ApiContext): void {
     sendJson(res, 201, { id: record.id, name, token, installCommand, installCommands })
   })
 
-  route('GET', '/api/relays', async (_req, res) => {
+  route('GET', '/api/relays', { summary: 'List relays: linked or not, agents, cache figures', role: 'viewer', responses: { 200: 'A list of relays' } }, async (_req, res) => {
     const elsewhere = await ctx.cluster?.remoteRelays()
     sendJson(res, 200, await Promise.all((await store.listRelays()).map(async r => await relayView(ctx, r, elsewhere))))
   })
 
-  route('GET', '/api/relays/:id', async (_req, res, params) => {
+  route('GET', '/api/relays/:id', { summary: 'One relay', role: 'viewer', responses: { 200: 'The relay' } }, async (_req, res, params) => {
     const r = await store.getRelay(params.id ?? '')
     if (r === undefined) fail('RG_ERR_NOT_FOUND', `no relay ${params.id}`)
     sendJson(res, 200, await relayView(ctx, r, await ctx.cluster?.remoteRelays()))
   })
 
-  route('DELETE', '/api/relays/:id', async (_req, res, params) => {
+  route('DELETE', '/api/relays/:id', { summary: 'Revoke a relay\'s token: its link is closed and refused from now on', role: 'admin', audit: 'relay.revoke', responses: { 204: 'Revoked' } }, async (_req, res, params) => {
     const id = params.id ?? ''
     const r = await store.getRelay(id)
     if (r === undefined) fail('RG_ERR_NOT_FOUND', `no relay ${id}`)

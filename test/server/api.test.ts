@@ -130,12 +130,12 @@ t.test('request bodies: bad JSON, wrong shapes, bad fields', async t => {
 t.test('tunnelTarget is validated', async t => {
   const { api } = await startServer(t)
   for (const tunnelTarget of ['ftp://x', 'notaurl', 'unix:', 'unix:relative.sock', 'http://', '', 42, 'ssh://127.0.0.1:22']) {
-    const res = await api.request('POST', '/api/endpoints', { name: 'box', tunnelTarget })
+    const res = await api.request('POST', '/api/endpoints', { name: `box ${String(tunnelTarget)}`, tunnelTarget })
     t.equal(res.status, 400, `rejects ${JSON.stringify(tunnelTarget)}`)
     t.equal(res.body.error.code, 'RG_ERR_BAD_REQUEST', `rejects ${JSON.stringify(tunnelTarget)}`)
   }
   for (const tunnelTarget of ['http://127.0.0.1:2375', 'https://127.0.0.1:9443', 'unix:/var/run/docker.sock', 'tcp://127.0.0.1:22']) {
-    const res = await api.request('POST', '/api/endpoints', { name: 'box', tunnelTarget })
+    const res = await api.request('POST', '/api/endpoints', { name: `box ${tunnelTarget}`, tunnelTarget })
     t.equal(res.status, 201, `accepts ${tunnelTarget}`)
     t.equal(res.body.tunnelTarget, tunnelTarget)
     t.ok(res.body.command.includes(`--tunnel-target ${tunnelTarget}`), 'the command passes the target on')

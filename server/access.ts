@@ -1,0 +1,137 @@
+import type { IncomingMessage } from 'node:http'
+import type { Logger } from 'pino'
+import { hashToken } from '../protocol/auth.js'
+import { RelaygateError } from '../protocol/errors.js'
+import { roleAllows, type AccessStore, type AuditEntry, type AuditFilter, type AuditRecord, type Role, type TokenRecord } from './access-store.js'
+import { WriteBehind } from './write-behind.js'
+
+/** Who sent a request: the named token it carried. */
+export interface Principal { tokenId: string, name: string, role: Role }
+
+/** Throws RG_ERR_UNAUTHORIZED without a valid token, RG_ERR_FORBIDDEN when its role is below `needed`. */
+export type Authorize = (req: IncomingMessage, needed?: Role) => Principal
+
+/**
+ * The API tokens in force, kept in memory by hash (every request is checked;
+ * the store is read only when they change, here or at another replica).
+ */
+export class AccessControl {
+  private byHash = new Map<string, TokenRecord>()
+  private readonly touches: WriteBehind<{ id: string, at: number }>
+  private readonly lastTouch = new Map<string, number>()
+
+  constructor (private readonly store: AccessStore, logger: Logger) {
+    this.touches = new WriteBehind({
+      what: 'token last-used times',
+      logger,
+      key: t => t.id,
+      merge: (_prev, next) => next,
+      write: async batch => {
+        const at = Math.max(...batch.map(t => t.at))
+        await this.store.touchTokens(batch.map(t => t.id), at)
+      }
+    })
+  }
+
+  /** Reads the tokens again (after a change here or at another replica). */
+  async reload (): Promise<void> {
+    const next = new Map<string, TokenRecord>()
+    for (const t of await this.store.listTokens()) if (t.revokedAt === null) next.set(t.tokenHash, t)
+    this.byHash = next
+  }
+
+  readonly authorize: Authorize = (req, needed = 'viewer') => {
+    const header = req.headers.authorization ?? ''
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(header)
+    if (match === null) throw new RelaygateError('RG_ERR_UNAUTHORIZED', 'send Authorization: Bearer <API token>')
+    const token = this.byHash.get(hashToken(match[1]))
+    if (token === undefined) throw new RelaygateError('RG_ERR_UNAUTHORIZED', 'unknown or revoked API token')
+    const principal: Principal = { tokenId: token.id, name: token.name, role: token.role }
+    this.touch(token.id)
+    if (!roleAllows(token.role, needed)) throw forbidden(principal, needed, `${req.method ?? '?'} ${(req.url ?? '').split('?')[0]}`)
+    return principal
+  }
+
+  /** Last-used times: written at most once a minute per token. */
+  private touch (id: string): void {
+    const now = Date.now()
+    if (now - (this.lastTouch.get(id) ?? 0) < 60_000) return
+    this.lastTouch.set(id, now)
+    this.touches.add({ id, at: now })
+  }
+
+  async close (): Promise<void> {
+    await this.touches.close()
+  }
+}
+
+export function forbidden (who: Principal, needed: Role, what: string): RelaygateError {
+  return new RelaygateError('RG_ERR_FORBIDDEN', `token "${who.name}" has role ${who.role}; ${what} needs ${needed}${needed === 'admin' ? '' : ' or admin'}`)
+}
+
+export interface AuditOptions {
+  store: AccessStore
+  logger: Logger
+  /** Entries older than this are deleted (checked hourly). */
+  retentionDays: number
+  /** Tells the dashboards (GET /api/events). */
+  publish: () => void
+}
+
+/**
+ * The audit log: every change made through the API and every tunnel
+ * session, kept in the store (written in batches, retried while the
+ * database is away) and logged at once as one pino line each
+ * (`"audit": {…}`) for log shippers. Entries never carry secrets.
+ */
+export class AuditLog {
+  private readonly writer: WriteBehind<{ seq: number, entry: AuditEntry }>
+  private seq = 0
+  private readonly pruneTimer: NodeJS.Timeout
+  private readonly logger: Logger
+
+  constructor (private readonly opts: AuditOptions) {
+    this.logger = opts.logger
+    this.writer = new WriteBehind({
+      what: 'audit entries',
+      logger: opts.logger,
+      key: e => String(e.seq),
+      merge: (prev) => prev,
+      write: async batch => {
+        await opts.store.addAudit(batch.sort((a, b) => a.seq - b.seq).map(e => e.entry))
+        opts.publish()
+      }
+    })
+    this.pruneTimer = setInterval(() => { void this.prune() }, 3600_000)
+    this.pruneTimer.unref()
+  }
+
+  record (entry: Omit<AuditEntry, 'at'> & { at?: number }): void {
+    const full: AuditEntry = { ...entry, at: entry.at ?? Date.now() }
+    this.logger.info({ audit: { ...full, at: new Date(full.at).toISOString() } }, `audit ${full.action} ${full.result}`)
+    this.writer.add({ seq: ++this.seq, entry: full })
+  }
+
+  /** Newest first; entries recorded here and not yet written are written first. */
+  async list (filter: AuditFilter): Promise<AuditRecord[]> {
+    await this.writer.flush()
+    return await this.opts.store.listAudit(filter)
+  }
+
+  /** Deletes what is older than the retention; returns how many. */
+  async prune (now = Date.now()): Promise<number> {
+    try {
+      const removed = await this.opts.store.pruneAudit(now - this.opts.retentionDays * 86_400_000)
+      if (removed > 0) this.logger.info({ removed, retentionDays: this.opts.retentionDays }, 'old audit entries deleted')
+      return removed
+    } catch (err) {
+      this.logger.warn({ err: (err as Error).message }, 'old audit entries not deleted; trying again in an hour')
+      return 0
+    }
+  }
+
+  async close (): Promise<void> {
+    clearInterval(this.pruneTimer)
+    await this.writer.close()
+  }
+}
