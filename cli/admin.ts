@@ -9,6 +9,7 @@ import { adminRequest, verifyServerUrl, type AdminTarget } from './http-client.j
 import { opt, parseCount, collect } from './options.js'
 import { readLogin } from './login.js'
 import { registerOperatorCommands } from './operator.js'
+import { registerAccessCommands } from './access.js'
 
 /**
  * Operator helpers that speak to the admin API, for people without curl:
@@ -42,7 +43,7 @@ export function registerAdminCommands (program: Command, fail: (err: unknown) =>
     } catch (err) { fail(err) }
   }
 
-  const token = program.command('token').description('Relay tokens (admin API).')
+  const token = program.command('token').description('Tokens (admin API): relay tokens (create-relay), API tokens with a role (create, list, revoke).')
   withServer(token.command('create-relay')
     .description('Create a relay token; prints it (shown once) and the command to run at the site.')
     .addOption(opt('--name <name>', 'the relay\'s name, e.g. site-a', 'relay').makeOptionMandatory()))
@@ -146,6 +147,7 @@ export function registerAdminCommands (program: Command, fail: (err: unknown) =>
 
   registerUpdateCommands(program, { withServer, target, out, run })
   registerOperatorCommands(program, { withServer, target, out, run, table }, { endpoint, artifact })
+  registerAccessCommands(program, { withServer, target, out, run, table }, token)
 }
 
 export interface AdminHelpers {

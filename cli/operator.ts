@@ -18,6 +18,18 @@ function parsePairs (pairs: string[]): Record<string, unknown> {
   return out
 }
 
+/** A token piped on stdin (`--with-token`): its first line. */
+async function readStdinToken (): Promise<string> {
+  let text = ''
+  for await (const chunk of process.stdin) {
+    text += String(chunk)
+    if (text.length > 4096) break
+  }
+  const token = text.split('\n')[0].trim()
+  if (token === '') throw new RelaygateError('RG_ERR_CONFIG', '--with-token: no token on stdin (relaygate login --server … --with-token < token-file)')
+  return token
+}
+
 const dash = (v: unknown): string => v === null || v === undefined || v === '' ? '-' : String(v)
 
 /**
@@ -31,18 +43,19 @@ export function registerOperatorCommands (program: Command, h: Required<AdminHel
   const print = (o: Record<string, any>, body: unknown, text: () => string): void => h.out(o.json === true ? JSON.stringify(body) : text())
 
   program.command('login')
-    .description('Save the server URL, its pin and an admin token (mode 0600) so later commands need no --server.')
+    .description('Save the server URL, its pin and an API token (mode 0600) so later commands need no --server.')
     .addOption(opt('--server <url>', 'server URL, e.g. https://hub:8443').makeOptionMandatory())
-    .addOption(opt('--token-file <file>', 'admin token file (default ./data/admin-token; RELAYGATE_ADMIN_TOKEN wins)'))
+    .addOption(opt('--token-file <file>', 'API token file (default ./data/admin-token; RELAYGATE_ADMIN_TOKEN wins)'))
+    .addOption(opt('--with-token', 'read the API token from stdin (e.g. one from relaygate token create)'))
     .addOption(opt('--server-fingerprint <sha256>', 'pin the server\'s self-signed HTTPS certificate'))
     .action(h.run(async (o: Record<string, any>) => {
       const server = verifyServerUrl(o.server)
-      const token = readAdminToken(o.tokenFile)
+      const token = o.withToken === true ? await readStdinToken() : readAdminToken(o.tokenFile)
       const target = { server, token, serverFingerprint: o.serverFingerprint }
       // Only a login that works is saved.
-      await adminRequest(target, 'GET', '/api/settings')
+      const me = (await adminRequest(target, 'GET', '/api/whoami')).body as { name: string, role: string }
       const file = saveLogin({ server, token, ...(o.serverFingerprint === undefined ? {} : { serverFingerprint: o.serverFingerprint }) })
-      h.out(`logged in to ${server}; saved to ${file} (mode 0600)`)
+      h.out(`logged in to ${server} as "${me.name}" (${me.role}); saved to ${file} (mode 0600)`)
     }))
 
   // 'relays', not 'relay': that one runs a relay.

@@ -48,6 +48,10 @@ export function tokenRoutes (ctx: ApiContext): void {
     sendJson(res, 201, { id: record.id, name: record.name, role: record.role, token })
   })
 
+  route('GET', '/api/whoami', { summary: 'The token this request carries: its name and role (what the dashboard shows)', role: 'viewer', responses: { 200: '{id, name, role}' } }, (_req, res, _params, { principal }) => {
+    sendJson(res, 200, { id: principal.tokenId, name: principal.name, role: principal.role })
+  })
+
   route('GET', '/api/tokens', { summary: 'List API tokens (never the tokens themselves)', role: 'admin', responses: { 200: 'A list of tokens, revoked ones too' } }, async (_req, res) => {
     sendJson(res, 200, (await store.access.listTokens()).map(tokenView))
   })

@@ -1,8 +1,8 @@
 import t from 'tap'
-import { existsSync, readFileSync, statSync } from 'node:fs'
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { startSite, startAgent, startTarget, tempDir, eventually } from '../helpers/cluster.js'
-import { run, bin, type Env } from '../helpers/child.js'
+import { run, startCommand, childEnv, root, bin, type Env } from '../helpers/child.js'
 
 // Issue 17, a complete CLI: `relaygate login` once, then every operator
 // command without --server or a token (as gh auth login), tables on a
@@ -83,5 +83,48 @@ if (!existsSync(bin)) {
     const elsewhere = await cli('relays', 'list', '--server', 'http://127.0.0.1:1')
     t.equal(elsewhere.code, 2)
     t.match(elsewhere.stderr, /--token-file: cannot read/)
+  })
+
+  t.test('token create|list|revoke, login --with-token as a viewer, audit: from the terminal', async t => {
+    const { server, api } = await startSite(t)
+    const env: Env = { XDG_CONFIG_HOME: tempDir(t) }
+    const admin = async (...args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> => await run(t, [...args, '--server', server.httpUrl, '--token-file', server.adminTokenFile], {}, undefined, 60_000)
+
+    const created = await admin('token', 'create', 'dash', '--role', 'viewer')
+    t.equal(created.code, 0, created.stderr)
+    const token = /^\s+(rgt_\S+)$/m.exec(created.stdout)?.[1]
+    t.ok(token, 'the token is printed once')
+    const badRole = await admin('token', 'create', 'x', '--role', 'root')
+    t.equal(badRole.code, 2, 'a role that does not exist is a usage error')
+    t.match(badRole.stderr, /Allowed choices are viewer, operator, admin/)
+    t.match((await admin('token', 'list')).stdout, /^t\w+\s+dash\s+viewer\s+\S+\s+admin\s+-\s+active$/m)
+
+    // login --with-token: the token piped in, never on the command line.
+    const tokenFile = join(tempDir(t), 'token')
+    writeFileSync(tokenFile, `${token!}\n`, { mode: 0o600 })
+    const login = startCommand(t, '/bin/sh', ['-c', `"${process.execPath}" "${bin}" login --server ${server.httpUrl} --with-token < "${tokenFile}"`], childEnv(env), root)
+    const loggedIn = await login.closed
+    t.equal(loggedIn.code, 0, login.stderr)
+    t.match(login.stdout, /logged in to .* as "dash" \(viewer\)/)
+    const viewer = async (...args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> => await run(t, args, env, undefined, 60_000)
+    t.equal((await viewer('relays', 'list')).code, 0, 'a viewer reads')
+    const refused = await viewer('endpoint', 'create', '--name', 'nope')
+    t.equal(refused.code, 1)
+    t.match(refused.stderr, /token "dash" has role viewer; POST \/api\/endpoints needs operator or admin \(RG_ERR_FORBIDDEN\)/)
+
+    const audit = await admin('audit', '--limit', '5')
+    t.equal(audit.code, 0, audit.stderr)
+    t.match(audit.stdout, /^ID\s+TIME\s+TOKEN\s+ACTION\s+TARGET\s+SOURCE\s+RESULT\s+DETAIL/m)
+    t.match(audit.stdout, /dash\s+endpoint\.create\s+-\s+\S+\s+RG_ERR_FORBIDDEN/, 'the refusal')
+    t.match(audit.stdout, /admin\s+token\.create\s+t\w+\s+\S+\s+ok\s+name=dash role=viewer/)
+    const json = JSON.parse((await admin('audit', '--action', 'token', '--json')).stdout)
+    t.same(json.map((e: any) => e.action), ['token.create'])
+
+    t.equal((await admin('token', 'revoke', 'dash')).code, 0, 'revoked by name')
+    const after = await viewer('relays', 'list')
+    t.equal(after.code, 1)
+    t.match(after.stderr, /RG_ERR_UNAUTHORIZED/)
+    t.equal((await admin('token', 'revoke', 'dash')).code, 1, 'not twice')
+    t.ok(api.token.length > 0)
   })
 }
