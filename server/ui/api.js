@@ -1,4 +1,4 @@
-// The admin token (sessionStorage, this tab only) and calls to the REST API.
+// The API token (sessionStorage, this tab only) and calls to the REST API.
 
 const TOKEN_KEY = 'relaygate.adminToken'
 
@@ -47,7 +47,7 @@ export async function api (method, path, body, { withHeaders = false } = {}) {
   }
   const data = parseBody(await res.text())
   if (res.status === 401) {
-    session.signOut('The server refused the admin token (it may have changed). Sign in again.')
+    session.signOut('The server refused the token (it may have been revoked). Sign in again.')
   }
   if (!res.ok) throw errorFrom(res.status, data, res.statusText)
   return withHeaders ? { data, headers: res.headers } : data

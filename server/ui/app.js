@@ -5,6 +5,7 @@ import { render } from '/ui/vendor/preact.mjs'
 import { useState, useEffect } from '/ui/vendor/hooks.mjs'
 import { html } from './html.js'
 import { session } from './api.js'
+import { AuditPage, TokensPage, useWhoami } from './access.js'
 import { ArtifactsPage } from './artifacts.js'
 import { EndpointDetail, EndpointsPage } from './endpoints.js'
 import { JobDetail, JobsPage } from './jobs.js'
@@ -21,12 +22,15 @@ const pages = [
   { id: 'artifacts', label: 'Artifacts' },
   { id: 'jobs', label: 'Jobs' },
   { id: 'updates', label: 'Updates' },
-  { id: 'settings', label: 'Settings' }
+  { id: 'settings', label: 'Settings' },
+  { id: 'tokens', label: 'Tokens', admin: true },
+  { id: 'audit', label: 'Audit', admin: true }
 ]
 
 function Shell () {
   const route = useRoute()
   const status = useLiveStatus()
+  const me = useWhoami()
   let page
   switch (route.page) {
     case 'endpoints': page = route.id === null ? html`<${EndpointsPage} />` : html`<${EndpointDetail} id=${route.id} key=${route.id} />`; break
@@ -35,15 +39,18 @@ function Shell () {
     case 'jobs': page = route.id === null ? html`<${JobsPage} />` : html`<${JobDetail} id=${route.id} key=${route.id} />`; break
     case 'updates': page = route.id === null ? html`<${UpdatesPage} />` : html`<${UpdateDetail} id=${route.id} key=${route.id} />`; break
     case 'settings': page = html`<${SettingsPage} />`; break
+    case 'tokens': page = html`<${TokensPage} />`; break
+    case 'audit': page = html`<${AuditPage} />`; break
     default: page = html`<div class="card">No page “${route.page}”. <a href="#/endpoints">Endpoints</a></div>`
   }
   return html`<div class="shell">
     <aside class="sidebar">
       <div class="brand"><img src="/ui/favicon.svg" alt="" /> relaygate</div>
       <nav class="nav">
-        ${pages.map(p => html`<a key=${p.id} href=${`#/${p.id}`} class=${route.page === p.id ? 'active' : ''}>${p.label}</a>`)}
+        ${pages.filter(p => p.admin !== true || me?.role === 'admin').map(p => html`<a key=${p.id} href=${`#/${p.id}`} class=${route.page === p.id ? 'active' : ''}>${p.label}</a>`)}
       </nav>
       <div class="side-foot">
+        ${me === null ? null : html`<span class="whoami" data-testid="whoami" title="The token this tab is signed in with">${me.name} · ${me.role}</span>`}
         <span class="live" data-testid="live" data-status=${status} title="Pages update by themselves while live">
           <span class=${`dot ${status === 'live' ? 'live-on' : 'live-off'}`}></span>${status === 'live' ? 'Live' : (status === 'connecting' ? 'Connecting…' : 'Reconnecting…')}
         </span>

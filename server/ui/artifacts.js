@@ -16,7 +16,7 @@ export function uploadArtifact (name, file, onProgress, replace = false) {
     xhr.upload.onprogress = e => { if (e.lengthComputable) onProgress(e.loaded, e.total) }
     xhr.onload = () => {
       const body = parseBody(xhr.responseText)
-      if (xhr.status === 401) session.signOut('The server refused the admin token. Sign in again.')
+      if (xhr.status === 401) session.signOut('The server refused the token (it may have been revoked). Sign in again.')
       if (xhr.status >= 200 && xhr.status < 300) resolve(body)
       else reject(errorFrom(xhr.status, body, xhr.statusText))
     }

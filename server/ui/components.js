@@ -9,7 +9,8 @@ export const badgeKinds = {
   online: 'ok', offline: '', open: 'ok', requested: 'warn', closed: '',
   queued: '', downloading: 'info', verifying: 'info', running: 'info', succeeded: 'ok', failed: 'bad',
   connected: 'ok', disconnected: '', revoked: 'bad',
-  paused: 'warn', aborted: 'bad', pending: '', sent: 'info', installing: 'info', restarting: 'info', cancelled: ''
+  paused: 'warn', aborted: 'bad', pending: '', sent: 'info', installing: 'info', restarting: 'info', cancelled: '',
+  ok: 'ok', admin: 'warn', operator: 'info', viewer: ''
 }
 
 export function Badge ({ value, label }) {

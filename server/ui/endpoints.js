@@ -225,6 +225,7 @@ export function EndpointDetail ({ id }) {
   const relayNames = useRelayNames()
   const [error, setError] = useState(null)
   const [reissued, setReissued] = useState(null)
+  const [editing, setEditing] = useState(null)
   const [ep, refresh] = useResource(async () => ({ data: await api('GET', `/api/endpoints/${encodeURIComponent(id)}`) }), [id], ['endpoints'])
   const e = ep.data
   const state = e?.tunnel?.state ?? 'closed'
@@ -254,6 +255,7 @@ export function EndpointDetail ({ id }) {
         <div class="sub muted mono">${e.id}</div>
       </div>
       <div class="btn-row">
+        <button class="btn" data-testid="edit-endpoint" onClick=${() => setEditing(editing === null ? { name: e.name, tags: (e.tags ?? []).join(' ') } : null)}>Rename / tags</button>
         <button class="btn" data-testid="reissue-token" onClick=${async () => {
           if (!confirm(`Re-issue the join token of ${e.name}? The old token stops working at once: agents that use it are stopped and refused until they get the new one.`)) return
           setError(null)
@@ -262,6 +264,24 @@ export function EndpointDetail ({ id }) {
         <button class="btn danger" onClick=${() => { if (confirm(`Delete endpoint ${e.name}? Its agents are disconnected and refused.`)) act('DELETE', base, () => go('#/endpoints')) }}>Delete endpoint</button>
       </div>
     </div>
+    ${editing !== null ? html`<form class="card" data-testid="edit-form" onSubmit=${async ev => {
+      ev.preventDefault()
+      setError(null)
+      try {
+        await api('PATCH', base, { name: editing.name.trim(), tags: [...new Set(editing.tags.split(/[\s,]+/).filter(x => x !== ''))] })
+        setEditing(null)
+        refresh()
+      } catch (err) { setError(err) }
+    }}>
+      <h2>Rename, tags</h2>
+      <div class="form-row">
+        <label>Name<input name="name" value=${editing.name} required maxlength="128" onInput=${ev => setEditing({ ...editing, name: ev.target.value })} /></label>
+        <label>Tags<input name="tags" value=${editing.tags} placeholder="site-a db" onInput=${ev => setEditing({ ...editing, tags: ev.target.value })} /></label>
+        <button class="btn primary" type="submit" disabled=${editing.name.trim() === ''}>Save</button>
+        <button class="btn" type="button" onClick=${() => setEditing(null)}>Cancel</button>
+      </div>
+      <p class="muted small">Names are unique. Tags (letters, digits, . _ : -, separated by spaces) pick endpoints for jobs, updates and tunnels.</p>
+    </form>` : null}
     ${reissued !== null ? html`<${AgentCommand} created=${reissued} onClose=${() => setReissued(null)} />` : null}
     <${ErrorBox} error=${error ?? ep.error} />
     <div class="card">
@@ -289,6 +309,7 @@ export function EndpointDetail ({ id }) {
           <dt>Last seen</dt><dd>${e.status === 'online' ? 'now' : fmtAgo(e.lastSeen, now)}</dd>
           <dt>Tunnel target</dt><dd class="mono">${e.tunnelTarget ?? '– (agent flag)'}</dd>
           <dt>Agents</dt><dd>${e.maxAgents > 1 ? `cluster of up to ${e.maxAgents}` : 'one'}</dd>
+          <dt>Tags</dt><dd data-testid="endpoint-tags">${(e.tags ?? []).length === 0 ? '–' : html`<span class="chips">${e.tags.map(x => html`<span class="chip tag" key=${x}>${x}</span>`)}</span>`}</dd>
           <dt>Created</dt><dd>${fmtTime(e.createdAt)}</dd>
         </dl>
       </div>

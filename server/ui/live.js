@@ -49,7 +49,7 @@ export function startEvents () {
           signal: ctl.signal
         })
         if (res.status === 401) {
-          session.signOut('The server refused the admin token. Sign in again.')
+          session.signOut('The server refused the token (it may have been revoked). Sign in again.')
           return
         }
         if (!res.ok || res.body === null) throw new Error(`HTTP ${res.status}`)
