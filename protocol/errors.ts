@@ -35,7 +35,7 @@ export const ErrorCode = {
   RG_ERR_TUNNEL_TAMPERED: { close: 4027, status: 502, message: 'tunnel bytes failed end-to-end authentication' },
   RG_ERR_BAD_REQUEST: { close: 0, status: 400, message: 'bad request' },
   RG_ERR_BAD_JSON: { close: 0, status: 400, message: 'request body is not valid JSON' },
-  RG_ERR_UNAUTHORIZED: { close: 0, status: 401, message: 'missing or wrong admin token' },
+  RG_ERR_UNAUTHORIZED: { close: 0, status: 401, message: 'missing, unknown or revoked API token' },
   RG_ERR_NOT_FOUND: { close: 0, status: 404, message: 'not found' },
   RG_ERR_METHOD_NOT_ALLOWED: { close: 0, status: 405, message: 'method not allowed' },
   RG_ERR_BODY_TOO_LARGE: { close: 0, status: 413, message: 'request body too large' },

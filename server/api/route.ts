@@ -67,7 +67,8 @@ export function expectation (schema: TSchema): string {
     case 'boolean': return 'true or false'
     case 'string': {
       const min = (s.minLength as number | undefined) ?? 0
-      return `a ${min > 0 ? 'non-empty ' : ''}string of at most ${String(s.maxLength ?? 'any number of')} characters${s.pattern === undefined ? '' : ` matching ${String(s.pattern)}`}`
+      const pattern = s.pattern === undefined ? '' : s.pattern === '\\S' ? ', not blank' : ` matching ${String(s.pattern)}`
+      return `a ${min > 0 ? 'non-empty ' : ''}string of at most ${String(s.maxLength ?? 'any number of')} characters${pattern}`
     }
     case 'array': return `a list of ${s.minItems === undefined ? 'at most' : `${String(s.minItems)} to`} ${String(s.maxItems)} items, each ${expectation(s.items as TSchema)}`
     case 'object': return 'an object'

@@ -82,7 +82,7 @@ if (!existsSync(bin)) {
     const some = join(dir, 'some.bin')
     writeFileSync(some, 'x')
     const cases: Array<{ args: string[], env?: Env, code: number, match: RegExp, what: string }> = [
-      { args: ['endpoint', 'list', '--server', server.httpUrl], env: { RELAYGATE_ADMIN_TOKEN: 'x'.repeat(20) }, code: 1, match: /wrong admin token \(RG_ERR_UNAUTHORIZED\)/, what: 'a wrong token' },
+      { args: ['endpoint', 'list', '--server', server.httpUrl], env: { RELAYGATE_ADMIN_TOKEN: 'x'.repeat(20) }, code: 1, match: /unknown or revoked API token \(RG_ERR_UNAUTHORIZED\)/, what: 'a wrong token' },
       { args: ['endpoint', 'create', '--name', 'x', '--tunnel-target', 'ftp://nope', ...at], code: 1, match: /tunnelTarget.*\(RG_ERR_BAD_REQUEST\)/, what: 'a value the API refuses' },
       { args: ['artifact', 'upload', join(dir, 'missing.bin'), ...at], code: 2, match: /missing\.bin.*\(RG_ERR_CONFIG\)/, what: 'a missing file' },
       { args: ['artifact', 'upload', some, '--name', '../etc', ...at], code: 1, match: /RG_ERR_BAD_REQUEST/, what: 'a bad artifact name' },
