@@ -4,6 +4,7 @@ import { hashToken } from '../protocol/auth.js'
 import { RelaygateError } from '../protocol/errors.js'
 import { roleAllows, type AccessStore, type AuditEntry, type AuditFilter, type AuditRecord, type Role, type TokenRecord } from './access-store.js'
 import { WriteBehind } from './write-behind.js'
+import type { TunnelSessionEvent } from './tunnels.js'
 
 /** Who sent a request: the named token it carried. */
 export interface Principal { tokenId: string, name: string, role: Role }
@@ -110,6 +111,18 @@ export class AuditLog {
     const full: AuditEntry = { ...entry, at: entry.at ?? Date.now() }
     this.logger.info({ audit: { ...full, at: new Date(full.at).toISOString() } }, `audit ${full.action} ${full.result}`)
     this.writer.add({ seq: ++this.seq, entry: full })
+  }
+
+  /** A tunnel session opened or closed (by whom it was asked for; bytes each way at close). */
+  tunnelSession (e: TunnelSessionEvent): void {
+    this.record({
+      token: e.by?.token ?? null,
+      action: `tunnel.${e.kind}`,
+      target: e.endpointId,
+      source: e.by?.source ?? null,
+      result: 'ok',
+      detail: { tunnelId: e.tunnelId, edgeId: e.edgeId, relayId: e.relayId, ...(e.kind === 'close' ? { bytesToAgent: e.bytesToAgent, bytesFromAgent: e.bytesFromAgent, seconds: e.seconds, reason: e.reason } : {}) }
+    })
   }
 
   /** Newest first; entries recorded here and not yet written are written first. */

@@ -107,6 +107,21 @@ async function adminToken (store: Store, config: ServerConfig, logger: Logger): 
   return admin
 }
 
+/** API tokens (the first-start admin token among them) and the audit log, closed with the server. */
+async function accessParts (store: Store, config: ServerConfig, life: Lifecycle, logger: Logger): Promise<{ admin: { token: string, file: string }, access: AccessControl, audit: AuditLog, setPublish: (fn: () => void) => void }> {
+  const admin = await adminToken(store, config, logger)
+  // Named API tokens, shared by every replica through the store.
+  const access = new AccessControl(store.access, logger.child({ component: 'access' }))
+  await access.reload()
+  life.onClose('token last-used times', () => access.close())
+  let publish = (): void => {}
+  const audit = new AuditLog({ store: store.access, logger: logger.child({ component: 'audit' }), retentionDays: config.auditRetentionDays, publish: () => publish() })
+  // Closed after the parts that record entries (reverse order).
+  life.onClose('audit log', () => audit.close())
+  void audit.prune()
+  return { admin, access, audit, setPublish: fn => { publish = fn } }
+}
+
 /** The server without its sockets: state, relay hub, tunnels, jobs, and the request and upgrade handlers. */
 export interface ServerApp {
   readonly config: ServerConfig
@@ -154,17 +169,8 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
     })
   life.onClose('store', () => store.close())
   const cluster = clusterSecret === null ? null : new Cluster({ store: store as PgStore, secret: clusterSecret, version: VERSION, logger: logger.child({ component: 'cluster' }) })
-  const admin = await adminToken(store, config, logger)
-  // Named API tokens (the first-start admin token is one of them), shared by every replica through the store.
-  const access = new AccessControl(store.access, logger.child({ component: 'access' }))
-  await access.reload()
-  life.onClose('token last-used times', () => access.close())
+  const { admin, access, audit, setPublish } = await accessParts(store, config, life, logger)
   const authorize = access.authorize
-  let publishAudit = (): void => {}
-  const audit = new AuditLog({ store: store.access, logger: logger.child({ component: 'audit' }), retentionDays: config.auditRetentionDays, publish: () => publishAudit() })
-  // Closed after the parts that record entries (reverse order).
-  life.onClose('audit log', () => audit.close())
-  void audit.prune()
   // Read on every agent and tunnel: kept in memory, replaced by PATCH /api/settings.
   const settings: SettingsRef = { current: await store.getSettings() }
 
@@ -190,14 +196,7 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
   })
   life.onClose('relay links', graceful => hub.close(graceful))
   const tunnels = new TunnelManager({ store, settings, hub, security, logger: logger.child({ component: 'tunnels' }), adminWindowMs: config.tunnelAdminWindowMs })
-  tunnels.onSession(e => audit.record({
-    token: e.by?.token ?? null,
-    action: `tunnel.${e.kind}`,
-    target: e.endpointId,
-    source: e.by?.source ?? null,
-    result: 'ok',
-    detail: { tunnelId: e.tunnelId, edgeId: e.edgeId, relayId: e.relayId, ...(e.kind === 'close' ? { bytesToAgent: e.bytesToAgent, bytesFromAgent: e.bytesFromAgent, seconds: e.seconds, reason: e.reason } : {}) }
-  }))
+  tunnels.onSession(e => audit.tunnelSession(e))
   let forwarder: Forwarder | null = null
   const tunnelProxy = createTunnelProxy({
     tunnels, logger: logger.child({ component: 'proxy' }), openTimeoutMs: config.tunnelOpenTimeoutMs, authorize,
@@ -220,7 +219,7 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
     events.publish(topic)
     cluster?.changed(topic)
   }
-  publishAudit = () => publish('audit')
+  setPublish(() => publish('audit'))
   const relayStats = new Map<string, RelayFigures>()
   wireRelayEvents({ store, hub, snapshots, artifacts, tunnels, jobs, updates, publish, relayStats, onFigures: (relayId, figures) => cluster?.relayFigures(relayId, figures) })
   security.onEvent(() => publish('relays'))
