@@ -188,6 +188,25 @@ t.test('three replicas: any one serves the whole fleet, one hop to the replica t
   t.pass('changes made at A acted on by the replicas that hold the links')
 })
 
+t.test('API tokens and the audit log are the cluster\'s: made at one replica, used, revoked and read at the others', async t => {
+  const { replicas: [a, b], apis: [apiA, apiB] } = await startReplicas(t, 2)
+  const names = (await apiA.ok('GET', '/api/tokens')).map((k: { name: string }) => k.name)
+  t.equal(names.length, 2, `each replica's first-start token is an admin token (${names.join(', ')})`)
+  t.equal((await apiB.request('GET', '/api/tokens')).status, 200, 'B\'s own admin token works')
+  const ops = await apiA.ok('POST', '/api/tokens', { name: 'ops', role: 'operator' })
+  const atB = new Api(b.httpUrl, ops.token)
+  await eventually(async () => (await atB.request('GET', '/api/endpoints')).status === 200)
+  const ep = await atB.ok('POST', '/api/endpoints', { name: 'made-at-b' })
+  t.equal((await atB.request('POST', '/api/relays', { name: 'x' })).status, 403, 'its role holds at B too')
+  await apiA.ok('DELETE', `/api/tokens/${ops.id as string}`)
+  await eventually(async () => (await atB.request('GET', '/api/endpoints')).status === 401)
+  t.pass('revoked at A: refused at B')
+  // Written by B within a moment (entries are written in batches every 200 ms).
+  const audit = await eventually(async () => { const found = await apiA.ok('GET', `/api/audit?target=${ep.id as string}`); return found.length > 0 ? found : null })
+  t.match(audit, [{ token: 'ops', action: 'endpoint.create', result: 'ok' }], 'B\'s entries are read at A')
+  t.ok(a.httpUrl !== b.httpUrl)
+})
+
 t.test('a cluster needs PostgreSQL, HTTPS and a real secret', async t => {
   const dataDir = tempDir(t)
   const secret = 'x'.repeat(40)
