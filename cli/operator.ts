@@ -103,9 +103,21 @@ export function registerOperatorCommands (program: Command, h: Required<AdminHel
         ...(typeof e.installCommand === 'string' ? ['', 'Or install it there:', '', `  ${e.installCommand as string}`] : [])
       ].join('\n'))
     }))
-  h.withServer(endpoint.command('tunnel').description('Open the endpoint\'s tunnel (waits until it is open), or --close it.').argument('<id>')
+  h.withServer(endpoint.command('rename').description('Rename an endpoint (names are unique).').argument('<id>').argument('<name>'))
+    .action(h.run(async (id: string, name: string, o: Record<string, any>) => {
+      const changed = await api(o, 'PATCH', `/api/endpoints/${encodeURIComponent(id)}`, { name })
+      print(o, changed, () => `endpoint ${id} is now "${changed.name as string}"`)
+    }))
+  h.withServer(endpoint.command('tunnel').description('Open the endpoint\'s tunnel (waits until it is open), or --close it; --tag opens those of every endpoint carrying the tags.').argument('[id]')
+    .addOption(opt('--tag <tag>', 'the endpoints carrying this tag (repeatable: all of them)', 'endpoint').argParser(collect))
     .addOption(opt('--close', 'close it instead', 'endpoint')))
-    .action(h.run(async (id: string, o: Record<string, any>) => {
+    .action(h.run(async (id: string | undefined, o: Record<string, any>) => {
+      if (o.tag !== undefined) {
+        if (id !== undefined || o.close === true) throw new RelaygateError('RG_ERR_CONFIG', 'endpoint tunnel --tag opens a group: give no id and no --close')
+        const opened = await api(o, 'POST', '/api/tunnels', { tags: o.tag, waitSeconds: 30 }) as any[]
+        return print(o, opened, () => h.table([['ID', 'NAME', 'TUNNEL'], ...opened.map(x => [x.endpointId, x.name, x.tunnel.state])]))
+      }
+      if (id === undefined) throw new RelaygateError('RG_ERR_CONFIG', 'endpoint tunnel: give an endpoint id, or --tag')
       if (o.close === true) {
         await api(o, 'DELETE', `/api/endpoints/${encodeURIComponent(id)}/tunnel`)
         return print(o, { id, tunnel: 'closed' }, () => `tunnel of ${id} closed`)
