@@ -22,7 +22,7 @@ import { registerAccessCommands } from './access.js'
 export function registerAdminCommands (program: Command, fail: (err: unknown) => never): void {
   const withServer = (cmd: Command): Command => cmd
     .addOption(opt('--server <url>', 'server URL, e.g. http://hub:8080 (default: the one relaygate login saved)'))
-    .addOption(opt('--token-file <file>', 'admin token file (default: the token relaygate login saved, else ./data/admin-token; RELAYGATE_ADMIN_TOKEN wins)'))
+    .addOption(opt('--token-file <file>', 'API token file (default: the token relaygate login saved, else ./data/admin-token; RELAYGATE_ADMIN_TOKEN wins)'))
     .addOption(opt('--server-fingerprint <sha256>', 'pin the server\'s self-signed HTTPS certificate'))
     .addOption(opt('--json', 'print the API\'s answer as JSON'))
 

@@ -197,7 +197,7 @@ if (typeof RELAYGATE_BUNDLE_ROLE === 'undefined' || RELAYGATE_BUNDLE_ROLE === 'c
     .argument('<endpointId>', 'the endpoint (its agent must allow the port with --allow-tcp)')
     .argument('<port>', 'agent-side TCP port on 127.0.0.1', parsePort)
     .addOption(opt('--server <url>', 'server URL, e.g. http://hub:8080').makeOptionMandatory())
-    .addOption(opt('--token-file <file>', 'admin token file (default ./data/admin-token; RELAYGATE_ADMIN_TOKEN wins)'))
+    .addOption(opt('--token-file <file>', 'API token file: operator or admin (default ./data/admin-token; RELAYGATE_ADMIN_TOKEN wins)'))
     .addOption(opt('--server-fingerprint <sha256>', 'pin the server\'s self-signed HTTPS certificate'))
     .action(async (endpointId: string, port: number, o: Record<string, any>) => {
       try {
