@@ -221,7 +221,7 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
   }
   setPublish(() => publish('audit'))
   const relayStats = new Map<string, RelayFigures>()
-  wireRelayEvents({ store, hub, snapshots, artifacts, tunnels, jobs, updates, publish, relayStats, onFigures: (relayId, figures) => cluster?.relayFigures(relayId, figures) })
+  wireRelayEvents({ store, audit, hub, snapshots, artifacts, tunnels, jobs, updates, publish, relayStats, onFigures: (relayId, figures) => cluster?.relayFigures(relayId, figures) })
   security.onEvent(() => publish('relays'))
 
   // GET /metrics: behind the admin token unless metricsPublic (then keep the port off the internet).
@@ -381,14 +381,18 @@ function movedAgain (): RelaygateError {
 }
 
 /** What relays report that is not one module's business: snapshots, figures, and change notifications for the dashboard. */
-function wireRelayEvents (p: { store: Store, hub: RelayHub, snapshots: WriteBehind<SnapshotRecord>, artifacts: ArtifactStore, tunnels: TunnelManager, jobs: JobManager, updates: UpdateManager, publish: (topic: EventTopic) => void, relayStats: Map<string, RelayFigures>, onFigures: (relayId: string, figures: RelayFigures) => void }): void {
+function wireRelayEvents (p: { store: Store, audit: AuditLog, hub: RelayHub, snapshots: WriteBehind<SnapshotRecord>, artifacts: ArtifactStore, tunnels: TunnelManager, jobs: JobManager, updates: UpdateManager, publish: (topic: EventTopic) => void, relayStats: Map<string, RelayFigures>, onFigures: (relayId: string, figures: RelayFigures) => void }): void {
   const { hub, artifacts, publish } = p
   hub.onRelayMessage('snapshot', (agent, msg) => {
     // Written with others (every agent of a relay sends one when it comes back). An old snapshot
     // replayed by a relay verifies, but does not replace a newer one: the write keeps the newer.
     p.snapshots.add({ endpointId: agent.endpointId, edgeId: agent.edgeId, receivedAt: Date.now(), reason: msg.reason, snapshot: { ...msg.snapshot, takenAt: msg.takenAt } })
     p.updates.noteAgentVersion(agent.endpointId, msg.snapshot.agentVersion)
-    void selfTag(p.store, agent.endpointId, msg.snapshot.tags).then(changed => { if (changed) publish('endpoints') }, () => {})
+    void selfTag(p.store, agent.endpointId, msg.snapshot.tags).then(added => {
+      if (added.length === 0) return
+      p.audit.record({ token: null, action: 'endpoint.self-tag', target: agent.endpointId, source: null, result: 'ok', detail: { added, edgeId: agent.edgeId, relayId: agent.relayId } })
+      publish('endpoints')
+    }, () => {})
   })
   hub.onRelayStream('artifact', (_relayId, stream, meta) => artifacts.serve(stream, meta.sha256, meta.offset))
   hub.onRelayLevel('stats', (relayId, msg) => {
@@ -406,17 +410,17 @@ function wireRelayEvents (p: { store: Store, hub: RelayHub, snapshots: WriteBehi
 /**
  * An agent started with --tag adds those tags to its endpoint (self-registration,
  * issue 17): from its snapshot, which is authenticated end to end. Tags are only
- * added, never taken off (the admin removes them). True when the endpoint changed.
+ * added, never taken off (the admin removes them). Returns the tags it added.
  */
-async function selfTag (store: Store, endpointId: string, tags: unknown): Promise<boolean> {
-  if (!Array.isArray(tags) || tags.length === 0) return false
+async function selfTag (store: Store, endpointId: string, tags: unknown): Promise<string[]> {
+  if (!Array.isArray(tags) || tags.length === 0) return []
   const wanted = tags.filter((x): x is string => typeof x === 'string' && TAG.test(x)).slice(0, 32)
   const endpoint = await store.getEndpoint(endpointId)
-  if (endpoint === undefined) return false
+  if (endpoint === undefined) return []
   const have = endpoint.tags ?? []
-  const added = wanted.filter(x => !have.includes(x))
-  if (added.length === 0) return false
-  return await store.updateEndpoint(endpointId, { tags: [...have, ...added].slice(0, 32) })
+  const added = wanted.filter(x => !have.includes(x)).slice(0, Math.max(0, 32 - have.length))
+  if (added.length === 0) return []
+  return await store.updateEndpoint(endpointId, { tags: [...have, ...added] }) ? added : []
 }
 
 /** Builds and starts a server: the app, then its HTTP and HTTPS listeners. Port 0 picks free ports; the URLs tell which. */

@@ -2,7 +2,7 @@
 import { useState, useEffect } from '/ui/vendor/hooks.mjs'
 import { html } from './html.js'
 import { api } from './api.js'
-import { Badge, CopyButton, ErrorBox } from './components.js'
+import { Badge, CopyButton, ErrorBox, attempt } from './components.js'
 import { fmtAgo, fmtBytes, fmtTime } from './format.js'
 import { useNow, useResource } from './live.js'
 
@@ -30,27 +30,13 @@ export function TokensPage () {
   const [role, setRole] = useState('viewer')
   const [created, setCreated] = useState(null)
   const [error, setError] = useState(null)
-  const create = async e => {
+  const create = e => {
     e.preventDefault()
-    setError(null)
-    try {
-      setCreated(await api('POST', '/api/tokens', { name: name.trim(), role }))
-      setName('')
-      refresh()
-    } catch (err) {
-      setError(err)
-    }
+    void attempt(async () => { setCreated(await api('POST', '/api/tokens', { name: name.trim(), role })); setName('') }, { then: refresh, onError: setError })
   }
-  const revoke = async t => {
-    if (!confirm(`Revoke the token “${t.name}”? Whoever uses it is refused from the next request on.`)) return
-    setError(null)
-    try {
-      await api('DELETE', `/api/tokens/${encodeURIComponent(t.id)}`)
-      refresh()
-    } catch (err) {
-      setError(err)
-    }
-  }
+  const revoke = t => attempt(() => api('DELETE', `/api/tokens/${encodeURIComponent(t.id)}`), {
+    question: `Revoke the token “${t.name}”? Whoever uses it is refused from the next request on.`, then: refresh, onError: setError
+  })
   const list = tokens.data ?? []
   return html`<section data-page="tokens">
     <div class="page-head">

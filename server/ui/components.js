@@ -61,3 +61,18 @@ export function Pager ({ offset, limit, total, onOffset }) {
     </div>
   </div>`
 }
+
+/**
+ * An action a button starts: asks `question` first (when given), clears the
+ * error, runs `call`, then `then` (e.g. a refresh); a failure goes to `onError`.
+ */
+export async function attempt (call, { question, then, onError }) {
+  if (question !== undefined && !confirm(question)) return
+  onError(null)
+  try {
+    await call()
+    then?.()
+  } catch (err) {
+    onError(err)
+  }
+}

@@ -2,7 +2,7 @@
 import { useState } from '/ui/vendor/hooks.mjs'
 import { html } from './html.js'
 import { api } from './api.js'
-import { Badge, CopyButton, ErrorBox } from './components.js'
+import { Badge, CopyButton, ErrorBox, attempt } from './components.js'
 import { fmtAgo, fmtBytes, short } from './format.js'
 import { useInterval, useNow, useResource } from './live.js'
 
@@ -28,27 +28,13 @@ export function RelaysPage () {
   const [name, setName] = useState('')
   const [created, setCreated] = useState(null)
   const [error, setError] = useState(null)
-  const create = async e => {
+  const create = e => {
     e.preventDefault()
-    setError(null)
-    try {
-      setCreated(await api('POST', '/api/relays', { name: name.trim() }))
-      setName('')
-      setAdding(false)
-      refresh()
-    } catch (err) {
-      setError(err)
-    }
+    void attempt(async () => { setCreated(await api('POST', '/api/relays', { name: name.trim() })); setName(''); setAdding(false) }, { then: refresh, onError: setError })
   }
-  const revoke = async r => {
-    if (!confirm(`Revoke relay ${r.name}? Its link drops and its token is refused from now on.`)) return
-    try {
-      await api('DELETE', `/api/relays/${encodeURIComponent(r.id)}`)
-      refresh()
-    } catch (err) {
-      setError(err)
-    }
-  }
+  const revoke = r => attempt(() => api('DELETE', `/api/relays/${encodeURIComponent(r.id)}`), {
+    question: `Revoke relay ${r.name}? Its link drops and its token is refused from now on.`, then: refresh, onError: setError
+  })
   const list = relays.data ?? []
   const withCache = list.some(r => r.cache !== undefined)
   return html`<section data-page="relays">

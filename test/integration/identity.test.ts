@@ -172,5 +172,7 @@ t.test('an agent started with --tag adds its tags to its endpoint', async t => {
     return e.tags.length === 3 ? e : null
   }, 10_000)
   t.same(tagged.tags, ['given', 'site-x', 'db'], 'added, the admin\'s kept')
+  const audit = await eventually(async () => { const found = await api.ok('GET', `/api/audit?action=endpoint.self-tag&target=${ep.id as string}`); return found.length > 0 ? found : null })
+  t.match(audit[0], { token: null, result: 'ok', detail: { added: ['site-x', 'db'] } }, 'in the audit log, by no token')
   t.throws(() => startAgent(t, ep.joinToken, { tags: ['not a tag'] }), { code: 'RG_ERR_CONFIG' })
 })

@@ -23,11 +23,11 @@ async function freshPgUrl (): Promise<string> {
   return server.url.replace(/\/[^/]*$/, `/${name}`)
 }
 
-async function openPgStoreRaw (url: string): Promise<{ query: (sql: string) => Promise<unknown>, end: () => Promise<void> }> {
+async function openPgStoreRaw (url: string): Promise<{ query: (sql: string, args?: unknown[]) => Promise<unknown>, end: () => Promise<void> }> {
   const pg = (await import('pg')).default
   const client = new pg.Client({ connectionString: url })
   await client.connect()
-  return { query: async sql => await client.query(sql), end: async () => await client.end() }
+  return { query: async (sql, args) => await client.query(sql, args), end: async () => await client.end() }
 }
 
 const backends: Array<{ name: string, open: (t: TapLike) => Promise<Store> }> = [
@@ -268,6 +268,25 @@ t.test('postgres: a database of schema 1 (the first PostgreSQL store) is migrate
   t.match(await after.getSnapshot('kept'), { reason: 'interval' }, 'the new column works')
 })
 
+t.test('postgres: a database from before unique endpoint names keeps every endpoint: duplicates get their id appended', async t => {
+  const url = await freshPgUrl()
+  const first = await openPgStore({ url, logger: capturingLogger().logger })
+  await first.close()
+  const raw = await openPgStoreRaw(url)
+  await raw.query('DROP INDEX endpoints_name; DROP TABLE api_tokens; DROP TABLE audit')
+  await raw.query('UPDATE meta SET value = \'5\' WHERE key = \'schemaVersion\'')
+  await raw.end()
+  const before = await openPgStoreRaw(url)
+  for (const [id, at] of [['e1', 1], ['e2', 2], ['e3', 3]] as const) {
+    await before.query('INSERT INTO endpoints (id, name, auth_key, tunnel_key, created_at) VALUES ($1, $2, $3, $3, $4)', [id, id === 'e3' ? 'other' : 'db', Buffer.alloc(32), at])
+  }
+  await before.end()
+  const after = await openPgStore({ url, logger: capturingLogger().logger })
+  t.teardown(() => after.close())
+  t.same([(await after.getEndpoint('e1'))?.name, (await after.getEndpoint('e2'))?.name, (await after.getEndpoint('e3'))?.name], ['db', 'db (e2)', 'other'], 'the oldest keeps its name')
+  await t.rejects(after.createEndpoint(endpoint('e4', { name: 'db' })), { code: '23505' }, 'names are unique from now on')
+})
+
 t.test('postgres: servers starting together migrate once; a database from a newer schema is refused', async t => {
   const url = await freshPgUrl()
   const logs = [capturingLogger('info'), capturingLogger('info'), capturingLogger('info')]
@@ -302,6 +321,22 @@ t.test('sqlite: a data dir made by the schema before job deadlines is migrated: 
   const after = await openSqliteStore(file)
   t.teardown(() => after.close())
   t.equal((await after.getJob('j1'))?.deadline, 5000 + DEFAULT_JOB_DEADLINE_MS)
+})
+
+t.test('sqlite: a data dir from before unique endpoint names keeps every endpoint: duplicates get their id appended', async t => {
+  const file = join(tempDir(t), 'relaygate.db')
+  const before = await openSqliteStore(file)
+  await before.close()
+  const raw = new Database(file)
+  raw.exec('DROP INDEX endpoints_name; DROP TABLE api_tokens; DROP TABLE audit; UPDATE meta SET value = \'7\' WHERE key = \'schemaVersion\'')
+  const insert = raw.prepare('INSERT INTO endpoints (id, name, auth_key, tunnel_key, created_at) VALUES (?, ?, ?, ?, ?)')
+  for (const [id, at] of [['e1', 1], ['e2', 2], ['e3', 3]] as const) insert.run(id, id === 'e3' ? 'other' : 'db', Buffer.alloc(32), Buffer.alloc(32), at)
+  raw.close()
+  const after = await openSqliteStore(file)
+  t.teardown(() => after.close())
+  t.same([(await after.getEndpoint('e1'))?.name, (await after.getEndpoint('e2'))?.name, (await after.getEndpoint('e3'))?.name], ['db', 'db (e2)', 'other'], 'the oldest keeps its name')
+  await t.rejects(after.createEndpoint(endpoint('e4', { name: 'db' })), { code: 'SQLITE_CONSTRAINT_UNIQUE' }, 'names are unique from now on')
+  t.same(await after.access.listTokens(), [], 'the token table is back')
 })
 
 t.test('sqlite: a data dir of schema 3 (the store before spent credentials) opens, keeps its data and gains the table', async t => {
