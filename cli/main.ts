@@ -94,14 +94,13 @@ if (typeof RELAYGATE_BUNDLE_ROLE === 'undefined' || RELAYGATE_BUNDLE_ROLE === 's
     .addOption(opt('--cluster-secret-file <file>', 'run as one replica of several on one PostgreSQL; the file holds the secret they share (32+ characters; or RELAYGATE_CLUSTER_SECRET)'))
     .addOption(opt('--peer-url <url>', 'https URL sibling replicas use to reach this one (default: the HTTPS listener\'s address)'))
     .addOption(opt('--artifact-copies <n>', 'store each uploaded artifact on this many replicas before answering (default: 2 when there are two or more)').argParser(parseCount))
-    .addOption(opt('--audit-retention-days <days>', 'keep audit log entries this many days').default(365).argParser(parseCount))
     .addOption(configOption())
     .action(async (o: Record<string, any>) => {
       const logger = createLogger(program.opts().logLevel)
       try {
         const { buildServer } = await import('../server/server.js')
         const server = await buildServer({
-          clusterSecretFile: o.clusterSecretFile, clusterSecret: process.env.RELAYGATE_CLUSTER_SECRET, peerUrl: o.peerUrl, artifactCopies: o.artifactCopies, auditRetentionDays: o.auditRetentionDays,
+          clusterSecretFile: o.clusterSecretFile, clusterSecret: process.env.RELAYGATE_CLUSTER_SECRET, peerUrl: o.peerUrl, artifactCopies: o.artifactCopies,
           databaseUrl: o.databaseUrl, databasePasswordFile: o.databasePasswordFile, databaseRetryMs: Math.round(o.databaseRetry * 1000),
           dataDir: o.dataDir, host: o.host, httpPort: o.httpPort, httpsPort: o.httpsPort, tlsCert: o.tlsCert, tlsKey: o.tlsKey,
           publicUrl: o.publicUrl, readyFile: o.readyFile, adminToken: process.env.RELAYGATE_ADMIN_TOKEN, metricsPublic: o.metricsPublic === true

@@ -72,12 +72,16 @@ export function forbidden (who: Principal, needed: Role, what: string): Relaygat
 
 export interface AuditOptions {
   store: AccessStore
+  /** Where the retention is kept (the store's meta table, shared by replicas). */
+  meta: { get: (key: string) => Promise<string | undefined>, set: (key: string, value: string) => Promise<void> }
   logger: Logger
-  /** Entries older than this are deleted (checked hourly). */
-  retentionDays: number
   /** Tells the dashboards (GET /api/events). */
   publish: () => void
 }
+
+/** Entries are kept this many days unless the setting says otherwise. */
+export const DEFAULT_AUDIT_RETENTION_DAYS = 365
+const RETENTION_KEY = 'auditRetentionDays'
 
 /**
  * The audit log: every change made through the API and every tunnel
@@ -90,6 +94,8 @@ export class AuditLog {
   private seq = 0
   private readonly pruneTimer: NodeJS.Timeout
   private readonly logger: Logger
+  /** Entries older than this are deleted (hourly, and when it changes): the setting auditRetentionDays. */
+  retentionDays = DEFAULT_AUDIT_RETENTION_DAYS
 
   constructor (private readonly opts: AuditOptions) {
     this.logger = opts.logger
@@ -131,11 +137,25 @@ export class AuditLog {
     return await this.opts.store.listAudit(filter)
   }
 
+  /** Reads the retention setting (at start, and when another replica changed it), then prunes. */
+  async loadRetention (): Promise<void> {
+    const stored = Number(await this.opts.meta.get(RETENTION_KEY))
+    this.retentionDays = Number.isInteger(stored) && stored > 0 ? stored : DEFAULT_AUDIT_RETENTION_DAYS
+    await this.prune()
+  }
+
+  /** Changes the retention (PATCH /api/settings) and deletes what is now too old. */
+  async setRetention (days: number): Promise<void> {
+    await this.opts.meta.set(RETENTION_KEY, String(days))
+    this.retentionDays = days
+    await this.prune()
+  }
+
   /** Deletes what is older than the retention; returns how many. */
   async prune (now = Date.now()): Promise<number> {
     try {
-      const removed = await this.opts.store.pruneAudit(now - this.opts.retentionDays * 86_400_000)
-      if (removed > 0) this.logger.info({ removed, retentionDays: this.opts.retentionDays }, 'old audit entries deleted')
+      const removed = await this.opts.store.pruneAudit(now - this.retentionDays * 86_400_000)
+      if (removed > 0) this.logger.info({ removed, retentionDays: this.retentionDays }, 'old audit entries deleted')
       return removed
     } catch (err) {
       this.logger.warn({ err: (err as Error).message }, 'old audit entries not deleted; trying again in an hour')

@@ -40,8 +40,6 @@ export interface ServerConfig {
   peerUrl?: string
   /** On how many replicas an uploaded artifact is stored before the upload is acknowledged (default 2 in a cluster of 2 or more). */
   artifactCopies?: number
-  /** Audit log entries older than this are deleted (days). */
-  auditRetentionDays: number
 }
 
 export const serverDefaults: Omit<ServerConfig, 'dataDir'> = {
@@ -54,8 +52,7 @@ export const serverDefaults: Omit<ServerConfig, 'dataDir'> = {
   tunnelOpenTimeoutMs: 30_000,
   tunnelAdminWindowMs: 60_000,
   metricsPublic: false,
-  databaseRetryMs: 30_000,
-  auditRetentionDays: 365
+  databaseRetryMs: 30_000
 }
 
 export function verifyPort (value: unknown, field: string, allowOff = false): number {
@@ -99,9 +96,6 @@ export function verifyServerConfig (input: Partial<ServerConfig> & { dataDir?: s
   }
   if (!Number.isInteger(config.databaseRetryMs) || config.databaseRetryMs < 0) throw new RelaygateError('RG_ERR_CONFIG', '--database-retry must be a whole number of seconds >= 0')
   verifyClusterConfig(config)
-  if (!Number.isInteger(config.auditRetentionDays) || config.auditRetentionDays < 1 || config.auditRetentionDays > 36_500) {
-    throw new RelaygateError('RG_ERR_CONFIG', '--audit-retention-days must be a whole number of days from 1 to 36500')
-  }
   if (config.adminToken !== undefined && config.adminToken.length < 16) {
     throw new RelaygateError('RG_ERR_CONFIG', 'RELAYGATE_ADMIN_TOKEN must be at least 16 characters')
   }

@@ -115,10 +115,10 @@ async function accessParts (store: Store, config: ServerConfig, life: Lifecycle,
   await access.reload()
   life.onClose('token last-used times', () => access.close())
   let publish = (): void => {}
-  const audit = new AuditLog({ store: store.access, logger: logger.child({ component: 'audit' }), retentionDays: config.auditRetentionDays, publish: () => publish() })
+  const audit = new AuditLog({ store: store.access, meta: { get: async key => await store.getMeta(key), set: async (key, value) => await store.setMeta(key, value) }, logger: logger.child({ component: 'audit' }), publish: () => publish() })
   // Closed after the parts that record entries (reverse order).
   life.onClose('audit log', () => audit.close())
-  void audit.prune()
+  await audit.loadRetention()
   return { admin, access, audit, setPublish: fn => { publish = fn } }
 }
 
@@ -249,7 +249,7 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
     }
   }
   if (cluster !== null) {
-    forwarder = joinCluster({ cluster, app, authorize, access, settings, publishLocal: topic => { events.publish(topic); if (topic === 'artifacts') void installers.refresh().catch(() => {}) }, logger })
+    forwarder = joinCluster({ cluster, app, authorize, access, audit, settings, publishLocal: topic => { events.publish(topic); if (topic === 'artifacts') void installers.refresh().catch(() => {}) }, logger })
     life.onClose('forwarder', () => forwarder?.close())
   }
   const api = createApi({
@@ -280,6 +280,7 @@ function joinCluster (p: {
   app: ServerApp
   authorize: Authorize
   access: AccessControl
+  audit: AuditLog
   settings: SettingsRef
   publishLocal: (topic: EventTopic) => void
   logger: Logger
@@ -294,6 +295,7 @@ function joinCluster (p: {
       hub.settingsChanged(next)
       p.publishLocal('settings')
     }, failed('reading the settings'))
+    p.audit.loadRetention().catch(failed('reading the audit retention'))
   }
   const reloadAdminTokens = (): void => {
     p.access.reload().catch(failed('reading the API tokens'))

@@ -11,7 +11,8 @@ export const settingFields = [
   { key: 'tunnelIdleTimeoutSeconds', label: 'Tunnel idle timeout (s)', hint: 'An agent closes its tunnel after this long without admin traffic (sending a snapshot first).' },
   { key: 'keepAliveSeconds', label: 'Keep-alive (s)', hint: 'While an admin session is open, the server sends a keep-alive this often.' },
   { key: 'snapshotIntervalSeconds', label: 'Snapshot interval (s)', hint: 'Agents send a snapshot of their state this often.' },
-  { key: 'maxUploadBytes', label: 'Largest artifact upload (bytes)', hint: 'Uploads larger than this are refused.', bytes: true }
+  { key: 'maxUploadBytes', label: 'Largest artifact upload (bytes)', hint: 'Uploads larger than this are refused.', bytes: true },
+  { key: 'auditRetentionDays', label: 'Audit log retention (days)', hint: 'Audit entries older than this are deleted.' }
 ]
 
 export function SettingsPage () {
