@@ -58,6 +58,6 @@ export function registerAccessCommands (program: Command, h: Required<AdminHelpe
       const list = await api(o, 'GET', `/api/audit?${query.toString()}`) as any[]
       print(o, list, () => h.table([['ID', 'TIME', 'TOKEN', 'ACTION', 'TARGET', 'SOURCE', 'RESULT', 'DETAIL'], ...list.map(e => [
         String(e.id), e.at, dash(e.token), e.action, dash(e.target), dash(e.source), e.result, detailLine(e.detail)
-      ])]) + (list.length > 0 ? `\n(older: --before ${String(list[list.length - 1].id)})` : ''))
+      ])]) + (list.length > 0 && list.length === Number(o.limit) ? `\n(older: --before ${String(list[list.length - 1].id)})` : ''))
     }))
 }

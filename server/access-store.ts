@@ -1,4 +1,5 @@
 import type { SqlDriver } from './sql-store.js'
+import { newId } from './ids.js'
 
 /**
  * Who may do what, and what they did (issue 17): named API tokens with a
@@ -148,7 +149,7 @@ export class SqlAccessStore implements AccessStore {
       const taken = new Set((await tx.all<{ name: string }>('SELECT name FROM api_tokens WHERE revoked_at IS NULL')).map(r => r.name))
       const name = names.find(n => !taken.has(n)) ?? `${names[0]}-${tokenHash.slice(0, 8)}`
       const record: TokenRecord = {
-        id: `t${tokenHash.slice(0, 16)}`, name, role: 'admin', tokenHash, createdAt: at, createdBy: null, lastUsedAt: null, revokedAt: null, builtin: true
+        id: newId('t'), name, role: 'admin', tokenHash, createdAt: at, createdBy: null, lastUsedAt: null, revokedAt: null, builtin: true
       }
       await new SqlAccessStore(tx).createToken(record)
       return record
