@@ -18,7 +18,7 @@ export function artifactRoutes (ctx: ApiContext): void {
     role: 'operator',
     audit: 'artifact.upload',
     rawBody: 'application/octet-stream',
-    query: { replace: Type.String({ pattern: '^(1|true|yes|0|false|no)$', description: '1 replaces an artifact of that name' }) },
+    query: { replace: Type.String({ pattern: '^(1|true|yes|0|false|no)$', description: '1 (or true, yes): replace an artifact of that name' }) },
     responses: { 201: '{name, sha256, size, createdAt}', 409: 'RG_ERR_ARTIFACT_EXISTS: the name is taken and replace was not asked' }
   }, async (req, res, params, { query, note }) => {
     const replace = ['1', 'true', 'yes'].includes(query.get('replace') ?? '')

@@ -10,11 +10,11 @@ export function auditRoutes (ctx: ApiContext): void {
     summary: 'The audit log, newest first: every change and tunnel session (who, what, target, source, when, result)',
     role: 'admin',
     query: {
-      action: Type.String({ pattern: '^[a-z.-]{1,64}$', description: 'an action (endpoint.create) or its group (endpoint, tunnel)' }),
-      token: Type.String({ minLength: 1, maxLength: 64, description: 'by the token of this name' }),
-      target: Type.String({ minLength: 1, maxLength: 200, description: 'done to this id or name' }),
+      action: Type.String({ pattern: '^[a-z.-]{1,64}$', description: 'an action such as endpoint.create, or its group such as tunnel (lowercase letters, . and -)' }),
+      token: Type.String({ minLength: 1, maxLength: 64, description: 'a token\'s name (1-64 characters): done with it' }),
+      target: Type.String({ minLength: 1, maxLength: 200, description: 'an id or name (1-200 characters): done to it' }),
       limit: QueryField.limit(1000),
-      before: Type.String({ minLength: 1, maxLength: 40, description: 'older than this: an entry id (the last of a page) or a time (ISO 8601)' })
+      before: Type.String({ minLength: 1, maxLength: 40, description: 'an entry id (the last of a page) or a time (ISO 8601): older than it' })
     },
     responses: { 200: 'A list of entries: {id, at, token, action, target, source, result, detail}' }
   }, async (_req, res, _params, { query }) => {

@@ -219,11 +219,11 @@ export function endpointRoutes (ctx: ApiContext): void {
     summary: 'List and search endpoints (one page; x-total-count has the total)',
     role: 'viewer',
     query: {
-      q: Type.String({ maxLength: 200, description: 'a substring of the name, id or edge id' }),
+      q: Type.String({ maxLength: 200, description: 'at most 200 characters: a substring of the name, id or edge id' }),
       tag: QueryField.tag,
       status: Type.Union([Type.Literal('online'), Type.Literal('offline')], { description: 'only online or offline ones' }),
-      offset: Type.String({ pattern: '^[0-9]{0,15}$', description: 'skip this many' }),
-      limit: Type.String({ pattern: '^[0-9]{0,15}$', description: 'at most this many' })
+      offset: Type.String({ pattern: '^[0-9]{0,15}$', description: 'a whole number: skip this many' }),
+      limit: Type.String({ pattern: '^[0-9]{0,15}$', description: 'a whole number: at most this many' })
     },
     responses: { 200: 'A list of endpoints' }
   }, async (_req, res, _params, { query }) => {

@@ -99,7 +99,10 @@ export function queryChecker (query: Record<string, TSchema> | undefined): (para
   return params => {
     for (const { name, schema, check } of checks) {
       for (const value of params.getAll(name)) {
-        if (!check.Check(value)) throw new RelaygateError('RG_ERR_BAD_REQUEST', `query parameter "${name}" must be ${expectation(schema)}`)
+        if (!check.Check(value)) {
+          const about = (schema as { description?: string }).description ?? `it must be ${expectation(schema)}`
+          throw new RelaygateError('RG_ERR_BAD_REQUEST', `query parameter ${name}=${JSON.stringify(String(value).slice(0, 40))} is not valid: ${about}`)
+        }
       }
     }
   }
@@ -168,6 +171,6 @@ export const Field = {
 
 /** Query parameter schemas more than one route uses. */
 export const QueryField = {
-  limit: (max: number) => Type.String({ pattern: '^[0-9]{1,7}$', description: `at most this many (1-${max})` }),
-  tag: Type.String({ pattern: '^[A-Za-z0-9._:,-]{1,1000}$', description: 'only those carrying every tag (repeat it, or comma-separated)' })
+  limit: (max: number) => Type.String({ pattern: '^[0-9]{1,7}$', description: `a whole number from 1 to ${max}: at most this many` }),
+  tag: Type.String({ pattern: '^[A-Za-z0-9._:,-]{1,1000}$', description: 'tags of 1-64 letters, digits or . _ : - (repeated, or comma-separated): only those carrying every one' })
 }

@@ -8,7 +8,7 @@ export function securityRoutes (ctx: ApiContext): void {
   ctx.route('GET', '/api/security-events', {
     summary: 'Tampering caught end to end (forged or replayed orders and reports), newest first',
     role: 'viewer',
-    query: { relay: Type.String({ maxLength: 64, description: 'only through this relay' }), endpoint: Type.String({ maxLength: 64, description: 'only for this endpoint' }), limit: QueryField.limit(1000) },
+    query: { relay: Type.String({ maxLength: 64, description: 'a relay id: only through it' }), endpoint: Type.String({ maxLength: 64, description: 'an endpoint id: only for it' }), limit: QueryField.limit(1000) },
     responses: { 200: 'A list of events' }
   }, async (_req, res, _params, { query }) => {
     const limit = Number(query.get('limit') ?? 100)

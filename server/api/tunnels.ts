@@ -12,7 +12,7 @@ async function endpointOr404 (ctx: ApiContext, id: string | undefined): Promise<
   return e
 }
 
-const Wait = Type.String({ pattern: '^[0-9]{1,3}(\\.[0-9]+)?$', description: 'wait up to this many seconds (0-300) for it to open' })
+const Wait = Type.String({ pattern: '^[0-9]{1,3}(\\.[0-9]+)?$', description: 'seconds from 0 to 300: wait up to this long for it to open' })
 
 /** At most this many tunnels opened by one request (by tag). */
 const MAX_TUNNELS_AT_ONCE = 1000

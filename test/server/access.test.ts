@@ -142,6 +142,9 @@ t.test('audit log: every change and every refusal, who, what, target, source and
   const page2 = await api.ok('GET', `/api/audit?limit=3&before=${page1[2].id}`)
   t.same([...page1, ...page2].map((e: any) => e.id), all.slice(0, 6).map((e: any) => e.id), 'pages with before=<id>')
   t.equal((await api.ok('GET', `/api/audit?before=${encodeURIComponent('2000-01-01T00:00:00Z')}`)).length, 0, 'before a time')
+  const badLimit = await api.request('GET', '/api/audit?limit=abc')
+  t.equal(badLimit.status, 400)
+  t.match(badLimit.body.error.message, /query parameter limit="abc" is not valid: a whole number from 1 to 1000/, 'a bad query parameter is named, with what it must be')
   t.equal((await api.request('GET', '/api/audit?limit=0')).status, 400)
   t.equal((await api.request('GET', '/api/audit?before=yesterday')).status, 400)
 
