@@ -46,10 +46,11 @@ export function connectTarget (target: string): Duplex {
   if (u.protocol === 'https:') {
     const loopback = host === 'localhost' || host === '::1' || host.startsWith('127.')
     // A local HTTPS service (Docker with TLS, a dashboard) often has a self-signed certificate.
-    return tls.connect({ host, port: u.port === '' ? 443 : Number(u.port), servername: net.isIP(host) === 0 ? host : undefined, rejectUnauthorized: !loopback })
+    return tls.connect({ host, port: u.port === '' ? 443 : Number(u.port), servername: net.isIP(host) === 0 ? host : undefined, rejectUnauthorized: !loopback }).setNoDelay(true)
   }
   const defaultPort = u.protocol === 'http:' ? 80 : 0
-  return net.connect({ host, port: u.port === '' ? defaultPort : Number(u.port) })
+  // No Nagle: a request written in two pieces (head, then body) would wait for the first one's delayed ACK.
+  return net.connect({ host, port: u.port === '' ? defaultPort : Number(u.port), noDelay: true })
 }
 
 /**
@@ -135,7 +136,7 @@ export class TunnelEndpoint {
         stream.destroy(new RelaygateError('RG_ERR_TCP_NOT_ALLOWED', `port ${String(port)} is not allowed (--allow-tcp)`))
         return
       }
-      this.join(stream, net.connect({ host: '127.0.0.1', port }), log, true)
+      this.join(stream, net.connect({ host: '127.0.0.1', port, noDelay: true }), log, true)
       return
     }
     const target = this.tunnelTarget ?? t.target

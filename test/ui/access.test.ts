@@ -82,6 +82,14 @@ t.test('tokens and audit pages; rename and tag an endpoint; a viewer sees neithe
   await page.waitForSelector('[data-testid=tokens-table] tr[data-token=dash] >> text=revoked')
   t.equal((await viewer.request('GET', '/api/endpoints')).status, 401, 'revoked from the page: refused')
   await shot(page, 'tokens-phone')
+  // The endpoint's rename and tags form on the phone.
+  await page.goto(`${server.httpUrl}/#/endpoints/${a.id as string}`)
+  await page.click('[data-testid=edit-endpoint]')
+  await page.waitForSelector('[data-testid=edit-form]')
+  await fitsPhone(t, page, 'endpoint edit')
+  const form = await page.evaluate(() => (globalThis as any).document.querySelector('[data-testid=edit-form]').getBoundingClientRect().right)
+  t.ok(form <= 391, `the form fits the screen (${Math.round(form)} px)`)
+  await shot(page, 'endpoint-edit-phone')
   t.same(problems, [], 'no page errors')
 })
 
