@@ -89,23 +89,32 @@ const RETENTION_KEY = 'auditRetentionDays'
  * database is away) and logged at once as one pino line each
  * (`"audit": {…}`) for log shippers. Entries never carry secrets.
  */
+/** Entries waiting to be written, at most (the database away): more are counted and logged, their log lines kept. */
+const MAX_WAITING_ENTRIES = 100_000
+/** Refusals and failures alike (token, action, target, source, result) within this window are one entry with a count. */
+const REPEAT_WINDOW_MS = 10_000
+
+interface Waiting { key: string, entry: AuditEntry }
+
 export class AuditLog {
-  private readonly writer: WriteBehind<{ seq: number, entry: AuditEntry }>
+  private readonly writer: WriteBehind<Waiting>
   private seq = 0
   private readonly pruneTimer: NodeJS.Timeout
   private readonly logger: Logger
-  /** Entries older than this are deleted (hourly, and when it changes): the setting auditRetentionDays. */
+  /** Entries are kept this many days (hourly, and when it changes): the setting auditRetentionDays. */
   retentionDays = DEFAULT_AUDIT_RETENTION_DAYS
 
   constructor (private readonly opts: AuditOptions) {
     this.logger = opts.logger
-    this.writer = new WriteBehind({
+    this.writer = new WriteBehind<Waiting>({
       what: 'audit entries',
       logger: opts.logger,
-      key: e => String(e.seq),
-      merge: (prev) => prev,
+      maxPending: MAX_WAITING_ENTRIES,
+      key: e => e.key,
+      // Only repeated refusals share a key: one entry counting them.
+      merge: (prev, next) => ({ key: prev.key, entry: { ...prev.entry, detail: { ...prev.entry.detail, count: Number(prev.entry.detail?.count ?? 1) + Number(next.entry.detail?.count ?? 1) } } }),
       write: async batch => {
-        await opts.store.addAudit(batch.sort((a, b) => a.seq - b.seq).map(e => e.entry))
+        await opts.store.addAudit(batch.map(e => e.entry).sort((a, b) => a.at - b.at))
         opts.publish()
       }
     })
@@ -113,10 +122,19 @@ export class AuditLog {
     this.pruneTimer.unref()
   }
 
+  /**
+   * Records an entry: logged at once, stored within a moment. A refusal or
+   * failure repeating one waiting to be written (same token, action,
+   * target, source and result, within 10 s) adds to its count instead: a
+   * script hammering a forbidden route costs one row per 10 s, not one per request.
+   */
   record (entry: Omit<AuditEntry, 'at'> & { at?: number }): void {
     const full: AuditEntry = { ...entry, at: entry.at ?? Date.now() }
-    this.logger.info({ audit: { ...full, at: new Date(full.at).toISOString() } }, `audit ${full.action} ${full.result}`)
-    this.writer.add({ seq: ++this.seq, entry: full })
+    const key = full.result === 'ok'
+      ? `#${++this.seq}`
+      : [full.token, full.action, full.target, full.source, full.result, Math.floor(full.at / REPEAT_WINDOW_MS)].join('\n')
+    if (!this.writer.has(key)) this.logger.info({ audit: { ...full, at: new Date(full.at).toISOString() } }, `audit ${full.action} ${full.result}`)
+    this.writer.add({ key, entry: full })
   }
 
   /** A tunnel session opened or closed (by whom it was asked for; bytes each way at close). */

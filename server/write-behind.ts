@@ -17,6 +17,8 @@ export interface WriteBehindOptions<T> {
   merge: (prev: T, next: T) => T
   /** Writes a batch (one transaction, or a few statements). */
   write: (batch: T[]) => Promise<void>
+  /** Keys waiting at most (default MAX_PENDING); more are counted as lost and logged. */
+  maxPending?: number
 }
 
 /**
@@ -33,7 +35,7 @@ export class WriteBehind<T> {
   private writing: Promise<void> | null = null
   private readonly backoff = new Backoff({ baseMs: 250, maxMs: 10_000 })
   private closed = false
-  /** Writes dropped because MAX_PENDING keys were waiting. */
+  /** Writes dropped because maxPending keys were waiting. */
   lost = 0
 
   constructor (options: WriteBehindOptions<T>) {
@@ -44,6 +46,11 @@ export class WriteBehind<T> {
     if (this.closed) return
     this.merge(item)
     this.schedule(FLUSH_MS)
+  }
+
+  /** Whether a write with this key waits. */
+  has (key: string): boolean {
+    return this.pending.has(key)
   }
 
   /** Writes what waits (once; a failure is merged back for the next try). */
@@ -80,7 +87,7 @@ export class WriteBehind<T> {
   private merge (item: T): void {
     const key = this.opts.key(item)
     const prev = this.pending.get(key)
-    if (prev === undefined && this.pending.size >= MAX_PENDING) {
+    if (prev === undefined && this.pending.size >= (this.opts.maxPending ?? MAX_PENDING)) {
       if (this.lost++ % 10_000 === 0) this.opts.logger.error({ lost: this.lost }, `${this.opts.what} lost: too many waiting`)
       return
     }

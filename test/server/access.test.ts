@@ -155,6 +155,20 @@ t.test('audit log: every change and every refusal, who, what, target, source and
   for (const secret of [created.operator.token, relay.token, ep.joinToken]) t.notOk(everything.includes(secret), 'no secret in the log')
 })
 
+t.test('a script hammering a forbidden route: repeated refusals are one audit entry with a count, not one row each', async t => {
+  const { api } = await startServer(t)
+  const { viewer } = await teamOf(api)
+  const answers = await Promise.all(Array.from({ length: 40 }, async () => (await viewer.request('POST', '/api/relays', { name: 'x' })).status))
+  t.same([...new Set(answers)], [403])
+  const entries = await api.ok('GET', '/api/audit?action=relay.create&token=dash')
+  t.ok(entries.length >= 1 && entries.length <= 2, `${entries.length} entries (one per 10 s window)`)
+  t.equal(entries.reduce((sum: number, e: any) => sum + Number(e.detail?.count ?? 1), 0), 40, 'counting every refusal')
+  t.equal(entries[0].result, 'RG_ERR_FORBIDDEN')
+  await api.ok('POST', '/api/endpoints', { name: 'one' })
+  await api.ok('POST', '/api/endpoints', { name: 'two' })
+  t.equal((await api.ok('GET', '/api/audit?action=endpoint.create')).length, 2, 'changes that succeed are one entry each')
+})
+
 t.test('audit retention: a setting (PATCH /api/settings auditRetentionDays); older entries are deleted when it changes, at start and hourly', async t => {
   const { server, dataDir, api } = await startServer(t)
   t.equal((await api.ok('GET', '/api/settings')).auditRetentionDays, 365, 'a year by default')
