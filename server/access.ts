@@ -83,38 +83,40 @@ export interface AuditOptions {
 export const DEFAULT_AUDIT_RETENTION_DAYS = 365
 const RETENTION_KEY = 'auditRetentionDays'
 
+/** Entries waiting to be written, at most (the database away): more are counted and logged, their log lines kept. */
+const MAX_WAITING_ENTRIES = 100_000
+/** A refusal or failure repeated (same token, action, target, source, result) within this window is counted, not stored again. */
+const REPEAT_WINDOW_MS = 10_000
+/** Kinds of repeated refusals counted at once, at most (more are stored one by one). */
+const MAX_REPEAT_KINDS = 10_000
+
 /**
  * The audit log: every change made through the API and every tunnel
  * session, kept in the store (written in batches, retried while the
  * database is away) and logged at once as one pino line each
  * (`"audit": {…}`) for log shippers. Entries never carry secrets.
  */
-/** Entries waiting to be written, at most (the database away): more are counted and logged, their log lines kept. */
-const MAX_WAITING_ENTRIES = 100_000
-/** Refusals and failures alike (token, action, target, source, result) within this window are one entry with a count. */
-const REPEAT_WINDOW_MS = 10_000
-
-interface Waiting { key: string, entry: AuditEntry }
-
 export class AuditLog {
-  private readonly writer: WriteBehind<Waiting>
+  private readonly writer: WriteBehind<{ seq: number, entry: AuditEntry }>
   private seq = 0
   private readonly pruneTimer: NodeJS.Timeout
   private readonly logger: Logger
+  /** Refusals seen in this window, by kind, with how often they came again. */
+  private readonly repeats = new Map<string, { entry: AuditEntry, again: number }>()
+  private repeatTimer: NodeJS.Timeout | null = null
   /** Entries are kept this many days (hourly, and when it changes): the setting auditRetentionDays. */
   retentionDays = DEFAULT_AUDIT_RETENTION_DAYS
 
   constructor (private readonly opts: AuditOptions) {
     this.logger = opts.logger
-    this.writer = new WriteBehind<Waiting>({
+    this.writer = new WriteBehind({
       what: 'audit entries',
       logger: opts.logger,
       maxPending: MAX_WAITING_ENTRIES,
-      key: e => e.key,
-      // Only repeated refusals share a key: one entry counting them.
-      merge: (prev, next) => ({ key: prev.key, entry: { ...prev.entry, detail: { ...prev.entry.detail, count: Number(prev.entry.detail?.count ?? 1) + Number(next.entry.detail?.count ?? 1) } } }),
+      key: e => String(e.seq),
+      merge: prev => prev,
       write: async batch => {
-        await opts.store.addAudit(batch.map(e => e.entry).sort((a, b) => a.at - b.at))
+        await opts.store.addAudit(batch.sort((a, b) => a.seq - b.seq).map(e => e.entry))
         opts.publish()
       }
     })
@@ -124,17 +126,40 @@ export class AuditLog {
 
   /**
    * Records an entry: logged at once, stored within a moment. A refusal or
-   * failure repeating one waiting to be written (same token, action,
-   * target, source and result, within 10 s) adds to its count instead: a
-   * script hammering a forbidden route costs one row per 10 s, not one per request.
+   * failure that repeats one of the last 10 s (same token, action, target,
+   * source and result) is only counted: at the end of the window one more
+   * entry says how many times it came again (`detail.repeated`). A script
+   * hammering a forbidden route costs two rows per 10 s, not one per request.
    */
   record (entry: Omit<AuditEntry, 'at'> & { at?: number }): void {
     const full: AuditEntry = { ...entry, at: entry.at ?? Date.now() }
-    const key = full.result === 'ok'
-      ? `#${++this.seq}`
-      : [full.token, full.action, full.target, full.source, full.result, Math.floor(full.at / REPEAT_WINDOW_MS)].join('\n')
-    if (!this.writer.has(key)) this.logger.info({ audit: { ...full, at: new Date(full.at).toISOString() } }, `audit ${full.action} ${full.result}`)
-    this.writer.add({ key, entry: full })
+    if (full.result !== 'ok') {
+      const kind = [full.token, full.action, full.target, full.source, full.result].join('\n')
+      const seen = this.repeats.get(kind)
+      if (seen !== undefined) {
+        seen.again++
+        seen.entry = full
+        return
+      }
+      if (this.repeats.size < MAX_REPEAT_KINDS) this.repeats.set(kind, { entry: full, again: 0 })
+      this.repeatTimer ??= setTimeout(() => this.endRepeatWindow(), REPEAT_WINDOW_MS).unref()
+    }
+    this.store(full)
+  }
+
+  private store (entry: AuditEntry): void {
+    this.logger.info({ audit: { ...entry, at: new Date(entry.at).toISOString() } }, `audit ${entry.action} ${entry.result}`)
+    this.writer.add({ seq: ++this.seq, entry })
+  }
+
+  /** The window's repeats become one entry each (the latest time, and how many came again). */
+  private endRepeatWindow (): void {
+    if (this.repeatTimer !== null) clearTimeout(this.repeatTimer)
+    this.repeatTimer = null
+    for (const { entry, again } of this.repeats.values()) {
+      if (again > 0) this.store({ ...entry, detail: { ...entry.detail, repeated: again } })
+    }
+    this.repeats.clear()
   }
 
   /** A tunnel session opened or closed (by whom it was asked for; bytes each way at close). */
@@ -149,8 +174,9 @@ export class AuditLog {
     })
   }
 
-  /** Newest first; entries recorded here and not yet written are written first. */
+  /** Newest first; entries recorded here and not yet written (repeats counted so far too) are written first. */
   async list (filter: AuditFilter): Promise<AuditRecord[]> {
+    this.endRepeatWindow()
     await this.writer.flush()
     return await this.opts.store.listAudit(filter)
   }
@@ -183,6 +209,7 @@ export class AuditLog {
 
   async close (): Promise<void> {
     clearInterval(this.pruneTimer)
+    this.endRepeatWindow()
     await this.writer.close()
   }
 }

@@ -48,11 +48,6 @@ export class WriteBehind<T> {
     this.schedule(FLUSH_MS)
   }
 
-  /** Whether a write with this key waits. */
-  has (key: string): boolean {
-    return this.pending.has(key)
-  }
-
   /** Writes what waits (once; a failure is merged back for the next try). */
   async flush (): Promise<void> {
     if (this.timer !== null) clearTimeout(this.timer)
