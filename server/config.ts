@@ -40,6 +40,8 @@ export interface ServerConfig {
   peerUrl?: string
   /** On how many replicas an uploaded artifact is stored before the upload is acknowledged (default 2 in a cluster of 2 or more). */
   artifactCopies?: number
+  /** A job order its agent has not answered within this is sent again (ms; default 15 s; tests shorten it). */
+  jobOrderAnswerMs?: number
 }
 
 export const serverDefaults: Omit<ServerConfig, 'dataDir'> = {

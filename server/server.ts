@@ -179,7 +179,7 @@ export async function createServerApp (input: Partial<ServerConfig>, logger: Log
     store, settings, security, logger: logger.child({ component: 'hub' }), version: VERSION, keepAliveMs: config.relayKeepAliveMs, livenessTimeoutMs: config.relayLivenessTimeoutMs,
     ...(cluster === null ? {} : { onLinked: async relayId => await cluster.claimRelay(relayId), onUnlinked: (relayId, fence) => { if (fence !== null) cluster.releaseRelay(relayId, fence) } })
   })
-  const jobs = new JobManager({ store, hub, security, logger: logger.child({ component: 'jobs' }) })
+  const jobs = new JobManager({ store, hub, security, logger: logger.child({ component: 'jobs' }), orderAnswerMs: config.jobOrderAnswerMs })
   // Written last of all (reverse order): pending job updates reach the store before it closes.
   life.onClose('job updates', () => jobs.close())
   const updates = new UpdateManager({ store, hub, logger: logger.child({ component: 'updates' }) })

@@ -2,7 +2,8 @@ import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createHash, randomBytes } from 'node:crypto'
-import { startSite, startAgent, eventually } from '../helpers/cluster.js'
+import { startSite, startServer, startAgent, eventually, tempDir, testLogger } from '../helpers/cluster.js'
+import { buildRelay } from '../../relay/relay.js'
 
 t.test('upload an artifact, dispatch a job, watch it succeed', async t => {
   const { api, server } = await startSite(t)
@@ -29,3 +30,27 @@ t.test('upload an artifact, dispatch a job, watch it succeed', async t => {
   }, 10_000)
   t.match(relays[0].cache, { misses: 1, bytesFetched: body.length, entries: 1 })
 })
+
+t.test('a job order lost on the way (a link that closed under it) is sent again when its agent does not answer', async t => {
+  const { server, api } = await startServer(t, undefined, { jobOrderAnswerMs: 1500 })
+  const created = await api.ok('POST', '/api/relays', { name: 'lossy' })
+  let dropped = 0
+  // The relay loses the first job order it is given (as one on a link that closes would be).
+  const relay = await buildRelay({ server: server.httpUrl, token: created.token, dataDir: join(tempDir(t), 'relay'), host: '127.0.0.1', port: 0, tlsPort: -1 }, testLogger(), {
+    taps: { fromServer: msg => msg.t === 'job' && dropped++ === 0 ? [] : [msg] }
+  })
+  t.teardown(() => relay.destroy())
+  await relay.whenLinked()
+  const ep = await api.ok('POST', '/api/endpoints', { name: 'far' })
+  await startAgent(t, ep.joinToken, { allowExec: true, relays: [relay.wsUrl!] }).whenOnline()
+  const upload = await fetch(`${server.httpUrl}/api/artifacts/hi.sh`, { method: 'PUT', headers: { authorization: `Bearer ${api.token}` }, body: 'echo hi' })
+  t.equal(upload.status, 201)
+  const job = await api.ok('POST', '/api/jobs', { artifact: 'hi.sh', endpoints: [ep.id], run: ['sh', 'hi.sh'] })
+  const done = await eventually(async () => {
+    const v = await api.ok('GET', `/api/jobs/${job.id as string}`)
+    return v.state === 'succeeded' || v.state === 'failed' ? v : undefined
+  }, 20_000)
+  t.equal(dropped, 2, 'the first order was lost, the second went through')
+  t.match(done.targets[0], { state: 'succeeded', attempt: 2, output: 'hi\n' }, 'done at the second attempt')
+})
+

@@ -13,21 +13,21 @@ import { start, readyFile, type Child } from '../helpers/child.js'
  */
 interface Replica { child: Child, ready: { httpUrl: string, httpsUrl: string, replicaId: string, peerUrl: string, adminTokenFile: string }, api: Api, dir: string }
 
-async function startReplica (t: TapLike, dir: string, databaseUrl: string, secretFile: string, httpPort = 0): Promise<Replica> {
+async function startReplica (t: TapLike, dir: string, databaseUrl: string, secretFile: string, httpPort = 0, logLevel = 'warn'): Promise<Replica> {
   const ready = join(dir, `ready-${Date.now()}-${Math.random()}.json`)
   const child = start(t, ['server', '--data-dir', dir, '--host', '127.0.0.1', '--http-port', String(httpPort), '--https-port', '0',
-    '--database-url', databaseUrl, '--cluster-secret-file', secretFile, '--ready-file', ready, '--log-level', 'warn'])
+    '--database-url', databaseUrl, '--cluster-secret-file', secretFile, '--ready-file', ready, '--log-level', logLevel])
   const info = await readyFile(child, ready, 30_000)
   return { child, ready: info, api: new Api(info.httpUrl, readFileSync(info.adminTokenFile, 'utf8').trim()), dir }
 }
 
-async function cluster (t: TapLike, n: number): Promise<{ replicas: Replica[], databaseUrl: string, secretFile: string, base: string }> {
+async function cluster (t: TapLike, n: number, logLevel = 'warn'): Promise<{ replicas: Replica[], databaseUrl: string, secretFile: string, base: string }> {
   const base = tempDir(t)
   const databaseUrl = await databaseFor(base)
   const secretFile = join(base, 'cluster-secret')
   writeFileSync(secretFile, randomBytes(32).toString('hex') + '\n', { mode: 0o600 })
   const replicas: Replica[] = []
-  for (let i = 0; i < n; i++) replicas.push(await startReplica(t, join(base, `replica-${i}`), databaseUrl, secretFile))
+  for (let i = 0; i < n; i++) replicas.push(await startReplica(t, join(base, `replica-${i}`), databaseUrl, secretFile, 0, logLevel))
   return { replicas, databaseUrl, secretFile, base }
 }
 
@@ -87,7 +87,7 @@ t.test('SIGKILL of a replica: its relays re-link elsewhere, every endpoint is on
 })
 
 t.test('a rolling restart of every replica under a running job drops no result', async t => {
-  const { replicas, databaseUrl, secretFile } = await cluster(t, 3)
+  const { replicas, databaseUrl, secretFile } = await cluster(t, 3, 'info')
   const urls = replicas.map(r => r.ready.httpUrl)
   const r1 = await replicas[0].api.ok('POST', '/api/relays', { name: 'site' })
   // Restarted replicas keep their HTTP ports: the relay's list of URLs stays true.
@@ -105,13 +105,15 @@ t.test('a rolling restart of every replica under a running job drops no result',
   const job = await replicas[0].api.ok('POST', '/api/jobs', { artifact: 'steps.sh', endpoints: endpoints.map(e => e.id), run: ['sh', 'steps.sh'] })
 
   // One replica at a time: SIGTERM (its relays are told to go away), then a new process on the same ports.
+  const stopped: Replica[] = []
   for (let i = 0; i < replicas.length; i++) {
     const old = replicas[i]
+    stopped.push(old)
     old.child.proc.kill('SIGTERM')
     const exit = await old.child.closed
     t.equal(exit.code, 0, `replica ${i} stopped cleanly`)
     const port = Number(new URL(old.ready.httpUrl).port)
-    replicas[i] = await startReplica(t, old.dir, databaseUrl, secretFile, port)
+    replicas[i] = await startReplica(t, old.dir, databaseUrl, secretFile, port, 'info')
     await eventually(() => relay.linked, 15_000)
   }
   // Seen once in CI (1 of 5 runs, 2026-12-05): the job not finished 40 s after the restarts; say where it stood then.
@@ -120,7 +122,11 @@ t.test('a rolling restart of every replica under a running job drops no result',
     const v = await replicas[1].api.ok('GET', `/api/jobs/${job.id}`)
     last = v.targets
     return v.state === 'succeeded' || v.state === 'failed' ? v : undefined
-  }, 40_000).catch((err: Error) => { throw new Error(`${err.message}; the job's targets then: ${JSON.stringify(last)}`) })
+  }, 40_000).catch((err: Error) => {
+    // Every replica's log lines about the job (they log at info here), oldest process first.
+    const lines = [...stopped, ...replicas].flatMap(r => (r.child.stdout + r.child.stderr).split('\n').filter(l => l.includes(job.id) || /relay|job|presence/i.test(l)).slice(-60))
+    throw new Error(`${err.message}; the job's targets then: ${JSON.stringify(last)}; replica logs:\n${lines.join('\n')}`)
+  })
   t.equal(view!.state, 'succeeded', JSON.stringify(view!.targets))
   t.equal(view!.targets.length, 3)
   await eventually(async () => (await replicas[2].api.ok('GET', '/api/endpoints') as Array<{ status: string }>).every(e => e.status === 'online'), 20_000)
