@@ -103,12 +103,6 @@ const auditFromRow = (r: AuditRow): AuditRecord => ({
   detail: r.detail === null ? null : JSON.parse(r.detail) as Record<string, unknown>
 })
 
-/** Whether a driver error is a unique-constraint violation (SQLite or PostgreSQL). */
-export function isUniqueViolation (err: unknown): boolean {
-  const code = (err as { code?: unknown }).code
-  return code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || code === '23505'
-}
-
 export class SqlAccessStore implements AccessStore {
   constructor (private readonly db: SqlDriver) {}
 

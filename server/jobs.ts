@@ -5,6 +5,7 @@ import type { RelayHub, AgentRef, AgentMessage, RelayLevelMessage } from './hub.
 import type { ServerToRelay } from '../protocol/messages.js'
 import type { SecurityLog } from './security.js'
 import { newId } from './ids.js'
+import { UnansweredOrders, ORDER_RESENDS } from './job-orders.js'
 
 const FINAL: ReadonlySet<JobTargetState> = new Set(['succeeded', 'failed'])
 /** How long target updates wait to be written together. */
@@ -13,16 +14,6 @@ const FLUSH_MS = 100
 const ARRIVAL_MS = 50
 /** How often targets are checked against their job's deadline (ms). */
 const DEADLINE_CHECK_MS = 1000
-/**
- * An order its agent has not answered (no progress, no result) within this
- * is sent again, at most ORDER_RESENDS times: an order can be lost with a
- * relay link that closed under it (a replica stopping), and the agent's
- * next arrival, which would send it again, may not come.
- */
-const ORDER_ANSWER_MS = 15_000
-const ORDER_RESENDS = 5
-/** Orders watched at once, at most (the oldest is dropped: its agent's next arrival sends it). */
-const MAX_AWAITING = 100_000
 
 /** The longest file name (bytes) of the agents' file systems (Linux, macOS, Windows). */
 const NAME_MAX = 255
@@ -83,15 +74,14 @@ export class JobManager {
   private flushing: Promise<void> | null = null
   /** Fails targets whose job's deadline passed (see failOverdue), and sends unanswered orders again (see resendUnanswered). */
   private readonly deadlineTimer: NodeJS.Timeout
-  /** Orders sent from here and not answered yet, by job and endpoint. */
-  private readonly awaiting = new Map<string, { jobId: string, endpointId: string, attempt: number, sentAt: number, resends: number }>()
+  /** Orders sent from here and not answered yet. */
+  private readonly unanswered: UnansweredOrders
   private resending = false
-  private readonly orderAnswerMs: number
 
   private readonly security: SecurityLog
 
   constructor (options: { store: Store, hub: RelayHub, logger: Logger, security: SecurityLog, orderAnswerMs?: number }) {
-    this.orderAnswerMs = options.orderAnswerMs ?? ORDER_ANSWER_MS
+    this.unanswered = new UnansweredOrders(options.orderAnswerMs)
     this.store = options.store
     this.hub = options.hub
     this.logger = options.logger
@@ -150,12 +140,11 @@ export class JobManager {
    * ORDER_RESENDS the agent's next arrival sends it (and the deadline ends it).
    */
   async resendUnanswered (now = Date.now()): Promise<void> {
-    for (const [key, w] of [...this.awaiting]) {
-      if (now - w.sentAt < this.orderAnswerMs) continue
-      this.awaiting.delete(key)
+    for (const w of this.unanswered.takeDue(now)) {
       const agent = this.hub.agentsOf(w.endpointId)[0]
+      if (agent === undefined) continue
       const target = await this.target(w.jobId, w.endpointId)
-      if (agent === undefined || target === undefined || target.state !== 'queued' || target.attempt !== w.attempt) continue
+      if (target === undefined || target.state !== 'queued' || target.attempt !== w.attempt) continue
       if (w.resends >= ORDER_RESENDS) {
         this.logger.warn({ jobId: w.jobId, endpointId: w.endpointId, attempt: w.attempt }, 'job order still unanswered; left to the agent\'s next arrival')
         continue
@@ -165,12 +154,6 @@ export class JobManager {
       this.logger.warn({ jobId: w.jobId, endpointId: w.endpointId, attempt: w.attempt, seconds: Math.round((now - w.sentAt) / 1000) }, 'job order unanswered; sending it again')
       await this.dispatch(job, agent, w.endpointId, w.resends + 1)
     }
-  }
-
-  /** An answer from the agent (progress or a verified result) to the order watched or a later one: it arrived. */
-  private answered (jobId: string, endpointId: string, attempt: number): void {
-    const key = `${jobId}\n${endpointId}`
-    if ((this.awaiting.get(key)?.attempt ?? Infinity) <= attempt) this.awaiting.delete(key)
   }
 
   /** A target as it will be once pending updates are written. */
@@ -372,15 +355,12 @@ export class JobManager {
     const attempt = await this.store.nextAttempt(job.id, endpointId, agent.relayId, Date.now())
     if (attempt === undefined) return
     agent.order({ t: 'job', jobId: job.id, attempt, sha256: job.sha256, size: job.size, path: job.path, run: job.run, deadline: job.deadline })
-    const key = `${job.id}\n${endpointId}`
-    this.awaiting.delete(key)
-    if (this.awaiting.size >= MAX_AWAITING) this.awaiting.delete(this.awaiting.keys().next().value!)
-    this.awaiting.set(key, { jobId: job.id, endpointId, attempt, sentAt: Date.now(), resends })
+    this.unanswered.sent({ jobId: job.id, endpointId, attempt, sentAt: Date.now(), resends })
     this.logger.info({ jobId: job.id, endpointId, attempt, relayId: agent.relayId }, 'job dispatched')
   }
 
   private async onProgress (agent: AgentRef, msg: AgentMessage<'job-progress'>): Promise<void> {
-    this.answered(msg.jobId, agent.endpointId, msg.attempt)
+    this.unanswered.answered(msg.jobId, agent.endpointId, msg.attempt)
     // Progress is frequent (every agent, several times a second): write a state change at once,
     // the same state's progress at most once a second per target.
     const key = `${msg.jobId}\n${agent.endpointId}`
@@ -406,7 +386,7 @@ export class JobManager {
       await this.security.record({ code: 'RG_ERR_REPORT_FORGED', relayId, endpointId, edgeId, kind: 'job-result', ref: jobId, message: 'a job result does not verify end to end: dropped' })
       return ack()
     }
-    this.answered(jobId, endpointId, result.attempt)
+    this.unanswered.answered(jobId, endpointId, result.attempt)
     const target = await this.target(jobId, endpointId)
     if (target === undefined) return ack()
     // A result of an earlier attempt (a replay, or one overtaken by a new dispatch) does not end this one.

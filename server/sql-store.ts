@@ -519,3 +519,9 @@ export function rows (n: number, first: string): string {
   const rest = `SELECT ${Array(width).fill('?').join(', ')}`
   return [`SELECT ${first}`, ...Array(n - 1).fill(rest)].join(' UNION ALL ')
 }
+
+/** Whether a driver error is a unique-constraint violation (SQLite or PostgreSQL). */
+export function isUniqueViolation (err: unknown): boolean {
+  const code = (err as { code?: unknown }).code
+  return code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || code === '23505'
+}

@@ -5,7 +5,7 @@ import { ValueErrorType } from '@sinclair/typebox/errors'
 import { RelaygateError } from '../../protocol/errors.js'
 import type { Role } from '../access-store.js'
 import type { Principal } from '../access.js'
-import { fail } from '../http-util.js'
+import { fail, TAG } from '../http-util.js'
 
 export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE'
 export type Params = Record<string, string | undefined>
@@ -163,7 +163,7 @@ export function openApiDocument (routes: readonly RouteRecord[], version: string
 /** Field schemas more than one body uses. */
 export const Field = {
   name: (what: string) => Type.String({ minLength: 1, maxLength: 128, pattern: '\\S', description: `the ${what}'s name` }),
-  tags: (description: string) => Type.Array(Type.String({ pattern: '^[A-Za-z0-9._:-]{1,64}$' }), { maxItems: 32, description: `${description}; each 1-64 letters, digits or . _ : -` }),
+  tags: (description: string) => Type.Array(Type.String({ pattern: TAG.source }), { maxItems: 32, description: `${description}; each 1-64 letters, digits or . _ : -` }),
   ids: (what: string, maxItems = 100_000) => Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { minItems: 1, maxItems, description: `${what} ids` }),
   /** A whole number of `unit` in [min, max]. */
   count: (min: number, max: number, description: string) => Type.Integer({ minimum: min, maximum: max, description })

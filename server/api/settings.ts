@@ -32,11 +32,14 @@ export function settingsRoutes (ctx: ApiContext): void {
     note.target = 'settings'
     note.detail = { ...body }
     if (auditRetentionDays !== undefined) await ctx.audit.setRetention(auditRetentionDays)
-    const settings = Object.keys(patch).length === 0 ? await store.getSettings() : await store.updateSettings(patch as Partial<Settings>)
-    ctx.settings.current = settings
-    hub.settingsChanged(settings)
+    if (Object.keys(patch).length > 0) {
+      // The fleet's settings: pushed to every relay at once.
+      const settings = await store.updateSettings(patch as Partial<Settings>)
+      ctx.settings.current = settings
+      hub.settingsChanged(settings)
+    }
     ctx.cluster?.announce({ kind: 'settings' })
-    logger.info({ settings, auditRetentionDays: ctx.audit.retentionDays }, 'settings changed')
+    logger.info({ settings: ctx.settings.current, auditRetentionDays: ctx.audit.retentionDays }, 'settings changed')
     ctx.publish('settings')
     sendJson(res, 200, await all())
   })

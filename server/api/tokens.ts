@@ -1,6 +1,7 @@
 import { Type } from '@sinclair/typebox'
 import { hashToken, newSecret } from '../../protocol/auth.js'
-import { ROLES, isUniqueViolation, type TokenRecord } from '../access-store.js'
+import { ROLES, type TokenRecord } from '../access-store.js'
+import { isUniqueViolation } from '../sql-store.js'
 import { newId } from '../ids.js'
 import { sendJson, fail } from '../http-util.js'
 import { iso, type ApiContext } from './context.js'
