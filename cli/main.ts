@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander'
 import type { Logger } from 'pino'
 import { VERSION } from '../common/version.js'
 import { RESTART_EXIT_CODE } from '../common/self-update.js'
+import { tuneHeapForStreaming } from '../common/heap.js'
 import { RelaygateError, toRelaygateError } from '../protocol/errors.js'
 import { connectTcp, readAdminToken } from './connect.js'
 import { createLogger } from './log.js'
@@ -98,6 +99,7 @@ if (typeof RELAYGATE_BUNDLE_ROLE === 'undefined' || RELAYGATE_BUNDLE_ROLE === 's
     .action(async (o: Record<string, any>) => {
       const logger = createLogger(program.opts().logLevel)
       try {
+        tuneHeapForStreaming()
         const { buildServer } = await import('../server/server.js')
         const server = await buildServer({
           clusterSecretFile: o.clusterSecretFile, clusterSecret: process.env.RELAYGATE_CLUSTER_SECRET, peerUrl: o.peerUrl, artifactCopies: o.artifactCopies,
@@ -134,6 +136,7 @@ if (typeof RELAYGATE_BUNDLE_ROLE === 'undefined' || RELAYGATE_BUNDLE_ROLE === 'r
     .action(async (o: Record<string, any>) => {
       const logger = createLogger(program.opts().logLevel)
       try {
+        tuneHeapForStreaming()
         const { buildRelay } = await import('../relay/relay.js')
         let stop: ((code: number, why: string) => void) | null = null
         const relay = await buildRelay({
@@ -171,6 +174,7 @@ if (typeof RELAYGATE_BUNDLE_ROLE === 'undefined' || RELAYGATE_BUNDLE_ROLE === 'a
     .action(async (o: Record<string, any>) => {
       const logger = createLogger(program.opts().logLevel)
       try {
+        tuneHeapForStreaming()
         const { RelaygateAgent } = await import('../agent/agent.js')
         const agent = new RelaygateAgent({
           joinToken: o.joinToken, dataDir: o.dataDir, edgeId: o.edgeId, relays: o.relay ?? [], pins: o.pin ?? [],
@@ -221,6 +225,7 @@ if (typeof RELAYGATE_BUNDLE_ROLE === 'undefined' || RELAYGATE_BUNDLE_ROLE === 'd
       const level = program.getOptionValueSource('logLevel') === 'default' ? 'warn' : program.opts().logLevel
       const logger = createLogger(level, 2)
       try {
+        tuneHeapForStreaming()
         const { startDemo } = await import('./demo.js')
         const demo = await startDemo({
           agents: o.agents, dataDir: o.dataDir, httpPort: o.httpPort, httpsPort: o.httpsPort, relayPort: o.relayPort, relayTlsPort: o.relayTlsPort, readyFile: o.readyFile
