@@ -13,7 +13,7 @@ export { verifyMuxOptions, type MuxOptions } from './mux-options.js'
 const PROBE_MARK = 0x4244503f
 /**
  * A probe measures only once this much has arrived since the last one: a
- * window grows when a stream receives 2/3 of it within a round trip, which
+ * window grows when a stream receives half of it within a round trip, which
  * light request/response traffic never does (a probe per request and its
  * answer doubled the messages of a small request).
  */
