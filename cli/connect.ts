@@ -1,18 +1,24 @@
 import http from 'node:http'
 import https from 'node:https'
+import net from 'node:net'
 import type { Duplex, Readable, Writable } from 'node:stream'
 import type { TLSSocket } from 'node:tls'
 import { readFileSync } from 'node:fs'
-import { RelaygateError } from '../protocol/errors.js'
+import type { Logger } from 'pino'
+import { RelaygateError, toRelaygateError } from '../protocol/errors.js'
 import { normalizeFingerprint } from '../protocol/token.js'
 
-export interface ConnectOptions {
+/** Where a TCP tunnel goes: an agent-side port of an endpoint, through a server. */
+export interface TcpTarget {
   server: string
   endpointId: string
   port: number
   token: string
   /** Pin for a server with a self-signed certificate. */
   serverFingerprint?: string
+}
+
+export interface ConnectOptions extends TcpTarget {
   input: Readable
   output: Writable
 }
@@ -30,11 +36,11 @@ export function readAdminToken (tokenFile: string | undefined): string {
 }
 
 /**
- * Raw TCP to an agent-side port through the endpoint's tunnel, on stdin and
- * stdout: `ssh -o ProxyCommand='relaygate connect <endpoint> 22 --server …' host`.
- * Resolves when the connection ends.
+ * The upgraded connection of a TCP tunnel (`Upgrade: relaygate-tcp`): raw
+ * bytes to and from the agent-side port, once the server, the relay and the
+ * agent accepted it; a RelaygateError with the server's code otherwise.
  */
-export async function connectTcp (options: ConnectOptions): Promise<void> {
+export async function openTcpTunnel (options: TcpTarget): Promise<Duplex> {
   const url = new URL(`/api/endpoints/${encodeURIComponent(options.endpointId)}/tcp/${options.port}`, options.server)
   const secure = url.protocol === 'https:'
   const pin = options.serverFingerprint === undefined ? undefined : normalizeFingerprint(options.serverFingerprint)
@@ -43,7 +49,7 @@ export async function connectTcp (options: ConnectOptions): Promise<void> {
     headers: { connection: 'Upgrade', upgrade: 'relaygate-tcp', authorization: `Bearer ${options.token}` },
     ...(secure && pin !== undefined ? { rejectUnauthorized: false } : {})
   })
-  const socket = await new Promise<Duplex>((resolve, reject) => {
+  return await new Promise<Duplex>((resolve, reject) => {
     request.on('upgrade', (res, sock, head) => {
       if (secure && pin !== undefined) {
         const fp = normalizeFingerprint((sock as TLSSocket).getPeerCertificate().fingerprint256 ?? '')
@@ -73,6 +79,15 @@ export async function connectTcp (options: ConnectOptions): Promise<void> {
     request.on('error', err => reject(new RelaygateError('RG_ERR_NO_RELAY', `cannot reach the server: ${err.message}`)))
     request.end()
   })
+}
+
+/**
+ * Raw TCP to an agent-side port through the endpoint's tunnel, on stdin and
+ * stdout: `ssh -o ProxyCommand='relaygate connect <endpoint> 22 --server …' host`.
+ * Resolves when the connection ends.
+ */
+export async function connectTcp (options: ConnectOptions): Promise<void> {
+  const socket = await openTcpTunnel(options)
   await new Promise<void>((resolve, reject) => {
     let done = false
     const finish = (err?: Error): void => {
@@ -92,4 +107,65 @@ export async function connectTcp (options: ConnectOptions): Promise<void> {
       : `the connection to the server failed: ${err.code ?? err.message}`)))
     socket.on('close', () => finish(new RelaygateError('RG_ERR_TUNNEL_CLOSED', 'the connection to the server closed without an end')))
   })
+}
+
+export interface ForwardOptions extends TcpTarget {
+  /** Local address and port to listen on (port 0: any free port). */
+  host: string
+  listenPort: number
+  logger: Logger
+}
+
+/**
+ * `ssh -L` through the tunnel: listens on a local port and joins each
+ * connection it accepts to a TCP tunnel of its own (openTcpTunnel), with
+ * Nagle off on both sockets (a request written in pieces goes at once).
+ * A connection the tunnel refuses is closed and logged with the server's
+ * code; the listener keeps serving the others. Resolves once listening;
+ * close() stops listening and cuts the connections still open.
+ */
+export async function forwardTcp (options: ForwardOptions): Promise<{ address: net.AddressInfo, close: () => Promise<void> }> {
+  const { logger } = options
+  const open = new Set<net.Socket>()
+  // Half-open: a client that ends its side (shutdown(SHUT_WR)) still gets the answer, as through ssh -L.
+  const server = net.createServer({ allowHalfOpen: true }, local => {
+    open.add(local)
+    local.once('close', () => open.delete(local))
+    local.setNoDelay(true)
+    local.pause()
+    local.on('error', () => {})
+    const from = `${local.remoteAddress ?? '?'}:${local.remotePort ?? '?'}`
+    openTcpTunnel(options).then(remote => {
+      if (local.destroyed) {
+        remote.destroy()
+        return
+      }
+      if (remote instanceof net.Socket) remote.setNoDelay(true)
+      remote.on('error', (err: NodeJS.ErrnoException) => {
+        logger.warn({ from, code: err.code === 'ECONNRESET' ? 'RG_ERR_TUNNEL_CLOSED' : err.code }, 'forwarded connection cut: the tunnel dropped')
+        local.destroy()
+      })
+      local.on('close', () => remote.destroy())
+      remote.on('close', () => { if (!local.writableEnded) local.destroy() })
+      local.pipe(remote)
+      remote.pipe(local)
+      local.resume()
+    }, (err: unknown) => {
+      const coded = toRelaygateError(err)
+      logger.warn({ from, code: coded.code, err: coded.message }, 'forwarded connection refused')
+      local.destroy()
+    })
+  })
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) => reject(new RelaygateError('RG_ERR_CONFIG', `--listen ${options.host}:${options.listenPort}: ${err.code ?? err.message}`)))
+    server.listen(options.listenPort, options.host, () => resolve())
+  })
+  return {
+    address: server.address() as net.AddressInfo,
+    close: async () => {
+      const closed = new Promise(resolve => server.close(resolve))
+      for (const socket of open) socket.destroy()
+      await closed
+    }
+  }
 }

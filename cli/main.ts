@@ -5,12 +5,13 @@ import { VERSION } from '../common/version.js'
 import { RESTART_EXIT_CODE } from '../common/self-update.js'
 import { tuneHeapForStreaming } from '../common/heap.js'
 import { RelaygateError, toRelaygateError } from '../protocol/errors.js'
-import { connectTcp, readAdminToken } from './connect.js'
+import { connectTcp, forwardTcp, readAdminToken } from './connect.js'
+import { writeReadyFile } from '../common/files.js'
 import { createLogger } from './log.js'
 import { configOption, deferMandatoryOptions, applyConfigFile } from './config-file.js'
 import { registerAdminCommands } from './admin.js'
 import { registerInstallCommands } from './install.js'
-import { opt, parsePort, parsePortOrOff, parseCount, parseBytes, parseSeconds, collect, collectPorts, envBooleans } from './options.js'
+import { opt, parsePort, parsePortOrOff, parseListen, parseCount, parseBytes, parseSeconds, collect, collectPorts, envBooleans } from './options.js'
 
 /** Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration, 3 refused by the peer for good. */
 const EXIT_USAGE = 2
@@ -207,6 +208,31 @@ if (typeof RELAYGATE_BUNDLE_ROLE === 'undefined' || RELAYGATE_BUNDLE_ROLE === 'c
         if (!/^https?:\/\//.test(o.server)) throw new RelaygateError('RG_ERR_CONFIG', `--server must be http(s)://, got ${String(o.server)}`)
         await connectTcp({ server: o.server, endpointId, port, token: readAdminToken(o.tokenFile), serverFingerprint: o.serverFingerprint, input: process.stdin, output: process.stdout })
         process.exit(0)
+      } catch (err) { fail(err) }
+    })
+}
+
+if (typeof RELAYGATE_BUNDLE_ROLE === 'undefined' || RELAYGATE_BUNDLE_ROLE === 'connect') {
+  program.command('forward')
+    .description('Like ssh -L: listen on a local port; each connection goes as raw TCP to an agent-side port through the endpoint\'s tunnel.\ne.g. relaygate forward e… 5432 --listen 15432 --server http://hub:8080, then psql -h 127.0.0.1 -p 15432')
+    .argument('<endpointId>', 'the endpoint (its agent must allow the port with --allow-tcp)')
+    .argument('<port>', 'agent-side TCP port on 127.0.0.1', parsePort)
+    .addOption(opt('--listen <[host:]port>', 'local address to listen on (default host 127.0.0.1; port 0 picks a free one)').argParser(parseListen).makeOptionMandatory())
+    .addOption(opt('--server <url>', 'server URL, e.g. http://hub:8080').makeOptionMandatory())
+    .addOption(opt('--token-file <file>', 'API token file: operator or admin (default ./data/admin-token; RELAYGATE_ADMIN_TOKEN wins)'))
+    .addOption(opt('--server-fingerprint <sha256>', 'pin the server\'s self-signed HTTPS certificate'))
+    .addOption(opt('--ready-file <file>', 'write {host, port} here once listening'))
+    .action(async (endpointId: string, port: number, o: Record<string, any>) => {
+      const logger = createLogger(program.opts().logLevel)
+      try {
+        if (!/^https?:\/\//.test(o.server)) throw new RelaygateError('RG_ERR_CONFIG', `--server must be http(s)://, got ${String(o.server)}`)
+        tuneHeapForStreaming()
+        const listen = o.listen as { host: string, port: number }
+        const forward = await forwardTcp({ server: o.server, endpointId, port, token: readAdminToken(o.tokenFile), serverFingerprint: o.serverFingerprint, host: listen.host, listenPort: listen.port, logger })
+        const { address, port: bound } = forward.address
+        logger.info({ listen: `${address}:${bound}`, endpointId, port }, 'forwarding local connections through the tunnel')
+        writeReadyFile(o.readyFile, { host: address, port: bound })
+        runUntilSignal(logger, () => forward.close())
       } catch (err) { fail(err) }
     })
 }

@@ -18,6 +18,13 @@ export function parsePort (value: string): number {
   return n
 }
 
+/** `[host:]port` to listen on: 8022, 0.0.0.0:8022, [::1]:8022; the host defaults to 127.0.0.1 (this machine only). */
+export function parseListen (value: string): { host: string, port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]:|([^:[\]]+):)?(\d+)$/.exec(value.trim())
+  if (m === null) throw new InvalidArgumentError('must be [host:]port, e.g. 8022, 0.0.0.0:8022 or [::1]:8022.')
+  return { host: m[1] ?? m[2] ?? '127.0.0.1', port: parsePort(m[3]) }
+}
+
 export function parsePortOrOff (value: string): number {
   if (value === 'off' || value === '-1') return -1
   return parsePort(value)

@@ -110,12 +110,15 @@ export async function run (o: P10Options): Promise<BenchResult> {
     const relay = await startProc('relay', ['relay', '--server', `http://127.0.0.1:${wan.port}`, '--token', created.token, '--data-dir', dataDir('relay'), '--host', '127.0.0.1', '--port', '0', '--tls-port', 'off'])
     procs.push(relay)
     const ep = await api(base, token, 'POST', '/api/endpoints', { name: 'p10', tunnelTarget: target.url })
-    const agent = await startProc('agent', ['agent', '--join-token', ep.joinToken, '--data-dir', dataDir('agent'), '--relay', relay.ready.wsUrl as string])
+    const agent = await startProc('agent', ['agent', '--join-token', ep.joinToken, '--data-dir', dataDir('agent'), '--relay', relay.ready.wsUrl as string, '--allow-tcp', String(targetPort)])
     procs.push(agent)
     ssh = await startOpenSsh(home, targetPort, async sitePort => { sshWan = await startDelayProxy(sitePort, 0); return sshWan.port })
     const auth = { authorization: `Bearer ${token}` }
     type Side = { url: string, headers: Record<string, string>, pids: number[] }
     const ours: Side = { url: `${base}/api/endpoints/${ep.id as string}/proxy`, headers: auth, pids: procs.map(p => p.child.pid!) }
+    // `relaygate forward`: a local port like ssh -L (raw TCP through the same tunnel, no HTTP work at the server).
+    const forward = await startProc('forward', ['forward', ep.id as string, String(targetPort), '--listen', '0', '--server', base, '--token-file', server.ready.adminTokenFile as string])
+    procs.push(forward)
     const theirs: Side = { url: `http://127.0.0.1:${ssh.localPort}`, headers: {}, pids: ssh.procs.map(p => p.pid!) }
     await timedGet(`${ours.url}/small`, auth)
     const bytes = o.sizeMb * 1024 * 1024
@@ -160,7 +163,8 @@ export async function run (o: P10Options): Promise<BenchResult> {
         ratios[key] = round(median(a.map(x => x.MBps)) / median(b.map(x => x.MBps)), 3)
       }
       if (rtt === 0) {
-        figures.smallGetMs = await smallLatency(`${ours.url}/small`, o.small, auth)
+        figures.smallGetMs = await smallLatency(`http://127.0.0.1:${forward.ready.port as number}/small`, o.small)
+        figures.smallGetProxyMs = await smallLatency(`${ours.url}/small`, o.small, auth)
         baseline.smallGetMs = await smallLatency(`${theirs.url}/small`, o.small)
       }
     }
@@ -177,6 +181,7 @@ export async function run (o: P10Options): Promise<BenchResult> {
         rounds: o.rounds,
         smallRequests: o.small,
         ours: 'client -> server (http-proxy) -> [delay proxy] -> relay -> agent -> target; end-to-end AES-128-GCM',
+        smallGet: 'smallGetMs: kept-alive small GETs through `relaygate forward` (a local port, like ssh -L: client -> forward -> server -> [delay] -> relay -> agent -> target, raw TCP); smallGetProxyMs: the same through the server\'s HTTP proxy (the server parses, authorizes and re-issues each request)',
         openssh: `ssh -J (jump sshd) -L to the site sshd behind the same kind of delay proxy, aes128-gcm@openssh.com; ${sshVersion}`,
         cpu: 'user+system seconds of every process on the path (ours: server, relay, agent; OpenSSH: the ssh client and its ProxyJump child, both sshd and their session children) per GB moved; not the client or target'
       },

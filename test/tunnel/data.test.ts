@@ -2,7 +2,8 @@ import t from 'tap'
 import http from 'node:http'
 import { spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
+import net from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { PassThrough, Writable } from 'node:stream'
@@ -469,4 +470,55 @@ t.test('relaygate connect exits 1 with a one-line reason when the tunnel drops m
   t.equal(lines.length, 1, 'one line')
   t.match(lines[0], /^relaygate: error: the tunnel dropped .*\(RG_ERR_TUNNEL_CLOSED\)$/)
   t.equal(Buffer.concat(child.stdout).toString(), 'before the drop\n', 'what came before the drop was delivered')
+})
+
+t.test('relaygate forward: a local port like ssh -L, one tunnel connection per accepted connection', async t => {
+  const echo = await listenEcho(t)
+  const site = await startSite(t)
+  const ep = await site.api.ok('POST', '/api/endpoints', { name: 'forward' })
+  const agent = startAgent(t, ep.joinToken, { allowTcp: [echo.port] })
+  await agent.whenOnline()
+  const start = (port: number): { child: Child, ready: Promise<{ host: string, port: number }> } => {
+    const readyFile = join(tempDir(t), 'ready.json')
+    const env: NodeJS.ProcessEnv = {}
+    for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('RELAYGATE_') && k !== 'NODE_OPTIONS') env[k] = v
+    env.RELAYGATE_ADMIN_TOKEN = site.api.token
+    const proc = spawn(process.execPath, [bin, 'forward', ep.id, String(port), '--listen', '0', '--server', site.server.httpUrl, '--ready-file', readyFile], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child: Child = { proc, stdout: [], stderr: '', exit: new Promise(resolve => proc.once('close', code => resolve(code))) }
+    proc.stdout!.on('data', (c: Buffer) => child.stdout.push(c))
+    proc.stderr!.setEncoding('utf8').on('data', (d: string) => { child.stderr += d })
+    t.teardown(async () => {
+      if (proc.exitCode === null && proc.signalCode === null) {
+        proc.kill('SIGKILL')
+        await child.exit
+      }
+    })
+    const ready = eventually(() => existsSync(readyFile) ? JSON.parse(readFileSync(readyFile, 'utf8')) as { host: string, port: number } : undefined, 20_000) as Promise<{ host: string, port: number }>
+    return { child, ready }
+  }
+  /** One connection to the local port: writes `data`, ends, resolves with what came back (or the error). */
+  const roundTrip = async (port: number, data: Buffer): Promise<Buffer> => await new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    const socket = net.connect(port, '127.0.0.1', () => socket.end(data))
+    socket.on('data', (c: Buffer) => chunks.push(c))
+    socket.on('end', () => resolve(Buffer.concat(chunks)))
+    socket.on('error', reject)
+  })
+
+  const { child, ready } = start(echo.port)
+  const local = await within(ready, 25_000, 'the ready file')
+  t.equal(local.host, '127.0.0.1', 'listens on this machine only by default')
+  const payloads = [randomBytes(1 * MB), randomBytes(3 * MB), Buffer.from('small\n')]
+  const backs = await within(Promise.all(payloads.map(async p => await roundTrip(local.port, p))), 30_000, 'three connections at once')
+  backs.forEach((back, i) => t.ok(back.equals(payloads[i]), `connection ${i}: ${payloads[i].length} bytes echoed intact (got ${back.length})`))
+
+  const denied = start(echo.port === 65535 ? 65534 : echo.port + 1)
+  const deniedLocal = await within(denied.ready, 25_000, 'the second ready file')
+  const refused = await within(roundTrip(deniedLocal.port, Buffer.from('x')).then(b => b.length, (err: NodeJS.ErrnoException) => err.code), 15_000, 'the refused connection')
+  t.ok(refused === 0 || refused === 'ECONNRESET', `a port the agent does not allow: the local connection is closed (${String(refused)})`)
+  await within(eventually(() => /RG_ERR_TCP_NOT_ALLOWED/.test(denied.child.stdout.map(String).join('') + denied.child.stderr) || undefined, 10_000), 15_000, 'the refusal in the log')
+  t.ok((await roundTrip(local.port, Buffer.from('still here'))).equals(Buffer.from('still here')), 'the first forward still serves after the other was refused')
+
+  child.proc.kill('SIGTERM')
+  t.equal(await within(child.exit, 20_000, 'the exit on SIGTERM'), 0, `exit 0 on SIGTERM (stderr: ${child.stderr.trim()})`)
 })
