@@ -163,9 +163,19 @@ export async function run (o: P10Options): Promise<BenchResult> {
         ratios[key] = round(median(a.map(x => x.MBps)) / median(b.map(x => x.MBps)), 3)
       }
       if (rtt === 0) {
-        figures.smallGetMs = await smallLatency(`http://127.0.0.1:${forward.ready.port as number}/small`, o.small)
-        figures.smallGetProxyMs = await smallLatency(`${ours.url}/small`, o.small, auth)
-        baseline.smallGetMs = await smallLatency(`${theirs.url}/small`, o.small)
+        /** Latency, and the CPU each process spent per request meanwhile (ms): what the latency is made of. */
+        const withCpu = async (pids: Record<string, number>, run: () => Promise<{ p50: number, p99: number }>, tree = false): Promise<Record<string, unknown>> => {
+          const cpu = (pid: number): number => tree ? treeCpuSeconds([pid]) : cpuSeconds(pid)
+          const before = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, cpu(pid)]))
+          const latency = await run()
+          const perRequest = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, round((cpu(pid) - before[name]) * 1000 / (o.small + 10), 3)]))
+          return { ...latency, cpuMsPerRequest: perRequest }
+        }
+        const [serverPid, relayPid, agentPid] = ours.pids
+        figures.smallGetMs = await withCpu({ forward: forward.child.pid!, server: serverPid, relay: relayPid, agent: agentPid },
+          async () => await smallLatency(`http://127.0.0.1:${forward.ready.port as number}/small`, o.small))
+        figures.smallGetProxyMs = await withCpu({ server: serverPid, relay: relayPid, agent: agentPid }, async () => await smallLatency(`${ours.url}/small`, o.small, auth))
+        baseline.smallGetMs = await withCpu(Object.fromEntries(theirs.pids.map((pid, i) => [['sshd jump', 'sshd site', 'ssh -L (and its ProxyJump child)'][i] ?? `ssh-${i}`, pid])), async () => await smallLatency(`${theirs.url}/small`, o.small), true)
       }
     }
     const get0 = ratios.getRtt0ms ?? 0
