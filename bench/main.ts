@@ -161,7 +161,7 @@ program.command('p10-vs-openssh')
   .option('--rtts <ms,...>', 'round-trip times between relay and server (and between the two sshd), ms', '0,50,150')
   .option('--size-mb <n>', 'bytes per transfer, MiB', int, 200)
   .option('--rounds <n>', 'interleaved rounds per case (medians reported)', int, 3)
-  .option('--small <n>', 'small GETs for the latency figures', int, 200)
+  .option('--small <n>', 'small GETs for the latency figures (and the CPU per request: /proc counts 10 ms ticks, so a few thousand)', int, 2000)
   .action(async (o: { rtts: string, sizeMb: number, rounds: number, small: number }) => {
     const { run } = await import('./scenarios/p10-vs-openssh.js')
     print(await run({ rttsMs: o.rtts.split(',').map(Number).filter(n => n >= 0), sizeMb: o.sizeMb, rounds: o.rounds, small: o.small }))

@@ -347,12 +347,12 @@ interface Child {
   proc: ReturnType<typeof spawn>
 }
 
-/** `relaygate connect` as a child process, with only the admin token from the environment. */
-function connect (t: TapLike, serverUrl: string, token: string, endpointId: string, port: number): Child {
+/** `relaygate <args>` as a child process, with only the admin token from the environment. */
+function spawnCli (t: TapLike, token: string, args: string[], stdin: 'pipe' | 'ignore' = 'pipe'): Child {
   const env: NodeJS.ProcessEnv = {}
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('RELAYGATE_') && k !== 'NODE_OPTIONS') env[k] = v
   env.RELAYGATE_ADMIN_TOKEN = token
-  const proc = spawn(process.execPath, [bin, 'connect', endpointId, String(port), '--server', serverUrl], { cwd: root, env, stdio: ['pipe', 'pipe', 'pipe'] })
+  const proc = spawn(process.execPath, [bin, ...args], { cwd: root, env, stdio: [stdin, 'pipe', 'pipe'] })
   const child: Child = {
     proc,
     stdout: [],
@@ -361,7 +361,7 @@ function connect (t: TapLike, serverUrl: string, token: string, endpointId: stri
   }
   proc.stdout!.on('data', (c: Buffer) => child.stdout.push(c))
   proc.stderr!.setEncoding('utf8').on('data', (d: string) => { child.stderr += d })
-  proc.stdin!.on('error', () => {})
+  proc.stdin?.on('error', () => {})
   t.teardown(async () => {
     if (proc.exitCode === null && proc.signalCode === null) {
       proc.kill('SIGKILL')
@@ -369,6 +369,20 @@ function connect (t: TapLike, serverUrl: string, token: string, endpointId: stri
     }
   })
   return child
+}
+
+/** `relaygate connect` on stdin/stdout. */
+const connect = (t: TapLike, serverUrl: string, token: string, endpointId: string, port: number): Child =>
+  spawnCli(t, token, ['connect', endpointId, String(port), '--server', serverUrl])
+
+/** An echo server behind an online agent that allows its port. */
+async function echoSite (t: TapLike, name: string): Promise<{ echo: { port: number }, site: Awaited<ReturnType<typeof startSite>>, ep: any, agent: ReturnType<typeof startAgent> }> {
+  const echo = await listenEcho(t)
+  const site = await startSite(t)
+  const ep = await site.api.ok('POST', '/api/endpoints', { name })
+  const agent = startAgent(t, ep.joinToken, { allowTcp: [echo.port] })
+  await agent.whenOnline()
+  return { echo, site, ep, agent }
 }
 
 const stdoutBytes = (c: Child): number => c.stdout.reduce((n, b) => n + b.length, 0)
@@ -455,11 +469,7 @@ t.test('relaygate connect: raw TCP through the tunnel on stdin/stdout', async t 
 })
 
 t.test('relaygate connect exits 1 with a one-line reason when the tunnel drops mid-session (it exited 0 and ssh saw a broken pipe)', async t => {
-  const echo = await listenEcho(t)
-  const site = await startSite(t)
-  const ep = await site.api.ok('POST', '/api/endpoints', { name: 'drops' })
-  const agent = startAgent(t, ep.joinToken, { allowTcp: [echo.port] })
-  await agent.whenOnline()
+  const { echo, site, ep, agent } = await echoSite(t, 'drops')
   const child = connect(t, site.server.httpUrl, site.api.token, ep.id, echo.port)
   child.proc.stdin!.write(Buffer.from('before the drop\n'))
   await within(eventually(() => stdoutBytes(child) >= 16 || undefined, 15_000), 20_000, 'the first echo')
@@ -473,26 +483,10 @@ t.test('relaygate connect exits 1 with a one-line reason when the tunnel drops m
 })
 
 t.test('relaygate forward: a local port like ssh -L, one tunnel connection per accepted connection', async t => {
-  const echo = await listenEcho(t)
-  const site = await startSite(t)
-  const ep = await site.api.ok('POST', '/api/endpoints', { name: 'forward' })
-  const agent = startAgent(t, ep.joinToken, { allowTcp: [echo.port] })
-  await agent.whenOnline()
+  const { echo, site, ep } = await echoSite(t, 'forward')
   const start = (port: number): { child: Child, ready: Promise<{ host: string, port: number }> } => {
     const readyFile = join(tempDir(t), 'ready.json')
-    const env: NodeJS.ProcessEnv = {}
-    for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('RELAYGATE_') && k !== 'NODE_OPTIONS') env[k] = v
-    env.RELAYGATE_ADMIN_TOKEN = site.api.token
-    const proc = spawn(process.execPath, [bin, 'forward', ep.id, String(port), '--listen', '0', '--server', site.server.httpUrl, '--ready-file', readyFile], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] })
-    const child: Child = { proc, stdout: [], stderr: '', exit: new Promise(resolve => proc.once('close', code => resolve(code))) }
-    proc.stdout!.on('data', (c: Buffer) => child.stdout.push(c))
-    proc.stderr!.setEncoding('utf8').on('data', (d: string) => { child.stderr += d })
-    t.teardown(async () => {
-      if (proc.exitCode === null && proc.signalCode === null) {
-        proc.kill('SIGKILL')
-        await child.exit
-      }
-    })
+    const child = spawnCli(t, site.api.token, ['forward', ep.id, String(port), '--listen', '0', '--server', site.server.httpUrl, '--ready-file', readyFile], 'ignore')
     const ready = eventually(() => existsSync(readyFile) ? JSON.parse(readFileSync(readyFile, 'utf8')) as { host: string, port: number } : undefined, 20_000) as Promise<{ host: string, port: number }>
     return { child, ready }
   }
