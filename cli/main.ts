@@ -7,6 +7,7 @@ import { tuneHeapForStreaming } from '../common/heap.js'
 import { RelaygateError, toRelaygateError } from '../protocol/errors.js'
 import { connectTcp, forwardTcp, readAdminToken } from './connect.js'
 import { writeReadyFile } from '../common/files.js'
+import { adminRequest } from './http-client.js'
 import { createLogger } from './log.js'
 import { configOption, deferMandatoryOptions, applyConfigFile } from './config-file.js'
 import { registerAdminCommands } from './admin.js'
@@ -226,9 +227,14 @@ if (typeof RELAYGATE_BUNDLE_ROLE === 'undefined' || RELAYGATE_BUNDLE_ROLE === 'c
       const logger = createLogger(program.opts().logLevel)
       try {
         if (!/^https?:\/\//.test(o.server)) throw new RelaygateError('RG_ERR_CONFIG', `--server must be http(s)://, got ${String(o.server)}`)
+        const target = { server: o.server, token: readAdminToken(o.tokenFile), serverFingerprint: o.serverFingerprint }
+        // A wrong endpoint, token or pin fails now, not at the first connection.
+        const me = (await adminRequest(target, 'GET', '/api/whoami')).body as { name: string, role: string }
+        if (me.role === 'viewer') throw new RelaygateError('RG_ERR_FORBIDDEN', `token "${me.name}" has role viewer; tunnels need operator or admin`)
+        await adminRequest(target, 'GET', `/api/endpoints/${encodeURIComponent(endpointId)}`)
         tuneHeapForStreaming()
         const listen = o.listen as { host: string, port: number }
-        const forward = await forwardTcp({ server: o.server, endpointId, port, token: readAdminToken(o.tokenFile), serverFingerprint: o.serverFingerprint, host: listen.host, listenPort: listen.port, logger })
+        const forward = await forwardTcp({ ...target, endpointId, port, host: listen.host, listenPort: listen.port, logger })
         const { address, port: bound } = forward.address
         logger.info({ listen: `${address}:${bound}`, endpointId, port }, 'forwarding local connections through the tunnel')
         writeReadyFile(o.readyFile, { host: address, port: bound })

@@ -515,4 +515,8 @@ t.test('relaygate forward: a local port like ssh -L, one tunnel connection per a
 
   child.proc.kill('SIGTERM')
   t.equal(await within(child.exit, 20_000, 'the exit on SIGTERM'), 0, `exit 0 on SIGTERM (stderr: ${child.stderr.trim()})`)
+
+  const wrong = spawnCli(t, site.api.token, ['forward', 'no-such-endpoint', String(echo.port), '--listen', '0', '--server', site.server.httpUrl], 'ignore')
+  t.equal(await within(wrong.exit, 20_000, 'the exit on a wrong endpoint'), 1, 'a wrong endpoint: exit 1 at start, before listening')
+  t.match(wrong.stderr, /RG_ERR_NOT_FOUND/, 'stderr names RG_ERR_NOT_FOUND')
 })
