@@ -272,16 +272,21 @@ class PgDriver implements SqlDriver {
       throw coded(err)
     }
     let broken: Error | undefined
+    // A checked-out client has no listener of the pool's: its connection dying (the database restarting, the
+    // backend terminated) emitted 'error' with nobody listening, and the server process crashed.
+    const lost = (err: Error): void => { broken = err }
+    client.on('error', lost)
     try {
       await client.query('BEGIN')
       const result = await fn(new PgDriver(this.pool, client, true))
       await client.query('COMMIT')
       return result
     } catch (err) {
-      await client.query('ROLLBACK').catch((e: Error) => { broken = e })
+      await client.query('ROLLBACK').catch((e: Error) => { broken ??= e })
       throw coded(err)
     } finally {
-      // A connection that failed to roll back is closed, not reused.
+      // A connection that failed to roll back, or died, is closed, not reused.
+      client.removeListener('error', lost)
       client.release(broken)
     }
   }
@@ -305,6 +310,9 @@ export interface PgStoreOptions {
 /** Applies the schema steps this database lacks, holding the advisory lock: one server migrates, the others wait and find it done. */
 async function migrate (pool: pg.Pool, logger: Logger): Promise<void> {
   const client = await pool.connect()
+  let broken: Error | undefined
+  const lost = (err: Error): void => { broken = err }
+  client.on('error', lost)
   try {
     await client.query('BEGIN')
     await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK])
@@ -317,10 +325,11 @@ async function migrate (pool: pg.Pool, logger: Logger): Promise<void> {
     await client.query('COMMIT')
     if (from < MIGRATIONS.length) logger.info({ from, to: MIGRATIONS.length }, 'database schema migrated')
   } catch (err) {
-    await client.query('ROLLBACK').catch(() => {})
+    await client.query('ROLLBACK').catch((e: Error) => { broken ??= e })
     throw err
   } finally {
-    client.release()
+    client.removeListener('error', lost)
+    client.release(broken)
   }
 }
 

@@ -1,7 +1,10 @@
 import t from 'tap'
+import { execFileSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { startSite, startAgent, eventually, tempDir } from '../helpers/cluster.js'
+import { startSite, startAgent, eventually, tempDir, testLogger } from '../helpers/cluster.js'
+import { openPgStore } from '../../server/pg-store.js'
+import type { RelaygateError } from '../../protocol/errors.js'
 import { run } from '../helpers/child.js'
 import { startPostgres } from '../helpers/postgres.js'
 
@@ -48,4 +51,25 @@ t.test('relaygate server with an unreachable database: tries for --database-retr
   t.match(lines.at(-1), /RG_ERR_STORE_UNAVAILABLE.*postgres:\/\/fleet:\*\*\*@127\.0\.0\.1:1\/fleet|postgres:\/\/fleet:\*\*\*@127\.0\.0\.1:1\/fleet.*RG_ERR_STORE_UNAVAILABLE/)
   t.notMatch(res.stderr + res.stdout, /hunter2/, 'the password is never printed')
   t.notOk(existsSync(join(dataDir, 'relaygate.db')), 'no SQLite file is made when a database URL is given')
+})
+
+t.test('a connection that dies inside a transaction fails that transaction with a code; nothing crashes and the store goes on', async t => {
+  const pg = await startPostgres(t)
+  const store = await openPgStore({ url: pg.url, logger: testLogger() })
+  t.teardown(async () => { await store.close() })
+  const psql = (sql: string): string => execFileSync('psql', [pg.url, '-X', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-c', sql], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim()
+  let entered!: () => void
+  const inside = new Promise<void>(resolve => { entered = resolve })
+  const failed = store.transaction(async tx => {
+    await tx.getMeta('schemaVersion')
+    entered()
+    // The database ends this connection (as a restart or an administrator does) while the transaction holds it.
+    await new Promise(resolve => setTimeout(resolve, 500))
+    return await tx.getMeta('schemaVersion')
+  }).then(() => 'committed', (err: RelaygateError) => err.code)
+  await inside
+  const killed = psql("SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'relaygate' AND state = 'idle in transaction') k")
+  t.equal(killed, '1', 'the transaction\'s connection was terminated')
+  t.equal(await failed, 'RG_ERR_STORE_UNAVAILABLE', 'the transaction fails with a code (before, the dead client\'s error event crashed the process)')
+  t.match(await store.getMeta('schemaVersion'), /^\d+$/, 'the next query works: the pool replaced the connection')
 })
