@@ -7,7 +7,7 @@ import { tuneHeapForStreaming } from '../common/heap.js'
 import { RelaygateError, toRelaygateError } from '../protocol/errors.js'
 import { connectTcp, forwardTcp, readAdminToken } from './connect.js'
 import { writeReadyFile } from '../common/files.js'
-import { adminRequest } from './http-client.js'
+import { adminRequest, verifyServerUrl } from './http-client.js'
 import { createLogger } from './log.js'
 import { configOption, deferMandatoryOptions, applyConfigFile } from './config-file.js'
 import { registerAdminCommands } from './admin.js'
@@ -226,8 +226,7 @@ if (typeof RELAYGATE_BUNDLE_ROLE === 'undefined' || RELAYGATE_BUNDLE_ROLE === 'c
     .action(async (endpointId: string, port: number, o: Record<string, any>) => {
       const logger = createLogger(program.opts().logLevel)
       try {
-        if (!/^https?:\/\//.test(o.server)) throw new RelaygateError('RG_ERR_CONFIG', `--server must be http(s)://, got ${String(o.server)}`)
-        const target = { server: o.server, token: readAdminToken(o.tokenFile), serverFingerprint: o.serverFingerprint }
+        const target = { server: verifyServerUrl(o.server), token: readAdminToken(o.tokenFile), serverFingerprint: o.serverFingerprint }
         // A wrong endpoint, token or pin fails now, not at the first connection.
         const me = (await adminRequest(target, 'GET', '/api/whoami')).body as { name: string, role: string }
         if (me.role === 'viewer') throw new RelaygateError('RG_ERR_FORBIDDEN', `token "${me.name}" has role viewer; tunnels need operator or admin`)

@@ -14,8 +14,8 @@ import v8 from 'node:v8'
  * with its limit at ~34 MB this started a full (mark-compact) collection
  * every ~60 ms: 120–160 in 8 s of GETs, run by V8's background threads that
  * no --cpu-prof shows, a third of the agent's CPU (perf). With the factor at
- * 4 the same run does 1–5 (`--trace-gc`), and the agent's CPU per GB fell
- * from 3.1–4.5 s to 2.3–2.6 s (bench/drive runs, README "Performance").
+ * 4 the same run does 1–5 (`--trace-gc`), and P10's CPU per GB at RTT 0
+ * fell from 13–14 s to 6.4–8.4 s (README "Performance").
  *
  * It costs heap headroom only: a process whose live heap is L MB may hold up
  * to 4·L MB before collecting (the agent: ~10 MB live, so ~40 MB), still

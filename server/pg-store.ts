@@ -265,29 +265,10 @@ class PgDriver implements SqlDriver {
 
   async transaction<T> (fn: (tx: SqlDriver) => Promise<T>): Promise<T> {
     if (this.inTransaction) return await fn(this)
-    let client: pg.PoolClient
     try {
-      client = await this.pool.connect()
+      return await withTransaction(await this.pool.connect(), async held => await fn(new PgDriver(this.pool, held, true)))
     } catch (err) {
       throw coded(err)
-    }
-    let broken: Error | undefined
-    // A checked-out client has no listener of the pool's: its connection dying (the database restarting, the
-    // backend terminated) emitted 'error' with nobody listening, and the server process crashed.
-    const lost = (err: Error): void => { broken = err }
-    client.on('error', lost)
-    try {
-      await client.query('BEGIN')
-      const result = await fn(new PgDriver(this.pool, client, true))
-      await client.query('COMMIT')
-      return result
-    } catch (err) {
-      await client.query('ROLLBACK').catch((e: Error) => { broken ??= e })
-      throw coded(err)
-    } finally {
-      // A connection that failed to roll back, or died, is closed, not reused.
-      client.removeListener('error', lost)
-      client.release(broken)
     }
   }
 
@@ -307,23 +288,23 @@ export interface PgStoreOptions {
   poolSize?: number
 }
 
-/** Applies the schema steps this database lacks, holding the advisory lock: one server migrates, the others wait and find it done. */
-async function migrate (pool: pg.Pool, logger: Logger): Promise<void> {
-  const client = await pool.connect()
+/**
+ * `fn` in one transaction on a client checked out of the pool, released
+ * after. A checked-out client has no listener of the pool's: its connection
+ * dying (the database restarting, the backend terminated) emitted 'error'
+ * with nobody listening, and the server process crashed. Here it fails `fn`
+ * instead, and a connection that died or failed to roll back is closed, not
+ * reused.
+ */
+async function withTransaction<T> (client: pg.PoolClient, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   let broken: Error | undefined
   const lost = (err: Error): void => { broken = err }
   client.on('error', lost)
   try {
     await client.query('BEGIN')
-    await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK])
-    await client.query('CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)')
-    const row = (await client.query('SELECT value FROM meta WHERE key = \'schemaVersion\'')).rows[0] as { value: string } | undefined
-    const from = row === undefined ? 0 : Number(row.value)
-    if (from > MIGRATIONS.length) throw new RelaygateError('RG_ERR_CONFIG', `the database has schema ${from}, newer than this server knows (${MIGRATIONS.length}); run the newer server`)
-    for (let v = from; v < MIGRATIONS.length; v++) await client.query(MIGRATIONS[v])
-    await client.query('INSERT INTO meta (key, value) VALUES (\'schemaVersion\', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value', [String(MIGRATIONS.length)])
+    const result = await fn(client)
     await client.query('COMMIT')
-    if (from < MIGRATIONS.length) logger.info({ from, to: MIGRATIONS.length }, 'database schema migrated')
+    return result
   } catch (err) {
     await client.query('ROLLBACK').catch((e: Error) => { broken ??= e })
     throw err
@@ -331,6 +312,21 @@ async function migrate (pool: pg.Pool, logger: Logger): Promise<void> {
     client.removeListener('error', lost)
     client.release(broken)
   }
+}
+
+/** Applies the schema steps this database lacks, holding the advisory lock: one server migrates, the others wait and find it done. */
+async function migrate (pool: pg.Pool, logger: Logger): Promise<void> {
+  const from = await withTransaction(await pool.connect(), async client => {
+    await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK])
+    await client.query('CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)')
+    const row = (await client.query('SELECT value FROM meta WHERE key = \'schemaVersion\'')).rows[0] as { value: string } | undefined
+    const version = row === undefined ? 0 : Number(row.value)
+    if (version > MIGRATIONS.length) throw new RelaygateError('RG_ERR_CONFIG', `the database has schema ${version}, newer than this server knows (${MIGRATIONS.length}); run the newer server`)
+    for (let v = version; v < MIGRATIONS.length; v++) await client.query(MIGRATIONS[v])
+    await client.query('INSERT INTO meta (key, value) VALUES (\'schemaVersion\', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value', [String(MIGRATIONS.length)])
+    return version
+  })
+  if (from < MIGRATIONS.length) logger.info({ from, to: MIGRATIONS.length }, 'database schema migrated')
 }
 
 /**
