@@ -174,18 +174,36 @@ export async function run (o: P10Options): Promise<BenchResult> {
       }
       if (rtt === 0) {
         /** Latency, and the CPU each process spent per request meanwhile (ms): what the latency is made of. */
-        const withCpu = async (pids: Record<string, number>, run: () => Promise<{ p50: number, p99: number }>, tree = false): Promise<Record<string, unknown>> => {
+        type Latency = { p50: number, p99: number, cpuMsPerRequest: Record<string, number> }
+        const withCpu = async (pids: Record<string, number>, run: () => Promise<{ p50: number, p99: number }>, tree = false): Promise<Latency> => {
           const cpu = (pid: number): number => tree ? treeCpuSeconds([pid]) : cpuSeconds(pid)
           const before = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, cpu(pid)]))
           const latency = await run()
           const perRequest = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, round((cpu(pid) - before[name]) * 1000 / (o.small + warmUpRequests(o.small)), 3)]))
           return { ...latency, cpuMsPerRequest: perRequest }
         }
+        /** Medians over the rounds: p50, p99 and each process's CPU per request. */
+        const medianOf = (runs: Latency[]): Latency & { roundsP50: number[] } => ({
+          p50: median(runs.map(r => r.p50)),
+          p99: median(runs.map(r => r.p99)),
+          cpuMsPerRequest: Object.fromEntries(Object.keys(runs[0].cpuMsPerRequest).map(name => [name, median(runs.map(r => r.cpuMsPerRequest[name]))])),
+          roundsP50: runs.map(r => r.p50)
+        })
         const [serverPid, relayPid, agentPid] = ours.pids
-        figures.smallGetMs = await withCpu({ forward: forward.child.pid!, server: serverPid, relay: relayPid, agent: agentPid },
-          async () => await smallLatency(`http://127.0.0.1:${forward.ready.port as number}/small`, o.small))
-        figures.smallGetProxyMs = await withCpu({ server: serverPid, relay: relayPid, agent: agentPid }, async () => await smallLatency(`${ours.url}/small`, o.small, auth))
-        baseline.smallGetMs = await withCpu(Object.fromEntries(theirs.pids.map((pid, i) => [['sshd jump', 'sshd site', 'ssh -L (and its ProxyJump child)'][i] ?? `ssh-${i}`, pid])), async () => await smallLatency(`${theirs.url}/small`, o.small), true)
+        const sshPids = Object.fromEntries(theirs.pids.map((pid, i) => [['sshd jump', 'sshd site', 'ssh -L (and its ProxyJump child)'][i] ?? `ssh-${i}`, pid]))
+        const viaForward: Latency[] = []
+        const viaProxy: Latency[] = []
+        const viaSsh: Latency[] = []
+        // Interleaved rounds, as for throughput: the machine's moods fall on both sides alike.
+        for (let i = 0; i < o.rounds; i++) {
+          viaForward.push(await withCpu({ forward: forward.child.pid!, server: serverPid, relay: relayPid, agent: agentPid },
+            async () => await smallLatency(`http://127.0.0.1:${forward.ready.port as number}/small`, o.small)))
+          viaSsh.push(await withCpu(sshPids, async () => await smallLatency(`${theirs.url}/small`, o.small), true))
+          viaProxy.push(await withCpu({ server: serverPid, relay: relayPid, agent: agentPid }, async () => await smallLatency(`${ours.url}/small`, o.small, auth)))
+        }
+        figures.smallGetMs = medianOf(viaForward)
+        figures.smallGetProxyMs = medianOf(viaProxy)
+        baseline.smallGetMs = medianOf(viaSsh)
       }
     }
     const get0 = ratios.getRtt0ms ?? 0
@@ -202,7 +220,7 @@ export async function run (o: P10Options): Promise<BenchResult> {
         smallRequests: o.small,
         smallWarmUpRequests: warmUpRequests(o.small),
         ours: 'client -> server (http-proxy) -> [delay proxy] -> relay -> agent -> target; end-to-end AES-128-GCM',
-        smallGet: 'smallGetMs: kept-alive small GETs through `relaygate forward` (a local port, like ssh -L: client -> forward -> server -> [delay] -> relay -> agent -> target, raw TCP); smallGetProxyMs: the same through the server\'s HTTP proxy (the server parses, authorizes and re-issues each request)',
+        smallGet: 'medians of interleaved rounds of kept-alive small GETs (roundsP50: each round). smallGetMs: through `relaygate forward` (a local port, like ssh -L: client -> forward -> server -> [delay] -> relay -> agent -> target, raw TCP); smallGetProxyMs: the same through the server\'s HTTP proxy (the server parses, authorizes and re-issues each request)',
         openssh: `ssh -J (jump sshd) -L to the site sshd behind the same kind of delay proxy, aes128-gcm@openssh.com; ${sshVersion}`,
         cpu: 'user+system seconds of every process on the path (ours: server, relay, agent; OpenSSH: the ssh client and its ProxyJump child, both sshd and their session children) per GB moved; not the client or target'
       },
