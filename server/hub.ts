@@ -1,5 +1,4 @@
 import type { IncomingMessage } from 'node:http'
-import { FailureLimiter } from '../common/failure-limiter.js'
 import type { Duplex } from 'node:stream'
 import { WebSocketServer, type WebSocket } from 'ws'
 import type { Logger } from 'pino'
@@ -10,17 +9,17 @@ import { atLeastVersion } from '../common/version.js'
 /** The first version whose relays understand the 'installers' message. */
 const INSTALLERS_SINCE = '0.2.0'
 import { WsTransport } from '../protocol/ws-transport.js'
-import { hashToken, newNonce, verifyProof } from '../protocol/auth.js'
+import { hashToken } from '../protocol/auth.js'
 import {
   Hellos, helloFrame, readHello, readControl, parseStreamMeta, RelayToServer, RelayStreams, deriveE2eKeys, verifyReportMac,
   type Settings, type ServerToRelay, type AgentUpWithSid, type RelayStreamMeta
 } from '../protocol/messages.js'
 import type { SecurityLog } from './security.js'
-import { agentRef, type AgentRef } from './agent-ref.js'
-import type { Store, SettingsRef, EndpointTouch } from './store.js'
+import type { AgentRef } from './agent-ref.js'
+import type { Store, SettingsRef } from './store.js'
 import PQueue from 'p-queue'
-import { presenceWriter, type WriteBehind } from './write-behind.js'
 import { RelayLink, type Session } from './relay-link.js'
+import { AgentSessions, type PresenceListener } from './agent-sessions.js'
 import type { RelayHello } from '../protocol/handshake.js'
 
 export interface HubOptions {
@@ -53,7 +52,7 @@ export type { AgentRef } from './agent-ref.js'
 /** An agent's message passed up by its relay (kind K). */
 export type AgentMessage<K extends AgentUpWithSid['t']> = Extract<AgentUpWithSid, { t: K }>
 export type RelayMessageHandler<K extends AgentUpWithSid['t']> = (agent: AgentRef, msg: AgentMessage<K>) => Promise<void> | void
-export type PresenceListener = (agent: AgentRef, online: boolean) => void
+export type { PresenceListener } from './agent-sessions.js'
 /** A stream a relay opened (an artifact fill), with its validated metadata. */
 export type RelayStreamHandler = (relayId: string, stream: MuxStream, meta: RelayStreamMeta) => void
 /** Relay-level messages (not about one agent): its figures, a durable job result. */
@@ -71,10 +70,9 @@ export class RelayHub {
   private readonly opts: Required<Omit<HubOptions, 'onLinked' | 'onUnlinked'>> & Pick<HubOptions, 'onLinked' | 'onUnlinked'>
   private readonly wss: WebSocketServer
   private readonly links = new Map<string, RelayLink>()
-  /** endpointId -> sessions online for it, over any relay. */
-  private readonly presence = new Map<string, Set<Session & { link: RelayLink, ref: AgentRef }>>()
+  /** The agents behind the relays: authentication and presence. */
+  private readonly agents: AgentSessions
   private readonly handlers = new Map<string, RelayMessageHandler<never>>()
-  private readonly presenceListeners: PresenceListener[] = []
   private readonly linkListeners: Array<(relayId: string) => void> = []
   private readonly streamHandlers = new Map<string, RelayStreamHandler>()
   private readonly relayHandlers = new Map<string, RelayLevelHandler<never>>()
@@ -83,18 +81,12 @@ export class RelayHub {
   private closed = false
   /** Bytes of relay links that have closed (for monotonic metrics). */
   private readonly closedBytes = { in: 0, out: 0 }
-  /** Agent authentications relays have asked for (auth-begin messages), for metrics. */
-  authBegins = 0
-  /** Wrong-secret proofs per endpoint: a flood is refused before any proof is checked. */
-  private readonly authFailures: FailureLimiter
   /**
    * Relay messages handled at once, over all links. A reconnect storm
    * (15,000 agents authenticating) queues here, not in the database pool,
    * so API requests still find a connection.
    */
   private readonly handling = new PQueue({ concurrency: 8 })
-  /** Last seen times and relays of endpoints, written in batches. */
-  private readonly presenceWrites: WriteBehind<EndpointTouch>
 
   constructor (options: HubOptions) {
     this.opts = {
@@ -106,8 +98,16 @@ export class RelayHub {
       authFailuresPerSecond: 0.5,
       ...options
     }
-    this.authFailures = new FailureLimiter({ burst: this.opts.authFailureBurst, perSecond: this.opts.authFailuresPerSecond, maxKeys: 100_000 })
-    this.presenceWrites = presenceWriter(this.opts.store, this.opts.logger)
+    this.agents = new AgentSessions({
+      store: this.opts.store,
+      settings: this.opts.settings,
+      logger: this.opts.logger,
+      maxSessionsPerRelay: this.opts.maxSessionsPerRelay,
+      authFailureBurst: this.opts.authFailureBurst,
+      authFailuresPerSecond: this.opts.authFailuresPerSecond,
+      flagsOf: endpointId => this.getFlags(endpointId),
+      isLinked: link => this.links.get(link.relayId) === link
+    })
     this.wss = new WebSocketServer({ noServer: true, maxPayload: DEFAULT_MAX_PAYLOAD + HEADER_SIZE, perMessageDeflate: false })
   }
 
@@ -120,22 +120,27 @@ export class RelayHub {
   }
 
   isOnline (endpointId: string): boolean {
-    return (this.presence.get(endpointId)?.size ?? 0) > 0
+    return this.agents.isOnline(endpointId)
   }
 
   /** Relay ids currently serving an endpoint. */
   relaysOf (endpointId: string): string[] {
-    return [...new Set([...(this.presence.get(endpointId) ?? [])].map(s => s.link.relayId))]
+    return this.agents.relaysOf(endpointId)
   }
 
   /** Endpoints with an agent online through a relay linked here. */
   onlineEndpoints (): string[] {
-    return [...this.presence.keys()].filter(id => (this.presence.get(id)?.size ?? 0) > 0)
+    return this.agents.onlineEndpoints()
   }
 
   /** The agents online for an endpoint (several for a cluster). */
   agentsOf (endpointId: string): AgentRef[] {
-    return [...(this.presence.get(endpointId) ?? [])].map(s => s.ref)
+    return this.agents.agentsOf(endpointId)
+  }
+
+  /** Agent authentications relays have asked for (auth-begin messages), for metrics. */
+  get authBegins (): number {
+    return this.agents.authBegins
   }
 
   /** Handles agent messages of kind `t` passed up by relays (they carry the agent's sid). */
@@ -165,7 +170,7 @@ export class RelayHub {
   }
 
   onPresence (listener: PresenceListener): void {
-    this.presenceListeners.push(listener)
+    this.agents.onPresence(listener)
   }
 
   /** The version of a relay linked here, or null when it is not. */
@@ -232,7 +237,7 @@ export class RelayHub {
 
   settingsChanged (settings: Settings): void {
     for (const link of this.links.values()) link.send({ t: 'settings', settings })
-    for (const set of this.presence.values()) for (const s of set) s.ref.order({ t: 'agent-settings', snapshotIntervalSeconds: settings.snapshotIntervalSeconds })
+    for (const ref of this.agents.online()) ref.order({ t: 'agent-settings', snapshotIntervalSeconds: settings.snapshotIntervalSeconds })
   }
 
   /** True when a stored report (a job result replayed by a relay) carries the MAC of that agent of the endpoint. */
@@ -250,7 +255,7 @@ export class RelayHub {
     for (const link of this.links.values()) {
       link.send({ t: 'kick', endpointId, code, message })
       for (const s of [...link.sessions.values()]) {
-        if (s.endpointId === endpointId) this.dropSession(link, s)
+        if (s.endpointId === endpointId) this.agents.drop(link, s)
       }
     }
   }
@@ -265,13 +270,14 @@ export class RelayHub {
   async close (graceful = true): Promise<void> {
     if (this.closed) return
     this.closed = true
+    this.agents.shuttingDown()
     const goingAway = new RelaygateError('RG_ERR_GOING_AWAY', 'server shutting down')
     const all = [...this.links.values()].map(l => graceful ? l.mux.close(goingAway.closeCode, goingAway.message) : l.mux.destroy(goingAway))
     for (const mux of this.pending) all.push(mux.destroy(goingAway))
     await Promise.allSettled(all)
     for (const client of this.wss.clients) client.terminate()
     await new Promise<void>(resolve => this.wss.close(() => resolve()))
-    await this.presenceWrites.close()
+    await this.agents.close()
   }
 
   private accept (ws: WebSocket, remote: string): void {
@@ -385,8 +391,8 @@ export class RelayHub {
           link.sessions.delete(msg.sid)
           link.send({ t: 'auth-result', sid: msg.sid, ok: false, code: err.code, message: err.message })
         }
-        if (msg.t === 'auth-begin') return link.enqueue(msg.sid, () => this.onAuthBegin(link, msg.sid, msg.endpointId, msg.edgeId), refuse)
-        return link.enqueue(msg.sid, () => this.onAuthProof(link, msg.sid, msg.proof, msg.agentNonce), refuse)
+        if (msg.t === 'auth-begin') return link.enqueue(msg.sid, () => this.agents.begin(link, msg.sid, msg.endpointId, msg.edgeId), refuse)
+        return link.enqueue(msg.sid, () => this.agents.prove(link, msg.sid, msg.proof, msg.agentNonce), refuse)
       }
       case 'offline':
         // Each after what is queued for that agent; presence is written in batches (a site going dark costs one commit).
@@ -402,7 +408,7 @@ export class RelayHub {
 
   private onOffline (link: RelayLink, sid: number): void {
     const s = link.sessions.get(sid)
-    if (s !== undefined) this.dropSession(link, s)
+    if (s !== undefined) this.agents.drop(link, s)
   }
 
   private async onRelayLevelMessage (link: RelayLink, msg: RelayLevelMessage<RelayLevelKind>): Promise<void> {
@@ -432,144 +438,13 @@ export class RelayHub {
     await handler(ref, msg)
   }
 
-  private async onAuthBegin (link: RelayLink, sid: number, endpointId: string, edgeId: string): Promise<void> {
-    this.authBegins++
-    const existing = link.sessions.get(sid)
-    if (existing !== undefined) this.dropSession(link, existing)
-    if (link.sessions.size >= this.opts.maxSessionsPerRelay) {
-      link.send({ t: 'auth-result', sid, ok: false, code: 'RG_ERR_QUEUE_FULL', message: 'relay holds too many agents' })
-      return
-    }
-    const found = await this.opts.store.getEndpointForAgent(endpointId, edgeId)
-    // A deleted endpoint's agent is challenged too: once it proves itself it gets a verified stop order.
-    if (found === undefined && await this.opts.store.getTombstone(endpointId) === undefined) {
-      link.send({ t: 'auth-result', sid, ok: false, code: 'RG_ERR_ENDPOINT_UNKNOWN', message: `no endpoint ${endpointId}` })
-      return
-    }
-    if (!this.authFailures.allows(endpointId)) {
-      const wait = this.authFailures.retryAfter(endpointId)
-      await this.opts.store.recordRefusal(endpointId, edgeId, 'RG_ERR_RATE_LIMIT', Date.now())
-      link.send({ t: 'auth-result', sid, ok: false, code: 'RG_ERR_RATE_LIMIT', message: `too many wrong proofs for this endpoint; try again in ${wait} s` })
-      return
-    }
-    const nonce = newNonce()
-    link.sessions.set(sid, { sid, endpointId, edgeId, nonce, online: false, endpoint: found?.endpoint ?? null, admitted: found?.admitted === true })
-    link.send({ t: 'auth-challenge', sid, nonce })
-  }
-
-  private async onAuthProof (link: RelayLink, sid: number, proof: string, agentNonce: string): Promise<void> {
-    const session = link.sessions.get(sid)
-    if (session === undefined || session.nonce === null) {
-      link.send({ t: 'auth-result', sid, ok: false, code: 'RG_ERR_AUTH', message: 'no challenge outstanding' })
-      return
-    }
-    const nonce = session.nonce
-    session.nonce = null // one proof per nonce
-    const refuse = async (code: 'RG_ERR_AUTH' | 'RG_ERR_EDGE_ID_MISMATCH' | 'RG_ERR_ENDPOINT_UNKNOWN', message: string): Promise<void> => {
-      link.sessions.delete(sid)
-      if (code === 'RG_ERR_AUTH') this.authFailures.fail(session.endpointId)
-      link.log.warn({ endpointId: session.endpointId, edgeId: session.edgeId, code }, 'agent refused')
-      link.send({ t: 'auth-result', sid, ok: false, code, message })
-      if (code !== 'RG_ERR_ENDPOINT_UNKNOWN') await this.opts.store.recordRefusal(session.endpointId, session.edgeId, code, Date.now())
-    }
-    // As read at auth-begin (a reconnect storm costs one read less per agent); null: deleted, challenged for a stop order.
-    const endpoint = session.endpoint ?? undefined
-    const input = { nonce, endpointId: session.endpointId, edgeId: session.edgeId, relayId: link.relayId }
-    if (endpoint === undefined) {
-      if (!await this.stopDeleted(link, session, sid, input, proof, agentNonce)) await refuse('RG_ERR_ENDPOINT_UNKNOWN', `no endpoint ${session.endpointId}`)
-      return
-    }
-    if (!verifyProof(endpoint.authKey, input, proof)) return await refuse('RG_ERR_AUTH', 'wrong endpoint secret')
-    // Known agents (every reconnect after the first) were found admitted at auth-begin: no second read.
-    if (!session.admitted && !await this.opts.store.admitEdgeId(session.endpointId, session.edgeId, Date.now())) {
-      // Say how to free the place: the admin API (or the agent's data dir, if this is the same machine reinstalled).
-      const free = `if the machine that had it is gone, free its place: DELETE /api/endpoints/${session.endpointId}/agents/<its edge id> (the endpoint page lists them), then this agent is admitted`
-      return await refuse('RG_ERR_EDGE_ID_MISMATCH', endpoint.maxAgents > 1
-        ? `this cluster endpoint already has its ${endpoint.maxAgents} agents; ${free}`
-        : `this endpoint is associated with another edge id (${endpoint.edgeId ?? 'another agent'}); ${free}, or start this agent with --edge-id ${endpoint.edgeId ?? '<that id>'} if it is the same machine`)
-    }
-    // The agent or its link may have gone while the store answered.
-    if (link.sessions.get(sid) !== session || this.links.get(link.relayId) !== link) return
-    this.replaceClones(session)
-    session.online = true
-    let set = this.presence.get(session.endpointId)
-    if (set === undefined) {
-      set = new Set()
-      this.presence.set(session.endpointId, set)
-    }
-    const ref = agentRef(link, session, sid, deriveE2eKeys(endpoint.tunnelKey, session.edgeId), agentNonce)
-    set.add(Object.assign(session, { link, ref }))
-    this.presenceWrites.add({ id: session.endpointId, edgeId: session.edgeId, lastSeen: Date.now(), relayId: link.relayId })
-    link.log.info({ endpointId: session.endpointId, edgeId: session.edgeId }, 'agent online')
-    link.send({ t: 'auth-result', sid, ok: true, flags: this.getFlags(session.endpointId) })
-    ref.order({ t: 'agent-settings', snapshotIntervalSeconds: this.opts.settings.current.snapshotIntervalSeconds })
-    for (const listener of this.presenceListeners) listener(ref, true)
-  }
-
-  /**
-   * One edge id has one live session: a second agent with the same edge id
-   * and secret (a cloned machine, or the same agent reconnecting through
-   * another relay before the first link timed out) replaces the older
-   * session, which its relay closes with RG_ERR_REPLACED. Each replacement
-   * is recorded as a refusal of that edge id, so a clone shows on the endpoint.
-   */
-  private replaceClones (session: Session): void {
-    for (const old of [...(this.presence.get(session.endpointId) ?? [])]) {
-      if (old.edgeId !== session.edgeId) continue
-      const message = 'a newer connection with the same edge id replaced this one (a cloned machine?)'
-      old.link.send({ t: 'kick', endpointId: old.endpointId, sid: old.sid, code: 'RG_ERR_REPLACED', message })
-      this.dropSession(old.link, old)
-      this.opts.store.recordRefusal(session.endpointId, session.edgeId, 'RG_ERR_REPLACED', Date.now())
-        .catch((err: Error) => old.link.log.warn({ err: err.message }, 'refusal not recorded'))
-      old.link.log.warn({ endpointId: session.endpointId, edgeId: session.edgeId, relayId: old.link.relayId }, 'duplicate edge id: the older session is replaced')
-    }
-  }
-
-  /**
-   * An agent of a deleted endpoint came back (it was offline at deletion):
-   * accept it for one moment on its relay, send it a stop order it can
-   * verify (the relay's refusal alone no longer stops an agent that was
-   * online), then have the relay drop it. False when the proof fails.
-   */
-  private async stopDeleted (link: RelayLink, session: Session, sid: number, input: { nonce: string, endpointId: string, edgeId: string, relayId: string }, proof: string, agentNonce: string): Promise<boolean> {
-    const tomb = await this.opts.store.getTombstone(session.endpointId)
-    if (tomb === undefined || !verifyProof(tomb.authKey, input, proof)) return false
-    link.sessions.delete(sid)
-    link.log.info({ endpointId: session.endpointId, edgeId: session.edgeId }, 'agent of a deleted endpoint returned: stopping it')
-    link.send({ t: 'auth-result', sid, ok: true, flags: 0 })
-    const message = 'endpoint deleted by the admin'
-    agentRef(link, session, sid, deriveE2eKeys(tomb.tunnelKey, session.edgeId), agentNonce).order({ t: 'stop', code: 'RG_ERR_ENDPOINT_DELETED', message })
-    link.send({ t: 'kick', endpointId: session.endpointId, code: 'RG_ERR_ENDPOINT_DELETED', message })
-    return true
-  }
-
-  private dropSession (link: RelayLink, session: Session): void {
-    link.sessions.delete(session.sid)
-    if (!session.online) return
-    session.online = false
-    const set = this.presence.get(session.endpointId)
-    let ref: AgentRef | undefined
-    if (set !== undefined) {
-      for (const s of set) {
-        if (s.sid === session.sid && s.link === link) {
-          set.delete(s)
-          ref = s.ref
-        }
-      }
-      if (set.size === 0) this.presence.delete(session.endpointId)
-    }
-    if (ref !== undefined) for (const listener of this.presenceListeners) listener(ref, false)
-    if (!this.closed) this.presenceWrites.add({ id: session.endpointId, edgeId: session.edgeId, lastSeen: Date.now(), relayId: null })
-    link.log.info({ endpointId: session.endpointId }, 'agent offline')
-  }
-
   private onLinkClosed (link: RelayLink, code: number, reason: string): void {
     if (this.links.get(link.relayId) === link) {
       this.links.delete(link.relayId)
       this.closedBytes.in += link.mux.bytesIn
       this.closedBytes.out += link.mux.bytesOut
     }
-    for (const s of [...link.sessions.values()]) this.dropSession(link, s)
+    for (const s of [...link.sessions.values()]) this.agents.drop(link, s)
     this.opts.onUnlinked?.(link.relayId, link.fence)
     if (!this.closed) {
       this.opts.store.updateRelay(link.relayId, { lastSeen: Date.now() })
