@@ -17,6 +17,12 @@ export interface MuxOptions {
   maxWindow?: number
   /** Receive window all streams of the link may grow by together, beyond their initial windows. */
   windowBudget?: number
+  /**
+   * How often a grown receive window is reviewed: one that took in less
+   * than a quarter of itself since the last review halves, an idle one goes
+   * back to the initial window (window-tuning.ts).
+   */
+  windowReviewMs?: number
   /** Streams open at once (both directions together). */
   maxStreams?: number
   /** Stop handing data to the transport above this many buffered bytes. */
@@ -52,6 +58,7 @@ const defaults = {
   initialWindow: 512 * 1024,
   maxWindow: 16 * 1024 * 1024,
   windowBudget: 64 * 1024 * 1024,
+  windowReviewMs: 1000,
   maxStreams: 256,
   highWaterMark: 128 * 1024,
   maxBufferedBytes: 8 * 1024 * 1024,
@@ -86,6 +93,7 @@ export function verifyMuxOptions (options: MuxOptions): ResolvedOptions {
   check('initialWindow', 1, MAX_U32)
   check('maxWindow', resolved.initialWindow, MAX_U32)
   check('windowBudget', 0)
+  check('windowReviewMs', 1)
   check('maxStreams', 1)
   check('highWaterMark', 1)
   check('maxBufferedBytes', resolved.highWaterMark)

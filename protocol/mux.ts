@@ -6,18 +6,9 @@ import { RelaygateError, codeForClose, toRelaygateError } from './errors.js'
 import { MuxStream, type StreamHost } from './stream.js'
 import type { Transport } from './transport.js'
 import { verifyMuxOptions, type MuxOptions, type ResolvedOptions } from './mux-options.js'
+import { WindowTuner } from './window-tuning.js'
 
 export { verifyMuxOptions, type MuxOptions } from './mux-options.js'
-
-/** The first 4 bytes of a round-trip probe's PING payload ("BDP?"); keep-alive PINGs carry a time. */
-const PROBE_MARK = 0x4244503f
-/**
- * A probe measures only once this much has arrived since the last one: a
- * window grows when a stream receives half of it within a round trip, which
- * light request/response traffic never does (a probe per request and its
- * answer doubled the messages of a small request).
- */
-const PROBE_AFTER = 64 * 1024
 
 /**
  * Frames over one transport: session-level messages go straight out
@@ -33,13 +24,8 @@ export class Mux implements StreamHost {
   private ready: MuxStream[] = []
   private readonly readySet = new Set<MuxStream>()
   private nextId: number
-  /** Receive window the streams may still grow by (windowBudget less what they took). */
-  private windowFree: number
-  /** The round-trip probe in flight (window auto-tuning): its PING payload and the bytes each stream received since. */
-  private probe: { payload: Buffer, counts: Map<MuxStream, number> } | null = null
-  private probeSeq = 0
-  /** Bytes received since the last probe ended: a probe starts only after PROBE_AFTER of them. */
-  private sinceProbe = 0
+  /** Receive-window auto-tuning: the round-trip probe, the budget, the review of unused growth. */
+  private readonly tuning: WindowTuner
   private localGoAway = false
   private remoteGoAway = false
   private closedInfo: { code: number, reason: string, error?: RelaygateError } | null = null
@@ -63,7 +49,7 @@ export class Mux implements StreamHost {
   constructor (transport: Transport, options: MuxOptions) {
     this.transport = transport
     this.opts = verifyMuxOptions(options)
-    this.windowFree = this.opts.windowBudget
+    this.tuning = new WindowTuner(this.opts, payload => this.sendFrame(FrameType.PING, 0, payload))
     this.decoder = new FrameDecoder(this.opts.maxPayload)
     this.nextId = this.opts.role === 'dialer' ? 1 : 2
     this.closedPromise = new Promise(resolve => { this.resolveClosed = resolve })
@@ -217,52 +203,28 @@ export class Mux implements StreamHost {
     return true
   }
 
-  /**
-   * Round-trip probe for window auto-tuning: while data arrives, one PING at
-   * a time with a probe payload; the bytes each stream received until its
-   * answer are that stream's sample (MuxStream.roundTripSample).
-   */
+  /** Bytes arrived for a stream (window auto-tuning: the round-trip probe, the review of unused growth). */
   dataReceived (stream: MuxStream, bytes: number): void {
     if (this.closedInfo !== null) return
-    if (this.probe === null) {
-      this.sinceProbe += bytes
-      if (this.windowFree <= 0 || this.sinceProbe < PROBE_AFTER) return
-      this.sinceProbe = 0
-      const payload = Buffer.alloc(8)
-      payload.writeUInt32BE(PROBE_MARK, 0)
-      payload.writeUInt32BE(++this.probeSeq >>> 0, 4)
-      this.probe = { payload, counts: new Map() }
-      this.sendFrame(FrameType.PING, 0, payload)
-      return
-    }
-    this.probe.counts.set(stream, (this.probe.counts.get(stream) ?? 0) + bytes)
+    this.tuning.received(stream, bytes, this.lastReceived)
   }
 
-  private onProbeAnswer (payload: Buffer): boolean {
-    const probe = this.probe
-    if (probe === null || !payload.equals(probe.payload)) return false
-    this.probe = null
-    for (const [stream, bytes] of probe.counts) stream.roundTripSample(bytes)
-    return true
-  }
-
-  growWindow (want: number): number {
-    const grant = Math.max(0, Math.min(want, this.windowFree))
-    this.windowFree -= grant
-    return grant
+  growWindow (stream: MuxStream, want: number): number {
+    return this.tuning.grow(stream, want, this.lastReceived)
   }
 
   releaseWindow (bytes: number): void {
-    this.windowFree = Math.min(this.opts.windowBudget, this.windowFree + bytes)
+    this.tuning.release(bytes)
   }
 
-  /** Receive window the link's streams may still grow by together. */
+  /** Receive window the streams of this link may still grow by. */
   get windowBudgetFree (): number {
-    return this.windowFree
+    return this.tuning.budgetFree
   }
 
   streamClosed (stream: MuxStream): void {
     this.streams.delete(stream.id)
+    this.tuning.closed(stream)
     if (this.readySet.delete(stream)) this.ready = this.ready.filter(s => s !== stream)
   }
 
@@ -399,7 +361,7 @@ export class Mux implements StreamHost {
       case FrameType.PING:
         if (frame.payload.length !== 8) throw new RelaygateError('RG_ERR_PROTOCOL', 'ping payload must be 8 bytes')
         if ((frame.flags & FrameFlag.ACK) === 0) this.sendFrame(FrameType.PING, FrameFlag.ACK, frame.payload)
-        else this.onProbeAnswer(frame.payload)
+        else this.tuning.answer(frame.payload)
         return
       case FrameType.GOAWAY: {
         const { code, reason } = decodeCodeReason(frame.payload)

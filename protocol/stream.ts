@@ -11,8 +11,8 @@ export interface StreamHost {
   streamCredit: (stream: MuxStream, delta: number) => void
   sendDataNow: (stream: MuxStream, payload: Buffer, room?: boolean) => boolean
   streamClosed: (stream: MuxStream) => void
-  /** Up to `want` more bytes of receive window from the link's budget: how many it may have. */
-  growWindow: (want: number) => number
+  /** Up to `want` more bytes of receive window from the link's budget for this stream: how many it may have. */
+  growWindow: (stream: MuxStream, want: number) => number
   /** Receive window given back to the link's budget. */
   releaseWindow: (bytes: number) => void
   /** Bytes arrived for this stream (for the mux's round-trip probe). */
@@ -204,6 +204,29 @@ export class MuxStream extends Duplex {
     return this.window
   }
 
+  /** Whether the receive window is above the initial one (it holds some of the link's budget). */
+  get isGrown (): boolean {
+    return this.window > this.initialWindow
+  }
+
+  /**
+   * Called by the mux when this grown window took in less than a quarter of
+   * itself in a review period (window-tuning.ts): it halves, not below the
+   * initial window, or (`idle`: nothing came, or the peer ended its side)
+   * goes back to it; the bytes go
+   * back to the link's budget. As when a lagging reader's window halves,
+   * the peer keeps the credit it holds and gets no more until the stream is
+   * under the smaller window.
+   */
+  shrinkUnused (idle: boolean): void {
+    if (this.destroyed || this.window <= this.initialWindow) return
+    const extra = this.window - this.initialWindow
+    // After the peer's FIN nothing more can come: the window is moot.
+    const shrink = idle || this.remoteFin ? extra : Math.min(Math.floor(this.window / 2), extra)
+    this.window -= shrink
+    this.host.releaseWindow(shrink)
+  }
+
   /**
    * Returns consumed bytes to the peer as credit: at a quarter of a window,
    * or (`eager`, after a read) whatever was consumed once the peer holds
@@ -248,7 +271,7 @@ export class MuxStream extends Duplex {
     if (this.window >= this.maxWindow || bytes < this.window / 2 || this.readableLength > this.window / 4) return
     // Three quarters of a window or more in one round trip: the window holds the stream back by a wide margin, so it quadruples (a fresh
     // stream reaches 16 MiB from 512 KiB in three round trips, not five); half of it: it doubles.
-    const grow = this.host.growWindow(Math.min(this.window * (bytes >= this.window * 3 / 4 ? 3 : 1), this.maxWindow - this.window))
+    const grow = this.host.growWindow(this, Math.min(this.window * (bytes >= this.window * 3 / 4 ? 3 : 1), this.maxWindow - this.window))
     if (grow <= 0) return
     this.window += grow
     this.recvAvail += grow

@@ -478,6 +478,61 @@ t.test('window auto-tuning: streams grow only within the link\'s budget', async 
   t.ok(b.mux.windowBudgetFree >= 0)
 })
 
+/** Reads a stream, counting its bytes (no end needed). */
+function countBytes (stream: MuxStream): () => number {
+  let n = 0
+  stream.on('data', (c: Buffer) => { n += c.length })
+  return () => n
+}
+
+t.test('window auto-tuning: a stream that grew and went idle gives its growth back, so a later stream on the link can grow', async t => {
+  const initialWindow = 128 * 1024
+  const windowBudget = 1024 * 1024
+  const { a, b } = delayedPair(t, 10, { initialWindow, maxWindow: 8 * 1024 * 1024, windowBudget, windowReviewMs: 200 })
+  // A download that takes the whole budget, then stays open and quiet (a kept-alive connection after its response).
+  const first = a.open('first')
+  void writeAll(first, 8 * 1024 * 1024, 64 * 1024, false)
+  const peer1 = await b.nextStream()
+  const got1 = countBytes(peer1)
+  await until(() => got1() === 8 * 1024 * 1024, 10_000, 'the first download')
+  t.ok(peer1.receiveWindow > initialWindow, `the first stream grew (${peer1.receiveWindow})`)
+  t.equal(b.mux.windowBudgetFree, 0, 'and took the link\'s whole budget')
+
+  await settle(300)
+  const second = a.open('second')
+  const sent2 = writeAll(second, 8 * 1024 * 1024)
+  const peer2 = await b.nextStream()
+  let largest = 0
+  peer2.on('data', () => { largest = Math.max(largest, peer2.receiveWindow) })
+  t.same(await hashAll(peer2, 'the second download'), await sent2, 'the second download arrives intact')
+  t.equal(peer1.receiveWindow, initialWindow, 'the idle stream went back to its initial window')
+  t.ok(largest > initialWindow, `the second stream grew with the budget the idle one gave back (largest ${largest})`)
+  t.ok(b.mux.windowBudgetFree >= 0)
+  first.destroy()
+})
+
+t.test('window auto-tuning: a grown stream that slows to a trickle keeps a window of four times what it moves per review, and gives the rest back', async t => {
+  const initialWindow = 64 * 1024
+  const windowBudget = 16 * 1024 * 1024
+  const { a, b } = delayedPair(t, 10, { initialWindow, maxWindow: 8 * 1024 * 1024, windowBudget, windowReviewMs: 200 })
+  const s = a.open('trickle')
+  void writeAll(s, 8 * 1024 * 1024, 64 * 1024, false)
+  const peer = await b.nextStream()
+  const got = countBytes(peer)
+  await until(() => got() === 8 * 1024 * 1024, 10_000, 'the bulk part')
+  const grown = peer.receiveWindow
+  t.ok(grown >= 1024 * 1024, `the stream grew (${grown})`)
+  // Then 32 KiB every 50 ms: 128 KiB per 200 ms review, a window of 512 KiB covers it four times over.
+  const trickle = setInterval(() => s.write(randomBytes(32 * 1024)), 50)
+  t.teardown(() => clearInterval(trickle))
+  await until(() => peer.receiveWindow <= 512 * 1024, 10_000, 'the window shrinks to what the trickle needs')
+  clearInterval(trickle)
+  t.ok(peer.receiveWindow >= initialWindow, `not below the initial window (${peer.receiveWindow})`)
+  t.ok(peer.receiveWindow >= 256 * 1024, `nor below four times what it moves per review (${peer.receiveWindow})`)
+  t.equal(b.mux.windowBudgetFree, windowBudget - (peer.receiveWindow - initialWindow), 'the rest went back to the link\'s budget')
+  s.destroy()
+})
+
 t.test('session frames are not queued behind bulk data', async t => {
   const chunkSize = 16 * 1024
   const highWaterMark = 64 * 1024
