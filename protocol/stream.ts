@@ -37,7 +37,8 @@ export interface StreamHost {
  * that grows to the bandwidth-delay product does not. A reader that falls
  * behind halves it again (its memory goes back to the budget), and a reader
  * that stops gets no more credit at all: a stalled stream still stalls only
- * itself.
+ * itself. A stream that stops using a grown window (idle, or moving far less
+ * than it) gives it back at the link's review (window-tuning.ts).
  */
 export class MuxStream extends Duplex {
   readonly id: number
