@@ -18,6 +18,14 @@ export interface MuxOptions {
   /** Receive window all streams of the link may grow by together, beyond their initial windows. */
   windowBudget?: number
   /**
+   * Receive window a new stream gets at once beyond initialWindow, from the
+   * link's budget (the peer hears it as credit right after the OPEN): a
+   * transfer across a WAN starts nearer its bandwidth-delay product instead
+   * of ramping up from initialWindow for several round trips. Unused, it
+   * goes back at the review. 0: none.
+   */
+  openWindowBoost?: number
+  /**
    * How often a grown receive window is reviewed: one that took in less
    * than a quarter of itself since the last review halves, an idle one goes
    * back to the initial window (window-tuning.ts).
@@ -59,6 +67,7 @@ const defaults = {
   maxWindow: 16 * 1024 * 1024,
   windowBudget: 64 * 1024 * 1024,
   windowReviewMs: 1000,
+  openWindowBoost: 0,
   maxStreams: 256,
   highWaterMark: 128 * 1024,
   maxBufferedBytes: 8 * 1024 * 1024,
@@ -94,6 +103,7 @@ export function verifyMuxOptions (options: MuxOptions): ResolvedOptions {
   check('maxWindow', resolved.initialWindow, MAX_U32)
   check('windowBudget', 0)
   check('windowReviewMs', 1)
+  check('openWindowBoost', 0)
   check('maxStreams', 1)
   check('highWaterMark', 1)
   check('maxBufferedBytes', resolved.highWaterMark)

@@ -107,6 +107,7 @@ export class Mux implements StreamHost {
     const stream = new MuxStream(this, id, meta, this.opts.initialWindow, this.opts.maxWindow)
     this.streams.set(id, stream)
     this.send(encodeFrame(FrameType.OPEN, 0, id, meta))
+    if (this.opts.openWindowBoost > 0) stream.enlargeWindow(this.opts.openWindowBoost)
     return stream
   }
 
@@ -210,7 +211,7 @@ export class Mux implements StreamHost {
   }
 
   growWindow (stream: MuxStream, want: number): number {
-    return this.tuning.grow(stream, want, this.lastReceived)
+    return this.tuning.grow(stream, want, Date.now())
   }
 
   releaseWindow (bytes: number): void {
@@ -436,6 +437,7 @@ export class Mux implements StreamHost {
     }
     const stream = new MuxStream(this, id, Buffer.from(frame.payload), this.opts.initialWindow, this.opts.maxWindow)
     this.streams.set(id, stream)
+    if (this.opts.openWindowBoost > 0) stream.enlargeWindow(this.opts.openWindowBoost)
     this.opts.onStream(stream)
   }
 

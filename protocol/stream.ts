@@ -272,11 +272,22 @@ export class MuxStream extends Duplex {
     if (this.window >= this.maxWindow || bytes < this.window / 2 || this.readableLength > this.window / 4) return
     // Three quarters of a window or more in one round trip: the window holds the stream back by a wide margin, so it quadruples (a fresh
     // stream reaches 16 MiB from 512 KiB in three round trips, not five); half of it: it doubles.
-    const grow = this.host.growWindow(this, Math.min(this.window * (bytes >= this.window * 3 / 4 ? 3 : 1), this.maxWindow - this.window))
-    if (grow <= 0) return
+    this.enlargeWindow(this.window * (bytes >= this.window * 3 / 4 ? 3 : 1))
+  }
+
+  /**
+   * Up to `want` more receive window at once, from the link's budget and
+   * within maxWindow; the peer gets the credit now. Returns the bytes added.
+   * (A new stream's boost, Mux openWindowBoost; a round-trip sample's growth.)
+   */
+  enlargeWindow (want: number): number {
+    if (this.remoteFin || this.destroyed) return 0
+    const grow = this.host.growWindow(this, Math.min(want, this.maxWindow - this.window))
+    if (grow <= 0) return 0
     this.window += grow
     this.recvAvail += grow
     this.host.streamCredit(this, grow)
+    return grow
   }
 
   /**

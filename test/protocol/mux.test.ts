@@ -533,6 +533,32 @@ t.test('window auto-tuning: a grown stream that slows to a trickle keeps a windo
   s.destroy()
 })
 
+t.test('window auto-tuning: with openWindowBoost a new stream starts with more window from the budget, which comes back when unused', async t => {
+  const initialWindow = 128 * 1024
+  const openWindowBoost = 384 * 1024
+  const windowBudget = 640 * 1024
+  const { a, b } = pair(t, { initialWindow, openWindowBoost, windowBudget, windowReviewMs: 100 }, { initialWindow, openWindowBoost, windowBudget, windowReviewMs: 100 })
+  const opened = a.open('boosted')
+  t.equal(opened.receiveWindow, initialWindow + openWindowBoost, 'the opener\'s stream starts with the boost')
+  const accepted = await b.nextStream()
+  t.equal(accepted.receiveWindow, initialWindow + openWindowBoost, 'so does the accepting side\'s')
+  await until(() => accepted.sendWindow === initialWindow + openWindowBoost && opened.sendWindow === initialWindow + openWindowBoost, 3000, 'each side hears the other\'s boost as credit')
+  t.equal(a.mux.windowBudgetFree, windowBudget - openWindowBoost, 'the boost came out of the link\'s budget')
+  const second = a.open('second')
+  t.equal(second.receiveWindow, initialWindow + windowBudget - openWindowBoost, 'a second stream gets what the budget has left, no more')
+  t.equal(a.mux.windowBudgetFree, 0)
+  await b.nextStream()
+
+  // Quiet for a review period, then data on another stream: the unused boosts go back.
+  await settle(150)
+  const third = a.open('third')
+  const peer3 = await b.nextStream()
+  peer3.write(randomBytes(1024))
+  await until(() => opened.receiveWindow === initialWindow && second.receiveWindow === initialWindow, 3000, 'the unused boosts return')
+  t.ok(a.mux.windowBudgetFree > 0, `the budget has room again (${a.mux.windowBudgetFree})`)
+  for (const s of [opened, second, third]) s.destroy()
+})
+
 t.test('session frames are not queued behind bulk data', async t => {
   const chunkSize = 16 * 1024
   const highWaterMark = 64 * 1024
