@@ -213,11 +213,10 @@ export class MuxStream extends Duplex {
   /**
    * Called by the mux when this grown window took in less than a quarter of
    * itself in a review period (window-tuning.ts): it halves, not below the
-   * initial window, or (`idle`: nothing came, or the peer ended its side)
-   * goes back to it; the bytes go
-   * back to the link's budget. As when a lagging reader's window halves,
-   * the peer keeps the credit it holds and gets no more until the stream is
-   * under the smaller window.
+   * initial window, or goes back to it (`idle`: nothing came; or the peer
+   * ended its side). The bytes go back to the link's budget. As when a
+   * lagging reader's window halves, the peer keeps the credit it holds and
+   * gets no more until the stream is under the smaller window.
    */
   shrinkUnused (idle: boolean): void {
     if (this.destroyed || this.window <= this.initialWindow) return
