@@ -63,8 +63,6 @@ export class MuxStream extends Duplex {
   private forward: MuxStream | null = null
   /** Bytes received that went straight on (forwardTo). */
   forwardedBytes = 0
-  /** A reader that takes incoming data at once (sinkTo). */
-  private sink: ((data: Buffer) => boolean) | null = null
 
   constructor (host: StreamHost, id: number, meta: Buffer, window: number, maxWindow = window) {
     super({ allowHalfOpen: true, readableHighWaterMark: 64 * 1024, writableHighWaterMark: 64 * 1024 })
@@ -120,18 +118,6 @@ export class MuxStream extends Duplex {
   }
 
   /**
-   * A reader that takes data as it arrives, without this stream's readable
-   * buffer and 'data' events (SealedStream: one Readable fewer per message
-   * in the agent and the server). `sink` returns false to refuse a chunk
-   * (its own buffer is full); the chunk and all after it then wait in this
-   * stream's buffer, unread and so uncredited, until the reader drains it
-   * the usual way. Taken chunks count as read at once.
-   */
-  sinkTo (sink: (data: Buffer) => boolean): void {
-    this.sink = sink
-  }
-
-  /**
    * Sends `data` now if it overtakes nothing (no write queued, not ended)
    * and the peer's credit covers it; false leaves everything as it was.
    */
@@ -178,12 +164,6 @@ export class MuxStream extends Duplex {
       throw new RelaygateError('RG_ERR_FLOW_CONTROL', `stream ${this.id}: ${data.length} bytes with ${this.recvAvail} of credit`)
     }
     if (!fin && this.tryForward(data)) return
-    if (!fin && this.sink !== null && data.length > 0 && this.readableLength === 0 && !this.destroyed && this.sink(data)) {
-      this.recvAvail -= data.length
-      this.host.dataReceived(this, data.length)
-      this.maybeGrant(false)
-      return
-    }
     this.recvAvail -= data.length
     if (data.length > 0) this.host.dataReceived(this, data.length)
     if (data.length > 0 && !this.destroyed) this.push(data)

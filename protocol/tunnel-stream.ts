@@ -24,7 +24,6 @@ import { Duplex } from 'node:stream'
 import { createCipheriv, createDecipheriv, createSecretKey, hkdfSync, randomBytes, type KeyObject } from 'node:crypto'
 import { RelaygateError } from './errors.js'
 import { allocFramed } from './frame-room.js'
-import { MuxStream } from './stream.js'
 
 const HEADER = 5
 const TAG = 16
@@ -101,13 +100,6 @@ export class SealedStream extends Duplex {
     this.sendKey = directionKey(tunnelKey, nonce, side)
     this.recvKey = directionKey(tunnelKey, nonce, side === 'server' ? 'agent' : 'server')
     inner.on('data', (chunk: Buffer) => this.onData(chunk))
-    if (inner instanceof MuxStream) {
-      inner.sinkTo(chunk => {
-        if (inner.isPaused() || this.destroyed) return false
-        this.onData(chunk)
-        return true
-      })
-    }
     inner.on('end', () => { if (!this.ended) this.destroy(tampered('the stream ended without its authenticated end')) })
     inner.on('error', err => this.destroy(err))
     inner.on('close', () => { if (!this.ended && !this.destroyed) this.destroy(tampered('the stream closed without its authenticated end')) })
@@ -135,7 +127,7 @@ export class SealedStream extends Duplex {
         size += part.length
         at += part.length
         if (size === MAX_RECORD) {
-          this.send(this.seal(KIND_DATA, batch, size))
+          this.inner.write(this.seal(KIND_DATA, batch, size))
           batch = []
           size = 0
         }
@@ -153,16 +145,6 @@ export class SealedStream extends Duplex {
     const record = this.seal(KIND_DATA, this.tail, this.tailBytes)
     this.tail = []
     this.tailBytes = 0
-    this.send(record)
-  }
-
-  /**
-   * A sealed record to the inner stream: framed onto the link at once when
-   * it overtakes nothing there (MuxStream.sendNow: no Writable in between;
-   * the record has the mux's header room, allocFramed), else written.
-   */
-  private send (record: Buffer): void {
-    if (this.inner instanceof MuxStream && this.inner.sendNow(record, true)) return
     this.inner.write(record)
   }
 

@@ -357,43 +357,6 @@ t.test('a reader that stops makes the sender stop at the window; memory stays bo
   t.equal(result.sha, hash.digest('hex'), 'same sha256 after resuming')
 })
 
-t.test('a sink takes data as it arrives and credit follows; a sink that refuses holds the stream at its window until it is read', async t => {
-  const initialWindow = 64 * 1024
-  const { a, b } = pair(t, { initialWindow }, { initialWindow })
-  const s = a.open('sunk')
-  const bs = await b.nextStream()
-  let accepting = true
-  /** Every chunk in the order the reader got it, whichever way it came. */
-  const arrived: Buffer[] = []
-  const arrivedBytes = (): number => arrived.reduce((n, c) => n + c.length, 0)
-  bs.sinkTo(chunk => {
-    if (!accepting) return false
-    arrived.push(Buffer.from(chunk))
-    return true
-  })
-  const first = randomBytes(4 * initialWindow)
-  s.write(first)
-  await until(() => arrivedBytes() === first.length, 5000, 'the sink took four windows')
-  t.ok(Buffer.concat(arrived).equals(first), 'the sink got every byte in order (credit came back as it took them)')
-  t.equal(bs.readableLength, 0, 'nothing went through the readable buffer')
-
-  accepting = false
-  const second = randomBytes(16 * initialWindow)
-  s.write(second)
-  await until(() => bs.readableLength > 0 && s.sendWindow === 0, 5000, 'the refused data waits in the stream')
-  await settle(50)
-  t.equal(arrivedBytes(), first.length, 'the refusing sink got nothing more')
-  t.ok(bs.readableLength < second.length / 2, `the sender was held back: the stream holds ${bs.readableLength} bytes of ${second.length}`)
-  t.equal(s.sendWindow, 0, 'the sender has no credit left: refused data is not credited')
-
-  // Read the usual way, the sink accepting again: the rest arrives once and in order (the sink is not
-  // asked while the stream's buffer holds data, so nothing overtakes it).
-  bs.on('data', (c: Buffer) => arrived.push(c))
-  accepting = true
-  await until(() => arrivedBytes() === first.length + second.length, 5000, 'the rest arrives')
-  t.ok(Buffer.concat(arrived).equals(Buffer.concat([first, second])), 'every byte once, in order, across both paths')
-})
-
 t.test('a fast stream keeps flowing beside a stalled one on the same link', async t => {
   const initialWindow = 64 * 1024
   const { a, b } = pair(t, { initialWindow }, { initialWindow })
