@@ -200,9 +200,19 @@ export class MuxStream extends Duplex {
    */
   shrinkUnused (idle: boolean): void {
     if (this.destroyed || this.window <= this.initialWindow) return
-    const extra = this.window - this.initialWindow
     // After the peer's FIN nothing more can come: the window is moot.
-    const shrink = idle || this.remoteFin ? extra : Math.min(Math.floor(this.window / 2), extra)
+    this.shrinkWindow(idle || this.remoteFin)
+  }
+
+  /**
+   * The window halves (`all`: goes back to the initial one), never below the
+   * initial window; the bytes go back to the link's budget. The peer keeps
+   * the credit it holds and gets no more until the stream is under the
+   * smaller window (maybeGrant).
+   */
+  private shrinkWindow (all: boolean): void {
+    const extra = this.window - this.initialWindow
+    const shrink = all ? extra : Math.min(Math.floor(this.window / 2), extra)
     this.window -= shrink
     this.host.releaseWindow(shrink)
   }
@@ -241,11 +251,8 @@ export class MuxStream extends Duplex {
   roundTripSample (bytes: number): void {
     if (this.remoteFin || this.destroyed) return
     if (this.readableLength > this.window / 2 && bytes < this.window / 4 && this.window > this.initialWindow) {
-      // The reader is behind for a whole round trip (not a burst): the window halves; the peer keeps the
-      // credit it has, and no more is given until the reader is under the smaller window.
-      const shrink = Math.min(Math.floor(this.window / 2), this.window - this.initialWindow)
-      this.window -= shrink
-      this.host.releaseWindow(shrink)
+      // The reader is behind for a whole round trip (not a burst): the window halves.
+      this.shrinkWindow(false)
       return
     }
     if (this.window >= this.maxWindow || bytes < this.window / 2 || this.readableLength > this.window / 4) return

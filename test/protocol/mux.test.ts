@@ -441,11 +441,15 @@ t.test('window auto-tuning: streams grow only within the link\'s budget', async 
   t.ok(b.mux.windowBudgetFree >= 0)
 })
 
-/** Reads a stream, counting its bytes (no end needed). */
-function countBytes (stream: MuxStream): () => number {
-  let n = 0
-  stream.on('data', (c: Buffer) => { n += c.length })
-  return () => n
+/** Opens a stream from `a`, sends 8 MiB that `b` reads, and leaves it open: its receive window has grown. */
+async function grownStream (a: Side, b: Side, name: string): Promise<{ stream: MuxStream, peer: MuxStream }> {
+  const stream = a.open(name)
+  void writeAll(stream, 8 * 1024 * 1024, 64 * 1024, false)
+  const peer = await b.nextStream()
+  let got = 0
+  peer.on('data', (c: Buffer) => { got += c.length })
+  await until(() => got === 8 * 1024 * 1024, 10_000, `the bulk part of ${name}`)
+  return { stream, peer }
 }
 
 t.test('window auto-tuning: a stream that grew and went idle gives its growth back, so a later stream on the link can grow', async t => {
@@ -453,11 +457,7 @@ t.test('window auto-tuning: a stream that grew and went idle gives its growth ba
   const windowBudget = 1024 * 1024
   const { a, b } = delayedPair(t, 10, { initialWindow, maxWindow: 8 * 1024 * 1024, windowBudget, windowReviewMs: 200 })
   // A download that takes the whole budget, then stays open and quiet (a kept-alive connection after its response).
-  const first = a.open('first')
-  void writeAll(first, 8 * 1024 * 1024, 64 * 1024, false)
-  const peer1 = await b.nextStream()
-  const got1 = countBytes(peer1)
-  await until(() => got1() === 8 * 1024 * 1024, 10_000, 'the first download')
+  const { stream: first, peer: peer1 } = await grownStream(a, b, 'first')
   t.ok(peer1.receiveWindow > initialWindow, `the first stream grew (${peer1.receiveWindow})`)
   t.equal(b.mux.windowBudgetFree, 0, 'and took the link\'s whole budget')
 
@@ -478,11 +478,7 @@ t.test('window auto-tuning: a grown stream that slows to a trickle keeps a windo
   const initialWindow = 64 * 1024
   const windowBudget = 16 * 1024 * 1024
   const { a, b } = delayedPair(t, 10, { initialWindow, maxWindow: 8 * 1024 * 1024, windowBudget, windowReviewMs: 200 })
-  const s = a.open('trickle')
-  void writeAll(s, 8 * 1024 * 1024, 64 * 1024, false)
-  const peer = await b.nextStream()
-  const got = countBytes(peer)
-  await until(() => got() === 8 * 1024 * 1024, 10_000, 'the bulk part')
+  const { stream: s, peer } = await grownStream(a, b, 'trickle')
   const grown = peer.receiveWindow
   t.ok(grown >= 1024 * 1024, `the stream grew (${grown})`)
   // Then 32 KiB every 50 ms: 128 KiB per 200 ms review, a window of 512 KiB covers it four times over.
