@@ -21,9 +21,10 @@
  * sequence number; the 5 header bytes are authenticated with it.
  */
 import { Duplex } from 'node:stream'
-import { createCipheriv, createDecipheriv, createSecretKey, hkdfSync, randomBytes, type KeyObject } from 'node:crypto'
+import { hkdfSync, randomBytes } from 'node:crypto'
 import { RelaygateError } from './errors.js'
 import { allocFramed } from './frame-room.js'
+import { recordCrypto, recordKey, type RecordCrypto, type RecordKey } from './record-crypto.js'
 
 const HEADER = 5
 const TAG = 16
@@ -42,8 +43,6 @@ export function deriveTunnelStreamKey (credential: string, tunnelId: string): Bu
   return Buffer.from(hkdfSync('sha256', Buffer.from(credential, 'base64url'), Buffer.from(tunnelId, 'utf8'), 'relaygate tunnel streams v1', 32))
 }
 
-const CIPHER = 'aes-128-gcm'
-
 /** A fresh stream nonce (the server puts it in the OPEN metadata). */
 export function newStreamNonce (): string {
   return randomBytes(16).toString('base64url')
@@ -51,15 +50,8 @@ export function newStreamNonce (): string {
 
 export type StreamSide = 'server' | 'agent'
 
-/** A direction's key, as a KeyObject: a cipher per record made from one costs 5 µs, from a Buffer 7. */
-function directionKey (tunnelKey: Buffer, nonce: string, from: StreamSide): KeyObject {
-  return createSecretKey(Buffer.from(hkdfSync('sha256', tunnelKey, Buffer.from(nonce, 'utf8'), `relaygate stream from ${from} v1`, 16)))
-}
-
-function iv (seq: bigint): Buffer {
-  const b = Buffer.alloc(12)
-  b.writeBigUInt64BE(seq, 4)
-  return b
+function directionKey (tunnelKey: Buffer, nonce: string, from: StreamSide): RecordKey {
+  return recordKey(Buffer.from(hkdfSync('sha256', tunnelKey, Buffer.from(nonce, 'utf8'), `relaygate stream from ${from} v1`, 16)))
 }
 
 function tampered (why: string): RelaygateError {
@@ -73,10 +65,12 @@ function tampered (why: string): RelaygateError {
  */
 export class SealedStream extends Duplex {
   private readonly inner: Duplex
-  private readonly sendKey: KeyObject
-  private readonly recvKey: KeyObject
-  private sendSeq = 0n
-  private recvSeq = 0n
+  private readonly sendKey: RecordKey
+  private readonly recvKey: RecordKey
+  private readonly crypto: RecordCrypto
+  /** Record sequence numbers, the IVs (exact below 2^53: 2^53 records of a byte are 9 PB). */
+  private sendSeq = 0
+  private recvSeq = 0
   private pending: Buffer[] = []
   private pendingBytes = 0
   private ended = false
@@ -93,10 +87,12 @@ export class SealedStream extends Duplex {
   bytesSent = 0
   bytesReceived = 0
 
-  constructor (inner: Duplex, tunnelKey: Buffer, nonce: string, side: StreamSide) {
+  /** `crypto`: the process's way (record-crypto.ts) unless a test picks one. */
+  constructor (inner: Duplex, tunnelKey: Buffer, nonce: string, side: StreamSide, crypto: RecordCrypto = recordCrypto) {
     // Buffers as deep as a mux stream's window (512 KiB): a shallower one paused the flow at every record (P4 halved).
     super({ allowHalfOpen: true, readableHighWaterMark: 512 * 1024, writableHighWaterMark: 512 * 1024 })
     this.inner = inner
+    this.crypto = crypto
     this.sendKey = directionKey(tunnelKey, nonce, side)
     this.recvKey = directionKey(tunnelKey, nonce, side === 'server' ? 'agent' : 'server')
     inner.on('data', (chunk: Buffer) => this.onData(chunk))
@@ -167,21 +163,16 @@ export class SealedStream extends Duplex {
   }
 
   /**
-   * One record of `size` plaintext bytes from `parts`, encrypted straight
-   * into a buffer the mux can frame in place (allocFramed): the only copy
-   * of the bytes on the way out is the cipher's.
+   * One record of `size` plaintext bytes from `parts`, encrypted into a
+   * buffer the mux can frame in place (allocFramed): with the addon the
+   * cipher's output is the only copy of the bytes on the way out.
    */
   private seal (kind: number, parts: Buffer[], size: number): Buffer {
     const out = allocFramed(HEADER + size + TAG)
     this.bytesSent += size
     out.writeUInt32BE(size, 0)
     out[4] = kind
-    const cipher = createCipheriv(CIPHER, this.sendKey, iv(this.sendSeq++))
-    cipher.setAAD(out.subarray(0, HEADER))
-    let at = HEADER
-    for (const part of parts) at += cipher.update(part).copy(out, at)
-    cipher.final()
-    cipher.getAuthTag().copy(out, at)
+    this.crypto.seal(this.sendKey, this.sendSeq++, out, HEADER, parts, size)
     return out
   }
 
@@ -215,16 +206,9 @@ export class SealedStream extends Duplex {
   }
 
   private open (record: Buffer, length: number): Buffer {
-    const decipher = createDecipheriv(CIPHER, this.recvKey, iv(this.recvSeq++))
-    decipher.setAAD(record.subarray(0, HEADER))
-    decipher.setAuthTag(record.subarray(HEADER + length))
-    try {
-      const plain = decipher.update(record.subarray(HEADER, HEADER + length))
-      decipher.final()
-      return plain
-    } catch {
-      throw tampered('a record did not authenticate (altered, reordered, replayed or from another stream)')
-    }
+    const plain = this.crypto.open(this.recvKey, this.recvSeq++, record, HEADER, length)
+    if (plain === null) throw tampered('a record did not authenticate (altered, reordered, replayed or from another stream)')
+    return plain
   }
 
   private peek (n: number): Buffer {

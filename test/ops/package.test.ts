@@ -13,7 +13,7 @@ t.test('the npm package has the LICENSE and every role, and no benches', async t
   t.ok(files.includes('LICENSE'), 'LICENSE')
   t.match(readFileSync(`${root}/LICENSE`, 'utf8'), /^MIT License/, 'the license package.json names')
   t.equal(JSON.parse(readFileSync(`${root}/package.json`, 'utf8')).license, 'MIT')
-  for (const entry of ['dist/cli/main.js', 'dist/server/server.js', 'dist/relay/relay.js', 'dist/agent/agent.js', 'server/ui/app.js', 'deploy/systemd/relaygate-agent.service', 'docs/errors.md']) {
+  for (const entry of ['dist/cli/main.js', 'dist/server/server.js', 'dist/relay/relay.js', 'dist/agent/agent.js', 'server/ui/app.js', 'deploy/systemd/relaygate-agent.service', 'docs/errors.md', 'native/records.c', 'native/binding.gyp', 'scripts/build-native.mjs']) {
     t.ok(files.includes(entry), entry)
   }
   t.same(files.filter(f => f.startsWith('dist/bench') || f.startsWith('bench/') || f.startsWith('test/')), [], 'no benches, no tests')

@@ -2,6 +2,7 @@ import t from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
 import { Duplex, PassThrough } from 'node:stream'
 import { SealedStream, MAX_RECORD, deriveTunnelStreamKey, newStreamNonce } from '../../protocol/tunnel-stream.js'
+import { nodeRecordCrypto, recordCrypto, type RecordCrypto } from '../../protocol/record-crypto.js'
 
 /** Two inner streams joined crosswise, recording the records each side writes. */
 function innerPair (): { a: Duplex, b: Duplex, recordsFromA: Buffer[] } {
@@ -15,11 +16,11 @@ function innerPair (): { a: Duplex, b: Duplex, recordsFromA: Buffer[] } {
   return { a, b, recordsFromA }
 }
 
-function sealedPair (): { sender: SealedStream, receiver: SealedStream, recordsFromA: Buffer[] } {
+function sealedPair (senderCrypto?: RecordCrypto, receiverCrypto?: RecordCrypto): { sender: SealedStream, receiver: SealedStream, recordsFromA: Buffer[] } {
   const key = deriveTunnelStreamKey(randomBytes(32).toString('base64url'), 'tunnel-1')
   const nonce = newStreamNonce()
   const { a, b, recordsFromA } = innerPair()
-  return { sender: new SealedStream(a, key, nonce, 'agent'), receiver: new SealedStream(b, key, nonce, 'server'), recordsFromA }
+  return { sender: new SealedStream(a, key, nonce, 'agent', senderCrypto), receiver: new SealedStream(b, key, nonce, 'server', receiverCrypto), recordsFromA }
 }
 
 async function readAll (s: SealedStream): Promise<Buffer> {
@@ -46,6 +47,18 @@ t.test('64 KiB writes (socket reads) become full records, not a full one and a 4
   const dataRecords = recordsFromA.length - 1 // the last is the authenticated end
   const full = Math.ceil(writes * 64 * 1024 / MAX_RECORD)
   t.ok(dataRecords <= full + writes / 4, `${dataRecords} data records for ${writes} writes (${full} would be all full; ${2 * writes} without coalescing)`)
+})
+
+t.test('an end with the native record cipher and one with node:crypto understand each other, both ways', async t => {
+  t.equal(recordCrypto.name, 'native', 'this process has the addon')
+  for (const [from, to] of [[recordCrypto, nodeRecordCrypto], [nodeRecordCrypto, recordCrypto]]) {
+    const { sender, receiver } = sealedPair(from, to)
+    const got = readAll(receiver)
+    const sent = randomBytes(1 << 20)
+    for (let at = 0; at < sent.length; at += 100_000) sender.write(sent.subarray(at, at + 100_000))
+    sender.end()
+    t.ok((await got).equals(sent), `${from.name} to ${to.name}: 1 MiB intact`)
+  }
 })
 
 t.test('a small write is sealed within the same turn of the event loop, without waiting for more', async t => {

@@ -1,0 +1,149 @@
+/*
+ * AES-128-GCM for tunnel records, in place: the same records as
+ * protocol/tunnel-stream.ts seals with node:crypto, without the three
+ * allocations and two copies node:crypto makes per call (an output buffer,
+ * a second one of the exact length, zero-filled, and a copy into it; then
+ * ours into the frame). Uses the OpenSSL that node itself links and
+ * exports, so nothing to install.
+ *
+ *   seal(key, seq, out, aadLength, parts) -> length written
+ *     encrypts the buffers of `parts` into out[aadLength ..], the tag after
+ *     them; out[0 .. aadLength) is the additional authenticated data.
+ *   open(key, seq, record, aadLength, length) -> true when authentic
+ *     decrypts record[aadLength .. aadLength + length) in place, checking
+ *     the tag that follows it.
+ *
+ * The IV is the record's sequence number: 4 zero bytes, then the number
+ * as 8 bytes big-endian (a JavaScript number: exact below 2^53).
+ */
+#include <node_api.h>
+#include <openssl/evp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KEY_BYTES 16
+#define IV_BYTES 12
+#define TAG_BYTES 16
+
+typedef struct {
+  EVP_CIPHER_CTX *enc;
+  EVP_CIPHER_CTX *dec;
+} contexts;
+
+static void free_contexts (napi_env env, void *data, void *hint) {
+  (void)env; (void)hint;
+  contexts *c = data;
+  EVP_CIPHER_CTX_free(c->enc);
+  EVP_CIPHER_CTX_free(c->dec);
+  free(c);
+}
+
+static napi_value fail (napi_env env, const char *why) {
+  napi_throw_type_error(env, "RG_ERR_INTERNAL", why);
+  return NULL;
+}
+
+static int buffer_arg (napi_env env, napi_value v, uint8_t **data, size_t *length) {
+  bool is;
+  if (napi_is_buffer(env, v, &is) != napi_ok || !is) return 0;
+  return napi_get_buffer_info(env, v, (void **)data, length) == napi_ok;
+}
+
+static int iv_arg (napi_env env, napi_value v, uint8_t iv[IV_BYTES]) {
+  double seq;
+  if (napi_get_value_double(env, v, &seq) != napi_ok || seq < 0 || seq > 9007199254740991.0) return 0;
+  uint64_t n = (uint64_t)seq;
+  memset(iv, 0, 4);
+  for (int i = 11; i >= 4; i--) { iv[i] = n & 0xff; n >>= 8; }
+  return 1;
+}
+
+static int key_arg (napi_env env, napi_value v, uint8_t **key) {
+  size_t length;
+  return buffer_arg(env, v, key, &length) && length == KEY_BYTES;
+}
+
+static int index_arg (napi_env env, napi_value v, size_t *out) {
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok || d < 0 || d > 4294967295.0 || d != (double)(uint32_t)d) return 0;
+  *out = (size_t)d;
+  return 1;
+}
+
+static napi_value seal (napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  contexts *c;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, (void **)&c) != napi_ok || argc != 5) return fail(env, "seal(key, seq, out, aadLength, parts)");
+  uint8_t *key, iv[IV_BYTES], *out;
+  size_t outLength, aad;
+  if (!key_arg(env, argv[0], &key) || !iv_arg(env, argv[1], iv) || !buffer_arg(env, argv[2], &out, &outLength) || !index_arg(env, argv[3], &aad) || aad > outLength) {
+    return fail(env, "seal: bad arguments");
+  }
+  uint32_t count;
+  bool isArray;
+  if (napi_is_array(env, argv[4], &isArray) != napi_ok || !isArray || napi_get_array_length(env, argv[4], &count) != napi_ok) return fail(env, "seal: parts must be an array of buffers");
+  EVP_CIPHER_CTX *ctx = c->enc;
+  int n;
+  if (EVP_EncryptInit_ex(ctx, EVP_aes_128_gcm(), NULL, key, iv) != 1) return fail(env, "seal: cipher init failed");
+  if (aad > 0 && EVP_EncryptUpdate(ctx, NULL, &n, out, (int)aad) != 1) return fail(env, "seal: aad failed");
+  size_t at = aad;
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value part;
+    uint8_t *data;
+    size_t length;
+    if (napi_get_element(env, argv[4], i, &part) != napi_ok || !buffer_arg(env, part, &data, &length)) return fail(env, "seal: parts must be an array of buffers");
+    if (length == 0) continue;
+    if (length > outLength - at || outLength - at - length < TAG_BYTES) return fail(env, "seal: out is too short");
+    if (EVP_EncryptUpdate(ctx, out + at, &n, data, (int)length) != 1) return fail(env, "seal: encrypt failed");
+    at += (size_t)n;
+  }
+  if (outLength - at < TAG_BYTES) return fail(env, "seal: out is too short");
+  if (EVP_EncryptFinal_ex(ctx, out + at, &n) != 1) return fail(env, "seal: final failed");
+  at += (size_t)n;
+  if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_BYTES, out + at) != 1) return fail(env, "seal: tag failed");
+  napi_value result;
+  napi_create_uint32(env, (uint32_t)(at + TAG_BYTES), &result);
+  return result;
+}
+
+static napi_value open_record (napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  contexts *c;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, (void **)&c) != napi_ok || argc != 5) return fail(env, "open(key, seq, record, aadLength, length)");
+  uint8_t *key, iv[IV_BYTES], *record;
+  size_t recordLength, aad, length;
+  if (!key_arg(env, argv[0], &key) || !iv_arg(env, argv[1], iv) || !buffer_arg(env, argv[2], &record, &recordLength) || !index_arg(env, argv[3], &aad) || !index_arg(env, argv[4], &length)) {
+    return fail(env, "open: bad arguments");
+  }
+  if (aad > recordLength || length > recordLength - aad || recordLength - aad - length < TAG_BYTES) return fail(env, "open: record is too short");
+  EVP_CIPHER_CTX *ctx = c->dec;
+  int n, ok = 1;
+  ok = ok && EVP_DecryptInit_ex(ctx, EVP_aes_128_gcm(), NULL, key, iv) == 1;
+  ok = ok && (aad == 0 || EVP_DecryptUpdate(ctx, NULL, &n, record, (int)aad) == 1);
+  ok = ok && (length == 0 || EVP_DecryptUpdate(ctx, record + aad, &n, record + aad, (int)length) == 1);
+  ok = ok && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_BYTES, record + aad + length) == 1;
+  ok = ok && EVP_DecryptFinal_ex(ctx, record + aad + length, &n) == 1;
+  napi_value result;
+  napi_get_boolean(env, ok, &result);
+  return result;
+}
+
+NAPI_MODULE_INIT () {
+  contexts *c = calloc(1, sizeof *c);
+  if (c == NULL) return NULL;
+  c->enc = EVP_CIPHER_CTX_new();
+  c->dec = EVP_CIPHER_CTX_new();
+  if (c->enc == NULL || c->dec == NULL || napi_set_instance_data(env, c, free_contexts, NULL) != napi_ok) {
+    free_contexts(env, c, NULL);
+    return NULL;
+  }
+  napi_property_descriptor props[] = {
+    { "seal", NULL, seal, NULL, NULL, NULL, napi_default, c },
+    { "open", NULL, open_record, NULL, NULL, NULL, napi_default, c }
+  };
+  napi_define_properties(env, exports, 2, props);
+  return exports;
+}
