@@ -70,7 +70,8 @@ export const ErrorCode = {
   RG_ERR_PROXY: { close: 0, status: 502, message: 'the HTTP proxy refused or failed the connection' },
   RG_ERR_FORBIDDEN: { close: 0, status: 403, message: 'the token\'s role does not allow this' },
   RG_ERR_NAME_TAKEN: { close: 0, status: 409, message: 'the name is taken' },
-  RG_ERR_LAST_ADMIN: { close: 0, status: 409, message: 'the last admin token cannot be revoked' }
+  RG_ERR_LAST_ADMIN: { close: 0, status: 409, message: 'the last admin token cannot be revoked' },
+  RG_ERR_BAD_GATEWAY: { close: 0, status: 502, message: 'the tunnel target answered with a malformed HTTP response' }
 } as const
 
 export type ErrorCodeName = keyof typeof ErrorCode

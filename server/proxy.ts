@@ -8,6 +8,7 @@ import type { TunnelManager } from './tunnels.js'
 import { sendError } from './http-util.js'
 import type { Authorize } from './access.js'
 import { sourceOf } from './forward.js'
+import { spliceRequest } from './http-splice.js'
 
 export interface ProxyOptions {
   tunnels: TunnelManager
@@ -115,7 +116,7 @@ export function createTunnelProxy (options: ProxyOptions): {
       try {
         const to = await prepare(req, match.endpointId)
         req.url = match.path
-        proxy.web(req, res, { target: to, agent: tunnels.httpAgent(match.endpointId), proxyTimeout: 0 })
+        await spliceRequest(req, res, tunnels.streamPool(match.endpointId), new URL(to).host)
       } catch (err) {
         unlessMoved(err, options.moved === undefined ? undefined : () => options.moved!.web(req, res), coded => sendError(res, coded))
       }

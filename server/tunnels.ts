@@ -8,6 +8,7 @@ import type { TunnelStreamMeta } from '../protocol/messages.js'
 import type { Store, SettingsRef } from './store.js'
 import type { RelayHub, AgentRef, AgentMessage } from './hub.js'
 import type { SecurityLog } from './security.js'
+import { TunnelStreamPool } from './http-splice.js'
 
 export type TunnelStateName = 'closed' | 'requested' | 'open'
 
@@ -42,6 +43,8 @@ interface Tunnel {
   bytesFromAgent: number
   keepAliveTimer: NodeJS.Timeout | null
   agent: TunnelHttpAgent | null
+  /** Kept-alive streams of proxied HTTP requests (http-splice.ts). */
+  pool: TunnelStreamPool | null
   log: Logger
 }
 
@@ -241,6 +244,7 @@ export class TunnelManager {
         bytesFromAgent: 0,
         keepAliveTimer: null,
         agent: null,
+        pool: null,
         log: this.logger.child({ endpointId, tunnelId: cred.tunnelId })
       }
       this.tunnels.set(endpointId, t)
@@ -331,6 +335,14 @@ export class TunnelManager {
     return t.agent
   }
 
+  /** Kept-alive tunnel streams for proxying HTTP to this endpoint's open tunnel. */
+  streamPool (endpointId: string): TunnelStreamPool {
+    const t = this.tunnels.get(endpointId)
+    if (t === undefined || t.state !== 'open') throw new RelaygateError('RG_ERR_TUNNEL_CLOSED', `no open tunnel to ${endpointId}`)
+    t.pool ??= new TunnelStreamPool(() => this.openStream(endpointId, { kind: 'http' }))
+    return t.pool
+  }
+
   /** Closes every tunnel; the manager takes no more requests. */
   async close (): Promise<void> {
     this.closed = true
@@ -410,6 +422,8 @@ export class TunnelManager {
     this.stopKeepAlive(t)
     t.agent?.destroy()
     t.agent = null
+    t.pool?.destroy()
+    t.pool = null
     for (const s of open) s.destroy(new RelaygateError('RG_ERR_TUNNEL_CLOSED', 'the agent serving the tunnel went away'))
     const cred = newCredential()
     t.tunnelId = cred.tunnelId
@@ -462,6 +476,8 @@ export class TunnelManager {
     this.stopKeepAlive(t)
     t.agent?.destroy()
     t.agent = null
+    t.pool?.destroy()
+    t.pool = null
     const err = error ?? new RelaygateError('RG_ERR_TUNNEL_CLOSED', `tunnel closed: ${reason}`)
     for (const s of open) s.destroy(err)
     for (const w of [...t.waiters]) w.reject(err)
