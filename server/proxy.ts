@@ -51,8 +51,9 @@ function upgradeError (socket: Duplex, err: RelaygateError): void {
 }
 
 /**
- * Proxies admin HTTP (and WebSocket upgrades) through an endpoint's tunnel
- * with http-proxy, and bridges raw TCP (`relaygate connect`) onto tunnel
+ * Proxies admin HTTP through an endpoint's tunnel (http-splice.ts: the
+ * response body passed on as it arrives), WebSocket upgrades with
+ * http-proxy, and bridges raw TCP (`relaygate connect`) onto tunnel
  * streams. The admin's Authorization header never reaches the agent side.
  */
 export function createTunnelProxy (options: ProxyOptions): {
@@ -74,7 +75,8 @@ export function createTunnelProxy (options: ProxyOptions): {
       (res as Duplex).destroy()
     }
   })
-  // http-proxy pipes the target's response into ours and never ends ours when
+  // WebSocket upgrades the target refuses: http-proxy pipes the target's
+  // response into ours and never ends ours when
   // the target's is cut short (tunnel closed, stream reset): the admin's
   // response would hang. Cut it short too (the client sees a premature close).
   proxy.on('proxyRes', (proxyRes, _req, res) => {

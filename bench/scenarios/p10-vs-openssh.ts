@@ -219,7 +219,7 @@ export async function run (o: P10Options): Promise<BenchResult> {
         rounds: o.rounds,
         smallRequests: o.small,
         smallWarmUpRequests: warmUpRequests(o.small),
-        ours: 'client -> server (http-proxy) -> [delay proxy] -> relay -> agent -> target; end-to-end AES-128-GCM',
+        ours: 'client -> server (its HTTP proxy, server/http-splice.ts) -> [delay proxy] -> relay -> agent -> target; end-to-end AES-128-GCM',
         smallGet: 'medians of interleaved rounds of kept-alive small GETs (roundsP50: each round). smallGetMs: through `relaygate forward` (a local port, like ssh -L: client -> forward -> server -> [delay] -> relay -> agent -> target, raw TCP); smallGetProxyMs: the same through the server\'s HTTP proxy (the server parses, authorizes and re-issues each request)',
         openssh: `ssh -J (jump sshd) -L to the site sshd behind the same kind of delay proxy, aes128-gcm@openssh.com; ${sshVersion}`,
         cpu: 'user+system seconds of every process on the path (ours: server, relay, agent; OpenSSH: the ssh client and its ProxyJump child, both sshd and their session children) per GB moved; not the client or target'

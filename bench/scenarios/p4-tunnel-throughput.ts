@@ -47,7 +47,7 @@ export async function run (options: { sizesMb: number[], repeats: number }): Pro
   const worst = Math.min(...Object.values(ratios))
   const result: BenchResult = {
     scenario: 'p4-tunnel-throughput',
-    parameters: { sizesMb: options.sizesMb, repeats: options.repeats, path: 'client -> server (http-proxy) -> relay -> agent -> target, all on loopback, separate processes' },
+    parameters: { sizesMb: options.sizesMb, repeats: options.repeats, path: 'client -> server (its HTTP proxy, server/http-splice.ts) -> relay -> agent -> target, all on loopback, separate processes' },
     figures,
     baseline,
     ratios,
