@@ -71,16 +71,28 @@ static int index_arg (napi_env env, napi_value v, size_t *out) {
   return 1;
 }
 
-static napi_value seal (napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
+/* What seal and open take alike: key, seq, a buffer and the AAD's length at its start; argv[4] is their own. */
+typedef struct {
   contexts *c;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, (void **)&c) != napi_ok || argc != 5) return fail(env, "seal(key, seq, out, aadLength, parts)");
-  uint8_t *key, iv[IV_BYTES], *out;
-  size_t outLength, aad;
-  if (!key_arg(env, argv[0], &key) || !iv_arg(env, argv[1], iv) || !buffer_arg(env, argv[2], &out, &outLength) || !index_arg(env, argv[3], &aad) || aad > outLength) {
-    return fail(env, "seal: bad arguments");
-  }
+  napi_value argv[5];
+  uint8_t *key, iv[IV_BYTES], *buf;
+  size_t length, aad;
+} record_args;
+
+static int record_args_of (napi_env env, napi_callback_info info, record_args *a) {
+  size_t argc = 5;
+  return napi_get_cb_info(env, info, &argc, a->argv, NULL, (void **)&a->c) == napi_ok && argc == 5 &&
+    key_arg(env, a->argv[0], &a->key) && iv_arg(env, a->argv[1], a->iv) &&
+    buffer_arg(env, a->argv[2], &a->buf, &a->length) && index_arg(env, a->argv[3], &a->aad) && a->aad <= a->length;
+}
+
+static napi_value seal (napi_env env, napi_callback_info info) {
+  record_args a;
+  if (!record_args_of(env, info, &a)) return fail(env, "seal: bad arguments (key, seq, out, aadLength, parts)");
+  contexts *c = a.c;
+  uint8_t *key = a.key, *iv = a.iv, *out = a.buf;
+  size_t outLength = a.length, aad = a.aad;
+  napi_value *argv = a.argv;
   uint32_t count;
   bool isArray;
   if (napi_is_array(env, argv[4], &isArray) != napi_ok || !isArray || napi_get_array_length(env, argv[4], &count) != napi_ok) return fail(env, "seal: parts must be an array of buffers");
@@ -109,15 +121,12 @@ static napi_value seal (napi_env env, napi_callback_info info) {
 }
 
 static napi_value open_record (napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
-  contexts *c;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, (void **)&c) != napi_ok || argc != 5) return fail(env, "open(key, seq, record, aadLength, length)");
-  uint8_t *key, iv[IV_BYTES], *record;
-  size_t recordLength, aad, length;
-  if (!key_arg(env, argv[0], &key) || !iv_arg(env, argv[1], iv) || !buffer_arg(env, argv[2], &record, &recordLength) || !index_arg(env, argv[3], &aad) || !index_arg(env, argv[4], &length)) {
-    return fail(env, "open: bad arguments");
-  }
+  record_args a;
+  size_t length;
+  if (!record_args_of(env, info, &a) || !index_arg(env, a.argv[4], &length)) return fail(env, "open: bad arguments (key, seq, record, aadLength, length)");
+  contexts *c = a.c;
+  uint8_t *key = a.key, *iv = a.iv, *record = a.buf;
+  size_t recordLength = a.length, aad = a.aad;
   if (aad > recordLength || length > recordLength - aad || recordLength - aad - length < TAG_BYTES) return fail(env, "open: record is too short");
   EVP_CIPHER_CTX *ctx = c->dec;
   int n, ok = 1;

@@ -38,15 +38,19 @@ export class TunnelStreamPool {
     return { stream: entry.stream, reused: true }
   }
 
-  /** A stream whose last response was complete: idle until taken, or dropped if the target closes it or sends anything. */
-  give (stream: Duplex): void {
-    if (this.closed || stream.destroyed || this.idle.length >= this.limits.maxIdle) {
+  /**
+   * A stream whose last response was complete: idle until taken, or
+   * dropped if the target closes it or sends anything, or after `idleMs`
+   * (at most the pool's own limit).
+   */
+  give (stream: Duplex, idleMs = this.limits.idleMs): void {
+    if (this.closed || stream.destroyed || this.idle.length >= this.limits.maxIdle || idleMs <= 0) {
       stream.destroy()
       return
     }
     const entry: Idle = {
       stream,
-      timer: setTimeout(() => entry.drop(), this.limits.idleMs),
+      timer: setTimeout(() => entry.drop(), Math.min(idleMs, this.limits.idleMs)),
       drop: () => {
         const at = this.idle.indexOf(entry)
         if (at >= 0) this.idle.splice(at, 1)
@@ -97,6 +101,19 @@ function responseHeaders (head: ResponseHead, framing: BodyFraming): string[] {
   return out
 }
 
+/**
+ * How long a kept-alive stream may wait for the next request: a second less
+ * than the target says it waits (`Keep-Alive: timeout=5` from node's
+ * servers), so that a request is not sent just as the target closes.
+ */
+function idleMsFor (head: ResponseHead): number | undefined {
+  for (const value of headerValues(head.rawHeaders, 'keep-alive')) {
+    const timeout = /(?:^|[,;\s])timeout\s*=\s*(\d{1,6})/i.exec(value)
+    if (timeout !== null) return Number(timeout[1]) * 1000 - 1000
+  }
+  return undefined
+}
+
 /** Whether the target keeps the connection open after this response. */
 function keptAlive (head: ResponseHead): boolean {
   return !headerValues(head.rawHeaders, 'connection').some(v => v.split(',').some(t => t.trim().toLowerCase() === 'close'))
@@ -145,7 +162,7 @@ export function spliceRequest (req: IncomingMessage, res: ServerResponse, pool: 
       const complete = (reusable: boolean): void => {
         release()
         res.end()
-        if (reusable && requestSent) pool.give(stream)
+        if (reusable && requestSent) pool.give(stream, head === null ? undefined : idleMsFor(head))
         else destroyStream()
         resolve()
       }

@@ -74,6 +74,9 @@ async function rawTarget (t: TapLike): Promise<RawTarget> {
             socket.write(ok('bye', 'connection: close\r\n'))
             socket.end()
             break
+          case '/keep-alive-1s':
+            socket.write(ok('brief', 'Keep-Alive: timeout=1\r\n'))
+            break
           case '/idle-close':
             // Kept alive by its headers, then closed by the target while idle (a keep-alive timeout).
             socket.write(ok('soon closed'))
@@ -152,6 +155,13 @@ t.test('responses framed every way reach the client whole, and kept-alive stream
   const next = await get(`${url}/c`, auth)
   t.equal(next.body, 'GET /c')
   t.equal(target.connections, 3, 'connection: close from the target: a new stream for the next request')
+
+  const before = target.connections
+  await get(`${url}/keep-alive-1s`, auth)
+  await eventually(() => target.open === 0, 5000)
+  t.pass('a target that keeps connections one second: not kept (a request could cross its close)')
+  t.equal((await get(`${url}/g`, auth)).body, 'GET /g')
+  t.equal(target.connections, before + 1, 'the next request on a new stream')
 
   await get(`${url}/idle-close`, auth)
   await eventually(() => target.open === 0, 5000)
