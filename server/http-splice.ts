@@ -9,70 +9,16 @@
  * admin's response as they arrive, as slices. Node's ServerResponse still
  * frames the response for the admin's client (chunked, keep-alive, HEAD).
  *
- * Streams are kept alive per tunnel (TunnelStreamPool) as node's agent did;
+ * Streams are kept alive per tunnel (tunnel-stream-pool.ts) as node's agent did;
  * a request on a kept-alive stream the target closed meanwhile is sent
  * again on a new one when it has no body. WebSocket upgrades still go
  * through http-proxy.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { Duplex } from 'node:stream'
 import { RelaygateError, toRelaygateError } from '../protocol/errors.js'
 import { BodyReader, bodyFraming, headerValues, hopByHop, parseResponseHead, type BodyFraming, type ResponseHead } from './http-framing.js'
 import { sendError } from './http-util.js'
-
-interface Idle { stream: Duplex, timer: NodeJS.Timeout, drop: () => void }
-
-/** Kept-alive tunnel streams of one tunnel, idle until the next request (at most `maxIdle`, each for `idleMs`). */
-export class TunnelStreamPool {
-  private readonly idle: Idle[] = []
-  private closed = false
-
-  constructor (private readonly open: () => Duplex, private readonly limits = { maxIdle: 8, idleMs: 60_000 }) {}
-
-  /** An idle stream, or a new one (throws when the tunnel is closed). */
-  take (): { stream: Duplex, reused: boolean } {
-    const entry = this.idle.pop()
-    if (entry === undefined) return { stream: this.open(), reused: false }
-    clearTimeout(entry.timer)
-    entry.stream.off('data', entry.drop).off('end', entry.drop).off('close', entry.drop).off('error', entry.drop)
-    return { stream: entry.stream, reused: true }
-  }
-
-  /**
-   * A stream whose last response was complete: idle until taken, or
-   * dropped if the target closes it or sends anything, or after `idleMs`
-   * (at most the pool's own limit).
-   */
-  give (stream: Duplex, idleMs = this.limits.idleMs): void {
-    if (this.closed || stream.destroyed || this.idle.length >= this.limits.maxIdle || idleMs <= 0) {
-      stream.destroy()
-      return
-    }
-    const entry: Idle = {
-      stream,
-      timer: setTimeout(() => entry.drop(), Math.min(idleMs, this.limits.idleMs)),
-      drop: () => {
-        const at = this.idle.indexOf(entry)
-        if (at >= 0) this.idle.splice(at, 1)
-        clearTimeout(entry.timer)
-        stream.off('data', entry.drop).off('end', entry.drop).off('close', entry.drop)
-        stream.destroy()
-      }
-    }
-    entry.timer.unref()
-    stream.on('data', entry.drop).once('end', entry.drop).once('close', entry.drop).on('error', entry.drop)
-    this.idle.push(entry)
-  }
-
-  get idleCount (): number {
-    return this.idle.length
-  }
-
-  destroy (): void {
-    this.closed = true
-    for (const entry of [...this.idle]) entry.drop()
-  }
-}
+import type { Lease, TunnelStreamPool } from './tunnel-stream-pool.js'
 
 /** The request as the target gets it: hop-by-hop fields out, the target's Host, and the body framed as it came. */
 function requestHead (req: IncomingMessage, host: string, chunked: boolean): string {
@@ -131,7 +77,7 @@ export function spliceRequest (req: IncomingMessage, res: ServerResponse, pool: 
   const chunked = !hasLength && req.headers['transfer-encoding'] !== undefined
   const bodyless = !hasLength && !chunked
   return new Promise<void>(resolve => {
-    const attempt = (stream: Duplex, reused: boolean): void => {
+    const attempt = ({ stream, reused }: Lease): void => {
       let pending: Buffer | null = null
       let head: ResponseHead | null = null
       let body: BodyReader | null = null
@@ -146,14 +92,10 @@ export function spliceRequest (req: IncomingMessage, res: ServerResponse, pool: 
         res.off('close', onClientGone)
         stream.resume()
       }
-      const destroyStream = (): void => {
-        stream.on('error', () => {})
-        stream.destroy()
-      }
       const fail = (err: unknown): void => {
         if (finished) return
         release()
-        destroyStream()
+        pool.release(stream, false)
         const coded = toRelaygateError(err, 'RG_ERR_TUNNEL_CLOSED')
         if (!res.headersSent) sendError(res, coded.code === 'RG_ERR_INTERNAL' ? new RelaygateError('RG_ERR_TUNNEL_CLOSED', coded.message) : coded)
         else res.destroy()
@@ -162,14 +104,13 @@ export function spliceRequest (req: IncomingMessage, res: ServerResponse, pool: 
       const complete = (reusable: boolean): void => {
         release()
         res.end()
-        if (reusable && requestSent) pool.give(stream, head === null ? undefined : idleMsFor(head))
-        else destroyStream()
+        pool.release(stream, reusable && requestSent, head === null ? undefined : idleMsFor(head))
         resolve()
       }
       const onClientGone = (): void => {
         if (finished) return
         release()
-        destroyStream()
+        pool.release(stream, false)
         resolve()
       }
       const onData = (chunk: Buffer): void => {
@@ -211,13 +152,8 @@ export function spliceRequest (req: IncomingMessage, res: ServerResponse, pool: 
           // A kept-alive stream the target closed meanwhile: once more on a new stream if nothing can have been half done.
           if (reused && pending === null && bodyless) {
             release()
-            destroyStream()
-            try {
-              attempt(pool.take().stream, false)
-            } catch (err) {
-              finished = false
-              fail(err)
-            }
+            pool.release(stream, false)
+            start()
             return
           }
           fail(new RelaygateError('RG_ERR_TUNNEL_CLOSED', 'the tunnel target closed the connection without answering'))
@@ -249,13 +185,21 @@ export function spliceRequest (req: IncomingMessage, res: ServerResponse, pool: 
         req.resume()
       }
     }
-    try {
-      const { stream, reused } = pool.take()
-      attempt(stream, reused)
-    } catch (err) {
-      const coded = toRelaygateError(err, 'RG_ERR_TUNNEL_CLOSED')
-      sendError(res, coded)
-      resolve()
+    const start = (): void => {
+      pool.acquire().then(lease => {
+        // The client went away while the request waited for a stream: the stream is unused.
+        if (res.destroyed) {
+          pool.release(lease.stream, true)
+          resolve()
+        } else {
+          attempt(lease)
+        }
+      }, err => {
+        if (!res.headersSent) sendError(res, toRelaygateError(err, 'RG_ERR_TUNNEL_CLOSED'))
+        else res.destroy()
+        resolve()
+      })
     }
+    start()
   })
 }

@@ -8,7 +8,7 @@ import type { TunnelStreamMeta } from '../protocol/messages.js'
 import type { Store, SettingsRef } from './store.js'
 import type { RelayHub, AgentRef, AgentMessage } from './hub.js'
 import type { SecurityLog } from './security.js'
-import { TunnelStreamPool } from './http-splice.js'
+import { TunnelStreamPool } from './tunnel-stream-pool.js'
 
 export type TunnelStateName = 'closed' | 'requested' | 'open'
 

@@ -74,6 +74,9 @@ async function rawTarget (t: TapLike): Promise<RawTarget> {
             socket.write(ok('bye', 'connection: close\r\n'))
             socket.end()
             break
+          case '/later':
+            setTimeout(() => socket.write(ok('later')), 100)
+            break
           case '/keep-alive-1s':
             socket.write(ok('brief', 'Keep-Alive: timeout=1\r\n'))
             break
@@ -196,4 +199,11 @@ t.test('a client that goes away mid-download closes the target\'s connection', a
   t.pass('the target\'s connection closed')
   const r = await get(`${url}/f`, auth)
   t.same([r.status, r.body], [200, 'GET /f'])
+})
+
+t.test('more requests at once than streams a tunnel uses: they wait their turn and all succeed', async t => {
+  const { target, url, auth } = await setup(t)
+  const answers = await Promise.all(Array.from({ length: 80 }, async () => await get(`${url}/later`, auth)))
+  t.same(answers.filter(a => a.status === 200 && a.body === 'later').length, 80, '80 of 80 answered')
+  t.ok(target.connections <= 64, `at most 64 streams (so target connections) at once: ${target.connections}`)
 })
