@@ -1,17 +1,18 @@
 /*
- * AES-128-GCM for tunnel records, in place: the same records as
+ * AES-128-GCM for tunnel records, sealed into the frame: the same records as
  * protocol/tunnel-stream.ts seals with node:crypto, without the three
  * allocations and two copies node:crypto makes per call (an output buffer,
  * a second one of the exact length, zero-filled, and a copy into it; then
- * ours into the frame). Uses the OpenSSL that node itself links and
+ * ours into the frame): one output buffer, not zero-filled, when opening. Uses the OpenSSL that node itself links and
  * exports, so nothing to install.
  *
  *   seal(key, seq, out, aadLength, parts) -> length written
  *     encrypts the buffers of `parts` into out[aadLength ..], the tag after
  *     them; out[0 .. aadLength) is the additional authenticated data.
- *   open(key, seq, record, aadLength, length) -> true when authentic
- *     decrypts record[aadLength .. aadLength + length) in place, checking
- *     the tag that follows it.
+ *   open(key, seq, record, aadLength, out) -> true when authentic
+ *     decrypts the out.length bytes at record[aadLength ..] into out,
+ *     checking the tag that follows them. (Not in place: the record is a
+ *     view of a WebSocket message the plaintext would then share.)
  *
  * The IV is the record's sequence number: 4 zero bytes, then the number
  * as 8 bytes big-endian (a JavaScript number: exact below 2^53).
@@ -122,19 +123,20 @@ static napi_value seal (napi_env env, napi_callback_info info) {
 
 static napi_value open_record (napi_env env, napi_callback_info info) {
   record_args a;
+  uint8_t *out;
   size_t length;
-  if (!record_args_of(env, info, &a) || !index_arg(env, a.argv[4], &length)) return fail(env, "open: bad arguments (key, seq, record, aadLength, length)");
+  if (!record_args_of(env, info, &a) || !buffer_arg(env, a.argv[4], &out, &length)) return fail(env, "open: bad arguments (key, seq, record, aadLength, out)");
   contexts *c = a.c;
   uint8_t *key = a.key, *iv = a.iv, *record = a.buf;
   size_t recordLength = a.length, aad = a.aad;
-  if (aad > recordLength || length > recordLength - aad || recordLength - aad - length < TAG_BYTES) return fail(env, "open: record is too short");
+  if (length > recordLength - aad || recordLength - aad - length < TAG_BYTES) return fail(env, "open: record is too short");
   EVP_CIPHER_CTX *ctx = c->dec;
   int n, ok = 1;
   ok = ok && EVP_DecryptInit_ex(ctx, EVP_aes_128_gcm(), NULL, key, iv) == 1;
   ok = ok && (aad == 0 || EVP_DecryptUpdate(ctx, NULL, &n, record, (int)aad) == 1);
-  ok = ok && (length == 0 || EVP_DecryptUpdate(ctx, record + aad, &n, record + aad, (int)length) == 1);
+  ok = ok && (length == 0 || EVP_DecryptUpdate(ctx, out, &n, record + aad, (int)length) == 1);
   ok = ok && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_BYTES, record + aad + length) == 1;
-  ok = ok && EVP_DecryptFinal_ex(ctx, record + aad + length, &n) == 1;
+  ok = ok && EVP_DecryptFinal_ex(ctx, out + length, &n) == 1;
   napi_value result;
   napi_get_boolean(env, ok, &result);
   return result;

@@ -6,7 +6,7 @@ import type { Logger } from 'pino'
 import { RelaygateError, toRelaygateError, type MuxStream } from '../protocol/index.js'
 import { encodeStreamMeta } from '../protocol/messages.js'
 import type { Cluster } from './cluster.js'
-import { asSocket, TunnelHttpAgent } from './tunnels.js'
+import { asSocket, TunnelHttpAgent } from './tunnel-http-agent.js'
 import { sendError } from './http-util.js'
 import type { Authorize } from './access.js'
 

@@ -15,6 +15,7 @@
  * through http-proxy.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
 import { RelaygateError, toRelaygateError } from '../protocol/errors.js'
 import { BodyReader, bodyFraming, headerValues, hopByHop, parseResponseHead, type BodyFraming, type ResponseHead } from './http-framing.js'
 import { sendError } from './http-util.js'
@@ -71,135 +72,163 @@ function keptAlive (head: ResponseHead): boolean {
  * Errors before the response head: a coded JSON error (502 unless the
  * tunnel says otherwise); after it: the response is cut short.
  */
-export function spliceRequest (req: IncomingMessage, res: ServerResponse, pool: TunnelStreamPool, host: string): Promise<void> {
-  const method = req.method ?? 'GET'
+export async function spliceRequest (req: IncomingMessage, res: ServerResponse, pool: TunnelStreamPool, host: string): Promise<void> {
   const hasLength = req.headers['content-length'] !== undefined
   const chunked = !hasLength && req.headers['transfer-encoding'] !== undefined
-  const bodyless = !hasLength && !chunked
-  return new Promise<void>(resolve => {
-    const attempt = ({ stream, reused }: Lease): void => {
-      let pending: Buffer | null = null
-      let head: ResponseHead | null = null
-      let body: BodyReader | null = null
-      let requestSent = bodyless
-      let finished = false
-      let waitingForDrain = false
-
-      const release = (): void => {
-        finished = true
-        stream.off('data', onData).off('end', onEnd).off('error', onError).off('close', onClose)
-        req.off('data', onRequestData).off('end', onRequestEnd)
-        res.off('close', onClientGone)
-        stream.resume()
-      }
-      const fail = (err: unknown): void => {
-        if (finished) return
-        release()
-        pool.release(stream, false)
-        const coded = toRelaygateError(err, 'RG_ERR_TUNNEL_CLOSED')
-        if (!res.headersSent) sendError(res, coded.code === 'RG_ERR_INTERNAL' ? new RelaygateError('RG_ERR_TUNNEL_CLOSED', coded.message) : coded)
-        else res.destroy()
-        resolve()
-      }
-      const complete = (reusable: boolean): void => {
-        release()
-        res.end()
-        pool.release(stream, reusable && requestSent, head === null ? undefined : idleMsFor(head))
-        resolve()
-      }
-      const onClientGone = (): void => {
-        if (finished) return
-        release()
-        pool.release(stream, false)
-        resolve()
-      }
-      const onData = (chunk: Buffer): void => {
-        try {
-          if (head === null) {
-            pending = pending === null ? chunk : Buffer.concat([pending, chunk])
-            let parsed = parseResponseHead(pending)
-            // 1xx: informational, not for the admin (Node's server answered Expect itself).
-            while (parsed !== null && parsed.status < 200) {
-              if (parsed.status === 101) throw new RelaygateError('RG_ERR_BAD_GATEWAY', 'the tunnel target switched protocols on a request that asked for no upgrade')
-              pending = pending.subarray(parsed.length)
-              parsed = parseResponseHead(pending)
-            }
-            if (parsed === null) return
-            head = parsed
-            const framing = bodyFraming(method, head)
-            body = new BodyReader(framing)
-            res.writeHead(head.status, head.reason, responseHeaders(head, framing))
-            chunk = pending.subarray(head.length)
-            pending = null
-          }
-          const { parts, rest } = body!.take(chunk)
-          let full = false
-          for (const part of parts) if (!res.write(part)) full = true
-          if (body!.done) {
-            complete(rest === null && keptAlive(head))
-          } else if (full && !waitingForDrain) {
-            waitingForDrain = true
-            stream.pause()
-            res.once('drain', () => { waitingForDrain = false; if (!finished) stream.resume() })
-          }
-        } catch (err) {
-          fail(err instanceof RelaygateError ? err : new RelaygateError('RG_ERR_BAD_GATEWAY', `the tunnel target's response: ${(err as Error).message}`))
-        }
-      }
-      const onEnd = (): void => {
-        if (finished) return
-        if (head === null) {
-          // A kept-alive stream the target closed meanwhile: once more on a new stream if nothing can have been half done.
-          if (reused && pending === null && bodyless) {
-            release()
-            pool.release(stream, false)
-            start()
-            return
-          }
-          fail(new RelaygateError('RG_ERR_TUNNEL_CLOSED', 'the tunnel target closed the connection without answering'))
-        } else if (body!.endOfStream()) {
-          complete(false)
-        } else {
-          fail(new RelaygateError('RG_ERR_TUNNEL_CLOSED', 'the tunnel target\'s response was cut short'))
-        }
-      }
-      const onError = (err: Error): void => fail(err)
-      const onClose = (): void => fail(new RelaygateError('RG_ERR_TUNNEL_CLOSED', 'the tunnel stream closed'))
-      const onRequestData = (chunk: Buffer): void => {
-        const ok = chunked ? (stream.write(`${chunk.length.toString(16)}\r\n`), stream.write(chunk), stream.write('\r\n')) : stream.write(chunk)
-        if (!ok) {
-          req.pause()
-          stream.once('drain', () => { if (!finished) req.resume() })
-        }
-      }
-      const onRequestEnd = (): void => {
-        if (chunked) stream.write('0\r\n\r\n')
-        requestSent = true
-      }
-
-      stream.on('data', onData).on('end', onEnd).on('error', onError).on('close', onClose)
-      res.on('close', onClientGone)
-      stream.write(requestHead(req, host, chunked))
-      if (!bodyless) {
-        req.on('data', onRequestData).on('end', onRequestEnd)
-        req.resume()
-      }
+  for (;;) {
+    let lease: Lease
+    try {
+      lease = await pool.acquire()
+    } catch (err) {
+      if (!res.headersSent) sendError(res, toRelaygateError(err, 'RG_ERR_TUNNEL_CLOSED'))
+      else res.destroy()
+      return
     }
-    const start = (): void => {
-      pool.acquire().then(lease => {
-        // The client went away while the request waited for a stream: the stream is unused.
-        if (res.destroyed) {
-          pool.release(lease.stream, true)
-          resolve()
-        } else {
-          attempt(lease)
-        }
-      }, err => {
-        if (!res.headersSent) sendError(res, toRelaygateError(err, 'RG_ERR_TUNNEL_CLOSED'))
-        else res.destroy()
-        resolve()
-      })
+    // The client went away while the request waited for a stream: the stream is unused.
+    if (res.destroyed) {
+      pool.release(lease.stream, true)
+      return
     }
-    start()
-  })
+    const outcome = await new Exchange(req, res, pool, lease, host, chunked, !hasLength && !chunked).done
+    if (outcome !== 'again') return
+  }
+}
+
+/**
+ * One request on one stream. Ends 'again' when a kept-alive stream turned
+ * out closed by the target before any answer and the request has no body
+ * (nothing can have been half done): it is sent again on a new stream.
+ */
+class Exchange {
+  readonly done: Promise<'done' | 'again'>
+  private settle!: (outcome: 'done' | 'again') => void
+  private readonly stream: Duplex
+  private pending: Buffer | null = null
+  private head: ResponseHead | null = null
+  private body: BodyReader | null = null
+  private requestSent: boolean
+  private finished = false
+  private waitingForDrain = false
+  private readonly listeners = {
+    data: (chunk: Buffer) => this.onData(chunk),
+    end: () => this.onEnd(),
+    error: (err: Error) => this.fail(err),
+    close: () => this.fail(new RelaygateError('RG_ERR_TUNNEL_CLOSED', 'the tunnel stream closed')),
+    clientGone: () => this.onClientGone(),
+    requestData: (chunk: Buffer) => this.onRequestData(chunk),
+    requestEnd: () => this.onRequestEnd()
+  }
+
+  constructor (private readonly req: IncomingMessage, private readonly res: ServerResponse, private readonly pool: TunnelStreamPool,
+    private readonly lease: Lease, host: string, private readonly chunked: boolean, private readonly bodyless: boolean) {
+    this.done = new Promise(resolve => { this.settle = resolve })
+    this.stream = lease.stream
+    this.requestSent = bodyless
+    const l = this.listeners
+    this.stream.on('data', l.data).on('end', l.end).on('error', l.error).on('close', l.close)
+    res.on('close', l.clientGone)
+    this.stream.write(requestHead(req, host, chunked))
+    if (!bodyless) {
+      req.on('data', l.requestData).on('end', l.requestEnd)
+      req.resume()
+    }
+  }
+
+  /** Stops listening; the stream goes back to the pool (kept if `reusable`). */
+  private finish (reusable: boolean, idleMs?: number, outcome: 'done' | 'again' = 'done'): void {
+    this.finished = true
+    const l = this.listeners
+    this.stream.off('data', l.data).off('end', l.end).off('error', l.error).off('close', l.close)
+    this.req.off('data', l.requestData).off('end', l.requestEnd)
+    this.res.off('close', l.clientGone)
+    this.stream.resume()
+    this.pool.release(this.stream, reusable, idleMs)
+    this.settle(outcome)
+  }
+
+  private fail (err: unknown): void {
+    if (this.finished) return
+    this.finish(false)
+    const coded = toRelaygateError(err, 'RG_ERR_TUNNEL_CLOSED')
+    if (!this.res.headersSent) sendError(this.res, coded.code === 'RG_ERR_INTERNAL' ? new RelaygateError('RG_ERR_TUNNEL_CLOSED', coded.message) : coded)
+    else this.res.destroy()
+  }
+
+  private complete (reusable: boolean): void {
+    this.res.end()
+    this.finish(reusable && this.requestSent, this.head === null ? undefined : idleMsFor(this.head))
+  }
+
+  private onClientGone (): void {
+    if (!this.finished) this.finish(false)
+  }
+
+  private onData (chunk: Buffer): void {
+    try {
+      if (this.head === null) {
+        const rest = this.readHead(chunk)
+        if (rest === null) return
+        chunk = rest
+      }
+      const { parts, rest } = this.body!.take(chunk)
+      let full = false
+      for (const part of parts) if (!this.res.write(part)) full = true
+      if (this.body!.done) {
+        this.complete(rest === null && keptAlive(this.head!))
+      } else if (full && !this.waitingForDrain) {
+        this.waitingForDrain = true
+        this.stream.pause()
+        this.res.once('drain', () => { this.waitingForDrain = false; if (!this.finished) this.stream.resume() })
+      }
+    } catch (err) {
+      this.fail(err instanceof RelaygateError ? err : new RelaygateError('RG_ERR_BAD_GATEWAY', `the tunnel target's response: ${(err as Error).message}`))
+    }
+  }
+
+  /** Collects the response head; once whole, answers the client's head and returns what followed it (else null). */
+  private readHead (chunk: Buffer): Buffer | null {
+    let pending = this.pending === null ? chunk : Buffer.concat([this.pending, chunk])
+    let parsed = parseResponseHead(pending)
+    // 1xx: informational, not for the admin (Node's server answered Expect itself).
+    while (parsed !== null && parsed.status < 200) {
+      if (parsed.status === 101) throw new RelaygateError('RG_ERR_BAD_GATEWAY', 'the tunnel target switched protocols on a request that asked for no upgrade')
+      pending = pending.subarray(parsed.length)
+      parsed = parseResponseHead(pending)
+    }
+    if (parsed === null) {
+      this.pending = pending
+      return null
+    }
+    this.head = parsed
+    this.pending = null
+    const framing = bodyFraming(this.req.method ?? 'GET', parsed)
+    this.body = new BodyReader(framing)
+    this.res.writeHead(parsed.status, parsed.reason, responseHeaders(parsed, framing))
+    return pending.subarray(parsed.length)
+  }
+
+  private onEnd (): void {
+    if (this.finished) return
+    if (this.head !== null) {
+      if (this.body!.endOfStream()) this.complete(false)
+      else this.fail(new RelaygateError('RG_ERR_TUNNEL_CLOSED', 'the tunnel target\'s response was cut short'))
+    } else if (this.lease.reused && this.pending === null && this.bodyless) {
+      this.finish(false, undefined, 'again')
+    } else {
+      this.fail(new RelaygateError('RG_ERR_TUNNEL_CLOSED', 'the tunnel target closed the connection without answering'))
+    }
+  }
+
+  private onRequestData (chunk: Buffer): void {
+    const ok = this.chunked ? (this.stream.write(`${chunk.length.toString(16)}\r\n`), this.stream.write(chunk), this.stream.write('\r\n')) : this.stream.write(chunk)
+    if (!ok) {
+      this.req.pause()
+      this.stream.once('drain', () => { if (!this.finished) this.req.resume() })
+    }
+  }
+
+  private onRequestEnd (): void {
+    if (this.chunked) this.stream.write('0\r\n\r\n')
+    this.requestSent = true
+  }
 }

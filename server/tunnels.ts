@@ -1,4 +1,3 @@
-import http from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import { CheckinFlag, RelaygateError } from '../protocol/index.js'
@@ -9,6 +8,7 @@ import type { Store, SettingsRef } from './store.js'
 import type { RelayHub, AgentRef, AgentMessage } from './hub.js'
 import type { SecurityLog } from './security.js'
 import { TunnelStreamPool } from './tunnel-stream-pool.js'
+import { TunnelHttpAgent } from './tunnel-http-agent.js'
 
 export type TunnelStateName = 'closed' | 'requested' | 'open'
 
@@ -74,35 +74,6 @@ export interface TunnelInfo {
   requestedAt?: string
   openedAt?: string | null
   streams?: number
-}
-
-/** Node's HTTP client needs a few socket methods a mux stream does not have. */
-export function asSocket (stream: Duplex): Duplex {
-  const s = stream as Duplex & Record<string, unknown>
-  s.setNoDelay = () => s
-  s.setKeepAlive = () => s
-  s.setTimeout = (_ms: number, cb?: () => void) => { if (cb !== undefined) s.once('timeout', cb); return s }
-  s.ref = () => s
-  s.unref = () => s
-  s.remoteAddress = 'tunnel'
-  s.remotePort = 0
-  return stream
-}
-
-/** An http.Agent whose connections are streams: tunnel streams, or peer-link streams between replicas (keep-alive reuses them). */
-export class TunnelHttpAgent extends http.Agent {
-  constructor (private readonly open: () => Duplex, sockets = { max: 64, free: 8 }) {
-    super({ keepAlive: true, maxSockets: sockets.max, maxFreeSockets: sockets.free, timeout: 120_000 })
-  }
-
-  override createConnection (_options: unknown, cb?: (err: Error | null, socket: Duplex) => void): Duplex | undefined {
-    try {
-      return asSocket(this.open())
-    } catch (err) {
-      cb?.(err as Error, undefined as unknown as Duplex)
-      return undefined
-    }
-  }
 }
 
 /**
@@ -327,8 +298,8 @@ export class TunnelManager {
     return stream
   }
 
-  /** The http.Agent for proxying to this endpoint's open tunnel. */
-  httpAgent (endpointId: string): http.Agent {
+  /** The http.Agent for proxying WebSocket upgrades to this endpoint's open tunnel. */
+  httpAgent (endpointId: string): TunnelHttpAgent {
     const t = this.tunnels.get(endpointId)
     if (t === undefined || t.state !== 'open') throw new RelaygateError('RG_ERR_TUNNEL_CLOSED', `no open tunnel to ${endpointId}`)
     t.agent ??= new TunnelHttpAgent(() => this.openStream(endpointId, { kind: 'http' }))
