@@ -6,7 +6,7 @@ import { RelaygateError, type MuxStream } from '../protocol/index.js'
 import { parseStreamMeta, AgentStreams, type UnsignedReport, type RelayToAgent } from '../protocol/messages.js'
 import { deriveCredentialKey, deriveTunnelRoot, openCredential, tunnelProof } from '../protocol/tunnel-crypto.js'
 import { splice } from '../protocol/splice.js'
-import { recordCrypto, recordCryptoFallback } from '../protocol/record-crypto.js'
+import { recordCipherLog } from '../protocol/record-crypto.js'
 import { SealedStream, deriveTunnelStreamKey } from '../protocol/tunnel-stream.js'
 
 /** Streams one tunnel may carry over its life (each nonce is remembered to refuse replays). */
@@ -240,7 +240,7 @@ export class TunnelEndpoint {
     t.idleTimer.unref()
     this.open = t
     this.opened++
-    this.host.logger.info({ tunnelId: t.tunnelId, idleSeconds: t.idleMs / 1000, recordCipher: recordCrypto.name, ...(recordCryptoFallback === null ? {} : { recordCipherWhy: recordCryptoFallback }) }, 'tunnel open')
+    this.host.logger.info({ tunnelId: t.tunnelId, idleSeconds: t.idleMs / 1000, ...recordCipherLog }, 'tunnel open')
   }
 
   private async idleClose (t: OpenTunnel): Promise<void> {

@@ -37,11 +37,11 @@ export function recordKey (raw: Buffer): RecordKey {
 export interface RecordCrypto {
   readonly name: 'native' | 'node:crypto'
   /**
-   * Encrypts `parts` (`size` bytes) into `out` after its first `aadLength`
+   * Encrypts `parts` into `out` after its first `aadLength`
    * bytes (authenticated, not encrypted), the tag after them. The IV is the
    * sequence number.
    */
-  seal: (key: RecordKey, seq: number, out: Buffer, aadLength: number, parts: Buffer[], size: number) => void
+  seal: (key: RecordKey, seq: number, out: Buffer, aadLength: number, parts: Buffer[]) => void
   /**
    * The plaintext of `record` (`aadLength` header bytes, `length` of
    * ciphertext, the tag) in a buffer of its own, or null when it does not
@@ -119,5 +119,6 @@ const loaded = loadRecordAddon()
 /** What this process seals and opens records with. */
 export const recordCrypto: RecordCrypto = 'addon' in loaded ? nativeRecordCrypto(loaded.addon) : nodeRecordCrypto
 
-/** Why records go through node:crypto, or null when the addon does it. */
-export const recordCryptoFallback: string | null = 'why' in loaded ? loaded.why : null
+/** For a process's log lines: the way records are sealed, and why not natively. */
+export const recordCipherLog: { recordCipher: RecordCrypto['name'], recordCipherWhy?: string } =
+  'why' in loaded ? { recordCipher: recordCrypto.name, recordCipherWhy: loaded.why } : { recordCipher: recordCrypto.name }

@@ -172,7 +172,7 @@ export class SealedStream extends Duplex {
     this.bytesSent += size
     out.writeUInt32BE(size, 0)
     out[4] = kind
-    this.crypto.seal(this.sendKey, this.sendSeq++, out, HEADER, parts, size)
+    this.crypto.seal(this.sendKey, this.sendSeq++, out, HEADER, parts)
     return out
   }
 

@@ -7,7 +7,7 @@ import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import { RelaygateError } from '../protocol/errors.js'
 import { hashToken, newSecret, redact } from '../protocol/auth.js'
-import { recordCrypto, recordCryptoFallback } from '../protocol/record-crypto.js'
+import { recordCipherLog } from '../protocol/record-crypto.js'
 import { writeFileAtomic, writeReadyFile } from '../common/files.js'
 import { loadOrCreateCert } from '../common/tls.js'
 import { VERSION } from '../common/version.js'
@@ -461,9 +461,7 @@ export async function buildServer (input: Partial<ServerConfig>, logger: Logger)
     }
   }
   const clusterInfo = cluster === null ? {} : { replicaId: cluster.replicaId, peerUrl: cluster.peerUrl }
-  // Which way tunnel records are sealed (record-crypto.ts): the native addon, or node:crypto and why.
-  const records = recordCryptoFallback === null ? { recordCipher: recordCrypto.name } : { recordCipher: recordCrypto.name, recordCipherWhy: recordCryptoFallback }
-  logger.info({ httpUrl, httpsUrl, adminTokenFile: app.adminTokenFile, fingerprint, ...clusterInfo, ...records }, 'server ready')
+  logger.info({ httpUrl, httpsUrl, adminTokenFile: app.adminTokenFile, fingerprint, ...clusterInfo, ...recordCipherLog }, 'server ready')
   writeReadyFile(config.readyFile, { httpUrl, httpsUrl, adminTokenFile: app.adminTokenFile, fingerprint, pid: process.pid, ...clusterInfo })
   return {
     config,
