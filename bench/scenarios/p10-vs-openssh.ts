@@ -8,6 +8,7 @@ import { writeResult, round, type BenchResult } from '../lib/report.js'
 import { startProc, api, dataDir, type Proc } from '../lib/procs.js'
 import { startBenchTarget, timedGet, timedPut } from '../lib/target.js'
 import { startDelayProxy } from '../lib/delay-proxy.js'
+import { startNodePipe } from '../lib/node-pipe.js'
 import { cpuSeconds, freePort, sleep } from '../lib/sample.js'
 
 export interface P10Options { rttsMs: number[], sizeMb: number, rounds: number, small: number }
@@ -115,6 +116,8 @@ export async function run (o: P10Options): Promise<BenchResult> {
   const token = readFileSync(server.ready.adminTokenFile as string, 'utf8').trim()
   const wan = await startDelayProxy(Number(new URL(base).port), 0)
   let sshWan: Awaited<ReturnType<typeof startDelayProxy>> | null = null
+  const pipes: ChildProcess[] = []
+  let pipesWan: Awaited<ReturnType<typeof startDelayProxy>> | null = null
   try {
     const created = await api(base, token, 'POST', '/api/relays', { name: 'far-site' })
     const relay = await startProc('relay', ['relay', '--server', `http://127.0.0.1:${wan.port}`, '--token', created.token, '--data-dir', dataDir('relay'), '--host', '127.0.0.1', '--port', '0', '--tls-port', 'off'])
@@ -130,6 +133,10 @@ export async function run (o: P10Options): Promise<BenchResult> {
     const forward = await startProc('forward', ['forward', ep.id as string, String(targetPort), '--listen', '0', '--server', base, '--token-file', server.ready.adminTokenFile as string])
     procs.push(forward)
     const theirs: Side = { url: `http://127.0.0.1:${ssh.localPort}`, headers: {}, pids: ssh.procs.map(p => p.pid!) }
+    // The floor for four Node.js processes on the same path: client -> pipe -> pipe -> [delay] -> pipe -> pipe -> target.
+    const pipe = async (upstream: number): Promise<number> => { const p = await startNodePipe(upstream); pipes.push(p.child); return p.port }
+    pipesWan = await startDelayProxy(await pipe(await pipe(targetPort)), 0)
+    const pipesPort = await pipe(await pipe(pipesWan.port))
     await timedGet(`${ours.url}/small`, auth)
     const bytes = o.sizeMb * 1024 * 1024
     /** One transfer kind on one side: MB/s and CPU seconds per GB over the path's processes. */
@@ -156,6 +163,7 @@ export async function run (o: P10Options): Promise<BenchResult> {
     for (const rtt of o.rttsMs) {
       wan.oneWayMs = rtt / 2
       sshWan!.oneWayMs = rtt / 2
+      pipesWan.oneWayMs = rtt / 2
       for (const [kind, streams] of cases) {
         const a: Measured[] = []
         const b: Measured[] = []
@@ -194,16 +202,20 @@ export async function run (o: P10Options): Promise<BenchResult> {
         const viaForward: Latency[] = []
         const viaProxy: Latency[] = []
         const viaSsh: Latency[] = []
+        const viaPipes: Latency[] = []
+        const pipePids = Object.fromEntries(pipes.map((p, i) => [`pipe ${pipes.length - i}`, p.pid!]))
         // Interleaved rounds, as for throughput: the machine's moods fall on both sides alike.
         for (let i = 0; i < o.rounds; i++) {
           viaForward.push(await withCpu({ forward: forward.child.pid!, server: serverPid, relay: relayPid, agent: agentPid },
             async () => await smallLatency(`http://127.0.0.1:${forward.ready.port as number}/small`, o.small)))
           viaSsh.push(await withCpu(sshPids, async () => await smallLatency(`${theirs.url}/small`, o.small), true))
           viaProxy.push(await withCpu({ server: serverPid, relay: relayPid, agent: agentPid }, async () => await smallLatency(`${ours.url}/small`, o.small, auth)))
+          viaPipes.push(await withCpu(pipePids, async () => await smallLatency(`http://127.0.0.1:${pipesPort}/small`, o.small)))
         }
         figures.smallGetMs = medianOf(viaForward)
         figures.smallGetProxyMs = medianOf(viaProxy)
         baseline.smallGetMs = medianOf(viaSsh)
+        baseline.smallGetFourNodePipesMs = medianOf(viaPipes)
       }
     }
     const get0 = ratios.getRtt0ms ?? 0
@@ -221,6 +233,7 @@ export async function run (o: P10Options): Promise<BenchResult> {
         smallWarmUpRequests: warmUpRequests(o.small),
         ours: 'client -> server (its HTTP proxy, server/http-splice.ts) -> [delay proxy] -> relay -> agent -> target; end-to-end AES-128-GCM',
         smallGet: 'medians of interleaved rounds of kept-alive small GETs (roundsP50: each round). smallGetMs: through `relaygate forward` (a local port, like ssh -L: client -> forward -> server -> [delay] -> relay -> agent -> target, raw TCP); smallGetProxyMs: the same through the server\'s HTTP proxy (the server parses, authorizes and re-issues each request)',
+        fourNodePipes: 'baseline.smallGetFourNodePipesMs: the same small GETs through four Node.js processes that only pipe sockets (bench/lib/node-pipe.ts: no framing, no cipher, Nagle off) in the same shape, client -> pipe -> pipe -> [delay] -> pipe -> pipe -> target: the floor for any path of four Node.js processes',
         openssh: `ssh -J (jump sshd) -L to the site sshd behind the same kind of delay proxy, aes128-gcm@openssh.com; ${sshVersion}`,
         cpu: 'user+system seconds of every process on the path (ours: server, relay, agent; OpenSSH: the ssh client and its ProxyJump child, both sshd and their session children) per GB moved; not the client or target'
       },
@@ -241,7 +254,8 @@ export async function run (o: P10Options): Promise<BenchResult> {
     writeResult(result)
     return result
   } finally {
-    for (const p of ssh?.procs ?? []) p.kill('SIGKILL')
+    for (const p of [...(ssh?.procs ?? []), ...pipes]) p.kill('SIGKILL')
+    await (pipesWan as Awaited<ReturnType<typeof startDelayProxy>> | null)?.close()
     for (const p of procs.reverse()) await p.stop()
     await wan.close()
     await (sshWan as Awaited<ReturnType<typeof startDelayProxy>> | null)?.close()
