@@ -6,6 +6,7 @@ import { RelaygateError, type MuxStream } from '../protocol/index.js'
 import { parseStreamMeta, AgentStreams, type UnsignedReport, type RelayToAgent } from '../protocol/messages.js'
 import { deriveCredentialKey, deriveTunnelRoot, openCredential, tunnelProof } from '../protocol/tunnel-crypto.js'
 import { splice } from '../protocol/splice.js'
+import { resetConnection } from '../common/reset.js'
 import { recordCipherLog } from '../protocol/record-crypto.js'
 import { SealedStream, deriveTunnelStreamKey } from '../protocol/tunnel-stream.js'
 
@@ -183,7 +184,7 @@ export class TunnelEndpoint {
       connected = true
       log.debug('tunnel stream connected to its target')
       if (statusByte) stream.write(Buffer.from([0]))
-      splice(stream, socket)
+      splice(stream, socket, resetConnection)
       // Server traffic keeps the tunnel open. (Listening for 'data' only after
       // the pipe is in place: an earlier listener would take the bytes.)
       const t = this.open

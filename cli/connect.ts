@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs'
 import type { Logger } from 'pino'
 import { RelaygateError, toRelaygateError } from '../protocol/errors.js'
 import { normalizeFingerprint } from '../protocol/token.js'
+import { resetConnection } from '../common/reset.js'
 
 /** Where a TCP tunnel goes: an agent-side port of an endpoint, through a server. */
 export interface TcpTarget {
@@ -141,12 +142,16 @@ export async function forwardTcp (options: ForwardOptions): Promise<{ address: n
         return
       }
       if (remote instanceof net.Socket) remote.setNoDelay(true)
+      // A cut is a reset on the other side too: a FIN would pass a cut-short answer off as the whole one.
       remote.on('error', (err: NodeJS.ErrnoException) => {
         logger.warn({ from, code: err.code === 'ECONNRESET' ? 'RG_ERR_TUNNEL_CLOSED' : err.code }, 'forwarded connection cut: the tunnel dropped')
-        local.destroy()
+        resetConnection(local)
       })
-      local.on('close', () => remote.destroy())
-      remote.on('close', () => { if (!local.writableEnded) local.destroy() })
+      local.on('close', () => {
+        if (local.readableEnded && local.writableFinished) remote.destroy()
+        else resetConnection(remote)
+      })
+      remote.on('close', () => { if (!local.writableEnded) resetConnection(local) })
       local.pipe(remote)
       remote.pipe(local)
       local.resume()

@@ -7,22 +7,25 @@ import type { MuxStream } from './stream.js'
  * whose peer cannot take more, so flow-control windows hold across hops).
  * An error or abrupt close on one side destroys the other, carrying the
  * error's code; a clean end in each direction ends the other side in turn.
+ * `cutB`, if given, ends b instead of destroy() when a is cut (the agent
+ * resets its target's TCP connection: a FIN would pass an upload cut short
+ * for the whole of it).
  */
-export function splice (a: Duplex, b: Duplex): void {
+export function splice (a: Duplex, b: Duplex, cutB?: (b: Duplex) => void): void {
   a.pipe(b)
   b.pipe(a)
-  const link = (from: Duplex, to: Duplex): void => {
+  const link = (from: Duplex, to: Duplex, cut: (err: RelaygateError) => void): void => {
     from.on('error', err => {
-      if (!to.destroyed) to.destroy(err instanceof RelaygateError ? err : new RelaygateError('RG_ERR_STREAM_RESET', err.message))
+      if (!to.destroyed) cut(err instanceof RelaygateError ? err : new RelaygateError('RG_ERR_STREAM_RESET', err.message))
     })
     from.once('close', () => {
       if (to.destroyed) return
       const clean = from.readableEnded && from.writableFinished
-      if (!clean) to.destroy(new RelaygateError('RG_ERR_STREAM_RESET', 'the other side closed abruptly'))
+      if (!clean) cut(new RelaygateError('RG_ERR_STREAM_RESET', 'the other side closed abruptly'))
     })
   }
-  link(a, b)
-  link(b, a)
+  link(a, b, err => cutB === undefined ? b.destroy(err) : cutB(b))
+  link(b, a, err => a.destroy(err))
 }
 
 /**

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
-import { Socket } from 'node:net'
+import { resetConnection } from '../common/reset.js'
 import httpProxy from 'http-proxy'
 import type { Logger } from 'pino'
 import { RelaygateError, toRelaygateError } from '../protocol/index.js'
@@ -185,8 +185,7 @@ function joinTcpSession (socket: Duplex, stream: Duplex, done: () => void, onCut
   const cut = (err: Error): void => {
     onCut(toRelaygateError(err))
     done()
-    if (socket instanceof Socket) socket.resetAndDestroy()
-    else socket.destroy()
+    resetConnection(socket)
     stream.destroy()
   }
   stream.on('error', cut)

@@ -3,7 +3,10 @@ import net from 'node:net'
 import { createHash } from 'node:crypto'
 import { Readable } from 'node:stream'
 import type { AddressInfo } from 'node:net'
-import type { TapLike } from './cluster.js'
+import { spawn } from 'node:child_process'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { startSite, startAgent, type TapLike } from './cluster.js'
 
 /**
  * Helpers for tunnel data-path tests: deterministic byte streams (so both
@@ -138,3 +141,50 @@ export async function within<T> (promise: Promise<T>, ms: number, what: string):
 }
 
 export const MB = 1024 * 1024
+
+const repoRoot = fileURLToPath(new URL('../../', import.meta.url))
+
+/** The built CLI (npm run build). */
+export const cliBin = join(repoRoot, 'dist', 'cli', 'main.js')
+
+export interface Child {
+  stdout: Buffer[]
+  stderr: string
+  exit: Promise<number | null>
+  proc: ReturnType<typeof spawn>
+}
+
+/** `relaygate <args>` as a child process, with only the admin token from the environment. */
+export function spawnCli (t: TapLike, token: string, args: string[], stdin: 'pipe' | 'ignore' = 'pipe'): Child {
+  const env: NodeJS.ProcessEnv = {}
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('RELAYGATE_') && k !== 'NODE_OPTIONS') env[k] = v
+  env.RELAYGATE_ADMIN_TOKEN = token
+  const proc = spawn(process.execPath, [cliBin, ...args], { cwd: repoRoot, env, stdio: [stdin, 'pipe', 'pipe'] })
+  const child: Child = {
+    proc,
+    stdout: [],
+    stderr: '',
+    exit: new Promise(resolve => proc.once('close', code => resolve(code)))
+  }
+  proc.stdout!.on('data', (c: Buffer) => child.stdout.push(c))
+  proc.stderr!.setEncoding('utf8').on('data', (d: string) => { child.stderr += d })
+  proc.stdin?.on('error', () => {})
+  t.teardown(async () => {
+    if (proc.exitCode === null && proc.signalCode === null) {
+      proc.kill('SIGKILL')
+      await child.exit
+    }
+  })
+  return child
+}
+
+/** An echo server behind an online agent that allows its port. */
+export async function echoSite (t: TapLike, name: string): Promise<{ echo: { port: number }, site: Awaited<ReturnType<typeof startSite>>, ep: any, agent: ReturnType<typeof startAgent> }> {
+  const echo = await listenEcho(t)
+  const site = await startSite(t)
+  const ep = await site.api.ok('POST', '/api/endpoints', { name })
+  const agent = startAgent(t, ep.joinToken, { allowTcp: [echo.port] })
+  await agent.whenOnline()
+  return { echo, site, ep, agent }
+}
+

@@ -1,19 +1,14 @@
 import t from 'tap'
 import http from 'node:http'
-import { spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
 import net from 'node:net'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { PassThrough, Writable } from 'node:stream'
 import WebSocket, { WebSocketServer } from 'ws'
 import { startSite, startAgent, eventually, tempDir, freePort, type TapLike } from '../helpers/cluster.js'
 import { connectTcp } from '../../cli/connect.js'
-import { patternStream, patternSha256, hashStream, readAll, listenHttp, listenEcho, httpRequest, within, MB } from '../helpers/tunnel-data.js'
-
-const root = fileURLToPath(new URL('../../', import.meta.url))
-const bin = join(root, 'dist', 'cli', 'main.js')
+import { patternStream, patternSha256, hashStream, readAll, listenHttp, listenEcho, httpRequest, within, MB, spawnCli, echoSite, cliBin as bin, type Child } from '../helpers/tunnel-data.js'
 
 /** What the agent-side target saw and did. */
 interface TargetState {
@@ -340,50 +335,9 @@ t.test('a unix socket target serves a proxied GET', async t => {
   t.equal((await hashStream(down)).sha256, patternSha256(77, size), '8 MB over the unix socket intact')
 })
 
-interface Child {
-  stdout: Buffer[]
-  stderr: string
-  exit: Promise<number | null>
-  proc: ReturnType<typeof spawn>
-}
-
-/** `relaygate <args>` as a child process, with only the admin token from the environment. */
-function spawnCli (t: TapLike, token: string, args: string[], stdin: 'pipe' | 'ignore' = 'pipe'): Child {
-  const env: NodeJS.ProcessEnv = {}
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('RELAYGATE_') && k !== 'NODE_OPTIONS') env[k] = v
-  env.RELAYGATE_ADMIN_TOKEN = token
-  const proc = spawn(process.execPath, [bin, ...args], { cwd: root, env, stdio: [stdin, 'pipe', 'pipe'] })
-  const child: Child = {
-    proc,
-    stdout: [],
-    stderr: '',
-    exit: new Promise(resolve => proc.once('close', code => resolve(code)))
-  }
-  proc.stdout!.on('data', (c: Buffer) => child.stdout.push(c))
-  proc.stderr!.setEncoding('utf8').on('data', (d: string) => { child.stderr += d })
-  proc.stdin?.on('error', () => {})
-  t.teardown(async () => {
-    if (proc.exitCode === null && proc.signalCode === null) {
-      proc.kill('SIGKILL')
-      await child.exit
-    }
-  })
-  return child
-}
-
 /** `relaygate connect` on stdin/stdout. */
 const connect = (t: TapLike, serverUrl: string, token: string, endpointId: string, port: number): Child =>
   spawnCli(t, token, ['connect', endpointId, String(port), '--server', serverUrl])
-
-/** An echo server behind an online agent that allows its port. */
-async function echoSite (t: TapLike, name: string): Promise<{ echo: { port: number }, site: Awaited<ReturnType<typeof startSite>>, ep: any, agent: ReturnType<typeof startAgent> }> {
-  const echo = await listenEcho(t)
-  const site = await startSite(t)
-  const ep = await site.api.ok('POST', '/api/endpoints', { name })
-  const agent = startAgent(t, ep.joinToken, { allowTcp: [echo.port] })
-  await agent.whenOnline()
-  return { echo, site, ep, agent }
-}
 
 const stdoutBytes = (c: Child): number => c.stdout.reduce((n, b) => n + b.length, 0)
 
