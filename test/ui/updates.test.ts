@@ -41,7 +41,8 @@ t.test('updates: start a rollout from the page, follow each target, pause and re
   await page.fill('[data-testid=new-update] input[name=version]', '0.3.2')
   await page.fill('[data-testid=new-update] input[name=maxParallel]', '1')
   await page.click('[data-testid=new-update] button[type=submit]')
-  await page.waitForSelector('[data-page=update]')
+  // The page shows "Loading…" (no data-update yet) until the rollout's first load answers.
+  await page.waitForSelector('[data-page=update][data-update]')
   const id = await page.getAttribute('[data-page=update]', 'data-update')
   // The page follows the canary to its end, then it is paused; the others come back while it is.
   await page.waitForSelector('[data-testid=update-targets] tr[data-state=succeeded]', { timeout: 30_000 })
