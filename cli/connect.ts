@@ -2,7 +2,7 @@ import http from 'node:http'
 import https from 'node:https'
 import net from 'node:net'
 import type { Duplex, Readable, Writable } from 'node:stream'
-import type { TLSSocket } from 'node:tls'
+import tls, { type TLSSocket } from 'node:tls'
 import { readFileSync } from 'node:fs'
 import type { Logger } from 'pino'
 import { RelaygateError, toRelaygateError } from '../protocol/errors.js'
@@ -37,6 +37,18 @@ export function readAdminToken (tokenFile: string | undefined): string {
 }
 
 /**
+ * TLS over a TCP socket of its own (tls.connect with `socket`), where
+ * https.request would make one with none: resetConnection can then end a
+ * cut session with a reset of that TCP socket, where a TLS socket alone
+ * can only send a FIN, which the server would take for a clean end.
+ */
+function tlsOverOwnTcp (url: URL, verify: boolean): TLSSocket {
+  const host = url.hostname.replace(/^\[|\]$/g, '')
+  const tcp = net.connect(url.port === '' ? 443 : Number(url.port), host)
+  return tls.connect({ socket: tcp, host, servername: net.isIP(host) === 0 ? host : undefined, rejectUnauthorized: verify })
+}
+
+/**
  * The upgraded connection of a TCP tunnel (`Upgrade: relaygate-tcp`): raw
  * bytes to and from the agent-side port, once the server, the relay and the
  * agent accepted it; a RelaygateError with the server's code otherwise.
@@ -48,7 +60,7 @@ export async function openTcpTunnel (options: TcpTarget): Promise<Duplex> {
   const request = (secure ? https : http).request(url, {
     method: 'GET',
     headers: { connection: 'Upgrade', upgrade: 'relaygate-tcp', authorization: `Bearer ${options.token}` },
-    ...(secure && pin !== undefined ? { rejectUnauthorized: false } : {})
+    ...(secure ? { createConnection: () => tlsOverOwnTcp(url, pin === undefined) } : {})
   })
   return await new Promise<Duplex>((resolve, reject) => {
     request.on('upgrade', (res, sock, head) => {

@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import type { Duplex } from 'node:stream'
 import { eventually, startAgent, startSite, tempDir } from '../helpers/cluster.js'
 import { openTcpTunnel } from '../../cli/connect.js'
+import { resetConnection } from '../../common/reset.js'
 import { echoSite, spawnCli, within } from '../helpers/tunnel-data.js'
 
 /**
@@ -51,27 +52,30 @@ for (const scheme of ['http', 'https'] as const) {
   })
 }
 
-t.test('a client that resets its connection resets the target\'s too (a FIN would pass an upload cut short for the whole of it)', async t => {
-  const site = await startSite(t)
-  const ep = await site.api.ok('POST', '/api/endpoints', { name: 'client-reset' })
-  let targetSide: net.Socket | null = null
-  let received = ''
-  const target = net.createServer(socket => {
-    targetSide = socket
-    socket.on('data', (c: Buffer) => { received += c.toString() })
+for (const scheme of ['http', 'https'] as const) {
+  t.test(`over ${scheme}: a client that resets its connection resets the target's too (a FIN would pass an upload cut short for the whole of it)`, async t => {
+    const site = await startSite(t)
+    const ep = await site.api.ok('POST', '/api/endpoints', { name: `client-reset-${scheme}` })
+    let targetSide: net.Socket | null = null
+    let received = ''
+    const target = net.createServer(socket => {
+      targetSide = socket
+      socket.on('data', (c: Buffer) => { received += c.toString() })
+    })
+    await new Promise<void>(resolve => target.listen(0, '127.0.0.1', resolve))
+    t.teardown(() => { targetSide?.destroy(); target.close() })
+    const port = (target.address() as net.AddressInfo).port
+    const agent = startAgent(t, ep.joinToken, { allowTcp: [port] })
+    await agent.whenOnline()
+    const server = scheme === 'https' ? site.server.httpsUrl! : site.server.httpUrl
+    const socket = await openTcpTunnel({ server, endpointId: ep.id, port, token: site.api.token, serverFingerprint: site.server.fingerprint ?? undefined })
+    socket.write('part of an upload')
+    await within(eventually(() => received === 'part of an upload' || undefined, 10_000), 15_000, 'the first part at the target')
+    const ends = howItEnds(targetSide!)
+    resetConnection(socket)
+    t.equal(await within(ends, 15_000, 'the end of the target\'s connection'), 'ECONNRESET', 'the target sees a reset, not a clean end')
   })
-  await new Promise<void>(resolve => target.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => { targetSide?.destroy(); target.close() })
-  const port = (target.address() as net.AddressInfo).port
-  const agent = startAgent(t, ep.joinToken, { allowTcp: [port] })
-  await agent.whenOnline()
-  const socket = await openTcpTunnel({ server: site.server.httpUrl, endpointId: ep.id, port, token: site.api.token }) as net.Socket
-  socket.write('part of an upload')
-  await within(eventually(() => received === 'part of an upload' || undefined, 10_000), 15_000, 'the first part at the target')
-  const ends = howItEnds(targetSide!)
-  socket.resetAndDestroy()
-  t.equal(await within(ends, 15_000, 'the end of the target\'s connection'), 'ECONNRESET', 'the target sees a reset, not a clean end')
-})
+}
 
 t.test('relaygate forward: a cut tunnel resets the local connection (a FIN would pass for the whole answer), and forward keeps listening', async t => {
   const { echo, site, ep, agent } = await echoSite(t, 'forward-cut')
@@ -91,4 +95,11 @@ t.test('relaygate forward: a cut tunnel resets the local connection (a FIN would
     const next = net.connect(local.port, '127.0.0.1', () => { next.destroy(); resolve(true) }).on('error', () => resolve(false))
   })
   t.ok(accepted, 'and still accepts connections')
+})
+
+t.test('the TCP upgrade over https checks the server: a wrong pin is RG_ERR_PIN_MISMATCH, a self-signed certificate without one is refused', async t => {
+  const { echo, site, ep } = await echoSite(t, 'pins')
+  const target = { server: site.server.httpsUrl!, endpointId: ep.id, port: echo.port, token: site.api.token }
+  await t.rejects(openTcpTunnel({ ...target, serverFingerprint: 'AA:'.repeat(31) + 'AA' }), { code: 'RG_ERR_PIN_MISMATCH' })
+  await t.rejects(openTcpTunnel(target), { code: 'RG_ERR_NO_RELAY', message: /self-signed|certificate/i })
 })

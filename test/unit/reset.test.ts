@@ -6,6 +6,7 @@ import type { Duplex } from 'node:stream'
 import { loadOrCreateCert } from '../../common/tls.js'
 import { resetConnection } from '../../common/reset.js'
 import { tempDir, type TapLike } from '../helpers/cluster.js'
+import { within } from '../helpers/tunnel-data.js'
 
 /** How the peer's side ended: 'end' (a FIN), or the error's code. */
 async function howItEnds (socket: Duplex): Promise<string> {
@@ -65,6 +66,17 @@ t.test('a TLS client connection (no TCP socket of its own to reset) and a unix s
   const ends = howItEnds(peer)
   t.doesNotThrow(() => resetConnection(local))
   t.equal(await ends, 'end', 'a unix socket has no reset: its peer sees the end')
+})
+
+t.test('a socket whose end() is under way (libuv cannot reset it): destroyed and closed, no error event', async t => {
+  const { accepted } = await pair(t, net.createServer({ allowHalfOpen: true }), port => net.connect(port, '127.0.0.1'))
+  const errors: unknown[] = []
+  accepted.on('error', err => errors.push(err))
+  const closed = new Promise(resolve => accepted.once('close', resolve))
+  accepted.end('last words')
+  resetConnection(accepted)
+  await within(closed, 5_000, 'the close')
+  t.same(errors, [], 'no EINVAL from the reset')
 })
 
 t.test('a socket already closed, or never connected: destroyed, no error event', async t => {
