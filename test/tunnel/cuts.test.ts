@@ -77,6 +77,30 @@ for (const scheme of ['http', 'https'] as const) {
   })
 }
 
+t.test('a target that resets its connection resets the client\'s (the other way round)', async t => {
+  const site = await startSite(t)
+  const ep = await site.api.ok('POST', '/api/endpoints', { name: 'target-reset' })
+  let targetSide: net.Socket | null = null
+  const target = net.createServer(socket => {
+    targetSide = socket
+    socket.on('error', () => {})
+    socket.on('data', () => { socket.write('half an answer') })
+  })
+  await new Promise<void>(resolve => target.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { targetSide?.destroy(); target.close() })
+  const port = (target.address() as net.AddressInfo).port
+  const agent = startAgent(t, ep.joinToken, { allowTcp: [port] })
+  await agent.whenOnline()
+  const socket = await openTcpTunnel({ server: site.server.httpUrl, endpointId: ep.id, port, token: site.api.token })
+  let got = ''
+  socket.on('data', (c: Buffer) => { got += c.toString() })
+  const ends = howItEnds(socket)
+  socket.write('a question')
+  await within(eventually(() => got === 'half an answer' || undefined, 10_000), 15_000, 'the first half')
+  resetConnection(targetSide!)
+  t.equal(await within(ends, 15_000, 'the end of the client\'s connection'), 'ECONNRESET', 'the client sees a reset, not a clean end')
+})
+
 t.test('relaygate forward: a cut tunnel resets the local connection (a FIN would pass for the whole answer), and forward keeps listening', async t => {
   const { echo, site, ep, agent } = await echoSite(t, 'forward-cut')
   const readyFile = join(tempDir(t), 'ready.json')
