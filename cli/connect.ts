@@ -36,6 +36,9 @@ export function readAdminToken (tokenFile: string | undefined): string {
   }
 }
 
+/** What node's TLS says of a certificate no CA vouches for: the server's own, self-signed. */
+const untrusted = new Set(['DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY'])
+
 /**
  * TLS over a TCP socket of its own (tls.connect with `socket`), where
  * https.request would make one with none: resetConnection can then end a
@@ -89,7 +92,10 @@ export async function openTcpTunnel (options: TcpTarget): Promise<Duplex> {
         reject(new RelaygateError(code as 'RG_ERR_TUNNEL_CLOSED', message))
       })
     })
-    request.on('error', err => reject(new RelaygateError('RG_ERR_NO_RELAY', `cannot reach the server: ${err.message}`)))
+    request.on('error', (err: NodeJS.ErrnoException) => {
+      const hint = untrusted.has(err.code ?? '') ? ' (a self-signed server: pin it with --server-fingerprint, the sha256 fingerprint the server logs at start)' : ''
+      reject(new RelaygateError('RG_ERR_NO_RELAY', `cannot reach the server: ${err.message}${hint}`))
+    })
     request.end()
   })
 }
