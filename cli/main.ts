@@ -267,6 +267,7 @@ if (typeof RELAYGATE_BUNDLE_ROLE === 'undefined' || RELAYGATE_BUNDLE_ROLE === 'd
           '',
           `  dashboard     ${demo.server.httpUrl}/  (sign in with the admin token below)`,
           `  server        ${demo.server.httpUrl}  (HTTPS ${demo.server.httpsUrl ?? 'off'})`,
+          ...(demo.server.fingerprint === null ? [] : [`  server cert   ${demo.server.fingerprint}  (self-signed; HTTPS clients pin it: --server-fingerprint)`]),
           `  admin token   ${demo.server.adminTokenFile}`,
           `  relay         ${demo.relay.wsUrl}  ${demo.relay.wssUrl ?? ''}`,
           `  data dir      ${demo.dataDir}`,

@@ -1,6 +1,7 @@
 import t from 'tap'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { existsSync, readFileSync, statSync } from 'node:fs'
+import tls from 'node:tls'
 import { isAbsolute, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Api, tempDir, eventually, type TapLike } from '../helpers/cluster.js'
@@ -282,6 +283,29 @@ if (!existsSync(bin)) {
     t.equal(list.length, 3, 'three endpoints')
     t.ok(list.every((e: any) => e.status === 'online'), 'all online')
     t.same(list.map((e: any) => e.id).sort(), [...info.endpoints].sort())
+    t.notOk(lines(demo.stdout).some(l => l.trim().startsWith('server cert')), 'HTTPS off: no certificate line')
+    demo.proc.kill('SIGINT')
+    t.same(await exitWithin(demo), { code: 0, signal: null }, 'SIGINT: exit 0')
+  })
+
+  t.test('demo with HTTPS: it prints the server certificate\'s fingerprint, the one its HTTPS port presents', async t => {
+    const dir = tempDir(t)
+    const ready = join(dir, 'demo.json')
+    const demo = start(t, ['demo', '--agents', '1', '--http-port', '0', '--https-port', '0', '--relay-port', '0', '--relay-tls-port', '0', '--data-dir', join(dir, 'demo'), '--ready-file', ready])
+    await readyFile(demo, ready, 45_000)
+    const serverLine = await poll(() => lines(demo.stdout).find(l => l.trim().startsWith('server ')) ?? '')
+    const httpsUrl = /\(HTTPS (https:\/\/\S+)\)/.exec(serverLine)?.[1]
+    t.ok(httpsUrl, `the server line names the HTTPS URL (${serverLine.trim()})`)
+    const certLine = await poll(() => lines(demo.stdout).find(l => l.trim().startsWith('server cert')) ?? '')
+    const printed = /server cert\s+([0-9a-f]{64})/.exec(certLine)?.[1]
+    const presented = await new Promise<string>((resolve, reject) => {
+      const u = new URL(httpsUrl!)
+      const s = tls.connect({ host: u.hostname, port: Number(u.port), rejectUnauthorized: false }, () => {
+        resolve(s.getPeerCertificate().fingerprint256.replace(/:/g, '').toLowerCase())
+        s.destroy()
+      }).on('error', reject)
+    })
+    t.equal(printed, presented, 'the printed fingerprint is the certificate\'s')
     demo.proc.kill('SIGINT')
     t.same(await exitWithin(demo), { code: 0, signal: null }, 'SIGINT: exit 0')
   })
