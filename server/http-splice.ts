@@ -156,7 +156,8 @@ class Exchange {
 
   private complete (reusable: boolean): void {
     this.res.end()
-    this.finish(reusable && this.requestSent, this.head === null ? undefined : idleMsFor(this.head))
+    // Called once the body is read, so the head is there.
+    this.finish(reusable && this.requestSent, idleMsFor(this.head!))
   }
 
   private onClientGone (): void {

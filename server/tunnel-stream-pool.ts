@@ -41,10 +41,9 @@ export class TunnelStreamPool {
   /** An idle stream, a new one, or the next one released (rejects when the tunnel closes or too many wait). */
   async acquire (): Promise<Lease> {
     if (this.closed) throw new RelaygateError('RG_ERR_TUNNEL_CLOSED', 'the tunnel closed')
-    const entry = this.idle.pop()
+    const entry = this.idle.at(-1)
     if (entry !== undefined) {
-      clearTimeout(entry.timer)
-      entry.stream.off('data', entry.drop).off('end', entry.drop).off('close', entry.drop).off('error', entry.drop)
+      this.unpark(entry)
       this.active++
       return { stream: entry.stream, reused: true }
     }
@@ -108,15 +107,20 @@ export class TunnelStreamPool {
       stream,
       timer: setTimeout(() => entry.drop(), idleMs),
       drop: () => {
-        const at = this.idle.indexOf(entry)
-        if (at >= 0) this.idle.splice(at, 1)
-        clearTimeout(entry.timer)
-        stream.off('data', entry.drop).off('end', entry.drop).off('close', entry.drop)
+        this.unpark(entry)
         discard(stream)
       }
     }
     entry.timer.unref()
     stream.on('data', entry.drop).once('end', entry.drop).once('close', entry.drop).on('error', entry.drop)
     this.idle.push(entry)
+  }
+
+  /** Takes an idle stream out of the idle list, its timer and its watchers. */
+  private unpark (entry: Idle): void {
+    const at = this.idle.indexOf(entry)
+    if (at >= 0) this.idle.splice(at, 1)
+    clearTimeout(entry.timer)
+    entry.stream.off('data', entry.drop).off('end', entry.drop).off('close', entry.drop).off('error', entry.drop)
   }
 }
